@@ -1,0 +1,58 @@
+//! Connecting to a coordinator and attaching the bearer token.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use dockyard_proto::v1::admin_service_client::AdminServiceClient;
+use dockyard_proto::v1::job_service_client::JobServiceClient;
+
+#[derive(Clone)]
+pub struct Client {
+    pub jobs: JobServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
+    token: Option<String>,
+}
+
+impl Client {
+    pub async fn connect(endpoint: &str, token: Option<String>) -> Result<Self> {
+        let ep = Endpoint::from_shared(endpoint.to_string())
+            .with_context(|| format!("'{endpoint}' is not a valid endpoint; use a URL like http://127.0.0.1:50051"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = ep
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {endpoint} (is it running? set --endpoint or DOCKYARD_ENDPOINT)"))?;
+        let max = 64 << 20;
+        Ok(Client {
+            jobs: JobServiceClient::new(channel.clone()).max_decoding_message_size(max).max_encoding_message_size(max),
+            admin: AdminServiceClient::new(channel).max_decoding_message_size(max),
+            token,
+        })
+    }
+
+    /// Wraps a message in a request carrying `authorization: Bearer TOKEN` when a token is set.
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            if let Ok(v) = MetadataValue::try_from(format!("Bearer {t}")) {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        r
+    }
+}
+
+/// Turns a gRPC error into a message that says what went wrong in the user's terms.
+pub fn explain(s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::InvalidArgument => anyhow::anyhow!("rejected: {}", s.message()),
+        tonic::Code::NotFound => anyhow::anyhow!("not found: {}", s.message()),
+        tonic::Code::Unavailable => anyhow::anyhow!("coordinator unavailable: {}", s.message()),
+        _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per group of subcommands.
+
+pub mod bench;
+pub mod query;
+pub mod run;
+pub mod submit;
+pub mod watch;

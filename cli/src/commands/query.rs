@@ -1,0 +1,75 @@
+//! Read-only and small admin commands: jobs, results, cancel, nodes, drain, stats.
+
+use anyhow::Result;
+
+use dockyard_proto::v1 as pb;
+
+use crate::client::{explain, Client};
+use crate::output::{self, Format};
+
+pub async fn jobs(c: &Client, limit: u32, f: Format) -> Result<()> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = (limit as usize - out.len()).min(1000) as u32;
+        let r = c.jobs.clone().list_jobs(c.req(pb::ListJobsRequest { page_size: page, page_token: token })).await.map_err(explain)?.into_inner();
+        out.extend(r.jobs);
+        if r.next_page_token.is_empty() || out.len() >= limit as usize {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    output::print_jobs(&out, f);
+    Ok(())
+}
+
+pub async fn fetch_results(c: &Client, job: &str, top: usize) -> Result<Vec<pb::LigandResult>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = (top - out.len()).min(1000) as u32;
+        let r = c
+            .jobs
+            .clone()
+            .list_results(c.req(pb::ListResultsRequest { job_id: job.to_string(), page_size: page, page_token: token }))
+            .await
+            .map_err(explain)?
+            .into_inner();
+        out.extend(r.results);
+        if r.next_page_token.is_empty() || out.len() >= top {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    out.truncate(top);
+    Ok(out)
+}
+
+pub async fn results(c: &Client, job: &str, top: usize, f: Format) -> Result<()> {
+    let rows = fetch_results(c, job, top).await?;
+    output::print_results(&rows, f);
+    Ok(())
+}
+
+pub async fn cancel(c: &Client, job: &str, f: Format) -> Result<()> {
+    let j = c.jobs.clone().cancel_job(c.req(pb::CancelJobRequest { job_id: job.to_string(), reason: "cancelled from the CLI".into() })).await.map_err(explain)?.into_inner();
+    output::print_jobs(&[j], f);
+    Ok(())
+}
+
+pub async fn nodes(c: &Client, f: Format) -> Result<()> {
+    let r = c.admin.clone().list_nodes(c.req(pb::ListNodesRequest {})).await.map_err(explain)?.into_inner();
+    output::print_nodes(&r.nodes, f);
+    Ok(())
+}
+
+pub async fn drain(c: &Client, node: &str, drain: bool, f: Format) -> Result<()> {
+    let req = c.req(pb::DrainNodeRequest { node_id: node.to_string() });
+    let n = if drain { c.admin.clone().drain_node(req).await } else { c.admin.clone().undrain_node(req).await }.map_err(explain)?.into_inner();
+    output::print_nodes(&[n], f);
+    Ok(())
+}
+
+pub async fn stats(c: &Client) -> Result<pb::QueueStatsResponse> {
+    Ok(c.admin.clone().queue_stats(c.req(pb::QueueStatsRequest {})).await.map_err(explain)?.into_inner())
+}

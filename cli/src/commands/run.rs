@@ -1,0 +1,142 @@
+//! `dockyard run` and `dockyard demo`: the whole cluster in one process — a coordinator on
+//! loopback with sled in a data folder and artifacts in a local folder, plus one agent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use dockyard_agent::AgentConfig;
+use dockyard_common::ids::NodeId;
+use dockyard_coordinator::CoordinatorConfig;
+
+use crate::client::Client;
+use crate::commands::{query, submit::SubmitArgs, watch};
+use crate::output::{self, is_final, job_state, Format};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EmbeddedArgs {
+    /// Folder for the embedded coordinator's state and artifacts.
+    #[arg(long, default_value = "dockyard-data")]
+    pub data_dir: PathBuf,
+    /// Tasks run at once by the embedded agent [default: number of CPUs].
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// How many of the best hits to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Output format of the hit list.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// Starts coordinator + agent, runs one job, prints the hits, stops everything.
+pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> {
+    std::fs::create_dir_all(&emb.data_dir).with_context(|| format!("cannot create --data-dir {}", emb.data_dir.display()))?;
+    let coord = dockyard_coordinator::start(CoordinatorConfig::new("127.0.0.1:0", emb.data_dir.join("coordinator")))
+        .await
+        .context("cannot start the embedded coordinator")?;
+    let mut acfg = AgentConfig::new(coord.endpoint(), NodeId::parse("local").context("node id")?, emb.data_dir.join("agent-work"));
+    if let Some(s) = emb.slots {
+        acfg.slots = s.max(1);
+    }
+    acfg.enable_sleep_engine = sub.engine == "sleep";
+    // Same machine: the agent reads and writes the artifact folder directly.
+    acfg.artifacts = Some(coord.artifacts_uri.clone());
+    let agent_stop = CancellationToken::new();
+    let agent = tokio::spawn(dockyard_agent::run(acfg, agent_stop.clone()));
+
+    let outcome = async {
+        let client = Client::connect(&coord.endpoint(), None).await?;
+        let resp = super::submit::submit(&client, sub).await?;
+        println!("{}", resp.job_id);
+        let job = watch::watch(&client, &resp.job_id, false).await?;
+        if job.ligands_total > 0 {
+            let rows = query::fetch_results(&client, &resp.job_id, emb.top).await?;
+            if emb.format == Format::Table {
+                eprintln!("Top {} of {} docked ligands (artifacts in {}):", rows.len(), job.ligands_docked, emb.data_dir.join("coordinator/artifacts").display());
+            }
+            output::print_results(&rows, emb.format);
+        }
+        Ok::<_, anyhow::Error>(job)
+    };
+    let result = tokio::select! {
+        r = outcome => r,
+        a = async {
+            // If the agent dies (e.g. no engine installed) there is no point waiting.
+            let mut agent = agent;
+            match (&mut agent).await {
+                Ok(Err(e)) => Err(anyhow::anyhow!("the embedded agent stopped: {e}")),
+                Ok(Ok(())) => Err(anyhow::anyhow!("the embedded agent stopped")),
+                Err(e) => Err(anyhow::anyhow!("the embedded agent crashed: {e}")),
+            }
+        } => a,
+    };
+    agent_stop.cancel();
+    coord.shutdown().await;
+    let job = result?;
+    if !is_final(job.state) {
+        bail!("job ended in state {}", job_state(job.state));
+    }
+    Ok(matches!(job_state(job.state), "succeeded" | "partial"))
+}
+
+#[derive(Deserialize)]
+struct DemoBox {
+    center: [f64; 3],
+    size: [f64; 3],
+    demo: Option<DemoSettings>,
+}
+
+#[derive(Deserialize)]
+struct DemoSettings {
+    exhaustiveness: Option<u32>,
+    seed: Option<i64>,
+}
+
+/// The `examples/` folder: given, or beside the working directory, or in the source tree.
+pub fn find_examples(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(g) = given {
+        return Ok(g.to_path_buf());
+    }
+    let mut candidates = vec![PathBuf::from("examples")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/dockyard -> repository root
+        if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            candidates.push(root.join("examples"));
+        }
+    }
+    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"));
+    candidates
+        .into_iter()
+        .find(|c| c.join("receptor.pdbqt").is_file())
+        .context("cannot find the examples/ folder; run from the repository root or pass --examples DIR")
+}
+
+pub async fn demo(examples: Option<&Path>, emb: &EmbeddedArgs, exhaustiveness: Option<u32>) -> Result<bool> {
+    let dir = find_examples(examples)?;
+    let text = std::fs::read_to_string(dir.join("box.toml")).with_context(|| format!("{}/box.toml", dir.display()))?;
+    let b: DemoBox = toml::from_str(&text).with_context(|| format!("{}/box.toml", dir.display()))?;
+    let d = b.demo.unwrap_or(DemoSettings { exhaustiveness: None, seed: None });
+    let sub = SubmitArgs {
+        receptor: Some(dir.join("receptor.pdbqt")),
+        ligands: vec![dir.join("ligands")],
+        center: Some(format!("{},{},{}", b.center[0], b.center[1], b.center[2])),
+        size: Some(format!("{},{},{}", b.size[0], b.size[1], b.size[2])),
+        engine: "vina".into(),
+        exhaustiveness: exhaustiveness.or(d.exhaustiveness),
+        seed: d.seed,
+        batch_size: Some(1),
+        name: Some("demo".into()),
+        ..SubmitArgs::default()
+    };
+    let n = super::submit::ligand_files(&[dir.join("ligands")])?.len();
+    eprintln!(
+        "Docking {n} ligands from {} into {} with AutoDock Vina (exhaustiveness {}), coordinator + agent embedded in this process",
+        dir.join("ligands").display(),
+        dir.join("receptor.pdbqt").display(),
+        sub.exhaustiveness.unwrap_or(8)
+    );
+    run_embedded(&sub, emb).await
+}

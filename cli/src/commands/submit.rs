@@ -1,0 +1,208 @@
+//! `dockyard submit`: read the inputs, build a SubmitJob request, send it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use dockyard_proto::v1 as pb;
+
+use crate::client::{explain, Client};
+
+/// Files at most this big travel inside the SubmitJob message; bigger ones are uploaded first.
+const INLINE_MAX: u64 = 2 << 20;
+const INLINE_TOTAL_MAX: u64 = 32 << 20;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SubmitArgs {
+    /// Receptor PDBQT file.
+    #[arg(long)]
+    pub receptor: Option<PathBuf>,
+    /// Ligand PDBQT file (one or many MODELs) or a folder of .pdbqt files (repeatable).
+    #[arg(long)]
+    pub ligands: Vec<PathBuf>,
+    /// Box center X,Y,Z in Angstrom.
+    #[arg(long, value_name = "X,Y,Z", allow_hyphen_values = true)]
+    pub center: Option<String>,
+    /// Box size X,Y,Z in Angstrom.
+    #[arg(long, value_name = "X,Y,Z")]
+    pub size: Option<String>,
+    /// TOML file with `center = [x, y, z]` and `size = [x, y, z]` (instead of --center/--size).
+    #[arg(long = "box", value_name = "FILE")]
+    pub box_file: Option<PathBuf>,
+    /// Docking engine: vina, smina, gnina, or the test-only sleep.
+    #[arg(long, default_value = "vina")]
+    pub engine: String,
+    /// Search effort per ligand [engine default: 8].
+    #[arg(long)]
+    pub exhaustiveness: Option<u32>,
+    /// Poses kept per ligand [engine default: 9].
+    #[arg(long)]
+    pub num_modes: Option<u32>,
+    /// Random seed [default: 42, so reruns reproduce].
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// 0 (lowest) to 9 (highest).
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Ligands per task [default: 8].
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Attempts per task before it fails [default: 3].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Per-task engine timeout in seconds [default: 3600].
+    #[arg(long)]
+    pub timeout_s: Option<u32>,
+    /// A name for the job.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Sleep engine: number of tasks.
+    #[arg(long)]
+    pub count: Option<u32>,
+    /// Sleep engine: milliseconds per task.
+    #[arg(long)]
+    pub sleep_ms: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct BoxFile {
+    center: [f64; 3],
+    size: [f64; 3],
+}
+
+fn parse_vec3(flag: &str, s: &str) -> Result<pb::Vec3> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.len() != 3 {
+        bail!("--{flag} takes three numbers X,Y,Z (got '{s}')");
+    }
+    let mut v = [0.0; 3];
+    for (i, p) in parts.iter().enumerate() {
+        v[i] = p.parse().with_context(|| format!("--{flag}: '{p}' is not a number"))?;
+    }
+    Ok(pb::Vec3 { x: v[0], y: v[1], z: v[2] })
+}
+
+pub fn read_box(args: &SubmitArgs) -> Result<Option<pb::DockingBox>> {
+    if let Some(f) = &args.box_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read --box {}", f.display()))?;
+        let b: BoxFile = toml::from_str(&text).with_context(|| format!("--box {}: expected center = [x, y, z] and size = [x, y, z]", f.display()))?;
+        return Ok(Some(pb::DockingBox {
+            center: Some(pb::Vec3 { x: b.center[0], y: b.center[1], z: b.center[2] }),
+            size: Some(pb::Vec3 { x: b.size[0], y: b.size[1], z: b.size[2] }),
+        }));
+    }
+    match (&args.center, &args.size) {
+        (Some(c), Some(s)) => Ok(Some(pb::DockingBox { center: Some(parse_vec3("center", c)?), size: Some(parse_vec3("size", s)?) })),
+        (None, None) => Ok(None),
+        _ => bail!("give both --center and --size (or --box FILE)"),
+    }
+}
+
+/// Ligand files in the order given; a folder contributes its *.pdbqt files sorted by name.
+pub fn ligand_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).with_context(|| format!("--ligands {}: cannot read", p.display()))?;
+        if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("--ligands {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x.eq_ignore_ascii_case("pdbqt")))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("--ligands {}: the folder has no .pdbqt files", p.display());
+            }
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn input_file(client: &Client, path: &Path, inline_budget: &mut u64) -> Result<pb::InputFile> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("input").to_string();
+    let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    if size <= INLINE_MAX && size <= *inline_budget {
+        *inline_budget -= size;
+        let content = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(pb::InputFile { name, source: Some(pb::input_file::Source::Content(content)) });
+    }
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut msgs = vec![pb::UploadInputChunk { part: Some(pb::upload_input_chunk::Part::Name(name.clone())) }];
+    for c in data.chunks(1 << 20) {
+        msgs.push(pb::UploadInputChunk { part: Some(pb::upload_input_chunk::Part::Data(c.to_vec())) });
+    }
+    let r = client.jobs.clone().upload_input(client.req(tokio_stream::iter(msgs))).await.map_err(explain)?.into_inner();
+    Ok(pb::InputFile { name, source: Some(pb::input_file::Source::UploadId(r.upload_id)) })
+}
+
+pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::SubmitJobRequest> {
+    let mut req = pb::SubmitJobRequest {
+        name: a.name.clone().unwrap_or_default(),
+        engine: a.engine.clone(),
+        priority: a.priority,
+        batch_size: a.batch_size.unwrap_or(0),
+        max_attempts: a.max_attempts.unwrap_or(0),
+        timeout_s: a.timeout_s.unwrap_or(0),
+        params: Some(pb::EngineParams {
+            exhaustiveness: a.exhaustiveness.unwrap_or(0),
+            num_modes: a.num_modes.unwrap_or(0),
+            seed: a.seed.unwrap_or(0),
+            energy_range: 0.0,
+            sleep_ms: a.sleep_ms.unwrap_or(0),
+        }),
+        ..Default::default()
+    };
+    if a.engine == "sleep" {
+        if a.receptor.is_some() || !a.ligands.is_empty() {
+            bail!("the sleep engine takes no input files; use --count N [--sleep-ms MS]");
+        }
+        req.sleep_task_count = a.count.context("the sleep engine needs --count N (number of tasks)")?;
+        return Ok(req);
+    }
+    if a.count.is_some() || a.sleep_ms.is_some() {
+        bail!("--count and --sleep-ms are for --engine sleep only");
+    }
+    let receptor = a.receptor.as_ref().context("missing --receptor FILE.pdbqt")?;
+    if a.ligands.is_empty() {
+        bail!("missing --ligands FILE|DIR");
+    }
+    req.r#box = Some(read_box(a)?.context("missing the box: give --center X,Y,Z --size X,Y,Z (or --box FILE)")?);
+    let mut budget = INLINE_TOTAL_MAX;
+    req.receptor = Some(input_file(client, receptor, &mut budget).await?);
+    for f in ligand_files(&a.ligands)? {
+        req.ligands.push(input_file(client, &f, &mut budget).await?);
+    }
+    Ok(req)
+}
+
+pub async fn submit(client: &Client, a: &SubmitArgs) -> Result<pb::SubmitJobResponse> {
+    let req = build_request(client, a).await?;
+    Ok(client.jobs.clone().submit_job(client.req(req)).await.map_err(explain)?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec3_parsing_reports_the_flag() {
+        let v = parse_vec3("center", "15.19, 53.903,-16.9").expect("ok");
+        assert_eq!((v.x, v.y, v.z), (15.19, 53.903, -16.9));
+        let e = parse_vec3("size", "1,2").expect_err("two numbers");
+        assert!(e.to_string().contains("--size"));
+        let e = parse_vec3("size", "1,b,2").expect_err("not a number");
+        assert!(format!("{e:#}").contains("'b'"));
+    }
+
+    #[test]
+    fn a_folder_without_pdbqt_is_an_error() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::write(d.path().join("x.sdf"), "x").expect("write");
+        let e = ligand_files(&[d.path().to_path_buf()]).expect_err("empty");
+        assert!(e.to_string().contains("no .pdbqt"));
+    }
+}

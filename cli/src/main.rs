@@ -1,0 +1,215 @@
+//! `dockyard`: the command-line client, the embedded all-in-one `run`, the demo and benchmarks.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+use commands::bench::DispatchArgs;
+use commands::run::EmbeddedArgs;
+use commands::submit::SubmitArgs;
+use output::Format;
+
+const EXAMPLES: &str = "Examples:
+  dockyard demo                                   # dock the bundled examples, no services needed
+  dockyard run --receptor rec.pdbqt --ligands ligs/ --center 15.2,53.9,16.9 --size 20,20,20
+  dockyard submit --receptor rec.pdbqt --ligands ligs/ --center 15.2,53.9,16.9 --size 20,20,20 --wait
+  dockyard watch JOB            dockyard results JOB --top 20 --format csv
+  dockyard jobs --format json   dockyard nodes      dockyard drain NODE
+
+Global settings come from flags, then DOCKYARD_ENDPOINT / DOCKYARD_TOKEN, then the --config
+TOML file (keys: endpoint, token).";
+
+#[derive(Parser, Debug)]
+#[command(name = "dockyard", version, about = "Dockyard: molecular docking at cluster scale.", after_help = EXAMPLES)]
+struct Cli {
+    /// Coordinator URL [default: http://127.0.0.1:50051].
+    #[arg(long, global = true, env = "DOCKYARD_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Bearer token sent with every call.
+    #[arg(long, global = true, env = "DOCKYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// TOML config file with `endpoint` and `token`.
+    #[arg(long, global = true, env = "DOCKYARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Submit a docking job; prints the job id on the first line of stdout.
+    #[command(after_help = "Examples:
+  dockyard submit --receptor 1iep_receptor.pdbqt --ligands ligands/ --center 15.19,53.903,16.917 --size 20,20,20 --priority 5 --wait
+  dockyard submit --engine sleep --count 1000 --sleep-ms 10        # test-only engine, no docking")]
+    Submit {
+        #[command(flatten)]
+        args: SubmitArgs,
+        /// Follow progress, then print a summary; exit non-zero unless the job succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Follow a job with a live progress bar until it finishes.
+    #[command(after_help = "Example:\n  dockyard watch 0192f3a1b2c3d4e5f6a7")]
+    Watch { job: String },
+    /// List jobs, newest first.
+    #[command(after_help = "Example:\n  dockyard jobs --format json | jq '.[0]'")]
+    Jobs {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Ranked hits of a job, best score first.
+    #[command(after_help = "Example:\n  dockyard results JOB --top 20 --format csv > hits.csv")]
+    Results {
+        job: String,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Cancel a job: queued tasks are dropped, running engines are killed.
+    #[command(after_help = "Example:\n  dockyard cancel JOB")]
+    Cancel {
+        job: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List nodes with their state, capacity and engines.
+    #[command(after_help = "Example:\n  dockyard nodes --format json")]
+    Nodes {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Stop giving a node new tasks; running ones finish.
+    #[command(after_help = "Example:\n  dockyard drain gpu-node-7")]
+    Drain {
+        node: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Let a drained node take tasks again.
+    #[command(after_help = "Example:\n  dockyard undrain gpu-node-7")]
+    Undrain {
+        node: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Queue depth and dispatch counters.
+    Stats,
+    /// Run one job on a cluster embedded in this process (no services needed).
+    #[command(after_help = "Example:
+  dockyard run --receptor examples/receptor.pdbqt --ligands examples/ligands --box examples/box.toml --exhaustiveness 2")]
+    Run {
+        #[command(flatten)]
+        args: SubmitArgs,
+        #[command(flatten)]
+        embedded: EmbeddedArgs,
+    },
+    /// Dock the bundled example ligands with the real Vina, embedded, and print the hits.
+    #[command(after_help = "Example:\n  dockyard demo")]
+    Demo {
+        /// The examples folder [default: ./examples or the source tree's].
+        #[arg(long)]
+        examples: Option<PathBuf>,
+        /// Override the exhaustiveness set in examples/box.toml.
+        #[arg(long)]
+        exhaustiveness: Option<u32>,
+        #[command(flatten)]
+        embedded: EmbeddedArgs,
+    },
+    /// Benchmarks (not tests).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Dispatch throughput: real coordinator + K agent processes, N sleep tasks at 0 ms.
+    #[command(after_help = "Example:\n  cargo build --release && target/release/dockyard bench dispatch --tasks 100000 --agents 2")]
+    Dispatch(DispatchArgs),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CliFile {
+    endpoint: Option<String>,
+    token: Option<String>,
+}
+
+async fn main_inner(cli: Cli) -> Result<bool> {
+    let file: CliFile = dockyard_common::config::load_toml(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let endpoint = cli.endpoint.or(file.endpoint).unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let token = cli.token.or(file.token);
+    let connect = || client::Client::connect(&endpoint, token.clone());
+    match cli.cmd {
+        Cmd::Submit { args, wait } => {
+            let c = connect().await?;
+            let r = commands::submit::submit(&c, &args).await?;
+            println!("{}", r.job_id);
+            if let Some(j) = &r.job {
+                if !j.unschedulable_reason.is_empty() {
+                    eprintln!("warning: unschedulable for now: {}", j.unschedulable_reason);
+                }
+            }
+            if wait {
+                let j = commands::watch::watch(&c, &r.job_id, false).await?;
+                output::print_jobs(&[j.clone()], Format::Table);
+                return Ok(output::job_state(j.state) == "succeeded");
+            }
+            Ok(true)
+        }
+        Cmd::Watch { job } => {
+            let c = connect().await?;
+            let j = commands::watch::watch(&c, &job, false).await?;
+            Ok(matches!(output::job_state(j.state), "succeeded" | "partial"))
+        }
+        Cmd::Jobs { format, limit } => commands::query::jobs(&connect().await?, limit.max(1), format).await.map(|_| true),
+        Cmd::Results { job, top, format } => commands::query::results(&connect().await?, &job, top.max(1), format).await.map(|_| true),
+        Cmd::Cancel { job, format } => commands::query::cancel(&connect().await?, &job, format).await.map(|_| true),
+        Cmd::Nodes { format } => commands::query::nodes(&connect().await?, format).await.map(|_| true),
+        Cmd::Drain { node, format } => commands::query::drain(&connect().await?, &node, true, format).await.map(|_| true),
+        Cmd::Undrain { node, format } => commands::query::drain(&connect().await?, &node, false, format).await.map(|_| true),
+        Cmd::Stats => {
+            let s = commands::query::stats(&connect().await?).await?;
+            println!(
+                "queued={} delayed={} running={} dispatched_total={} committed_total={} duplicates_dropped={} requeued_total={} epoch={} p50_ms={:.1} p99_ms={:.1}",
+                s.queued, s.delayed, s.running, s.dispatched_total, s.results_committed_total, s.duplicate_results_dropped, s.requeued_total, s.epoch, s.dispatch_latency_p50_ms, s.dispatch_latency_p99_ms
+            );
+            for p in s.by_priority {
+                println!("  priority {}: {} queued", p.priority, p.queued);
+            }
+            Ok(true)
+        }
+        Cmd::Run { args, embedded } => commands::run::run_embedded(&args, &embedded).await,
+        Cmd::Demo { examples, exhaustiveness, embedded } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
+        Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dockyard_common::telemetry::init("text", "warn");
+    let rt = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dockyard: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(main_inner(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("dockyard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

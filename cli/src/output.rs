@@ -1,0 +1,195 @@
+//! Rendering for humans (tables) and scripts (json, csv).
+
+use dockyard_proto::v1 as pb;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+pub fn job_state(s: i32) -> &'static str {
+    match pb::JobState::try_from(s) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Succeeded) => "succeeded",
+        Ok(pb::JobState::Partial) => "partial",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+pub fn is_final(s: i32) -> bool {
+    matches!(job_state(s), "succeeded" | "partial" | "failed" | "cancelled")
+}
+
+pub fn node_state(s: i32) -> &'static str {
+    match pb::NodeState::try_from(s) {
+        Ok(pb::NodeState::Ready) => "ready",
+        Ok(pb::NodeState::Draining) => "draining",
+        Ok(pb::NodeState::Lost) => "lost",
+        _ => "unknown",
+    }
+}
+
+pub fn job_json(j: &pb::Job) -> serde_json::Value {
+    let t = j.tasks.clone().unwrap_or_default();
+    serde_json::json!({
+        "job_id": j.job_id,
+        "name": j.name,
+        "org": j.org,
+        "engine": j.engine,
+        "test_only": j.test_only,
+        "state": job_state(j.state),
+        "priority": j.priority,
+        "tasks": {"total": t.total, "queued": t.queued, "running": t.running, "succeeded": t.succeeded, "failed": t.failed, "cancelled": t.cancelled},
+        "ligands_total": j.ligands_total,
+        "ligands_docked": j.ligands_docked,
+        "ligands_failed": j.ligands_failed,
+        "best_score": if j.ligands_docked > 0 { serde_json::json!(j.best_score) } else { serde_json::Value::Null },
+        "created_at_ms": j.created_at_ms,
+        "finished_at_ms": j.finished_at_ms,
+        "unschedulable_reason": j.unschedulable_reason,
+        "error": j.error,
+    })
+}
+
+pub fn print_jobs(jobs: &[pb::Job], f: Format) {
+    match f {
+        Format::Json => println!("{}", serde_json::Value::Array(jobs.iter().map(job_json).collect())),
+        Format::Csv => {
+            println!("job_id,state,engine,priority,tasks_done,tasks_total,ligands_docked,ligands_failed,best_score,name");
+            for j in jobs {
+                let t = j.tasks.clone().unwrap_or_default();
+                println!("{},{},{},{},{},{},{},{},{},{}", j.job_id, job_state(j.state), j.engine, j.priority, t.succeeded + t.failed + t.cancelled, t.total, j.ligands_docked, j.ligands_failed, best(j), csv(&j.name));
+            }
+        }
+        Format::Table => {
+            println!("{:<20}  {:<10}  {:<6}  {:>3}  {:>13}  {:>15}  {:>8}  NAME", "JOB", "STATE", "ENGINE", "PRI", "TASKS", "LIGANDS", "BEST");
+            for j in jobs {
+                let t = j.tasks.clone().unwrap_or_default();
+                let done = t.succeeded + t.failed + t.cancelled;
+                let eng = if j.test_only { format!("{}*", j.engine) } else { j.engine.clone() };
+                println!(
+                    "{:<20}  {:<10}  {:<6}  {:>3}  {:>13}  {:>15}  {:>8}  {}",
+                    j.job_id,
+                    job_state(j.state),
+                    eng,
+                    j.priority,
+                    format!("{done}/{}", t.total),
+                    format!("{}/{}", j.ligands_docked, j.ligands_total),
+                    best(j),
+                    j.name
+                );
+                if !j.unschedulable_reason.is_empty() {
+                    println!("{:<20}  ! unschedulable: {}", "", j.unschedulable_reason);
+                }
+            }
+            if jobs.iter().any(|j| j.test_only) {
+                println!("* test-only sleep engine: no docking was done");
+            }
+        }
+    }
+}
+
+fn best(j: &pb::Job) -> String {
+    if j.ligands_docked > 0 { format!("{:.2}", j.best_score) } else { "-".into() }
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+pub fn print_results(rows: &[pb::LigandResult], f: Format) {
+    match f {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    serde_json::json!({
+                        "rank": i + 1,
+                        "ligand": r.ligand,
+                        "score": r.score,
+                        "ligand_index": r.ligand_index,
+                        "task_id": r.task_id,
+                        "poses": r.poses.iter().map(|p| serde_json::json!({"rank": p.rank, "affinity": p.affinity, "rmsd_lb": p.rmsd_lb, "rmsd_ub": p.rmsd_ub})).collect::<Vec<_>>(),
+                        "pose_key": r.pose_key,
+                        "log_key": r.log_key,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        }
+        Format::Csv => {
+            println!("rank,ligand,score,poses,pose_key");
+            for (i, r) in rows.iter().enumerate() {
+                println!("{},{},{:.3},{},{}", i + 1, csv(&r.ligand), r.score, r.poses.len(), r.pose_key);
+            }
+        }
+        Format::Table => {
+            println!("{:>4}  {:<32}  {:>12}  {:>5}", "RANK", "LIGAND", "SCORE", "POSES");
+            for (i, r) in rows.iter().enumerate() {
+                println!("{:>4}  {:<32}  {:>12.3}  {:>5}", i + 1, r.ligand, r.score, r.poses.len());
+            }
+            println!("(score: best affinity in kcal/mol; lower is better)");
+        }
+    }
+}
+
+pub fn print_nodes(nodes: &[pb::Node], f: Format) {
+    match f {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = nodes
+                .iter()
+                .map(|n| {
+                    let c = n.capacity.clone().unwrap_or_default();
+                    serde_json::json!({
+                        "node_id": n.node_id,
+                        "state": node_state(n.state),
+                        "slots": c.cpu_slots,
+                        "free_slots": n.free_slots,
+                        "memory_bytes": c.memory_bytes,
+                        "free_memory_bytes": n.free_memory_bytes,
+                        "gpus": c.gpus.iter().map(|g| serde_json::json!({"index": g.index, "model": g.model, "memory_bytes": g.memory_bytes})).collect::<Vec<_>>(),
+                        "engines": n.engines.iter().map(|e| serde_json::json!({"name": e.name, "version": e.version, "test_only": e.test_only})).collect::<Vec<_>>(),
+                        "running": n.running.iter().map(|r| serde_json::json!({"task_id": r.task_id, "attempt": r.attempt})).collect::<Vec<_>>(),
+                        "hostname": n.hostname,
+                        "agent_version": n.agent_version,
+                        "last_seen_ms": n.last_seen_ms,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        }
+        Format::Csv => {
+            println!("node_id,state,slots,free_slots,memory_mb,gpus,engines");
+            for n in nodes {
+                let c = n.capacity.clone().unwrap_or_default();
+                let engines: Vec<String> = n.engines.iter().map(|e| format!("{} {}", e.name, e.version)).collect();
+                println!("{},{},{},{},{},{},{}", n.node_id, node_state(n.state), c.cpu_slots, n.free_slots, c.memory_bytes / 1_000_000, c.gpus.len(), csv(&engines.join(";")));
+            }
+        }
+        Format::Table => {
+            println!("{:<20}  {:<8}  {:>11}  {:>9}  {:>4}  ENGINES", "NODE", "STATE", "SLOTS(FREE)", "MEM_GB", "GPUS");
+            for n in nodes {
+                let c = n.capacity.clone().unwrap_or_default();
+                let engines: Vec<String> = n.engines.iter().map(|e| if e.test_only { format!("{}* {}", e.name, e.version) } else { format!("{} {}", e.name, e.version) }).collect();
+                println!(
+                    "{:<20}  {:<8}  {:>11}  {:>9.1}  {:>4}  {}",
+                    n.node_id,
+                    node_state(n.state),
+                    format!("{}({})", c.cpu_slots, n.free_slots),
+                    c.memory_bytes as f64 / 1e9,
+                    c.gpus.len(),
+                    engines.join(", ")
+                );
+            }
+            if nodes.iter().any(|n| n.engines.iter().any(|e| e.test_only)) {
+                println!("* test-only sleep engine: does no docking");
+            }
+        }
+    }
+}

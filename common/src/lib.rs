@@ -1,0 +1,17 @@
+//! Dockyard domain types shared by the coordinator, the agent and the CLI.
+//!
+//! Owns: ids, the priority key, job specs and their validation, errors and their gRPC codes,
+//! molecule-format validation, the artifact-store port and adapters, config and telemetry set-up.
+
+pub mod artifact;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod molecule;
+pub mod queue_key;
+pub mod spec;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{DockyardError, Result};
+pub use ids::{Attempt, Epoch, JobId, NodeId, OrgId, TaskId};

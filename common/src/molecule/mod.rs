@@ -1,0 +1,21 @@
+//! Molecule file formats: validation before queueing, and parsing of engine output.
+
+pub mod pdbqt;
+
+pub use pdbqt::{
+    parse_vina_poses, split_models, text_from_bytes, validate_ligand, validate_receptor,
+    LigandSummary, PdbqtError, ReceptorSummary,
+};
+
+/// One docked pose as reported by the engine, in the order the engine wrote it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pose {
+    /// 1-based position in the engine's output file (Vina writes best first).
+    pub rank: u32,
+    /// kcal/mol; lower is better. Can be positive for clashing poses.
+    pub affinity: f64,
+    /// RMSD lower bound to the best pose, in Angstrom (0 for the best pose).
+    pub rmsd_lb: f64,
+    /// RMSD upper bound to the best pose, in Angstrom (0 for the best pose).
+    pub rmsd_ub: f64,
+}

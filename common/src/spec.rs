@@ -1,0 +1,258 @@
+//! Job specifications: validated domain types built from client requests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DockyardError;
+use crate::ids::OrgId;
+use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
+
+/// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Vina,
+    Smina,
+    Gnina,
+    /// Does no docking: waits, for smoke tests and benchmarks.
+    Sleep,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
+
+    pub fn parse(s: &str) -> Result<Self, DockyardError> {
+        match s {
+            "vina" => Ok(EngineKind::Vina),
+            "smina" => Ok(EngineKind::Smina),
+            "gnina" => Ok(EngineKind::Gnina),
+            "sleep" => Ok(EngineKind::Sleep),
+            "" => Err(DockyardError::invalid("engine", "missing; one of vina, smina, gnina, sleep")),
+            other => Err(DockyardError::invalid(
+                "engine",
+                format!("unknown engine '{other}'; one of vina, smina, gnina, sleep"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Vina => "vina",
+            EngineKind::Smina => "smina",
+            EngineKind::Gnina => "gnina",
+            EngineKind::Sleep => "sleep",
+        }
+    }
+
+    pub fn test_only(self) -> bool {
+        self == EngineKind::Sleep
+    }
+}
+
+/// Search box in Angstrom.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockBox {
+    pub center: [f64; 3],
+    pub size: [f64; 3],
+}
+
+/// Vina refuses boxes over ~27,000 Å^3 with a warning and they cost gigabytes of grid maps;
+/// 126 Å per side is the edge at which maps no longer fit a typical node.
+pub const MAX_BOX_EDGE: f64 = 126.0;
+
+impl DockBox {
+    pub fn validate(&self) -> Result<(), DockyardError> {
+        for (i, axis) in ["x", "y", "z"].iter().enumerate() {
+            let c = self.center[i];
+            if !c.is_finite() || c.abs() > 10_000.0 {
+                return Err(DockyardError::invalid(format!("box.center.{axis}"), format!("{c} is not a usable coordinate")));
+            }
+            let s = self.size[i];
+            if !s.is_finite() || s <= 0.0 {
+                return Err(DockyardError::invalid(format!("box.size.{axis}"), format!("{s} must be greater than 0 Å")));
+            }
+            if s > MAX_BOX_EDGE {
+                return Err(DockyardError::invalid(
+                    format!("box.size.{axis}"),
+                    format!("{s} Å is larger than the {MAX_BOX_EDGE} Å limit"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn volume(&self) -> f64 {
+        self.size.iter().product()
+    }
+}
+
+/// Engine parameters after defaults are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockParams {
+    pub exhaustiveness: u32,
+    pub num_modes: u32,
+    pub seed: i64,
+    /// 0 = engine default.
+    pub energy_range: f64,
+    pub sleep_ms: u32,
+}
+
+/// Seed used when the client gives none: fixed so a rerun reproduces the same poses.
+pub const DEFAULT_SEED: i64 = 42;
+
+impl DockParams {
+    pub fn from_request(exhaustiveness: u32, num_modes: u32, seed: i64, energy_range: f64, sleep_ms: u32) -> Result<Self, DockyardError> {
+        let exhaustiveness = if exhaustiveness == 0 { 8 } else { exhaustiveness };
+        if exhaustiveness > 512 {
+            return Err(DockyardError::invalid("params.exhaustiveness", format!("{exhaustiveness} must be 1-512")));
+        }
+        let num_modes = if num_modes == 0 { 9 } else { num_modes };
+        if num_modes > 100 {
+            return Err(DockyardError::invalid("params.num_modes", format!("{num_modes} must be 1-100")));
+        }
+        if !energy_range.is_finite() || !(0.0..=100.0).contains(&energy_range) {
+            return Err(DockyardError::invalid("params.energy_range", format!("{energy_range} must be 0-100 kcal/mol")));
+        }
+        if sleep_ms > 3_600_000 {
+            return Err(DockyardError::invalid("params.sleep_ms", "must be at most one hour"));
+        }
+        let seed = if seed == 0 { DEFAULT_SEED } else { seed };
+        Ok(DockParams { exhaustiveness, num_modes, seed, energy_range, sleep_ms })
+    }
+}
+
+/// A stored input file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRef {
+    pub name: String,
+    pub key: String,
+    pub size: u64,
+}
+
+pub const DEFAULT_BATCH_SIZE: u32 = 8;
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_TIMEOUT_S: u32 = 3600;
+pub const MAX_SLEEP_TASKS: u32 = 10_000_000;
+
+/// Everything needed to run a job; persisted with the job and shipped (per task) to agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub org: OrgId,
+    pub engine: EngineKind,
+    pub priority: i32,
+    pub batch_size: u32,
+    pub max_attempts: u32,
+    pub timeout_s: u32,
+    pub gpus_per_task: u32,
+    pub dock_box: DockBox,
+    pub params: DockParams,
+    pub receptor: Option<InputRef>,
+    pub ligands: Vec<InputRef>,
+    /// Sleep engine: tasks to create.
+    pub sleep_tasks: u32,
+    pub labels: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+}
+
+impl JobSpec {
+    /// Number of tasks this job splits into.
+    pub fn task_count(&self) -> u32 {
+        if self.engine == EngineKind::Sleep && self.ligands.is_empty() {
+            return self.sleep_tasks;
+        }
+        let n = self.ligands.len() as u32;
+        n.div_ceil(self.batch_size.max(1))
+    }
+
+    /// Ligand index range `[start, end)` of task `index`.
+    pub fn task_ligands(&self, index: u32) -> std::ops::Range<usize> {
+        let b = self.batch_size.max(1) as usize;
+        let start = (index as usize).saturating_mul(b).min(self.ligands.len());
+        let end = start.saturating_add(b).min(self.ligands.len());
+        start..end
+    }
+
+    /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
+    /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
+    pub fn task_memory_bytes(&self) -> u64 {
+        match self.engine {
+            EngineKind::Sleep => 0,
+            _ => {
+                let per_a3 = 470.0e6 / 8000.0;
+                (100.0e6 + per_a3 * self.dock_box.volume()) as u64
+            }
+        }
+    }
+
+    pub fn validate_scalars(priority: i32, batch_size: u32, max_attempts: u32, timeout_s: u32) -> Result<(), DockyardError> {
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+            return Err(DockyardError::invalid("priority", format!("{priority} must be {MIN_PRIORITY}-{MAX_PRIORITY}")));
+        }
+        if batch_size > MAX_BATCH_SIZE {
+            return Err(DockyardError::invalid("batch_size", format!("{batch_size} must be 1-{MAX_BATCH_SIZE}")));
+        }
+        if max_attempts > 20 {
+            return Err(DockyardError::invalid("max_attempts", format!("{max_attempts} must be 1-20")));
+        }
+        if timeout_s > 7 * 24 * 3600 {
+            return Err(DockyardError::invalid("timeout_s", "must be at most 7 days"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ligands: usize, batch: u32) -> JobSpec {
+        JobSpec {
+            name: "t".into(),
+            org: OrgId::default_org(),
+            engine: EngineKind::Vina,
+            priority: 0,
+            batch_size: batch,
+            max_attempts: 3,
+            timeout_s: 10,
+            gpus_per_task: 0,
+            dock_box: DockBox { center: [0.0; 3], size: [20.0; 3] },
+            params: DockParams::from_request(0, 0, 0, 0.0, 0).expect("defaults"),
+            receptor: None,
+            ligands: (0..ligands).map(|i| InputRef { name: format!("l{i}"), key: format!("k{i}"), size: 1 }).collect(),
+            sleep_tasks: 0,
+            labels: BTreeMap::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn ligands_split_into_batches() {
+        let s = spec(10, 4);
+        assert_eq!(s.task_count(), 3);
+        assert_eq!(s.task_ligands(0), 0..4);
+        assert_eq!(s.task_ligands(2), 8..10);
+    }
+
+    #[test]
+    fn box_of_size_zero_is_rejected_naming_the_axis() {
+        let b = DockBox { center: [0.0; 3], size: [20.0, 0.0, 20.0] };
+        let e = b.validate().expect_err("size 0");
+        assert!(e.to_string().contains("box.size.y"), "{e}");
+    }
+
+    #[test]
+    fn unknown_engine_is_rejected() {
+        let e = EngineKind::parse("autodock9").expect_err("unknown");
+        assert!(e.to_string().contains("engine"));
+    }
+
+    #[test]
+    fn memory_estimate_matches_measured_vina_grid() {
+        let s = spec(1, 1);
+        let mb = s.task_memory_bytes() / 1_000_000;
+        assert!((500..700).contains(&mb), "{mb}");
+    }
+}

@@ -1,0 +1,6 @@
+//! gRPC handlers: thin adapters between protobuf and the scheduler/domain.
+
+pub mod admin_service;
+pub mod agent_service;
+pub mod convert;
+pub mod job_service;

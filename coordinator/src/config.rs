@@ -1,0 +1,122 @@
+//! Coordinator settings: flags, `DOCKYARD_*` environment, TOML file, defaults (that order).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use dockyard_common::config::load_toml;
+use dockyard_common::error::DockyardError;
+
+use crate::scheduler::{Backoff, SchedulerConfig};
+
+/// Validated settings the library runs with.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Artifact store URI; `None` means `file://<data_dir>/artifacts`.
+    pub artifacts: Option<String>,
+    pub scheduler: SchedulerConfig,
+    pub max_message_bytes: usize,
+    pub max_upload_bytes: u64,
+}
+
+impl CoordinatorConfig {
+    pub fn new(listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            listen: listen.into(),
+            data_dir: data_dir.into(),
+            artifacts: None,
+            scheduler: SchedulerConfig::default(),
+            max_message_bytes: 64 << 20,
+            max_upload_bytes: 4 << 30,
+        }
+    }
+
+    pub fn artifacts_uri(&self) -> String {
+        self.artifacts.clone().unwrap_or_else(|| format!("file://{}", self.data_dir.join("artifacts").display()))
+    }
+}
+
+const ABOUT: &str = "Dockyard coordinator: accepts docking jobs, keeps the durable queue, streams tasks to agents.";
+const EXAMPLES: &str = "Examples:
+  dockyard-coordinator --listen 127.0.0.1:50051 --data-dir /var/lib/dockyard --artifacts file:///var/lib/dockyard/artifacts
+  DOCKYARD_LISTEN=0.0.0.0:50051 dockyard-coordinator --config /etc/dockyard/coordinator.toml
+  grpcurl -plaintext 127.0.0.1:50051 list
+
+Every flag can also be set as DOCKYARD_<FLAG> (e.g. DOCKYARD_DATA_DIR) or as a key in the
+--config TOML file (e.g. data_dir = \"/var/lib/dockyard\"); flags win over the environment,
+which wins over the file.";
+
+#[derive(Parser, Debug, Default)]
+#[command(name = "dockyard-coordinator", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct CoordinatorArgs {
+    /// TOML config file.
+    #[arg(long, env = "DOCKYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:50051].
+    #[arg(long, env = "DOCKYARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Folder for durable state (sled) [default: ./dockyard-data].
+    #[arg(long, env = "DOCKYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Artifact store URI [default: file://<data-dir>/artifacts].
+    #[arg(long, env = "DOCKYARD_ARTIFACTS")]
+    pub artifacts: Option<String>,
+    /// How often agents heartbeat, in milliseconds [default: 2000].
+    #[arg(long, env = "DOCKYARD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// An agent silent this long is lost and its tasks requeued, in ms [default: 10000].
+    #[arg(long, env = "DOCKYARD_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// First retry delay in ms; doubles per attempt, with jitter [default: 500].
+    #[arg(long, env = "DOCKYARD_RETRY_BASE_MS")]
+    pub retry_base_ms: Option<u64>,
+    /// After a restart, how long running tasks wait for their agent to report, in ms [default: 15000].
+    #[arg(long, env = "DOCKYARD_RECONCILE_GRACE_MS")]
+    pub reconcile_grace_ms: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same keys as the flags, from the TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorFile {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub artifacts: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    pub retry_base_ms: Option<u64>,
+    pub reconcile_grace_ms: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+impl CoordinatorArgs {
+    /// Merges flags/env over the file over defaults; returns the config and the log format.
+    pub fn resolve(self) -> Result<(CoordinatorConfig, String), DockyardError> {
+        let f: CoordinatorFile = load_toml(self.config.as_deref())?;
+        let listen = self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:50051".into());
+        let data_dir = self.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from("dockyard-data"));
+        let mut c = CoordinatorConfig::new(listen, data_dir);
+        c.artifacts = self.artifacts.or(f.artifacts);
+        let hb = self.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(2000);
+        let lease = self.lease_ms.or(f.lease_ms).unwrap_or(10_000);
+        if hb == 0 || lease < 2 * hb {
+            return Err(DockyardError::invalid("lease_ms", format!("{lease} must be at least twice heartbeat_ms ({hb})")));
+        }
+        c.scheduler = SchedulerConfig {
+            heartbeat_interval: Duration::from_millis(hb),
+            lease: Duration::from_millis(lease),
+            backoff: Backoff { base: Duration::from_millis(self.retry_base_ms.or(f.retry_base_ms).unwrap_or(500)), ..Backoff::default() },
+            reconcile_grace: Duration::from_millis(self.reconcile_grace_ms.or(f.reconcile_grace_ms).unwrap_or(15_000)),
+            coordinator_id: format!("coordinator@{}", c.listen),
+        };
+        let log_format = self.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
+        Ok((c, log_format))
+    }
+}

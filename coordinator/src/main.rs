@@ -1,0 +1,55 @@
+//! `dockyard-coordinator` binary.
+
+use clap::Parser;
+use tracing::{error, info};
+
+use dockyard_coordinator::config::CoordinatorArgs;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = CoordinatorArgs::parse();
+    let (cfg, log_format) = match args.resolve() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("dockyard-coordinator: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    dockyard_common::telemetry::init(&log_format, "info");
+    let mut running = match dockyard_coordinator::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start: {e}");
+            eprintln!("dockyard-coordinator: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    // Printed on stdout so scripts and the test harness can learn an ephemeral port.
+    println!("listening on {}", running.addr);
+    let token = running.shutdown_token();
+    tokio::select! {
+        r = running.wait() => {
+            if let Err(e) = r {
+                error!("{e}");
+                return std::process::ExitCode::from(1);
+            }
+        }
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            token.cancel();
+            running.shutdown().await;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

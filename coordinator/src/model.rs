@@ -1,0 +1,86 @@
+//! Records persisted in sled. JSON so an operator can read them with any sled tool.
+
+use serde::{Deserialize, Serialize};
+
+use dockyard_common::ids::{Attempt, Epoch, NodeId};
+use dockyard_common::molecule::Pose;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Partial | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    pub total: u32,
+    pub queued: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl TaskCounts {
+    pub fn finished(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+/// The mutable part of a job; the spec is stored once beside it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub state: JobState,
+    pub tasks: TaskCounts,
+    pub ligands_total: u32,
+    pub ligands_docked: u32,
+    pub ligands_failed: u32,
+    pub best_score: Option<f64>,
+    pub error: Option<String>,
+    pub finished_at_ms: i64,
+    #[serde(default)]
+    pub unschedulable_reason: Option<String>,
+    #[serde(default)]
+    pub cpu_seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// In the queue; not dispatchable before `not_before_ms` (retry backoff).
+    Queued { key: Vec<u8>, not_before_ms: i64 },
+    Running { node: NodeId, epoch: Epoch, started_ms: i64 },
+    Succeeded,
+    Failed { reason: String },
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub attempt: Attempt,
+    pub state: TaskState,
+    /// Why the previous attempt ended, for the job report.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// One docked ligand, stored under a key ordered by score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LigandResultRecord {
+    pub ligand: String,
+    pub index: u32,
+    pub task: String,
+    pub score: f64,
+    pub poses: Vec<Pose>,
+    pub pose_key: String,
+    pub log_key: String,
+}

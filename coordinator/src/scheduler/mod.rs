@@ -1,0 +1,140 @@
+//! The scheduler actor: owns queue, tasks and nodes; applies commands in batches with one
+//! durable write per batch (group commit) before any reply or assignment goes out.
+
+mod backoff;
+mod core;
+mod latency;
+pub mod nodes;
+pub mod queue;
+mod txn;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::{JobId, NodeId};
+use dockyard_common::spec::JobSpec;
+use dockyard_proto::v1 as pb;
+
+pub use self::backoff::Backoff;
+pub use self::core::Core;
+pub use self::nodes::{GpuInfo, Outbound, Registration};
+use self::txn::Txn;
+use crate::store::Store;
+
+pub type Reply<T> = oneshot::Sender<Result<T, DockyardError>>;
+
+/// Events that most often arrive in bursts are applied up to this many per group commit.
+const MAX_BATCH: usize = 4096;
+const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub heartbeat_interval: Duration,
+    /// An agent silent for this long is declared lost and its tasks are requeued.
+    pub lease: Duration,
+    pub backoff: Backoff,
+    /// After a restart, how long tasks recorded as running wait for their agent to report.
+    pub reconcile_grace: Duration,
+    pub coordinator_id: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            heartbeat_interval: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            reconcile_grace: Duration::from_secs(15),
+            coordinator_id: "coordinator".into(),
+        }
+    }
+}
+
+pub enum Command {
+    Submit { job: JobId, spec: JobSpec, reply: Reply<pb::Job> },
+    Cancel { job: JobId, reason: String, reply: Reply<pb::Job> },
+    GetJob { job: JobId, reply: Reply<pb::Job> },
+    Watch { job: JobId, reply: Reply<watch::Receiver<pb::Job>> },
+    Register { reg: Registration, outbound: Outbound, reply: Reply<u64> },
+    Agent { node: NodeId, conn: u64, msg: pb::agent_message::Kind },
+    Disconnected { node: NodeId, conn: u64, reason: String },
+    Drain { node: NodeId, drain: bool, reply: Reply<pb::Node> },
+    ListNodes { reply: Reply<Vec<pb::Node>> },
+    QueueStats { reply: Reply<pb::QueueStatsResponse> },
+}
+
+/// Cheap to clone; every API handler holds one.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl SchedulerHandle {
+    pub async fn send(&self, c: Command) -> Result<(), DockyardError> {
+        self.tx.send(c).await.map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))
+    }
+
+    /// Sends a command built around a reply channel and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DockyardError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))?
+    }
+}
+
+/// Loads state from `store` and starts the actor. Returns when the state is loaded.
+pub async fn spawn(store: Store, cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
+    let core = Core::load(store.clone(), cfg).await?;
+    let (tx, rx) = mpsc::channel(16_384);
+    let join = tokio::spawn(run(core, store, rx, shutdown));
+    Ok((SchedulerHandle { tx }, join))
+}
+
+async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    let mut last_tick = Instant::now();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            c = rx.recv() => match c { Some(c) => Some(c), None => break },
+            _ = tokio::time::sleep(TICK) => None,
+        };
+        let mut tx = Txn::default();
+        core.apply_pending_evictions(&mut tx);
+        if let Some(c) = first {
+            core.apply(c, &mut tx);
+            let mut n = 1;
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => core.apply(c, &mut tx),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            core.tick(&mut tx);
+            last_tick = Instant::now();
+        }
+        core.dispatch(&mut tx);
+        core.finalize(&mut tx);
+        if tx.writes > 0 {
+            let batch = std::mem::take(&mut tx.batch);
+            let durable = match store.apply(batch) {
+                Ok(()) => store.flush().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = durable {
+                // Memory and disk have diverged; acknowledging anything now could lose it.
+                error!(error = %e, "cannot persist scheduler state; stopping the coordinator");
+                std::process::exit(70);
+            }
+        }
+        core.effects(tx);
+    }
+    info!("scheduler stopped");
+}

@@ -1,0 +1,201 @@
+//! Connected (and recently lost) agents with their free resources. Resources are typed
+//! like NativeLink's: slots, memory and GPUs are "minimum" properties counted down on
+//! dispatch and given back on completion; the engine is an "exact" property.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use dockyard_common::ids::{Attempt, NodeId, TaskId};
+use dockyard_common::spec::EngineKind;
+use dockyard_proto::v1 as pb;
+
+use super::queue::TaskClass;
+
+pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub model: String,
+    pub memory_bytes: u64,
+}
+
+/// What an agent said about itself when it registered.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub node: NodeId,
+    pub slots: u32,
+    pub memory_bytes: u64,
+    pub gpus: Vec<GpuInfo>,
+    pub engines: Vec<pb::EngineInfo>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    pub agent_version: String,
+    pub running: Vec<(TaskId, Attempt)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Slot {
+    pub attempt: Attempt,
+    pub memory_bytes: u64,
+    pub gpus: Vec<u32>,
+    /// Cancelled by the coordinator: the slot stays taken until the agent confirms.
+    pub cancelled: bool,
+}
+
+pub struct NodeRt {
+    pub reg: Registration,
+    pub engines: HashSet<EngineKind>,
+    /// Identifies the current stream; events from an older stream of the same node are stale.
+    pub conn: u64,
+    pub outbound: Option<Outbound>,
+    pub draining: bool,
+    pub running: HashMap<TaskId, Slot>,
+    pub free_memory: u64,
+    pub free_gpus: Vec<u32>,
+    pub last_seen: Instant,
+    pub last_seen_ms: i64,
+    pub connected_at_ms: i64,
+}
+
+impl NodeRt {
+    pub fn new(reg: Registration, conn: u64, outbound: Outbound, now_ms: i64) -> Self {
+        let engines = reg.engines.iter().filter_map(|e| EngineKind::parse(&e.name).ok()).collect();
+        NodeRt {
+            free_memory: reg.memory_bytes,
+            free_gpus: reg.gpus.iter().map(|g| g.index).collect(),
+            engines,
+            reg,
+            conn,
+            outbound: Some(outbound),
+            draining: false,
+            running: HashMap::new(),
+            last_seen: Instant::now(),
+            last_seen_ms: now_ms,
+            connected_at_ms: now_ms,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.outbound.is_some()
+    }
+
+    pub fn free_slots(&self) -> u32 {
+        self.reg.slots.saturating_sub(self.running.len() as u32)
+    }
+
+    /// Could this node run the class right now?
+    pub fn fits_now(&self, c: &TaskClass) -> bool {
+        self.engines.contains(&c.engine)
+            && self.free_slots() > 0
+            && self.free_memory >= c.memory_bytes
+            && self.free_gpus.len() as u32 >= c.gpus
+    }
+
+    /// Could this node ever run the class (with nothing else running)?
+    pub fn fits_ever(&self, c: &TaskClass) -> bool {
+        self.engines.contains(&c.engine)
+            && self.reg.slots > 0
+            && self.reg.memory_bytes >= c.memory_bytes
+            && self.reg.gpus.len() as u32 >= c.gpus
+    }
+
+    pub fn take(&mut self, task: TaskId, attempt: Attempt, c: &TaskClass) -> Vec<u32> {
+        self.free_memory = self.free_memory.saturating_sub(c.memory_bytes);
+        let n = (c.gpus as usize).min(self.free_gpus.len());
+        let gpus: Vec<u32> = self.free_gpus.drain(..n).collect();
+        self.running.insert(task, Slot { attempt, memory_bytes: c.memory_bytes, gpus: gpus.clone(), cancelled: false });
+        gpus
+    }
+
+    pub fn release(&mut self, task: &TaskId) -> Option<Slot> {
+        let slot = self.running.remove(task)?;
+        self.free_memory = (self.free_memory + slot.memory_bytes).min(self.reg.memory_bytes);
+        self.free_gpus.extend(slot.gpus.iter().copied());
+        self.free_gpus.sort_unstable();
+        Some(slot)
+    }
+
+    /// Sends without waiting: an agent that stops reading must not stall the scheduler.
+    /// Returns false when the stream is full or gone, so the caller can evict the node.
+    pub fn send(&self, msg: pb::CoordinatorMessage) -> bool {
+        match &self.outbound {
+            Some(tx) => tx.try_send(Ok(msg)).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn view(&self) -> pb::Node {
+        let state = if !self.is_connected() {
+            pb::NodeState::Lost
+        } else if self.draining {
+            pb::NodeState::Draining
+        } else {
+            pb::NodeState::Ready
+        };
+        let mut running: Vec<pb::RunningTask> = self
+            .running
+            .iter()
+            .map(|(t, s)| pb::RunningTask { task_id: t.to_string(), attempt: s.attempt })
+            .collect();
+        running.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        pb::Node {
+            node_id: self.reg.node.to_string(),
+            state: state as i32,
+            capacity: Some(pb::Capacity {
+                cpu_slots: self.reg.slots,
+                memory_bytes: self.reg.memory_bytes,
+                gpus: self
+                    .reg
+                    .gpus
+                    .iter()
+                    .map(|g| pb::Gpu { index: g.index, model: g.model.clone(), memory_bytes: g.memory_bytes })
+                    .collect(),
+            }),
+            free_slots: if self.is_connected() { self.free_slots() } else { 0 },
+            free_memory_bytes: self.free_memory,
+            engines: self.reg.engines.clone(),
+            running,
+            labels: self.reg.labels.clone().into_iter().collect(),
+            hostname: self.reg.hostname.clone(),
+            agent_version: self.reg.agent_version.clone(),
+            last_seen_ms: self.last_seen_ms,
+            connected_at_ms: self.connected_at_ms,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct NodeTable {
+    pub nodes: BTreeMap<NodeId, NodeRt>,
+}
+
+impl NodeTable {
+    pub fn connected(&self) -> impl Iterator<Item = &NodeRt> {
+        self.nodes.values().filter(|n| n.is_connected())
+    }
+
+    /// Why no connected node could ever run `c`, or None if one could.
+    pub fn unschedulable_reason(&self, c: &TaskClass) -> Option<String> {
+        let mut connected = self.connected().peekable();
+        if connected.peek().is_none() {
+            return Some(format!("no agent is connected (needs engine '{}')", c.engine.name()));
+        }
+        if self.connected().any(|n| n.fits_ever(c)) {
+            return None;
+        }
+        if !self.connected().any(|n| n.engines.contains(&c.engine)) {
+            return Some(format!("no registered node offers engine '{}'", c.engine.name()));
+        }
+        if c.gpus > 0 && !self.connected().any(|n| n.engines.contains(&c.engine) && n.reg.gpus.len() as u32 >= c.gpus) {
+            return Some(format!("no node with engine '{}' has {} GPU(s)", c.engine.name(), c.gpus));
+        }
+        Some(format!(
+            "no node with engine '{}' has {} MB of memory for one task",
+            c.engine.name(),
+            c.memory_bytes / 1_000_000
+        ))
+    }
+}

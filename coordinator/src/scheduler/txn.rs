@@ -1,0 +1,34 @@
+//! One group commit: the writes of a batch of events, and the side effects (replies,
+//! assignments) that may only happen once those writes are on disk.
+
+use std::collections::{BTreeSet, HashMap};
+
+use dockyard_common::ids::{JobId, NodeId};
+use dockyard_proto::v1 as pb;
+
+#[derive(Default)]
+pub struct Txn {
+    pub batch: sled::Batch,
+    pub writes: usize,
+    pub dirty_jobs: BTreeSet<JobId>,
+    pub after: Vec<Box<dyn FnOnce() + Send>>,
+    pub assigns: HashMap<NodeId, Vec<pb::TaskAssignment>>,
+    pub messages: Vec<(NodeId, pb::CoordinatorMessage)>,
+}
+
+impl Txn {
+    pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.batch.insert(k, v);
+        self.writes += 1;
+    }
+
+    pub fn del(&mut self, k: Vec<u8>) {
+        self.batch.remove(k);
+        self.writes += 1;
+    }
+
+    /// Runs after the batch is durable.
+    pub fn after(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after.push(Box::new(f));
+    }
+}

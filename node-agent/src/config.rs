@@ -1,0 +1,152 @@
+//! Agent settings: flags, `DOCKYARD_*` environment, TOML file, defaults (that order).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use dockyard_common::config::load_toml;
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::NodeId;
+
+use crate::capacity;
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub coordinator: String,
+    pub node_id: NodeId,
+    pub slots: u32,
+    pub memory_bytes: u64,
+    pub work_dir: PathBuf,
+    pub vina_path: Option<PathBuf>,
+    pub enable_sleep_engine: bool,
+    /// Read/write the artifact store directly (same URI as the coordinator's) instead of
+    /// relaying through the coordinator.
+    pub artifacts: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// On SIGTERM, how long running tasks may finish before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Skip the GPU probe (tests and machines where nvidia-smi hangs).
+    pub probe_gpus: bool,
+}
+
+impl AgentConfig {
+    pub fn new(coordinator: impl Into<String>, node_id: NodeId, work_dir: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            coordinator: coordinator.into(),
+            node_id,
+            slots: capacity::cpu_count(),
+            memory_bytes: capacity::memory_bytes(),
+            work_dir: work_dir.into(),
+            vina_path: None,
+            enable_sleep_engine: false,
+            artifacts: None,
+            labels: BTreeMap::new(),
+            shutdown_grace: Duration::from_secs(30),
+            probe_gpus: true,
+        }
+    }
+}
+
+const ABOUT: &str = "Dockyard node agent: offers this machine's CPUs, memory, GPUs and docking engines to a coordinator.";
+const EXAMPLES: &str = "Examples:
+  dockyard-agent --coordinator http://10.0.0.5:50051
+  dockyard-agent --coordinator http://127.0.0.1:50051 --slots 4 --work-dir /scratch/dockyard --node-id gpu-node-7
+  dockyard-agent --coordinator http://127.0.0.1:50051 --enable-sleep-engine   # adds the test-only sleep engine
+
+Every flag can also be set as DOCKYARD_<FLAG> (e.g. DOCKYARD_COORDINATOR) or as a key in the
+--config TOML file (e.g. slots = 8); flags win over the environment, which wins over the file.";
+
+#[derive(Parser, Debug, Default)]
+#[command(name = "dockyard-agent", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct AgentArgs {
+    /// TOML config file.
+    #[arg(long, env = "DOCKYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Coordinator URL [default: http://127.0.0.1:50051].
+    #[arg(long, env = "DOCKYARD_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Tasks run at once [default: number of CPUs].
+    #[arg(long, env = "DOCKYARD_SLOTS")]
+    pub slots: Option<u32>,
+    /// Memory offered, in MB [default: all of it].
+    #[arg(long, env = "DOCKYARD_MEMORY_MB")]
+    pub memory_mb: Option<u64>,
+    /// Scratch folder for inputs, engine runs and the receptor cache [default: ./dockyard-work].
+    #[arg(long, env = "DOCKYARD_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Stable node name [default: host name].
+    #[arg(long, env = "DOCKYARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Path of the vina binary [default: vina on PATH].
+    #[arg(long, env = "DOCKYARD_VINA")]
+    pub vina: Option<PathBuf>,
+    /// Offer the test-only sleep engine (no docking; for smoke tests and benchmarks).
+    #[arg(long, env = "DOCKYARD_ENABLE_SLEEP_ENGINE")]
+    pub enable_sleep_engine: bool,
+    /// Access the artifact store directly with this URI instead of through the coordinator.
+    #[arg(long, env = "DOCKYARD_ARTIFACTS")]
+    pub artifacts: Option<String>,
+    /// Label as KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Seconds running tasks may finish after SIGTERM before they are handed back [default: 30].
+    #[arg(long, env = "DOCKYARD_SHUTDOWN_GRACE_S")]
+    pub shutdown_grace_s: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub coordinator: Option<String>,
+    pub slots: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub work_dir: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub vina: Option<PathBuf>,
+    pub enable_sleep_engine: Option<bool>,
+    pub artifacts: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub shutdown_grace_s: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+impl AgentArgs {
+    pub fn resolve(self) -> Result<(AgentConfig, String), DockyardError> {
+        let f: AgentFile = load_toml(self.config.as_deref())?;
+        let coordinator = self.coordinator.or(f.coordinator).unwrap_or_else(|| "http://127.0.0.1:50051".into());
+        if !(coordinator.starts_with("http://") || coordinator.starts_with("https://")) {
+            return Err(DockyardError::invalid("coordinator", format!("'{coordinator}' must be a URL like http://HOST:50051")));
+        }
+        let node = self.node_id.or(f.node_id).unwrap_or_else(capacity::hostname);
+        let node_id = NodeId::parse(&node)?;
+        let work_dir = self.work_dir.or(f.work_dir).unwrap_or_else(|| PathBuf::from("dockyard-work"));
+        let mut c = AgentConfig::new(coordinator, node_id, work_dir);
+        if let Some(s) = self.slots.or(f.slots) {
+            if s == 0 || s > 4096 {
+                return Err(DockyardError::invalid("slots", format!("{s} must be 1-4096")));
+            }
+            c.slots = s;
+        }
+        if let Some(mb) = self.memory_mb.or(f.memory_mb) {
+            c.memory_bytes = mb * 1_000_000;
+        }
+        c.vina_path = self.vina.or(f.vina);
+        c.enable_sleep_engine = self.enable_sleep_engine || f.enable_sleep_engine.unwrap_or(false);
+        c.artifacts = self.artifacts.or(f.artifacts);
+        c.labels = f.labels.unwrap_or_default();
+        for l in self.labels {
+            let (k, v) = l.split_once('=').ok_or_else(|| DockyardError::invalid("label", format!("'{l}' must be KEY=VALUE")))?;
+            c.labels.insert(k.to_string(), v.to_string());
+        }
+        if let Some(g) = self.shutdown_grace_s.or(f.shutdown_grace_s) {
+            c.shutdown_grace = Duration::from_secs(g);
+        }
+        Ok((c, self.log_format.or(f.log_format).unwrap_or_else(|| "text".into())))
+    }
+}

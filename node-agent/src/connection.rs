@@ -1,0 +1,329 @@
+//! The agent's life: probe, dial the coordinator, register, then serve the stream —
+//! assignments in, heartbeats and results out — reconnecting with backoff when it breaks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use dockyard_common::artifact;
+use dockyard_common::error::DockyardError;
+use dockyard_proto::v1 as pb;
+use dockyard_proto::v1::agent_service_client::AgentServiceClient;
+use dockyard_proto::PROTOCOL_VERSION;
+
+use crate::capacity;
+use crate::config::AgentConfig;
+use crate::engine::probe_engines;
+use crate::remote_store::CoordinatorRelayStore;
+use crate::runner::{run_task, RunnerContext};
+
+/// Results sent within this window are replayed after a reconnect: the stream may have
+/// died before they arrived. The coordinator drops the ones it already has.
+const REPLAY_WINDOW: Duration = Duration::from_secs(30);
+const MAX_RESULTS_PER_MESSAGE: usize = 512;
+
+type RunKey = (String, u32);
+
+struct Running {
+    cancel: CancellationToken,
+}
+
+/// State that outlives a single stream.
+struct AgentState {
+    cfg: AgentConfig,
+    register: pb::Register,
+    ctx: Arc<RunnerContext>,
+    running: HashMap<RunKey, Running>,
+    results_tx: mpsc::Sender<pb::TaskResult>,
+    results_rx: mpsc::Receiver<pb::TaskResult>,
+    /// Results not yet written to a live stream.
+    unsent: VecDeque<pb::TaskResult>,
+    /// Results written recently, kept for replay after a reconnect.
+    recent: VecDeque<(Instant, pb::TaskResult)>,
+    max_epoch: u64,
+    going_away: bool,
+    drain_deadline: Option<tokio::time::Instant>,
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, DockyardError> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| DockyardError::invalid("coordinator", format!("'{url}': {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Keepalive on both ends so a silent partition is noticed in seconds.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
+/// Runs the agent until `shutdown` is cancelled and its tasks are finished or handed back.
+pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), DockyardError> {
+    tokio::fs::create_dir_all(&cfg.work_dir)
+        .await
+        .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
+    let engines = probe_engines(cfg.vina_path.as_deref(), cfg.enable_sleep_engine).await;
+    if engines.is_empty() {
+        return Err(DockyardError::FailedPrecondition(
+            "no docking engine found: install vina (Debian: apt-get install autodock-vina) or pass --vina PATH".into(),
+        ));
+    }
+    let gpus = if cfg.probe_gpus { capacity::gpus().await } else { Vec::new() };
+    let channel = endpoint(&cfg.coordinator)?.connect_lazy();
+    let store: Arc<dyn artifact::ArtifactStore> = match &cfg.artifacts {
+        Some(uri) => artifact::resolve(uri)?,
+        None => Arc::new(CoordinatorRelayStore::new(channel.clone(), format!("relay+{}", cfg.coordinator))),
+    };
+    let engine_infos: Vec<pb::EngineInfo> = engines
+        .iter()
+        .map(|e| {
+            let d = e.descriptor();
+            pb::EngineInfo { name: d.name.clone(), version: d.version.clone(), test_only: d.test_only }
+        })
+        .collect();
+    info!(
+        node = %cfg.node_id,
+        slots = cfg.slots,
+        memory_mb = cfg.memory_bytes / 1_000_000,
+        gpus = gpus.len(),
+        engines = ?engine_infos.iter().map(|e| format!("{} {}", e.name, e.version)).collect::<Vec<_>>(),
+        store = %store.uri(),
+        "agent starting"
+    );
+    let register = pb::Register {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: cfg.node_id.to_string(),
+        capacity: Some(pb::Capacity { cpu_slots: cfg.slots, memory_bytes: cfg.memory_bytes, gpus }),
+        engines: engine_infos,
+        labels: cfg.labels.clone().into_iter().collect(),
+        running: Vec::new(),
+        hostname: capacity::hostname(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let (results_tx, results_rx) = mpsc::channel(4096);
+    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()));
+    let mut st = AgentState {
+        cfg,
+        register,
+        ctx,
+        running: HashMap::new(),
+        results_tx,
+        results_rx,
+        unsent: VecDeque::new(),
+        recent: VecDeque::new(),
+        max_epoch: 0,
+        going_away: false,
+        drain_deadline: None,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if st.going_away && st.running.is_empty() && st.unsent.is_empty() {
+            break;
+        }
+        match session(&mut st, channel.clone(), &shutdown).await {
+            Ok(SessionEnd::Finished) => break,
+            Ok(SessionEnd::Reconnect(why)) => {
+                warn!(reason = %why, "stream to coordinator ended; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach coordinator");
+            }
+        }
+        if shutdown.is_cancelled() && !st.going_away {
+            st.going_away = true;
+        }
+        if st.going_away && st.running.is_empty() {
+            // Nothing left to hand over except unsent results; one more try, then stop.
+            if st.unsent.is_empty() {
+                break;
+            }
+        }
+        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            _ = shutdown.cancelled(), if !st.going_away => { st.going_away = true; }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    for r in st.running.values() {
+        r.cancel.cancel();
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+enum SessionEnd {
+    Finished,
+    Reconnect(String),
+}
+
+fn running_list(st: &AgentState) -> Vec<pb::RunningTask> {
+    let mut v: Vec<pb::RunningTask> = st.running.keys().map(|(t, a)| pb::RunningTask { task_id: t.clone(), attempt: *a }).collect();
+    // Finished attempts whose result may not have arrived count as running until replayed.
+    for (_, r) in &st.recent {
+        v.push(pb::RunningTask { task_id: r.task_id.clone(), attempt: r.attempt });
+    }
+    for r in &st.unsent {
+        v.push(pb::RunningTask { task_id: r.task_id.clone(), attempt: r.attempt });
+    }
+    v
+}
+
+async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
+    let mut client = AgentServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let mut reg = st.register.clone();
+    reg.running = running_list(st);
+    let _ = out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Register(reg)) });
+    let mut inbound = client
+        .connect(ReceiverStream::new(out_rx))
+        .await
+        .map_err(|e| DockyardError::Unavailable(format!("{}: {}", e.code(), e.message())))?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(15), inbound.message())
+        .await
+        .map_err(|_| DockyardError::Unavailable("no Registered reply within 15 s".into()))?
+        .map_err(|e| DockyardError::Unavailable(format!("{}: {}", e.code(), e.message())))?;
+    let (epoch, hb) = match first.and_then(|m| m.kind) {
+        Some(pb::coordinator_message::Kind::Registered(r)) => (r.epoch, Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100)))),
+        other => return Err(DockyardError::Unavailable(format!("expected Registered, got {other:?}"))),
+    };
+    if epoch < st.max_epoch {
+        return Err(DockyardError::Unavailable(format!("coordinator epoch {epoch} is older than {} already seen; refusing it", st.max_epoch)));
+    }
+    st.max_epoch = epoch;
+    info!(epoch, node = %st.cfg.node_id, "registered with coordinator");
+    // Replay what may have been lost with the previous stream.
+    let replay: Vec<pb::TaskResult> = st.recent.drain(..).map(|(_, r)| r).chain(st.unsent.drain(..)).collect();
+    if !replay.is_empty() {
+        debug!(count = replay.len(), "replaying recent results");
+        for chunk in replay.chunks(MAX_RESULTS_PER_MESSAGE) {
+            send_results(st, &out_tx, chunk.to_vec());
+        }
+    }
+    if st.going_away {
+        let _ = out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::GoingAway(pb::GoingAway { reason: "shutting down".into() })) });
+    }
+    let mut heartbeat = tokio::time::interval(hb);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if st.going_away && st.running.is_empty() && st.unsent.is_empty() {
+            // Let the last results flush before closing the stream.
+            drop(out_tx);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(SessionEnd::Finished);
+        }
+        let deadline = st.drain_deadline;
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(m)) => on_message(st, m, epoch),
+                Ok(None) => return Ok(SessionEnd::Reconnect("coordinator closed the stream".into())),
+                Err(e) => return Ok(SessionEnd::Reconnect(format!("{}: {}", e.code(), e.message()))),
+            },
+            Some(r) = st.results_rx.recv() => {
+                let mut batch = vec![r];
+                while batch.len() < MAX_RESULTS_PER_MESSAGE {
+                    match st.results_rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                for r in &batch {
+                    st.running.remove(&(r.task_id.clone(), r.attempt));
+                }
+                send_results(st, &out_tx, batch);
+            }
+            _ = heartbeat.tick() => {
+                let free = st.cfg.slots.saturating_sub(st.running.len() as u32);
+                let hbm = pb::Heartbeat { free_slots: free, running: st.running.keys().map(|(t, a)| pb::RunningTask { task_id: t.clone(), attempt: *a }).collect() };
+                if out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Heartbeat(hbm)) }).is_err() {
+                    return Ok(SessionEnd::Reconnect("outbound stream full".into()));
+                }
+                let cutoff = Instant::now() - REPLAY_WINDOW;
+                while st.recent.front().is_some_and(|(t, _)| *t < cutoff) {
+                    st.recent.pop_front();
+                }
+            }
+            _ = shutdown.cancelled(), if !st.going_away => {
+                st.going_away = true;
+                st.drain_deadline = Some(tokio::time::Instant::now() + st.cfg.shutdown_grace);
+                info!(running = st.running.len(), grace_s = st.cfg.shutdown_grace.as_secs(), "SIGTERM: finishing running tasks, taking no new ones");
+                let _ = out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::GoingAway(pb::GoingAway { reason: "shutting down".into() })) });
+            }
+            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
+                st.drain_deadline = None;
+                warn!(running = st.running.len(), "grace period over: handing back unfinished tasks");
+                for r in st.running.values() {
+                    r.cancel.cancel();
+                }
+            }
+        }
+    }
+}
+
+fn send_results(st: &mut AgentState, out: &mpsc::Sender<pb::AgentMessage>, batch: Vec<pb::TaskResult>) {
+    let msg = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Results(pb::TaskResults { results: batch.clone() })) };
+    if out.try_send(msg).is_ok() {
+        let now = Instant::now();
+        st.recent.extend(batch.into_iter().map(|r| (now, r)));
+    } else {
+        st.unsent.extend(batch);
+    }
+}
+
+fn on_message(st: &mut AgentState, m: pb::CoordinatorMessage, epoch: u64) {
+    match m.kind {
+        Some(pb::coordinator_message::Kind::Assign(a)) => {
+            for task in a.tasks {
+                if task.epoch < epoch {
+                    warn!(task = %task.task_id, task_epoch = task.epoch, epoch, "assignment from an older epoch refused");
+                    continue;
+                }
+                let key = (task.task_id.clone(), task.attempt);
+                if st.running.contains_key(&key) {
+                    continue;
+                }
+                if st.going_away {
+                    // Hand it straight back: this node is leaving.
+                    let r = pb::TaskResult {
+                        task_id: task.task_id.clone(),
+                        attempt: task.attempt,
+                        epoch: task.epoch,
+                        outcome: Some(pb::task_result::Outcome::Failed(pb::TaskFailure { retryable: true, reason: "agent is shutting down".into() })),
+                        cpu_seconds: 0.0,
+                        wall_seconds: 0.0,
+                    };
+                    let _ = st.results_tx.try_send(r);
+                    st.running.insert(key, Running { cancel: CancellationToken::new() });
+                    continue;
+                }
+                let cancel = CancellationToken::new();
+                st.running.insert(key, Running { cancel: cancel.clone() });
+                let ctx = st.ctx.clone();
+                let tx = st.results_tx.clone();
+                tokio::spawn(async move {
+                    let r = run_task(ctx, task, cancel).await;
+                    let _ = tx.send(r).await;
+                });
+            }
+        }
+        Some(pb::coordinator_message::Kind::Cancel(c)) => {
+            if let Some(r) = st.running.get(&(c.task_id.clone(), c.attempt)) {
+                info!(task = %c.task_id, attempt = c.attempt, reason = %c.reason, "cancelling task");
+                r.cancel.cancel();
+            }
+            st.recent.retain(|(_, r)| !(r.task_id == c.task_id && r.attempt == c.attempt));
+        }
+        Some(pb::coordinator_message::Kind::Drain(d)) => {
+            info!(draining = d.draining, "drain state from coordinator");
+        }
+        Some(pb::coordinator_message::Kind::Registered(_)) | None => {}
+    }
+}

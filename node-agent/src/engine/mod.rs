@@ -1,0 +1,252 @@
+//! The `DockingEngine` port and its adapters.
+//!
+//! An adapter turns one [`EngineRun`] (a receptor, a batch of ligands, a search box) into
+//! one [`EngineOutput`] with a result per ligand. A ligand that the engine rejects fails
+//! alone inside `EngineOutput`; an [`EngineError`] means the whole run failed.
+
+pub mod process;
+pub mod sleep;
+pub mod vina;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dockyard_common::molecule::Pose;
+use tokio_util::sync::CancellationToken;
+
+pub use sleep::SleepEngine;
+pub use vina::VinaEngine;
+
+/// A ligand staged on local disk. `index` is the ligand's position in the task and is what
+/// results are matched back by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LigandFile {
+    pub index: u32,
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineRun {
+    pub task_id: String,
+    pub receptor: Option<PathBuf>,
+    pub ligands: Vec<LigandFile>,
+    /// Box centre, Angstrom.
+    pub center: [f64; 3],
+    /// Box edge lengths, Angstrom.
+    pub size: [f64; 3],
+    /// 0 = the engine's default (8 for Vina).
+    pub exhaustiveness: u32,
+    /// 0 = the engine's default (9 for Vina).
+    pub num_modes: u32,
+    /// 0 = a fixed default seed (see [`vina::DEFAULT_SEED`]), never a random one.
+    pub seed: i64,
+    /// 0 = the engine's default (3 kcal/mol for Vina).
+    pub energy_range: f64,
+    /// Only used by the test-only `sleep` engine.
+    pub sleep_ms: u32,
+    /// Empty scratch directory owned by this run; adapters write inputs, outputs and logs here.
+    pub work_dir: PathBuf,
+    /// CPU threads the engine may use; 0 is treated as 1.
+    pub cpu: u32,
+    /// Wall-clock limit for the whole run; `Duration::ZERO` means none.
+    pub timeout: Duration,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockedLigand {
+    /// In the engine's order (best first for Vina).
+    pub poses: Vec<Pose>,
+    /// Lowest affinity among `poses`, kcal/mol.
+    pub best_score: f64,
+    /// The engine's pose file (PDBQT with one MODEL per pose), inside `work_dir`.
+    pub pose_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LigandDock {
+    pub index: u32,
+    pub name: String,
+    /// `Err` carries a human-readable reason, e.g. the engine's parse error for this ligand.
+    pub result: Result<DockedLigand, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOutput {
+    /// One entry per input ligand, in input order.
+    pub ligands: Vec<LigandDock>,
+    /// Engine stdout+stderr, inside `work_dir`.
+    pub log_file: Option<PathBuf>,
+    /// User+system CPU time of the engine processes, measured by the kernel (rusage).
+    pub cpu_seconds: f64,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("engine run cancelled")]
+    Cancelled,
+    /// `stderr_tail` is the end of the engine's log, where stdout and stderr are merged.
+    #[error("engine crashed ({}): {stderr_tail}", describe_exit(*exit_code, *signal))]
+    Crashed {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        stderr_tail: String,
+    },
+    #[error("could not start engine: {0}")]
+    Spawn(String),
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error("engine i/o error: {0}")]
+    Io(String),
+}
+
+fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => "unknown exit status".to_string(),
+    }
+}
+
+impl EngineError {
+    /// Whether running the same task again (possibly on another node) may succeed.
+    ///
+    /// A spawn failure is a property of this node (missing binary, process limits), never
+    /// of the task, so another attempt can succeed elsewhere. Bad input fails the same way
+    /// every time, and a cancellation was asked for.
+    pub fn retryable(&self) -> bool {
+        match self {
+            EngineError::Timeout(_)
+            | EngineError::Crashed { .. }
+            | EngineError::Spawn(_)
+            | EngineError::Io(_) => true,
+            EngineError::BadInput(_) | EngineError::Cancelled => false,
+        }
+    }
+}
+
+impl From<std::io::Error> for EngineError {
+    fn from(e: std::io::Error) -> Self {
+        EngineError::Io(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineDescriptor {
+    pub name: String,
+    pub version: String,
+    /// Test-only engines must never be offered for real jobs.
+    pub test_only: bool,
+}
+
+#[async_trait]
+pub trait DockingEngine: Send + Sync {
+    fn descriptor(&self) -> &EngineDescriptor;
+    async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError>;
+}
+
+/// The engines usable on this node: Vina when `vina --version` answers with a supported
+/// version (`vina_path`, or `vina` on PATH), and the test-only sleep engine when enabled.
+pub async fn probe_engines(
+    vina_path: Option<&Path>,
+    enable_sleep: bool,
+) -> Vec<Arc<dyn DockingEngine>> {
+    let mut engines: Vec<Arc<dyn DockingEngine>> = Vec::new();
+    let program = vina_path.unwrap_or_else(|| Path::new("vina"));
+    match vina::probe(program).await {
+        Ok(engine) => {
+            tracing::info!(
+                path = %program.display(),
+                version = %engine.descriptor().version,
+                "vina engine available"
+            );
+            engines.push(Arc::new(engine));
+        }
+        Err(reason) => {
+            // Only worth a warning when the operator pointed at a specific binary.
+            if vina_path.is_some() {
+                tracing::warn!(path = %program.display(), %reason, "vina engine not available");
+            } else {
+                tracing::info!(%reason, "vina engine not available");
+            }
+        }
+    }
+    if enable_sleep {
+        engines.push(Arc::new(SleepEngine::new()));
+    }
+    engines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classification() {
+        assert!(EngineError::Timeout(Duration::from_secs(1)).retryable());
+        assert!(EngineError::Crashed {
+            exit_code: None,
+            signal: Some(9),
+            stderr_tail: String::new()
+        }
+        .retryable());
+        assert!(EngineError::Spawn("EAGAIN".into()).retryable());
+        assert!(EngineError::Io("disk full".into()).retryable());
+        assert!(!EngineError::BadInput("x".into()).retryable());
+        assert!(!EngineError::Cancelled.retryable());
+    }
+
+    #[test]
+    fn crashed_display_names_signal_or_code() {
+        let e = EngineError::Crashed {
+            exit_code: None,
+            signal: Some(11),
+            stderr_tail: "boom".into(),
+        };
+        assert_eq!(e.to_string(), "engine crashed (killed by signal 11): boom");
+        let e = EngineError::Crashed {
+            exit_code: Some(1),
+            signal: None,
+            stderr_tail: "x".into(),
+        };
+        assert_eq!(e.to_string(), "engine crashed (exit code 1): x");
+    }
+
+    #[tokio::test]
+    async fn probe_without_vina_and_with_sleep() {
+        let engines = probe_engines(Some(Path::new("/nonexistent/vina")), true).await;
+        let names: Vec<_> = engines
+            .iter()
+            .map(|e| e.descriptor().name.clone())
+            .collect();
+        assert_eq!(names, vec!["sleep"]);
+        assert!(engines[0].descriptor().test_only);
+
+        let engines = probe_engines(Some(Path::new("/nonexistent/vina")), false).await;
+        assert!(engines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn probe_finds_vina_on_path_when_installed() {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("vina").is_file()))
+            .unwrap_or(false);
+        let engines = probe_engines(None, false).await;
+        if !on_path {
+            println!("SKIP: vina not on PATH");
+            assert!(engines.is_empty());
+            return;
+        }
+        assert_eq!(engines.len(), 1);
+        let d = engines[0].descriptor();
+        assert_eq!(d.name, "vina");
+        assert!(d.version.starts_with("1.2."), "{d:?}");
+        assert!(!d.test_only);
+    }
+}

@@ -1,0 +1,12 @@
+//! The Dockyard node agent: probes its capacity and engines, dials the coordinator, runs
+//! assigned tasks concurrently up to its slots, and reports results.
+
+pub mod capacity;
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod remote_store;
+pub mod runner;
+
+pub use config::AgentConfig;
+pub use connection::run;
