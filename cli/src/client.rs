@@ -29,7 +29,9 @@ impl Client {
             .with_context(|| format!("cannot reach the coordinator at {endpoint} (is it running? set --endpoint or DOCKYARD_ENDPOINT)"))?;
         let max = 64 << 20;
         Ok(Client {
-            jobs: JobServiceClient::new(channel.clone()).max_decoding_message_size(max).max_encoding_message_size(max),
+            jobs: JobServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             admin: AdminServiceClient::new(channel).max_decoding_message_size(max),
             token,
         })

@@ -161,7 +161,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             }
             if wait {
                 let j = commands::watch::watch(&c, &r.job_id, false).await?;
-                output::print_jobs(&[j.clone()], Format::Table);
+                output::print_jobs(std::slice::from_ref(&j), Format::Table);
                 return Ok(output::job_state(j.state) == "succeeded");
             }
             Ok(true)
@@ -172,7 +172,9 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Ok(matches!(output::job_state(j.state), "succeeded" | "partial"))
         }
         Cmd::Jobs { format, limit } => commands::query::jobs(&connect().await?, limit.max(1), format).await.map(|_| true),
-        Cmd::Results { job, top, format } => commands::query::results(&connect().await?, &job, top.max(1), format).await.map(|_| true),
+        Cmd::Results { job, top, format } => commands::query::results(&connect().await?, &job, top.max(1), format)
+            .await
+            .map(|_| true),
         Cmd::Cancel { job, format } => commands::query::cancel(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Nodes { format } => commands::query::nodes(&connect().await?, format).await.map(|_| true),
         Cmd::Drain { node, format } => commands::query::drain(&connect().await?, &node, true, format).await.map(|_| true),
@@ -189,7 +191,11 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Run { args, embedded } => commands::run::run_embedded(&args, &embedded).await,
-        Cmd::Demo { examples, exhaustiveness, embedded } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
+        Cmd::Demo {
+            examples,
+            exhaustiveness,
+            embedded,
+        } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
     }
 }

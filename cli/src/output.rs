@@ -35,7 +35,7 @@ pub fn node_state(s: i32) -> &'static str {
 }
 
 pub fn job_json(j: &pb::Job) -> serde_json::Value {
-    let t = j.tasks.clone().unwrap_or_default();
+    let t = j.tasks.unwrap_or_default();
     serde_json::json!({
         "job_id": j.job_id,
         "name": j.name,
@@ -62,14 +62,29 @@ pub fn print_jobs(jobs: &[pb::Job], f: Format) {
         Format::Csv => {
             println!("job_id,state,engine,priority,tasks_done,tasks_total,ligands_docked,ligands_failed,best_score,name");
             for j in jobs {
-                let t = j.tasks.clone().unwrap_or_default();
-                println!("{},{},{},{},{},{},{},{},{},{}", j.job_id, job_state(j.state), j.engine, j.priority, t.succeeded + t.failed + t.cancelled, t.total, j.ligands_docked, j.ligands_failed, best(j), csv(&j.name));
+                let t = j.tasks.unwrap_or_default();
+                println!(
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    j.job_id,
+                    job_state(j.state),
+                    j.engine,
+                    j.priority,
+                    t.succeeded + t.failed + t.cancelled,
+                    t.total,
+                    j.ligands_docked,
+                    j.ligands_failed,
+                    best(j),
+                    csv(&j.name)
+                );
             }
         }
         Format::Table => {
-            println!("{:<20}  {:<10}  {:<6}  {:>3}  {:>13}  {:>15}  {:>8}  NAME", "JOB", "STATE", "ENGINE", "PRI", "TASKS", "LIGANDS", "BEST");
+            println!(
+                "{:<20}  {:<10}  {:<6}  {:>3}  {:>13}  {:>15}  {:>8}  NAME",
+                "JOB", "STATE", "ENGINE", "PRI", "TASKS", "LIGANDS", "BEST"
+            );
             for j in jobs {
-                let t = j.tasks.clone().unwrap_or_default();
+                let t = j.tasks.unwrap_or_default();
                 let done = t.succeeded + t.failed + t.cancelled;
                 let eng = if j.test_only { format!("{}*", j.engine) } else { j.engine.clone() };
                 println!(
@@ -95,11 +110,19 @@ pub fn print_jobs(jobs: &[pb::Job], f: Format) {
 }
 
 fn best(j: &pb::Job) -> String {
-    if j.ligands_docked > 0 { format!("{:.2}", j.best_score) } else { "-".into() }
+    if j.ligands_docked > 0 {
+        format!("{:.2}", j.best_score)
+    } else {
+        "-".into()
+    }
 }
 
 fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 pub fn print_results(rows: &[pb::LigandResult], f: Format) {
@@ -169,14 +192,36 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
             for n in nodes {
                 let c = n.capacity.clone().unwrap_or_default();
                 let engines: Vec<String> = n.engines.iter().map(|e| format!("{} {}", e.name, e.version)).collect();
-                println!("{},{},{},{},{},{},{}", n.node_id, node_state(n.state), c.cpu_slots, n.free_slots, c.memory_bytes / 1_000_000, c.gpus.len(), csv(&engines.join(";")));
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    n.node_id,
+                    node_state(n.state),
+                    c.cpu_slots,
+                    n.free_slots,
+                    c.memory_bytes / 1_000_000,
+                    c.gpus.len(),
+                    csv(&engines.join(";"))
+                );
             }
         }
         Format::Table => {
-            println!("{:<20}  {:<8}  {:>11}  {:>9}  {:>4}  ENGINES", "NODE", "STATE", "SLOTS(FREE)", "MEM_GB", "GPUS");
+            println!(
+                "{:<20}  {:<8}  {:>11}  {:>9}  {:>4}  ENGINES",
+                "NODE", "STATE", "SLOTS(FREE)", "MEM_GB", "GPUS"
+            );
             for n in nodes {
                 let c = n.capacity.clone().unwrap_or_default();
-                let engines: Vec<String> = n.engines.iter().map(|e| if e.test_only { format!("{}* {}", e.name, e.version) } else { format!("{} {}", e.name, e.version) }).collect();
+                let engines: Vec<String> = n
+                    .engines
+                    .iter()
+                    .map(|e| {
+                        if e.test_only {
+                            format!("{}* {}", e.name, e.version)
+                        } else {
+                            format!("{} {}", e.name, e.version)
+                        }
+                    })
+                    .collect();
                 println!(
                     "{:<20}  {:<8}  {:>11}  {:>9.1}  {:>4}  {}",
                     n.node_id,

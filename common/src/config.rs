@@ -11,8 +11,8 @@ use crate::error::DockyardError;
 /// Reads a TOML config file; unknown keys are an error so typos do not pass silently.
 pub fn load_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, DockyardError> {
     let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DockyardError::invalid("config", format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| DockyardError::invalid("config", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| DockyardError::invalid("config", format!("{}: {e}", path.display())))
 }
 

@@ -25,7 +25,10 @@ pub enum DockyardError {
 
 impl DockyardError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        DockyardError::InvalidArgument { field: field.into(), reason: reason.into() }
+        DockyardError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {

@@ -30,7 +30,10 @@ impl JobId {
         if s.len() == Self::LEN && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             Ok(JobId(s.to_string()))
         } else {
-            Err(DockyardError::invalid("job_id", format!("'{s}' is not a job id (20 lowercase hex digits)")))
+            Err(DockyardError::invalid(
+                "job_id",
+                format!("'{s}' is not a job id (20 lowercase hex digits)"),
+            ))
         }
     }
 
@@ -97,7 +100,8 @@ impl NodeId {
     pub fn parse(s: &str) -> Result<Self, DockyardError> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
         if ok {
             Ok(NodeId(s.to_string()))
         } else {
@@ -129,9 +133,7 @@ impl OrgId {
     }
 
     pub fn parse(s: &str) -> Result<Self, DockyardError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(OrgId(s.to_string()))
         } else {

@@ -66,11 +66,17 @@ impl DockBox {
         for (i, axis) in ["x", "y", "z"].iter().enumerate() {
             let c = self.center[i];
             if !c.is_finite() || c.abs() > 10_000.0 {
-                return Err(DockyardError::invalid(format!("box.center.{axis}"), format!("{c} is not a usable coordinate")));
+                return Err(DockyardError::invalid(
+                    format!("box.center.{axis}"),
+                    format!("{c} is not a usable coordinate"),
+                ));
             }
             let s = self.size[i];
             if !s.is_finite() || s <= 0.0 {
-                return Err(DockyardError::invalid(format!("box.size.{axis}"), format!("{s} must be greater than 0 Å")));
+                return Err(DockyardError::invalid(
+                    format!("box.size.{axis}"),
+                    format!("{s} must be greater than 0 Å"),
+                ));
             }
             if s > MAX_BOX_EDGE {
                 return Err(DockyardError::invalid(
@@ -105,20 +111,32 @@ impl DockParams {
     pub fn from_request(exhaustiveness: u32, num_modes: u32, seed: i64, energy_range: f64, sleep_ms: u32) -> Result<Self, DockyardError> {
         let exhaustiveness = if exhaustiveness == 0 { 8 } else { exhaustiveness };
         if exhaustiveness > 512 {
-            return Err(DockyardError::invalid("params.exhaustiveness", format!("{exhaustiveness} must be 1-512")));
+            return Err(DockyardError::invalid(
+                "params.exhaustiveness",
+                format!("{exhaustiveness} must be 1-512"),
+            ));
         }
         let num_modes = if num_modes == 0 { 9 } else { num_modes };
         if num_modes > 100 {
             return Err(DockyardError::invalid("params.num_modes", format!("{num_modes} must be 1-100")));
         }
         if !energy_range.is_finite() || !(0.0..=100.0).contains(&energy_range) {
-            return Err(DockyardError::invalid("params.energy_range", format!("{energy_range} must be 0-100 kcal/mol")));
+            return Err(DockyardError::invalid(
+                "params.energy_range",
+                format!("{energy_range} must be 0-100 kcal/mol"),
+            ));
         }
         if sleep_ms > 3_600_000 {
             return Err(DockyardError::invalid("params.sleep_ms", "must be at most one hour"));
         }
         let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-        Ok(DockParams { exhaustiveness, num_modes, seed, energy_range, sleep_ms })
+        Ok(DockParams {
+            exhaustiveness,
+            num_modes,
+            seed,
+            energy_range,
+            sleep_ms,
+        })
     }
 }
 
@@ -189,10 +207,16 @@ impl JobSpec {
 
     pub fn validate_scalars(priority: i32, batch_size: u32, max_attempts: u32, timeout_s: u32) -> Result<(), DockyardError> {
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
-            return Err(DockyardError::invalid("priority", format!("{priority} must be {MIN_PRIORITY}-{MAX_PRIORITY}")));
+            return Err(DockyardError::invalid(
+                "priority",
+                format!("{priority} must be {MIN_PRIORITY}-{MAX_PRIORITY}"),
+            ));
         }
         if batch_size > MAX_BATCH_SIZE {
-            return Err(DockyardError::invalid("batch_size", format!("{batch_size} must be 1-{MAX_BATCH_SIZE}")));
+            return Err(DockyardError::invalid(
+                "batch_size",
+                format!("{batch_size} must be 1-{MAX_BATCH_SIZE}"),
+            ));
         }
         if max_attempts > 20 {
             return Err(DockyardError::invalid("max_attempts", format!("{max_attempts} must be 1-20")));
@@ -218,10 +242,19 @@ mod tests {
             max_attempts: 3,
             timeout_s: 10,
             gpus_per_task: 0,
-            dock_box: DockBox { center: [0.0; 3], size: [20.0; 3] },
+            dock_box: DockBox {
+                center: [0.0; 3],
+                size: [20.0; 3],
+            },
             params: DockParams::from_request(0, 0, 0, 0.0, 0).expect("defaults"),
             receptor: None,
-            ligands: (0..ligands).map(|i| InputRef { name: format!("l{i}"), key: format!("k{i}"), size: 1 }).collect(),
+            ligands: (0..ligands)
+                .map(|i| InputRef {
+                    name: format!("l{i}"),
+                    key: format!("k{i}"),
+                    size: 1,
+                })
+                .collect(),
             sleep_tasks: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
@@ -238,7 +271,10 @@ mod tests {
 
     #[test]
     fn box_of_size_zero_is_rejected_naming_the_axis() {
-        let b = DockBox { center: [0.0; 3], size: [20.0, 0.0, 20.0] };
+        let b = DockBox {
+            center: [0.0; 3],
+            size: [20.0, 0.0, 20.0],
+        };
         let e = b.validate().expect_err("size 0");
         assert!(e.to_string().contains("box.size.y"), "{e}");
     }

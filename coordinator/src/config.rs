@@ -36,7 +36,9 @@ impl CoordinatorConfig {
     }
 
     pub fn artifacts_uri(&self) -> String {
-        self.artifacts.clone().unwrap_or_else(|| format!("file://{}", self.data_dir.join("artifacts").display()))
+        self.artifacts
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("artifacts").display()))
     }
 }
 
@@ -107,16 +109,58 @@ impl CoordinatorArgs {
         let hb = self.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(2000);
         let lease = self.lease_ms.or(f.lease_ms).unwrap_or(10_000);
         if hb == 0 || lease < 2 * hb {
-            return Err(DockyardError::invalid("lease_ms", format!("{lease} must be at least twice heartbeat_ms ({hb})")));
+            return Err(DockyardError::invalid(
+                "lease_ms",
+                format!("{lease} must be at least twice heartbeat_ms ({hb})"),
+            ));
         }
         c.scheduler = SchedulerConfig {
             heartbeat_interval: Duration::from_millis(hb),
             lease: Duration::from_millis(lease),
-            backoff: Backoff { base: Duration::from_millis(self.retry_base_ms.or(f.retry_base_ms).unwrap_or(500)), ..Backoff::default() },
+            backoff: Backoff {
+                base: Duration::from_millis(self.retry_base_ms.or(f.retry_base_ms).unwrap_or(500)),
+                ..Backoff::default()
+            },
             reconcile_grace: Duration::from_millis(self.reconcile_grace_ms.or(f.reconcile_grace_ms).unwrap_or(15_000)),
             coordinator_id: format!("coordinator@{}", c.listen),
         };
         let log_format = self.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
         Ok((c, log_format))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
+        let args = CoordinatorArgs {
+            config: Some(p),
+            ..CoordinatorArgs::default()
+        };
+        let (c, fmt) = args.resolve().expect("deploy/config/coordinator.toml must parse");
+        assert_eq!(c.listen, "0.0.0.0:50051");
+        assert_eq!(c.scheduler.lease, Duration::from_secs(10));
+        assert_eq!(fmt, "json");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_leases_are_refused() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
+        let args = CoordinatorArgs {
+            config: Some(p),
+            listen: Some("127.0.0.1:1".into()),
+            ..CoordinatorArgs::default()
+        };
+        assert_eq!(args.resolve().expect("ok").0.listen, "127.0.0.1:1");
+        let args = CoordinatorArgs {
+            heartbeat_ms: Some(1000),
+            lease_ms: Some(1500),
+            ..CoordinatorArgs::default()
+        };
+        let e = args.resolve().expect_err("lease too short");
+        assert!(e.to_string().contains("lease_ms"), "{e}");
     }
 }

@@ -17,7 +17,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Partial | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Partial | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -52,15 +55,35 @@ pub struct JobStatus {
     pub unschedulable_reason: Option<String>,
     #[serde(default)]
     pub cpu_seconds: f64,
+    /// Tasks `[cursor, total)` have never been dispatched. They need no record of their own:
+    /// the queue key of task `i` is `(priority, vtime0 + i, seq0 + i)`, so a million-task
+    /// job is queued with one write, and a dispatched task below the cursor with no task
+    /// record has succeeded.
+    #[serde(default)]
+    pub cursor: u32,
+    #[serde(default)]
+    pub vtime0: u64,
+    #[serde(default)]
+    pub seq0: u64,
 }
 
+/// Only tasks that are not plain "fresh in the queue" or "succeeded" have a record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TaskState {
-    /// In the queue; not dispatchable before `not_before_ms` (retry backoff).
-    Queued { key: Vec<u8>, not_before_ms: i64 },
-    Running { node: NodeId, epoch: Epoch, started_ms: i64 },
+    /// Back in the queue for a retry; not dispatchable before `not_before_ms` (backoff).
+    Queued {
+        key: Vec<u8>,
+        not_before_ms: i64,
+    },
+    Running {
+        node: NodeId,
+        epoch: Epoch,
+        started_ms: i64,
+    },
     Succeeded,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     Cancelled,
 }
 

@@ -94,9 +94,14 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let agents = AgentServiceServer::new(AgentApi { scheduler: handle.clone(), artifacts, upload_dir, max_artifact_bytes: cfg.max_upload_bytes })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let agents = AgentServiceServer::new(AgentApi {
+        scheduler: handle.clone(),
+        artifacts,
+        upload_dir,
+        max_artifact_bytes: cfg.max_upload_bytes,
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let admin = AdminServiceServer::new(AdminApi { scheduler: handle });
 
     let token = shutdown.clone();
@@ -104,6 +109,9 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
+        // Agents stream results in bursts; small default windows throttle them.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -113,5 +121,11 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { token.cancelled().await });
     let server = tokio::spawn(server);
     info!(%addr, artifacts = %artifacts_uri, data_dir = %cfg.data_dir.display(), "coordinator serving");
-    Ok(RunningCoordinator { addr, artifacts_uri, shutdown, server, scheduler })
+    Ok(RunningCoordinator {
+        addr,
+        artifacts_uri,
+        shutdown,
+        server,
+        scheduler,
+    })
 }

@@ -5,11 +5,11 @@
 //! |---|---|---|
 //! | `m/` | name | meta (epoch, sequence) |
 //! | `s/` | job id | JobSpec |
-//! | `j/` | job id | JobStatus |
-//! | `t/` | task key | TaskRecord |
-//! | `q/` | queue key (17 bytes) | task key |
+//! | `j/` | job id | JobStatus, including the cursor that stands for every never-dispatched task |
+//! | `t/` | task key | TaskRecord, only for tasks running, retrying, failed or cancelled |
 //! | `r/` | job id + score key + ligand index | LigandResultRecord |
 //! | `e/` | job id + ligand index | ligand error text |
+//! | `n/` | node id | present while an operator has the node drained |
 
 use std::path::Path;
 
@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, TaskId};
-use dockyard_common::queue_key::QueueKey;
 use dockyard_common::spec::JobSpec;
 
 use crate::model::{JobStatus, LigandResultRecord, TaskRecord};
@@ -27,9 +26,9 @@ pub const P_META: &[u8] = b"m/";
 pub const P_SPEC: &[u8] = b"s/";
 pub const P_JOB: &[u8] = b"j/";
 pub const P_TASK: &[u8] = b"t/";
-pub const P_QUEUE: &[u8] = b"q/";
 pub const P_RESULT: &[u8] = b"r/";
 pub const P_LIGERR: &[u8] = b"e/";
+pub const P_DRAINED: &[u8] = b"n/";
 
 #[derive(Clone)]
 pub struct Store {
@@ -80,7 +79,12 @@ impl Store {
             // We flush explicitly (group commit) before acknowledging; no background timer needed.
             .flush_every_ms(None)
             .open()
-            .map_err(|e| err(format!("cannot open {}: {e} (is another coordinator using this data dir?)", dir.display())))?;
+            .map_err(|e| {
+                err(format!(
+                    "cannot open {}: {e} (is another coordinator using this data dir?)",
+                    dir.display()
+                ))
+            })?;
         let tree = db.open_tree("dockyard").map_err(err)?;
         Ok(Store { db, tree })
     }
@@ -122,6 +126,15 @@ impl Store {
         Ok(e)
     }
 
+    pub fn drained_nodes(&self) -> Result<Vec<String>, DockyardError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(P_DRAINED) {
+            let (k, _) = kv.map_err(err)?;
+            out.push(String::from_utf8_lossy(&k[P_DRAINED.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
     pub fn spec(&self, job: &JobId) -> Result<Option<JobSpec>, DockyardError> {
         self.get(&key(P_SPEC, job.as_str().as_bytes()))
     }
@@ -159,21 +172,13 @@ impl Store {
         })
     }
 
-    pub fn queue_len(&self) -> usize {
-        self.tree.scan_prefix(P_QUEUE).count()
-    }
-
-    pub fn queue_keys(&self) -> impl Iterator<Item = Result<(QueueKey, TaskId), DockyardError>> + '_ {
-        self.tree.scan_prefix(P_QUEUE).map(|kv| {
-            let (k, v) = kv.map_err(err)?;
-            let qk = QueueKey::from_bytes(&k[P_QUEUE.len()..]).ok_or_else(|| DockyardError::Storage("corrupt queue key".into()))?;
-            let id = TaskId::from_key(&v).ok_or_else(|| DockyardError::Storage("corrupt queue value".into()))?;
-            Ok((qk, id))
-        })
-    }
-
     /// Results of a job best first, after the raw key `after` when paging.
-    pub fn results(&self, job: &JobId, after: Option<&[u8]>, limit: usize) -> Result<(Vec<LigandResultRecord>, Option<Vec<u8>>), DockyardError> {
+    pub fn results(
+        &self,
+        job: &JobId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<LigandResultRecord>, Option<Vec<u8>>), DockyardError> {
         let prefix = key(P_RESULT, job.as_str().as_bytes());
         let mut out = Vec::new();
         let mut last = None;

@@ -10,7 +10,10 @@ pub fn cpu_count() -> u32 {
 
 /// Total memory from /proc/meminfo (bytes), or 0 when unknown.
 pub fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| parse_meminfo(&t)).unwrap_or(0)
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| parse_meminfo(&t))
+        .unwrap_or(0)
 }
 
 fn parse_meminfo(text: &str) -> Option<u64> {
@@ -40,7 +43,11 @@ fn parse_nvidia_smi(text: &str) -> Vec<pb::Gpu> {
             let index = f.next()?.parse().ok()?;
             let model = f.next()?.to_string();
             let mib: u64 = f.next()?.parse().ok()?;
-            Some(pb::Gpu { index, model, memory_bytes: mib * 1024 * 1024 })
+            Some(pb::Gpu {
+                index,
+                model,
+                memory_bytes: mib * 1024 * 1024,
+            })
         })
         .collect()
 }
@@ -59,7 +66,10 @@ mod tests {
 
     #[test]
     fn parses_meminfo_and_nvidia_smi() {
-        assert_eq!(parse_meminfo("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24_576_000 * 1024));
+        assert_eq!(
+            parse_meminfo("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000 * 1024)
+        );
         let g = parse_nvidia_smi("0, NVIDIA H200, 143771\n1, NVIDIA H200, 143771\n");
         assert_eq!(g.len(), 2);
         assert_eq!(g[1].index, 1);

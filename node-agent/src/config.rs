@@ -119,9 +119,15 @@ pub struct AgentFile {
 impl AgentArgs {
     pub fn resolve(self) -> Result<(AgentConfig, String), DockyardError> {
         let f: AgentFile = load_toml(self.config.as_deref())?;
-        let coordinator = self.coordinator.or(f.coordinator).unwrap_or_else(|| "http://127.0.0.1:50051".into());
+        let coordinator = self
+            .coordinator
+            .or(f.coordinator)
+            .unwrap_or_else(|| "http://127.0.0.1:50051".into());
         if !(coordinator.starts_with("http://") || coordinator.starts_with("https://")) {
-            return Err(DockyardError::invalid("coordinator", format!("'{coordinator}' must be a URL like http://HOST:50051")));
+            return Err(DockyardError::invalid(
+                "coordinator",
+                format!("'{coordinator}' must be a URL like http://HOST:50051"),
+            ));
         }
         let node = self.node_id.or(f.node_id).unwrap_or_else(capacity::hostname);
         let node_id = NodeId::parse(&node)?;
@@ -141,12 +147,53 @@ impl AgentArgs {
         c.artifacts = self.artifacts.or(f.artifacts);
         c.labels = f.labels.unwrap_or_default();
         for l in self.labels {
-            let (k, v) = l.split_once('=').ok_or_else(|| DockyardError::invalid("label", format!("'{l}' must be KEY=VALUE")))?;
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| DockyardError::invalid("label", format!("'{l}' must be KEY=VALUE")))?;
             c.labels.insert(k.to_string(), v.to_string());
         }
         if let Some(g) = self.shutdown_grace_s.or(f.shutdown_grace_s) {
             c.shutdown_grace = Duration::from_secs(g);
         }
         Ok((c, self.log_format.or(f.log_format).unwrap_or_else(|| "text".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+        let args = AgentArgs {
+            config: Some(p),
+            node_id: Some("n1".into()),
+            ..AgentArgs::default()
+        };
+        let (c, fmt) = args.resolve().expect("deploy/config/agent.toml must parse");
+        assert_eq!(c.coordinator, "http://127.0.0.1:50051");
+        assert_eq!(c.labels.get("rack").map(String::as_str), Some("r1"));
+        assert_eq!(fmt, "json");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = AgentArgs {
+            coordinator: Some("127.0.0.1:50051".into()),
+            node_id: Some("n".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .expect_err("no scheme");
+        assert!(e.to_string().contains("coordinator"), "{e}");
+        let e = AgentArgs {
+            slots: Some(0),
+            node_id: Some("n".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .expect_err("zero slots");
+        assert!(e.to_string().contains("slots"), "{e}");
     }
 }

@@ -28,6 +28,9 @@ use crate::runner::{run_task, RunnerContext};
 /// died before they arrived. The coordinator drops the ones it already has.
 const REPLAY_WINDOW: Duration = Duration::from_secs(30);
 const MAX_RESULTS_PER_MESSAGE: usize = 512;
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// After SIGTERM, how long to keep trying to deliver results to an unreachable coordinator.
+const GOING_AWAY_DELIVERY: Duration = Duration::from_secs(15);
 
 type RunKey = (String, u32);
 
@@ -60,7 +63,10 @@ fn endpoint(url: &str) -> Result<Endpoint, DockyardError> {
         // Keepalive on both ends so a silent partition is noticed in seconds.
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
+        // Results and assignments stream in bursts; small default windows throttle them.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20)))
 }
 
 /// Runs the agent until `shutdown` is cancelled and its tasks are finished or handed back.
@@ -84,7 +90,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
         .iter()
         .map(|e| {
             let d = e.descriptor();
-            pb::EngineInfo { name: d.name.clone(), version: d.version.clone(), test_only: d.test_only }
+            pb::EngineInfo {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                test_only: d.test_only,
+            }
         })
         .collect();
     info!(
@@ -99,7 +109,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
     let register = pb::Register {
         protocol_version: PROTOCOL_VERSION,
         node_id: cfg.node_id.to_string(),
-        capacity: Some(pb::Capacity { cpu_slots: cfg.slots, memory_bytes: cfg.memory_bytes, gpus }),
+        capacity: Some(pb::Capacity {
+            cpu_slots: cfg.slots,
+            memory_bytes: cfg.memory_bytes,
+            gpus,
+        }),
         engines: engine_infos,
         labels: cfg.labels.clone().into_iter().collect(),
         running: Vec::new(),
@@ -122,6 +136,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
         drain_deadline: None,
     };
     let mut backoff = Duration::from_millis(200);
+    let mut gave_notice: Option<Instant> = None;
     loop {
         if st.going_away && st.running.is_empty() && st.unsent.is_empty() {
             break;
@@ -140,8 +155,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
             st.going_away = true;
         }
         if st.going_away && st.running.is_empty() {
-            // Nothing left to hand over except unsent results; one more try, then stop.
-            if st.unsent.is_empty() {
+            let since = *gave_notice.get_or_insert_with(Instant::now);
+            if st.unsent.is_empty() || since.elapsed() > GOING_AWAY_DELIVERY {
+                if !st.unsent.is_empty() {
+                    warn!(
+                        results = st.unsent.len(),
+                        "coordinator unreachable; exiting with undelivered results (their tasks will be re-run)"
+                    );
+                }
                 break;
             }
         }
@@ -165,23 +186,40 @@ enum SessionEnd {
 }
 
 fn running_list(st: &AgentState) -> Vec<pb::RunningTask> {
-    let mut v: Vec<pb::RunningTask> = st.running.keys().map(|(t, a)| pb::RunningTask { task_id: t.clone(), attempt: *a }).collect();
+    let mut v: Vec<pb::RunningTask> = st
+        .running
+        .keys()
+        .map(|(t, a)| pb::RunningTask {
+            task_id: t.clone(),
+            attempt: *a,
+        })
+        .collect();
     // Finished attempts whose result may not have arrived count as running until replayed.
     for (_, r) in &st.recent {
-        v.push(pb::RunningTask { task_id: r.task_id.clone(), attempt: r.attempt });
+        v.push(pb::RunningTask {
+            task_id: r.task_id.clone(),
+            attempt: r.attempt,
+        });
     }
     for r in &st.unsent {
-        v.push(pb::RunningTask { task_id: r.task_id.clone(), attempt: r.attempt });
+        v.push(pb::RunningTask {
+            task_id: r.task_id.clone(),
+            attempt: r.attempt,
+        });
     }
     v
 }
 
 async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
-    let mut client = AgentServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
     let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
     let mut reg = st.register.clone();
     reg.running = running_list(st);
-    let _ = out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Register(reg)) });
+    let _ = out_tx.try_send(pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Register(reg)),
+    });
     let mut inbound = client
         .connect(ReceiverStream::new(out_rx))
         .await
@@ -196,7 +234,10 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
         other => return Err(DockyardError::Unavailable(format!("expected Registered, got {other:?}"))),
     };
     if epoch < st.max_epoch {
-        return Err(DockyardError::Unavailable(format!("coordinator epoch {epoch} is older than {} already seen; refusing it", st.max_epoch)));
+        return Err(DockyardError::Unavailable(format!(
+            "coordinator epoch {epoch} is older than {} already seen; refusing it",
+            st.max_epoch
+        )));
     }
     st.max_epoch = epoch;
     info!(epoch, node = %st.cfg.node_id, "registered with coordinator");
@@ -205,11 +246,17 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
     if !replay.is_empty() {
         debug!(count = replay.len(), "replaying recent results");
         for chunk in replay.chunks(MAX_RESULTS_PER_MESSAGE) {
-            send_results(st, &out_tx, chunk.to_vec());
+            if !send_results_wait(st, &out_tx, chunk.to_vec()).await {
+                return Ok(SessionEnd::Reconnect("coordinator is not reading results".into()));
+            }
         }
     }
     if st.going_away {
-        let _ = out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::GoingAway(pb::GoingAway { reason: "shutting down".into() })) });
+        let _ = out_tx.try_send(pb::AgentMessage {
+            kind: Some(pb::agent_message::Kind::GoingAway(pb::GoingAway {
+                reason: "shutting down".into(),
+            })),
+        });
     }
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -238,7 +285,11 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
                 for r in &batch {
                     st.running.remove(&(r.task_id.clone(), r.attempt));
                 }
-                send_results(st, &out_tx, batch);
+                // Wait for room rather than drop: the coordinator never blocks on us, so this
+                // only stalls when the stream itself is stuck, and then we reconnect.
+                if !send_results_wait(st, &out_tx, batch).await {
+                    return Ok(SessionEnd::Reconnect("coordinator is not reading results".into()));
+                }
             }
             _ = heartbeat.tick() => {
                 let free = st.cfg.slots.saturating_sub(st.running.len() as u32);
@@ -268,13 +319,20 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
     }
 }
 
-fn send_results(st: &mut AgentState, out: &mpsc::Sender<pb::AgentMessage>, batch: Vec<pb::TaskResult>) {
-    let msg = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Results(pb::TaskResults { results: batch.clone() })) };
-    if out.try_send(msg).is_ok() {
-        let now = Instant::now();
-        st.recent.extend(batch.into_iter().map(|r| (now, r)));
-    } else {
-        st.unsent.extend(batch);
+async fn send_results_wait(st: &mut AgentState, out: &mpsc::Sender<pb::AgentMessage>, batch: Vec<pb::TaskResult>) -> bool {
+    let msg = pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Results(pb::TaskResults { results: batch.clone() })),
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, out.send(msg)).await {
+        Ok(Ok(())) => {
+            let now = Instant::now();
+            st.recent.extend(batch.into_iter().map(|r| (now, r)));
+            true
+        }
+        _ => {
+            st.unsent.extend(batch);
+            false
+        }
     }
 }
 
@@ -296,12 +354,20 @@ fn on_message(st: &mut AgentState, m: pb::CoordinatorMessage, epoch: u64) {
                         task_id: task.task_id.clone(),
                         attempt: task.attempt,
                         epoch: task.epoch,
-                        outcome: Some(pb::task_result::Outcome::Failed(pb::TaskFailure { retryable: true, reason: "agent is shutting down".into() })),
+                        outcome: Some(pb::task_result::Outcome::Failed(pb::TaskFailure {
+                            retryable: true,
+                            reason: "agent is shutting down".into(),
+                        })),
                         cpu_seconds: 0.0,
                         wall_seconds: 0.0,
                     };
                     let _ = st.results_tx.try_send(r);
-                    st.running.insert(key, Running { cancel: CancellationToken::new() });
+                    st.running.insert(
+                        key,
+                        Running {
+                            cancel: CancellationToken::new(),
+                        },
+                    );
                     continue;
                 }
                 let cancel = CancellationToken::new();

@@ -22,7 +22,9 @@ pub struct CoordinatorRelayStore {
 
 impl CoordinatorRelayStore {
     pub fn new(channel: Channel, uri: String) -> Self {
-        let client = AgentServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+        let client = AgentServiceClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
         CoordinatorRelayStore { client, uri }
     }
 }
@@ -38,16 +40,32 @@ fn status(e: tonic::Status) -> DockyardError {
 #[async_trait]
 impl ArtifactStore for CoordinatorRelayStore {
     async fn put(&self, key: &ArtifactKey, data: Bytes) -> Result<ObjectMeta, DockyardError> {
-        let mut msgs = vec![pb::StoreArtifactChunk { part: Some(pb::store_artifact_chunk::Part::Key(key.to_string())) }];
+        let mut msgs = vec![pb::StoreArtifactChunk {
+            part: Some(pb::store_artifact_chunk::Part::Key(key.to_string())),
+        }];
         for c in data.chunks(CHUNK) {
-            msgs.push(pb::StoreArtifactChunk { part: Some(pb::store_artifact_chunk::Part::Data(c.to_vec())) });
+            msgs.push(pb::StoreArtifactChunk {
+                part: Some(pb::store_artifact_chunk::Part::Data(c.to_vec())),
+            });
         }
-        let r = self.client.clone().store_artifact(tokio_stream::iter(msgs)).await.map_err(status)?.into_inner();
+        let r = self
+            .client
+            .clone()
+            .store_artifact(tokio_stream::iter(msgs))
+            .await
+            .map_err(status)?
+            .into_inner();
         let expect = sha256_hex(&data);
         if r.sha256 != expect {
-            return Err(DockyardError::Storage(format!("checksum mismatch storing {key}: sent {expect}, stored {}", r.sha256)));
+            return Err(DockyardError::Storage(format!(
+                "checksum mismatch storing {key}: sent {expect}, stored {}",
+                r.sha256
+            )));
         }
-        Ok(ObjectMeta { size: r.size, sha256: r.sha256 })
+        Ok(ObjectMeta {
+            size: r.size,
+            sha256: r.sha256,
+        })
     }
 
     async fn put_file(&self, key: &ArtifactKey, path: &Path) -> Result<ObjectMeta, DockyardError> {
@@ -58,7 +76,13 @@ impl ArtifactStore for CoordinatorRelayStore {
     }
 
     async fn get(&self, key: &ArtifactKey) -> Result<Bytes, DockyardError> {
-        let mut s = self.client.clone().fetch_artifact(pb::FetchArtifactRequest { key: key.to_string() }).await.map_err(status)?.into_inner();
+        let mut s = self
+            .client
+            .clone()
+            .fetch_artifact(pb::FetchArtifactRequest { key: key.to_string() })
+            .await
+            .map_err(status)?
+            .into_inner();
         let mut out = Vec::new();
         while let Some(c) = s.message().await.map_err(status)? {
             out.extend_from_slice(&c.data);
@@ -76,18 +100,25 @@ impl ArtifactStore for CoordinatorRelayStore {
 
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError> {
         match self.get(key).await {
-            Ok(b) => Ok(Some(ObjectMeta { size: b.len() as u64, sha256: sha256_hex(&b) })),
+            Ok(b) => Ok(Some(ObjectMeta {
+                size: b.len() as u64,
+                sha256: sha256_hex(&b),
+            })),
             Err(DockyardError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     async fn list(&self, _prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError> {
-        Err(DockyardError::FailedPrecondition("listing is not available through the coordinator relay".into()))
+        Err(DockyardError::FailedPrecondition(
+            "listing is not available through the coordinator relay".into(),
+        ))
     }
 
     async fn delete(&self, _key: &ArtifactKey) -> Result<(), DockyardError> {
-        Err(DockyardError::FailedPrecondition("deleting is not available through the coordinator relay".into()))
+        Err(DockyardError::FailedPrecondition(
+            "deleting is not available through the coordinator relay".into(),
+        ))
     }
 
     fn uri(&self) -> String {

@@ -26,7 +26,12 @@ pub struct RunnerContext {
 impl RunnerContext {
     pub fn new(engines: Vec<Arc<dyn DockingEngine>>, store: Arc<dyn ArtifactStore>, work_dir: PathBuf) -> Self {
         let engines = engines.into_iter().map(|e| (e.descriptor().name.clone(), e)).collect();
-        RunnerContext { engines, store, work_dir, cache: Mutex::new(HashMap::new()) }
+        RunnerContext {
+            engines,
+            store,
+            work_dir,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A receptor is fetched once per node, however many tasks of the screen land here.
@@ -66,10 +71,17 @@ pub async fn run_task(ctx: Arc<RunnerContext>, a: pb::TaskAssignment, cancel: Ca
     let span = info_span!("task", task = %a.task_id, attempt = a.attempt, engine = %a.engine, ligands = a.ligands.len());
     async move {
         let started = Instant::now();
-        let scratch = ctx.work_dir.join("runs").join(format!("{}-a{}", a.task_id.replace(['/', '.'], "_"), a.attempt));
+        let scratch = ctx
+            .work_dir
+            .join("runs")
+            .join(format!("{}-a{}", a.task_id.replace(['/', '.'], "_"), a.attempt));
         let r = execute(&ctx, &a, &scratch, cancel).await;
         let had_files = a.receptor.is_some() || !a.ligands.is_empty();
-        if let Err(e) = if had_files { tokio::fs::remove_dir_all(&scratch).await } else { Ok(()) } {
+        if let Err(e) = if had_files {
+            tokio::fs::remove_dir_all(&scratch).await
+        } else {
+            Ok(())
+        } {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(error = %e, dir = %scratch.display(), "cannot remove scratch folder");
             }
@@ -85,6 +97,12 @@ pub async fn run_task(ctx: Arc<RunnerContext>, a: pb::TaskAssignment, cancel: Ca
                     info!(wall_s = wall, "task finished");
                 }
                 res
+            }
+            Err(RunError::Engine(EngineError::Cancelled)) => {
+                // Either the coordinator cancelled it (it drops this attempt's result anyway)
+                // or this agent is leaving: then the task is handed back, not failed.
+                info!("task cancelled; handing it back");
+                failed(&a, true, "handed back: cancelled on the agent".into(), wall)
             }
             Err(RunError::Engine(e)) => {
                 warn!(error = %e, retryable = e.retryable(), "task failed");
@@ -108,17 +126,28 @@ enum RunError {
 impl From<DockyardError> for RunError {
     fn from(e: DockyardError) -> Self {
         let retryable = !matches!(e, DockyardError::InvalidArgument { .. } | DockyardError::NotFound { .. });
-        RunError::Setup { retryable, reason: e.to_string() }
+        RunError::Setup {
+            retryable,
+            reason: e.to_string(),
+        }
     }
 }
 
 impl From<std::io::Error> for RunError {
     fn from(e: std::io::Error) -> Self {
-        RunError::Setup { retryable: true, reason: format!("scratch folder: {e}") }
+        RunError::Setup {
+            retryable: true,
+            reason: format!("scratch folder: {e}"),
+        }
     }
 }
 
-async fn execute(ctx: &RunnerContext, a: &pb::TaskAssignment, scratch: &Path, cancel: CancellationToken) -> Result<pb::TaskResult, RunError> {
+async fn execute(
+    ctx: &RunnerContext,
+    a: &pb::TaskAssignment,
+    scratch: &Path,
+    cancel: CancellationToken,
+) -> Result<pb::TaskResult, RunError> {
     let engine = ctx.engines.get(&a.engine).cloned().ok_or_else(|| RunError::Setup {
         // Another node may have it; the coordinator should not have sent it here, so retry.
         retryable: true,
@@ -138,9 +167,13 @@ async fn execute(ctx: &RunnerContext, a: &pb::TaskAssignment, scratch: &Path, ca
         let Some(art) = &l.artifact else { continue };
         let path = scratch.join("in").join(format!("input_{}.pdbqt", l.index));
         ctx.store.get_to_file(&ArtifactKey::new(art.key.as_str())?, &path).await?;
-        ligands.push(LigandFile { index: l.index, name: l.name.clone(), path });
+        ligands.push(LigandFile {
+            index: l.index,
+            name: l.name.clone(),
+            path,
+        });
     }
-    let b = a.r#box.clone().unwrap_or_default();
+    let b = a.r#box.unwrap_or_default();
     let c = b.center.unwrap_or_default();
     let s = b.size.unwrap_or_default();
     let p = a.params.unwrap_or_default();
@@ -184,12 +217,27 @@ async fn execute(ctx: &RunnerContext, a: &pb::TaskAssignment, scratch: &Path, ca
                     name: l.name,
                     error: String::new(),
                     best_score: d.best_score,
-                    poses: d.poses.iter().map(|p| pb::Pose { rank: p.rank, affinity: p.affinity, rmsd_lb: p.rmsd_lb, rmsd_ub: p.rmsd_ub }).collect(),
+                    poses: d
+                        .poses
+                        .iter()
+                        .map(|p| pb::Pose {
+                            rank: p.rank,
+                            affinity: p.affinity,
+                            rmsd_lb: p.rmsd_lb,
+                            rmsd_ub: p.rmsd_ub,
+                        })
+                        .collect(),
                     pose_key: k.to_string(),
                     log_key: log_key.clone(),
                 }
             }
-            Err(reason) => pb::LigandOutcome { index: l.index, name: l.name, error: reason, log_key: log_key.clone(), ..Default::default() },
+            Err(reason) => pb::LigandOutcome {
+                index: l.index,
+                name: l.name,
+                error: reason,
+                log_key: log_key.clone(),
+                ..Default::default()
+            },
         };
         ligands.push(outcome);
     }

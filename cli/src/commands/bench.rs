@@ -20,8 +20,8 @@ pub struct DispatchArgs {
     /// Agent processes to start.
     #[arg(long, default_value_t = 2)]
     pub agents: u32,
-    /// Slots per agent (the credit each agent gives the coordinator).
-    #[arg(long, default_value_t = 256)]
+    /// Slots per agent: the credit each agent gives the coordinator, i.e. tasks in flight.
+    #[arg(long, default_value_t = 1024)]
     pub slots: u32,
     /// Milliseconds each sleep task waits.
     #[arg(long, default_value_t = 0)]
@@ -32,7 +32,11 @@ fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the dockyard binary")?;
     let p = exe.with_file_name(name);
     if !p.is_file() {
-        bail!("{} not found beside {}; build all binaries: cargo build --release", name, exe.display());
+        bail!(
+            "{} not found beside {}; build all binaries: cargo build --release",
+            name,
+            exe.display()
+        );
     }
     Ok(p)
 }
@@ -40,10 +44,15 @@ fn sibling(name: &str) -> Result<PathBuf> {
 /// User+system CPU seconds of a live process, from /proc.
 fn cpu_seconds(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 =
+        f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -75,7 +84,16 @@ pub async fn dispatch(a: &DispatchArgs) -> Result<()> {
     for i in 0..a.agents {
         agents.push(
             Command::new(sibling("dockyard-agent")?)
-                .args(["--coordinator", &endpoint, "--enable-sleep-engine", "--node-id", &format!("bench-{i}"), "--slots", &a.slots.to_string(), "--work-dir"])
+                .args([
+                    "--coordinator",
+                    &endpoint,
+                    "--enable-sleep-engine",
+                    "--node-id",
+                    &format!("bench-{i}"),
+                    "--slots",
+                    &a.slots.to_string(),
+                    "--work-dir",
+                ])
                 .arg(tmp.join(format!("agent-{i}")))
                 .env("RUST_LOG", "warn")
                 .kill_on_drop(true)
@@ -86,7 +104,14 @@ pub async fn dispatch(a: &DispatchArgs) -> Result<()> {
     let client = Client::connect(&endpoint, None).await?;
     let ready = Instant::now();
     loop {
-        let n = client.admin.clone().list_nodes(client.req(dockyard_proto::v1::ListNodesRequest {})).await?.into_inner().nodes.len();
+        let n = client
+            .admin
+            .clone()
+            .list_nodes(client.req(dockyard_proto::v1::ListNodesRequest {}))
+            .await?
+            .into_inner()
+            .nodes
+            .len();
         if n as u32 >= a.agents {
             break;
         }
@@ -95,18 +120,27 @@ pub async fn dispatch(a: &DispatchArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cpu0 = cpu_seconds(coord.id()) + agents.iter().map(|c| cpu_seconds(c.id())).sum::<f64>();
-    let sub = SubmitArgs { engine: "sleep".into(), count: Some(a.tasks), sleep_ms: Some(a.sleep_ms), name: Some("bench-dispatch".into()), ..SubmitArgs::default() };
+    let coord0 = cpu_seconds(coord.id());
+    let agents0 = agents.iter().map(|c| cpu_seconds(c.id())).sum::<f64>();
+    let sub = SubmitArgs {
+        engine: "sleep".into(),
+        count: Some(a.tasks),
+        sleep_ms: Some(a.sleep_ms),
+        name: Some("bench-dispatch".into()),
+        ..SubmitArgs::default()
+    };
     let t0 = Instant::now();
     let resp = super::submit::submit(&client, &sub).await?;
     let submitted = t0.elapsed();
     let job = watch::watch(&client, &resp.job_id, true).await?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(coord.id()) + agents.iter().map(|c| cpu_seconds(c.id())).sum::<f64>() - cpu0;
+    let coord_cpu = cpu_seconds(coord.id()) - coord0;
+    let agents_cpu = agents.iter().map(|c| cpu_seconds(c.id())).sum::<f64>() - agents0;
+    let cpu = coord_cpu + agents_cpu;
     let stats = query::stats(&client).await?;
-    let done = job.tasks.clone().unwrap_or_default().succeeded;
+    let done = job.tasks.unwrap_or_default().succeeded;
     eprintln!(
-        "submit acknowledged in {:.3}s; {} of {} tasks succeeded; coordinator state on disk {} MB",
+        "submit acknowledged in {:.3}s; {} of {} tasks succeeded; coordinator state on disk {} MB; cpu s: coordinator {coord_cpu:.2}, agents {agents_cpu:.2}",
         submitted.as_secs_f64(),
         done,
         a.tasks,
@@ -121,14 +155,15 @@ pub async fn dispatch(a: &DispatchArgs) -> Result<()> {
         bail!("only {done} of {} tasks succeeded", a.tasks);
     }
     println!(
-        "tasks={} wall_s={:.3} tasks_per_s={:.0} p50_ms={:.1} p99_ms={:.1} cpu_us_per_task={:.1} agents={} durable=true",
+        "tasks={} wall_s={:.3} tasks_per_s={:.0} p50_ms={:.1} p99_ms={:.1} cpu_us_per_task={:.1} agents={} slots_per_agent={} durable=true",
         a.tasks,
         wall,
         f64::from(a.tasks) / wall,
         stats.dispatch_latency_p50_ms,
         stats.dispatch_latency_p99_ms,
         cpu * 1e6 / f64::from(a.tasks),
-        a.agents
+        a.agents,
+        a.slots
     );
     Ok(())
 }

@@ -12,7 +12,16 @@ pub async fn jobs(c: &Client, limit: u32, f: Format) -> Result<()> {
     let mut token = String::new();
     loop {
         let page = (limit as usize - out.len()).min(1000) as u32;
-        let r = c.jobs.clone().list_jobs(c.req(pb::ListJobsRequest { page_size: page, page_token: token })).await.map_err(explain)?.into_inner();
+        let r = c
+            .jobs
+            .clone()
+            .list_jobs(c.req(pb::ListJobsRequest {
+                page_size: page,
+                page_token: token,
+            }))
+            .await
+            .map_err(explain)?
+            .into_inner();
         out.extend(r.jobs);
         if r.next_page_token.is_empty() || out.len() >= limit as usize {
             break;
@@ -31,7 +40,11 @@ pub async fn fetch_results(c: &Client, job: &str, top: usize) -> Result<Vec<pb::
         let r = c
             .jobs
             .clone()
-            .list_results(c.req(pb::ListResultsRequest { job_id: job.to_string(), page_size: page, page_token: token }))
+            .list_results(c.req(pb::ListResultsRequest {
+                job_id: job.to_string(),
+                page_size: page,
+                page_token: token,
+            }))
             .await
             .map_err(explain)?
             .into_inner();
@@ -52,24 +65,50 @@ pub async fn results(c: &Client, job: &str, top: usize, f: Format) -> Result<()>
 }
 
 pub async fn cancel(c: &Client, job: &str, f: Format) -> Result<()> {
-    let j = c.jobs.clone().cancel_job(c.req(pb::CancelJobRequest { job_id: job.to_string(), reason: "cancelled from the CLI".into() })).await.map_err(explain)?.into_inner();
+    let j = c
+        .jobs
+        .clone()
+        .cancel_job(c.req(pb::CancelJobRequest {
+            job_id: job.to_string(),
+            reason: "cancelled from the CLI".into(),
+        }))
+        .await
+        .map_err(explain)?
+        .into_inner();
     output::print_jobs(&[j], f);
     Ok(())
 }
 
 pub async fn nodes(c: &Client, f: Format) -> Result<()> {
-    let r = c.admin.clone().list_nodes(c.req(pb::ListNodesRequest {})).await.map_err(explain)?.into_inner();
+    let r = c
+        .admin
+        .clone()
+        .list_nodes(c.req(pb::ListNodesRequest {}))
+        .await
+        .map_err(explain)?
+        .into_inner();
     output::print_nodes(&r.nodes, f);
     Ok(())
 }
 
 pub async fn drain(c: &Client, node: &str, drain: bool, f: Format) -> Result<()> {
     let req = c.req(pb::DrainNodeRequest { node_id: node.to_string() });
-    let n = if drain { c.admin.clone().drain_node(req).await } else { c.admin.clone().undrain_node(req).await }.map_err(explain)?.into_inner();
+    let n = if drain {
+        c.admin.clone().drain_node(req).await
+    } else {
+        c.admin.clone().undrain_node(req).await
+    }
+    .map_err(explain)?
+    .into_inner();
     output::print_nodes(&[n], f);
     Ok(())
 }
 
 pub async fn stats(c: &Client) -> Result<pb::QueueStatsResponse> {
-    Ok(c.admin.clone().queue_stats(c.req(pb::QueueStatsRequest {})).await.map_err(explain)?.into_inner())
+    Ok(c.admin
+        .clone()
+        .queue_stats(c.req(pb::QueueStatsRequest {}))
+        .await
+        .map_err(explain)?
+        .into_inner())
 }

@@ -37,7 +37,11 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
     let coord = dockyard_coordinator::start(CoordinatorConfig::new("127.0.0.1:0", emb.data_dir.join("coordinator")))
         .await
         .context("cannot start the embedded coordinator")?;
-    let mut acfg = AgentConfig::new(coord.endpoint(), NodeId::parse("local").context("node id")?, emb.data_dir.join("agent-work"));
+    let mut acfg = AgentConfig::new(
+        coord.endpoint(),
+        NodeId::parse("local").context("node id")?,
+        emb.data_dir.join("agent-work"),
+    );
     if let Some(s) = emb.slots {
         acfg.slots = s.max(1);
     }
@@ -55,7 +59,12 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
         if job.ligands_total > 0 {
             let rows = query::fetch_results(&client, &resp.job_id, emb.top).await?;
             if emb.format == Format::Table {
-                eprintln!("Top {} of {} docked ligands (artifacts in {}):", rows.len(), job.ligands_docked, emb.data_dir.join("coordinator/artifacts").display());
+                eprintln!(
+                    "Top {} of {} docked ligands (artifacts in {}):",
+                    rows.len(),
+                    job.ligands_docked,
+                    emb.data_dir.join("coordinator/artifacts").display()
+                );
             }
             output::print_results(&rows, emb.format);
         }
@@ -118,7 +127,10 @@ pub async fn demo(examples: Option<&Path>, emb: &EmbeddedArgs, exhaustiveness: O
     let dir = find_examples(examples)?;
     let text = std::fs::read_to_string(dir.join("box.toml")).with_context(|| format!("{}/box.toml", dir.display()))?;
     let b: DemoBox = toml::from_str(&text).with_context(|| format!("{}/box.toml", dir.display()))?;
-    let d = b.demo.unwrap_or(DemoSettings { exhaustiveness: None, seed: None });
+    let d = b.demo.unwrap_or(DemoSettings {
+        exhaustiveness: None,
+        seed: None,
+    });
     let sub = SubmitArgs {
         receptor: Some(dir.join("receptor.pdbqt")),
         ligands: vec![dir.join("ligands")],

@@ -86,14 +86,26 @@ fn parse_vec3(flag: &str, s: &str) -> Result<pb::Vec3> {
 pub fn read_box(args: &SubmitArgs) -> Result<Option<pb::DockingBox>> {
     if let Some(f) = &args.box_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read --box {}", f.display()))?;
-        let b: BoxFile = toml::from_str(&text).with_context(|| format!("--box {}: expected center = [x, y, z] and size = [x, y, z]", f.display()))?;
+        let b: BoxFile =
+            toml::from_str(&text).with_context(|| format!("--box {}: expected center = [x, y, z] and size = [x, y, z]", f.display()))?;
         return Ok(Some(pb::DockingBox {
-            center: Some(pb::Vec3 { x: b.center[0], y: b.center[1], z: b.center[2] }),
-            size: Some(pb::Vec3 { x: b.size[0], y: b.size[1], z: b.size[2] }),
+            center: Some(pb::Vec3 {
+                x: b.center[0],
+                y: b.center[1],
+                z: b.center[2],
+            }),
+            size: Some(pb::Vec3 {
+                x: b.size[0],
+                y: b.size[1],
+                z: b.size[2],
+            }),
         }));
     }
     match (&args.center, &args.size) {
-        (Some(c), Some(s)) => Ok(Some(pb::DockingBox { center: Some(parse_vec3("center", c)?), size: Some(parse_vec3("size", s)?) })),
+        (Some(c), Some(s)) => Ok(Some(pb::DockingBox {
+            center: Some(parse_vec3("center", c)?),
+            size: Some(parse_vec3("size", s)?),
+        })),
         (None, None) => Ok(None),
         _ => bail!("give both --center and --size (or --box FILE)"),
     }
@@ -124,19 +136,37 @@ pub fn ligand_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 async fn input_file(client: &Client, path: &Path, inline_budget: &mut u64) -> Result<pb::InputFile> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("input").to_string();
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
     if size <= INLINE_MAX && size <= *inline_budget {
         *inline_budget -= size;
         let content = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok(pb::InputFile { name, source: Some(pb::input_file::Source::Content(content)) });
+        return Ok(pb::InputFile {
+            name,
+            source: Some(pb::input_file::Source::Content(content)),
+        });
     }
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut msgs = vec![pb::UploadInputChunk { part: Some(pb::upload_input_chunk::Part::Name(name.clone())) }];
+    let mut msgs = vec![pb::UploadInputChunk {
+        part: Some(pb::upload_input_chunk::Part::Name(name.clone())),
+    }];
     for c in data.chunks(1 << 20) {
-        msgs.push(pb::UploadInputChunk { part: Some(pb::upload_input_chunk::Part::Data(c.to_vec())) });
+        msgs.push(pb::UploadInputChunk {
+            part: Some(pb::upload_input_chunk::Part::Data(c.to_vec())),
+        });
     }
-    let r = client.jobs.clone().upload_input(client.req(tokio_stream::iter(msgs))).await.map_err(explain)?.into_inner();
-    Ok(pb::InputFile { name, source: Some(pb::input_file::Source::UploadId(r.upload_id)) })
+    let r = client
+        .jobs
+        .clone()
+        .upload_input(client.req(tokio_stream::iter(msgs)))
+        .await
+        .map_err(explain)?
+        .into_inner();
+    Ok(pb::InputFile {
+        name,
+        source: Some(pb::input_file::Source::UploadId(r.upload_id)),
+    })
 }
 
 pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::SubmitJobRequest> {

@@ -11,9 +11,13 @@ use crate::client::{explain, Client};
 use crate::output::{is_final, job_state};
 
 fn units(j: &pb::Job) -> (u64, u64, &'static str) {
-    let t = j.tasks.clone().unwrap_or_default();
+    let t = j.tasks.unwrap_or_default();
     if j.ligands_total > 0 {
-        (u64::from(j.ligands_docked + j.ligands_failed), u64::from(j.ligands_total), "ligands")
+        (
+            u64::from(j.ligands_docked + j.ligands_failed),
+            u64::from(j.ligands_total),
+            "ligands",
+        )
     } else {
         (u64::from(t.succeeded + t.failed + t.cancelled), u64::from(t.total), "tasks")
     }
@@ -21,8 +25,23 @@ fn units(j: &pb::Job) -> (u64, u64, &'static str) {
 
 /// Streams progress until the job is final; returns the last snapshot.
 pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job> {
-    let mut stream = client.jobs.clone().watch_job(client.req(pb::WatchJobRequest { job_id: job_id.to_string() })).await.map_err(explain)?.into_inner();
-    let bar = ProgressBar::with_draw_target(Some(0), if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    let mut stream = client
+        .jobs
+        .clone()
+        .watch_job(client.req(pb::WatchJobRequest {
+            job_id: job_id.to_string(),
+        }))
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let bar = ProgressBar::with_draw_target(
+        Some(0),
+        if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -36,9 +55,18 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
         let (done, total, unit) = units(&j);
         bar.set_length(total);
         bar.set_position(done);
-        let t = j.tasks.clone().unwrap_or_default();
-        let best = if j.ligands_docked > 0 { format!(" best {:.2}", j.best_score) } else { String::new() };
-        bar.set_message(format!("{unit} · {} · {} running, {} queued{best}", job_state(j.state), t.running, t.queued));
+        let t = j.tasks.unwrap_or_default();
+        let best = if j.ligands_docked > 0 {
+            format!(" best {:.2}", j.best_score)
+        } else {
+            String::new()
+        };
+        bar.set_message(format!(
+            "{unit} · {} · {} running, {} queued{best}",
+            job_state(j.state),
+            t.running,
+            t.queued
+        ));
         if !j.unschedulable_reason.is_empty() && !warned {
             bar.suspend(|| eprintln!("warning: job {} is unschedulable: {}", j.job_id, j.unschedulable_reason));
             warned = true;
@@ -60,7 +88,11 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
             started.elapsed().as_secs_f64(),
             j.ligands_docked,
             j.ligands_failed,
-            if j.error.is_empty() { String::new() } else { format!(" ({})", j.error) }
+            if j.error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", j.error)
+            }
         );
     }
     Ok(j)

@@ -19,7 +19,9 @@ impl LocalStore {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(&root)
             .map_err(|e| DockyardError::Storage(format!("cannot create artifact folder {}: {e}", root.display())))?;
-        let root = root.canonicalize().map_err(|e| DockyardError::Storage(format!("{}: {e}", root.display())))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| DockyardError::Storage(format!("{}: {e}", root.display())))?;
         Ok(LocalStore { root })
     }
 
@@ -69,7 +71,10 @@ impl ArtifactStore for LocalStore {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result?;
-        Ok(ObjectMeta { size: data.len() as u64, sha256: super::sha256_hex(&data) })
+        Ok(ObjectMeta {
+            size: data.len() as u64,
+            sha256: super::sha256_hex(&data),
+        })
     }
 
     async fn put_file(&self, key: &ArtifactKey, path: &Path) -> Result<ObjectMeta, DockyardError> {
@@ -95,7 +100,10 @@ impl ArtifactStore for LocalStore {
             }
             out.sync_all().await.map_err(|e| storage(&tmp, e))?;
             self.commit(&tmp, &dst).await?;
-            Ok(ObjectMeta { size, sha256: hex::encode(hasher.finalize()) })
+            Ok(ObjectMeta {
+                size,
+                sha256: hex::encode(hasher.finalize()),
+            })
         }
         .await;
         if result.is_err() {
@@ -123,7 +131,10 @@ impl ArtifactStore for LocalStore {
 
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError> {
         match self.get(key).await {
-            Ok(b) => Ok(Some(ObjectMeta { size: b.len() as u64, sha256: super::sha256_hex(&b) })),
+            Ok(b) => Ok(Some(ObjectMeta {
+                size: b.len() as u64,
+                sha256: super::sha256_hex(&b),
+            })),
             Err(DockyardError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }

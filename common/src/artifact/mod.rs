@@ -41,14 +41,23 @@ pub trait ArtifactStore: Send + Sync + 'static {
 pub fn resolve(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
     if let Some(path) = uri.strip_prefix("file://") {
         if path.is_empty() {
-            return Err(DockyardError::invalid("artifacts", "file:// needs a folder, e.g. file:///var/lib/dockyard/artifacts"));
+            return Err(DockyardError::invalid(
+                "artifacts",
+                "file:// needs a folder, e.g. file:///var/lib/dockyard/artifacts",
+            ));
         }
         return Ok(Arc::new(LocalStore::open(path)?));
     }
     if uri.starts_with("s3://") {
-        return Err(DockyardError::invalid("artifacts", "s3:// stores are not available in this build yet; use file://DIR"));
+        return Err(DockyardError::invalid(
+            "artifacts",
+            "s3:// stores are not available in this build yet; use file://DIR",
+        ));
     }
-    Err(DockyardError::invalid("artifacts", format!("'{uri}' is not a supported store URI (file://DIR)")))
+    Err(DockyardError::invalid(
+        "artifacts",
+        format!("'{uri}' is not a supported store URI (file://DIR)"),
+    ))
 }
 
 /// Content address of input bytes, under the organisation's namespace.

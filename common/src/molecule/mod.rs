@@ -3,8 +3,7 @@
 pub mod pdbqt;
 
 pub use pdbqt::{
-    parse_vina_poses, split_models, text_from_bytes, validate_ligand, validate_receptor,
-    LigandSummary, PdbqtError, ReceptorSummary,
+    parse_vina_poses, split_models, text_from_bytes, validate_ligand, validate_receptor, LigandSummary, PdbqtError, ReceptorSummary,
 };
 
 /// One docked pose as reported by the engine, in the order the engine wrote it.

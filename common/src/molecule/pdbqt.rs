@@ -44,9 +44,8 @@ pub struct LigandSummary {
 /// AutoDock4 parameter file: Vina refuses AD4 types such as `HS`, `NS`, `OS`, `B`,
 /// upper-case `CL`/`BR`, and accepts a few metal element names as generic metals.
 const VINA_ATOM_TYPES: &[&str] = &[
-    "C", "A", "N", "O", "P", "S", "H", "F", "I", "NA", "OA", "SA", "HD", "Mg", "Mn", "Zn", "Ca",
-    "Fe", "Cl", "Br", "Si", "At", "G0", "G1", "G2", "G3", "CG0", "CG1", "CG2", "CG3", "W", "Se",
-    "Cu", "Na", "K", "Hg", "Co", "U", "Cd", "Ni",
+    "C", "A", "N", "O", "P", "S", "H", "F", "I", "NA", "OA", "SA", "HD", "Mg", "Mn", "Zn", "Ca", "Fe", "Cl", "Br", "Si", "At", "G0", "G1",
+    "G2", "G3", "CG0", "CG1", "CG2", "CG3", "W", "Se", "Cu", "Na", "K", "Hg", "Co", "U", "Cd", "Ni",
 ];
 
 /// Turns uploaded bytes into text, refusing binary data with the position of the first bad byte.
@@ -59,9 +58,7 @@ pub fn text_from_bytes(bytes: &[u8]) -> Result<&str, PdbqtError> {
             let byte = bytes.get(offset).copied().unwrap_or(0);
             Err(PdbqtError::new(
                 line,
-                format!(
-                    "not UTF-8 text (byte 0x{byte:02x} at offset {offset}): binary file, not PDBQT"
-                ),
+                format!("not UTF-8 text (byte 0x{byte:02x} at offset {offset}): binary file, not PDBQT"),
             ))
         }
     }
@@ -94,9 +91,7 @@ pub fn validate_receptor(text: &str) -> Result<ReceptorSummary, PdbqtError> {
             "BEGIN_RES" | "END_RES" => {
                 return Err(PdbqtError::new(
                     n,
-                    format!(
-                        "{kw} record in a rigid receptor: flexible side chains must be a separate file"
-                    ),
+                    format!("{kw} record in a rigid receptor: flexible side chains must be a separate file"),
                 ));
             }
             "MODEL" => {
@@ -105,11 +100,7 @@ pub fn validate_receptor(text: &str) -> Result<ReceptorSummary, PdbqtError> {
                     "MODEL record in a receptor: Vina accepts a single receptor model only",
                 ));
             }
-            _ if line.starts_with("REMARK")
-                || line.starts_with("WARNING")
-                || line.starts_with("TER")
-                || line.starts_with("END") =>
-            {
+            _ if line.starts_with("REMARK") || line.starts_with("WARNING") || line.starts_with("TER") || line.starts_with("END") => {
                 continue;
             }
             _ => return Err(unexpected_record(n, line, "receptor")),
@@ -181,9 +172,9 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
                 _ => {}
             }
             let atom = parse_atom(n, line)?;
-            let serial = atom.serial.ok_or_else(|| {
-                PdbqtError::new(n, "atom serial number (columns 7-11) not numeric")
-            })?;
+            let serial = atom
+                .serial
+                .ok_or_else(|| PdbqtError::new(n, "atom serial number (columns 7-11) not numeric"))?;
             if let Some(top) = branches.last_mut() {
                 if top.child == serial {
                     top.child_seen = true;
@@ -234,9 +225,7 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
                 if !serials.contains(&parent) {
                     return Err(PdbqtError::new(
                         n,
-                        format!(
-                            "BRANCH {parent} {child}: parent atom {parent} is not defined before it"
-                        ),
+                        format!("BRANCH {parent} {child}: parent atom {parent} is not defined before it"),
                     ));
                 }
                 branches.push(OpenBranch {
@@ -249,10 +238,7 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
             "ENDBRANCH" => {
                 let (parent, child) = branch_serials(n, line)?;
                 let Some(open) = branches.pop() else {
-                    return Err(PdbqtError::new(
-                        n,
-                        format!("ENDBRANCH {parent} {child} without an open BRANCH"),
-                    ));
+                    return Err(PdbqtError::new(n, format!("ENDBRANCH {parent} {child} without an open BRANCH")));
                 };
                 if (open.parent, open.child) != (parent, child) {
                     return Err(PdbqtError::new(
@@ -276,10 +262,7 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
                         return Err(PdbqtError::new(n, "TORSDOF before ROOT"));
                     }
                     LigandState::InRoot => {
-                        return Err(PdbqtError::new(
-                            root_line,
-                            "ROOT not closed (missing ENDROOT)",
-                        ));
+                        return Err(PdbqtError::new(root_line, "ROOT not closed (missing ENDROOT)"));
                     }
                     LigandState::Done => {
                         return Err(PdbqtError::new(n, "second TORSDOF record"));
@@ -290,21 +273,16 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
                     return Err(branch_not_closed(open));
                 }
                 let value = line.split_whitespace().nth(1).unwrap_or("");
-                let count = value.parse::<u32>().map_err(|_| {
-                    PdbqtError::new(
-                        n,
-                        format!("TORSDOF value '{value}' is not a non-negative integer"),
-                    )
-                })?;
+                let count = value
+                    .parse::<u32>()
+                    .map_err(|_| PdbqtError::new(n, format!("TORSDOF value '{value}' is not a non-negative integer")))?;
                 torsdof = Some(count);
                 state = LigandState::Done;
             }
             "MODEL" | "ENDMDL" => {
                 return Err(PdbqtError::new(
                     n,
-                    format!(
-                        "{kw} record: a multi-model file must be split into one ligand per file"
-                    ),
+                    format!("{kw} record: a multi-model file must be split into one ligand per file"),
                 ));
             }
             "BEGIN_RES" | "END_RES" => {
@@ -322,22 +300,12 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
     }
     match state {
         LigandState::BeforeRoot => Err(PdbqtError::new(0, "no ROOT record")),
-        LigandState::InRoot => Err(PdbqtError::new(
-            root_line,
-            "ROOT not closed (missing ENDROOT; truncated file?)",
-        )),
+        LigandState::InRoot => Err(PdbqtError::new(root_line, "ROOT not closed (missing ENDROOT; truncated file?)")),
         LigandState::Torsions => match branches.last() {
             Some(open) => Err(branch_not_closed(open)),
-            None => Err(PdbqtError::new(
-                0,
-                "missing TORSDOF record (truncated file?)",
-            )),
+            None => Err(PdbqtError::new(0, "missing TORSDOF record (truncated file?)")),
         },
-        LigandState::Done => Ok(LigandSummary {
-            atoms,
-            torsdof,
-            title,
-        }),
+        LigandState::Done => Ok(LigandSummary { atoms, torsdof, title }),
     }
 }
 
@@ -384,9 +352,7 @@ pub fn split_models(text: &str) -> Vec<(Option<String>, String)> {
             kw => match current.as_mut() {
                 Some(lines) => lines.push(line),
                 None => {
-                    if is_atom_record(line)
-                        || matches!(kw, "ROOT" | "ENDROOT" | "BRANCH" | "ENDBRANCH" | "TORSDOF")
-                    {
+                    if is_atom_record(line) || matches!(kw, "ROOT" | "ENDROOT" | "BRANCH" | "ENDBRANCH" | "TORSDOF") {
                         outside_has_atoms = true;
                     }
                     outside.push(line);
@@ -410,12 +376,13 @@ pub fn parse_vina_poses(text: &str) -> Result<Vec<Pose>, PdbqtError> {
     // (line of the MODEL record, its VINA RESULT once seen)
     let mut open_model: Option<(usize, Option<VinaResult>)> = None;
     let mut saw_model = false;
-    let mut loose_result: Option<(usize, VinaResult)> = None;
+    let mut loose_result: Option<VinaResult> = None;
     reject_binary(text)?;
 
     for (idx, raw) in text.lines().enumerate() {
         let n = idx + 1;
-        let line = check_text_line(n, raw)?;
+        // Output is only read, never fed back to Vina, so stray whitespace lines are harmless.
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
         match keyword(line) {
             "MODEL" => {
                 if let Some((start, _)) = open_model {
@@ -432,10 +399,7 @@ pub fn parse_vina_poses(text: &str) -> Result<Vec<Pose>, PdbqtError> {
                     return Err(PdbqtError::new(n, "ENDMDL without MODEL"));
                 };
                 let Some((affinity, rmsd_lb, rmsd_ub)) = result else {
-                    return Err(PdbqtError::new(
-                        start,
-                        "MODEL has no REMARK VINA RESULT line",
-                    ));
+                    return Err(PdbqtError::new(start, "MODEL has no REMARK VINA RESULT line"));
                 };
                 poses.push(Pose {
                     rank: u32::try_from(poses.len() + 1).unwrap_or(u32::MAX),
@@ -452,29 +416,21 @@ pub fn parse_vina_poses(text: &str) -> Result<Vec<Pose>, PdbqtError> {
                 match open_model.as_mut() {
                     Some((_, slot @ None)) => *slot = Some(values),
                     Some((_, Some(_))) => {
-                        return Err(PdbqtError::new(
-                            n,
-                            "second REMARK VINA RESULT line in one MODEL",
-                        ));
+                        return Err(PdbqtError::new(n, "second REMARK VINA RESULT line in one MODEL"));
                     }
                     None => {
-                        if loose_result.is_none() {
-                            loose_result = Some((n, values));
-                        }
+                        loose_result.get_or_insert(values);
                     }
                 }
             }
         }
     }
     if let Some((start, _)) = open_model {
-        return Err(PdbqtError::new(
-            start,
-            "MODEL not closed by ENDMDL (truncated file?)",
-        ));
+        return Err(PdbqtError::new(start, "MODEL not closed by ENDMDL (truncated file?)"));
     }
     if !saw_model {
         // A single pose written without MODEL wrapping (e.g. extracted by hand) still counts.
-        if let Some((_, (affinity, rmsd_lb, rmsd_ub))) = loose_result {
+        if let Some((affinity, rmsd_lb, rmsd_ub)) = loose_result {
             poses.push(Pose {
                 rank: 1,
                 affinity,
@@ -493,9 +449,7 @@ pub fn parse_vina_poses(text: &str) -> Result<Vec<Pose>, PdbqtError> {
 }
 
 fn vina_result_payload(line: &str) -> Option<&str> {
-    line.strip_prefix("REMARK")?
-        .trim_start()
-        .strip_prefix("VINA RESULT:")
+    line.strip_prefix("REMARK")?.trim_start().strip_prefix("VINA RESULT:")
 }
 
 /// Affinity, RMSD lower bound, RMSD upper bound.
@@ -511,9 +465,7 @@ fn parse_vina_result(n: usize, rest: &str) -> Result<VinaResult, PdbqtError> {
             ),
         )
     };
-    let mut fields = rest
-        .split_whitespace()
-        .map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite()));
+    let mut fields = rest.split_whitespace().map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite()));
     let mut next = || fields.next().flatten().ok_or_else(bad);
     let affinity = next()?;
     let rmsd_lb = next()?;
@@ -537,10 +489,7 @@ fn reject_binary(text: &str) -> Result<(), PdbqtError> {
         if let Some(c) = line.chars().find(|&c| c.is_control() && c != '\t') {
             return Err(PdbqtError::new(
                 idx + 1,
-                format!(
-                    "binary data: control character U+{:04X} (not a PDBQT text file)",
-                    u32::from(c)
-                ),
+                format!("binary data: control character U+{:04X} (not a PDBQT text file)", u32::from(c)),
             ));
         }
         if line.contains('\u{FFFD}') {
@@ -573,27 +522,18 @@ fn keyword(line: &str) -> &str {
 
 fn unexpected_record(n: usize, line: &str, what: &str) -> PdbqtError {
     let shown: String = line.chars().take(20).collect();
-    PdbqtError::new(
-        n,
-        format!("unexpected record '{shown}' in a {what} (not accepted by Vina)"),
-    )
+    PdbqtError::new(n, format!("unexpected record '{shown}' in a {what} (not accepted by Vina)"))
 }
 
 fn branch_not_closed(open: &OpenBranch) -> PdbqtError {
-    PdbqtError::new(
-        open.line,
-        format!("BRANCH {} {} not closed", open.parent, open.child),
-    )
+    PdbqtError::new(open.line, format!("BRANCH {} {} not closed", open.parent, open.child))
 }
 
 fn branch_serials(n: usize, line: &str) -> Result<(u32, u32), PdbqtError> {
     let mut it = line.split_whitespace().skip(1).map(str::parse::<u32>);
     match (it.next(), it.next()) {
         (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
-        _ => Err(PdbqtError::new(
-            n,
-            format!("{} needs two atom serial numbers", keyword(line)),
-        )),
+        _ => Err(PdbqtError::new(n, format!("{} needs two atom serial numbers", keyword(line)))),
     }
 }
 
@@ -605,10 +545,7 @@ fn remark_name(line: &str) -> Option<String> {
         return None;
     }
     let after = rest.get(4..)?.trim_start();
-    let value = after
-        .strip_prefix('=')
-        .or_else(|| after.strip_prefix(':'))?
-        .trim();
+    let value = after.strip_prefix('=').or_else(|| after.strip_prefix(':'))?.trim();
     (!value.is_empty()).then(|| value.to_string())
 }
 
@@ -639,12 +576,7 @@ fn parse_atom(n: usize, line: &str) -> Result<AtomRecord, PdbqtError> {
         }
     }
     let charge = line.get(68..line.len().min(76)).unwrap_or("").trim();
-    if !charge.is_empty()
-        && charge
-            .parse::<f64>()
-            .map(|c| !c.is_finite())
-            .unwrap_or(true)
-    {
+    if !charge.is_empty() && charge.parse::<f64>().map(|c| !c.is_finite()).unwrap_or(true) {
         return Err(PdbqtError::new(
             n,
             format!("partial charge not numeric: '{charge}' (columns 69-76)"),
@@ -652,10 +584,7 @@ fn parse_atom(n: usize, line: &str) -> Result<AtomRecord, PdbqtError> {
     }
     let atom_type = line.get(77..).unwrap_or("").trim();
     if atom_type.is_empty() {
-        return Err(PdbqtError::new(
-            n,
-            "missing AutoDock atom type (columns 78-79)",
-        ));
+        return Err(PdbqtError::new(n, "missing AutoDock atom type (columns 78-79)"));
     }
     if !VINA_ATOM_TYPES.contains(&atom_type) {
         return Err(PdbqtError::new(

@@ -21,12 +21,16 @@ impl AdminService for AdminApi {
 
     async fn drain_node(&self, r: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
         let node = NodeId::parse(&r.get_ref().node_id)?;
-        Ok(Response::new(self.scheduler.ask(|reply| Command::Drain { node, drain: true, reply }).await?))
+        Ok(Response::new(
+            self.scheduler.ask(|reply| Command::Drain { node, drain: true, reply }).await?,
+        ))
     }
 
     async fn undrain_node(&self, r: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
         let node = NodeId::parse(&r.get_ref().node_id)?;
-        Ok(Response::new(self.scheduler.ask(|reply| Command::Drain { node, drain: false, reply }).await?))
+        Ok(Response::new(
+            self.scheduler.ask(|reply| Command::Drain { node, drain: false, reply }).await?,
+        ))
     }
 
     async fn queue_stats(&self, _r: Request<pb::QueueStatsRequest>) -> Result<Response<pb::QueueStatsResponse>, Status> {

@@ -53,7 +53,15 @@ fn registration(r: pb::Register) -> Result<Registration, DockyardError> {
         node,
         slots: cap.cpu_slots,
         memory_bytes: cap.memory_bytes,
-        gpus: cap.gpus.into_iter().map(|g| GpuInfo { index: g.index, model: g.model, memory_bytes: g.memory_bytes }).collect(),
+        gpus: cap
+            .gpus
+            .into_iter()
+            .map(|g| GpuInfo {
+                index: g.index,
+                model: g.model,
+                memory_bytes: g.memory_bytes,
+            })
+            .collect(),
         engines: r.engines,
         labels: r.labels.into_iter().collect(),
         hostname: r.hostname,
@@ -96,7 +104,15 @@ impl AgentService for AgentApi {
                 match inbound.message().await {
                     Ok(Some(m)) => {
                         let Some(kind) = m.kind else { continue };
-                        if scheduler.send(Command::Agent { node: node.clone(), conn, msg: kind }).await.is_err() {
+                        if scheduler
+                            .send(Command::Agent {
+                                node: node.clone(),
+                                conn,
+                                msg: kind,
+                            })
+                            .await
+                            .is_err()
+                        {
                             break "coordinator shutting down".to_string();
                         }
                     }
@@ -123,7 +139,13 @@ impl AgentService for AgentApi {
             let mut off = 0;
             loop {
                 let end = (off + CHUNK).min(data.len());
-                if tx.send(Ok(pb::ArtifactChunk { data: data.slice(off..end).to_vec() })).await.is_err() {
+                if tx
+                    .send(Ok(pb::ArtifactChunk {
+                        data: data.slice(off..end).to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 off = end;
@@ -135,7 +157,10 @@ impl AgentService for AgentApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn store_artifact(&self, request: Request<Streaming<pb::StoreArtifactChunk>>) -> Result<Response<pb::StoreArtifactResponse>, Status> {
+    async fn store_artifact(
+        &self,
+        request: Request<Streaming<pb::StoreArtifactChunk>>,
+    ) -> Result<Response<pb::StoreArtifactResponse>, Status> {
         let mut stream = request.into_inner();
         tokio::fs::create_dir_all(&self.upload_dir).await.map_err(DockyardError::from)?;
         let tmp = self.upload_dir.join(format!("artifact-{:016x}", rand::random::<u64>()));
@@ -150,7 +175,11 @@ impl AgentService for AgentApi {
                     Some(pb::store_artifact_chunk::Part::Data(d)) => {
                         size += d.len() as u64;
                         if size > self.max_artifact_bytes {
-                            return Err(DockyardError::ResourceExhausted(format!("artifact larger than {} bytes", self.max_artifact_bytes)).into());
+                            return Err(DockyardError::ResourceExhausted(format!(
+                                "artifact larger than {} bytes",
+                                self.max_artifact_bytes
+                            ))
+                            .into());
                         }
                         f.write_all(&d).await.map_err(DockyardError::from)?;
                     }
@@ -160,7 +189,11 @@ impl AgentService for AgentApi {
             f.flush().await.map_err(DockyardError::from)?;
             let key = key.ok_or_else(|| DockyardError::invalid("key", "missing: the first message must carry the key"))?;
             let meta = self.artifacts.put_file(&key, &tmp).await?;
-            Ok::<_, Status>(pb::StoreArtifactResponse { key: key.to_string(), size: meta.size, sha256: meta.sha256 })
+            Ok::<_, Status>(pb::StoreArtifactResponse {
+                key: key.to_string(),
+                size: meta.size,
+                sha256: meta.sha256,
+            })
         }
         .await;
         let _ = tokio::fs::remove_file(&tmp).await;

@@ -52,7 +52,16 @@ pub fn ligand_result(r: LigandResultRecord) -> pb::LigandResult {
         ligand_index: r.index,
         task_id: r.task,
         score: r.score,
-        poses: r.poses.into_iter().map(|p| pb::Pose { rank: p.rank, affinity: p.affinity, rmsd_lb: p.rmsd_lb, rmsd_ub: p.rmsd_ub }).collect(),
+        poses: r
+            .poses
+            .into_iter()
+            .map(|p| pb::Pose {
+                rank: p.rank,
+                affinity: p.affinity,
+                rmsd_lb: p.rmsd_lb,
+                rmsd_ub: p.rmsd_ub,
+            })
+            .collect(),
         pose_key: r.pose_key,
         log_key: r.log_key,
     }
@@ -62,7 +71,10 @@ pub fn dock_box(b: Option<&pb::DockingBox>) -> Result<DockBox, DockyardError> {
     let b = b.ok_or_else(|| DockyardError::invalid("box", "missing; give a center and a size"))?;
     let c = b.center.as_ref().ok_or_else(|| DockyardError::invalid("box.center", "missing"))?;
     let s = b.size.as_ref().ok_or_else(|| DockyardError::invalid("box.size", "missing"))?;
-    let bx = DockBox { center: [c.x, c.y, c.z], size: [s.x, s.y, s.z] };
+    let bx = DockBox {
+        center: [c.x, c.y, c.z],
+        size: [s.x, s.y, s.z],
+    };
     bx.validate()?;
     Ok(bx)
 }

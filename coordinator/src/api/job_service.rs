@@ -38,7 +38,10 @@ fn caller_org<T>(_req: &Request<T>) -> OrgId {
 }
 
 fn final_state(s: i32) -> bool {
-    matches!(pb::JobState::try_from(s), Ok(pb::JobState::Succeeded | pb::JobState::Partial | pb::JobState::Failed | pb::JobState::Cancelled))
+    matches!(
+        pb::JobState::try_from(s),
+        Ok(pb::JobState::Succeeded | pb::JobState::Partial | pb::JobState::Failed | pb::JobState::Cancelled)
+    )
 }
 
 #[tonic::async_trait]
@@ -51,8 +54,18 @@ impl JobService for JobApi {
         let span = info_span!("submit_job", job = %job_id, engine = %req.engine, ligands = req.ligands.len());
         async move {
             let spec = build_spec(&req, org, self.artifacts.clone(), now).await?;
-            let job = self.scheduler.ask(|reply| Command::Submit { job: job_id.clone(), spec, reply }).await?;
-            Ok(Response::new(pb::SubmitJobResponse { job_id: job_id.to_string(), job: Some(job) }))
+            let job = self
+                .scheduler
+                .ask(|reply| Command::Submit {
+                    job: job_id.clone(),
+                    spec,
+                    reply,
+                })
+                .await?;
+            Ok(Response::new(pb::SubmitJobResponse {
+                job_id: job_id.to_string(),
+                job: Some(job),
+            }))
         }
         .instrument(span)
         .await
@@ -70,7 +83,11 @@ impl JobService for JobApi {
             0 => 50,
             n => n.min(1000),
         } as usize;
-        let before = if req.page_token.is_empty() { None } else { Some(JobId::parse(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?) };
+        let before = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(JobId::parse(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?)
+        };
         let ids = self.store.job_ids(before.as_ref(), size)?;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -78,7 +95,11 @@ impl JobService for JobApi {
                 jobs.push(job_view(id, &spec, &st));
             }
         }
-        let next_page_token = if ids.len() == size { ids.last().map(|i| i.to_string()).unwrap_or_default() } else { String::new() };
+        let next_page_token = if ids.len() == size {
+            ids.last().map(|i| i.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListJobsResponse { jobs, next_page_token }))
     }
 
@@ -92,14 +113,27 @@ impl JobService for JobApi {
             loop {
                 let view = rx.borrow_and_update().clone();
                 let fin = final_state(view.state);
-                if tx.send(Ok(pb::JobEvent { job: Some(view), r#final: fin })).await.is_err() || fin {
+                if tx
+                    .send(Ok(pb::JobEvent {
+                        job: Some(view),
+                        r#final: fin,
+                    }))
+                    .await
+                    .is_err()
+                    || fin
+                {
                     break;
                 }
                 if rx.changed().await.is_err() {
                     // The scheduler dropped the job after its final snapshot; send that.
                     let view = rx.borrow().clone();
                     let fin = final_state(view.state);
-                    let _ = tx.send(Ok(pb::JobEvent { job: Some(view), r#final: fin })).await;
+                    let _ = tx
+                        .send(Ok(pb::JobEvent {
+                            job: Some(view),
+                            r#final: fin,
+                        }))
+                        .await;
                     break;
                 }
                 // Coalesce bursts: at most ten snapshots a second per watcher.
@@ -112,18 +146,33 @@ impl JobService for JobApi {
     async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
         let req = request.into_inner();
         let job = JobId::parse(&req.job_id)?;
-        Ok(Response::new(self.scheduler.ask(|reply| Command::Cancel { job, reason: req.reason, reply }).await?))
+        Ok(Response::new(
+            self.scheduler
+                .ask(|reply| Command::Cancel {
+                    job,
+                    reason: req.reason,
+                    reply,
+                })
+                .await?,
+        ))
     }
 
     async fn list_results(&self, request: Request<pb::ListResultsRequest>) -> Result<Response<pb::ListResultsResponse>, Status> {
         let req = request.into_inner();
         let job = JobId::parse(&req.job_id)?;
-        let status = self.store.status(&job)?.ok_or_else(|| DockyardError::not_found(format!("job {job}")))?;
+        let status = self
+            .store
+            .status(&job)?
+            .ok_or_else(|| DockyardError::not_found(format!("job {job}")))?;
         let size = match req.page_size {
             0 => 100,
             n => n.min(1000),
         } as usize;
-        let after = if req.page_token.is_empty() { None } else { Some(hex::decode(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?) };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(hex::decode(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?)
+        };
         let (rows, more) = self.store.results(&job, after.as_deref(), size)?;
         Ok(Response::new(pb::ListResultsResponse {
             results: rows.into_iter().map(ligand_result).collect(),
@@ -149,7 +198,11 @@ impl JobService for JobApi {
                     Some(pb::upload_input_chunk::Part::Data(d)) => {
                         size += d.len() as u64;
                         if size > self.max_upload_bytes {
-                            return Err(DockyardError::ResourceExhausted(format!("upload is larger than the {} byte limit", self.max_upload_bytes)).into());
+                            return Err(DockyardError::ResourceExhausted(format!(
+                                "upload is larger than the {} byte limit",
+                                self.max_upload_bytes
+                            ))
+                            .into());
                         }
                         hasher.update(&d);
                         f.write_all(&d).await.map_err(DockyardError::from)?;
@@ -164,7 +217,10 @@ impl JobService for JobApi {
             let hex = hex::encode(hasher.finalize());
             let key = input_key(&org, &hex)?;
             self.artifacts.put_file(&key, &tmp).await?;
-            Ok::<_, Status>(pb::UploadInputResponse { upload_id: format!("sha256:{hex}"), size })
+            Ok::<_, Status>(pb::UploadInputResponse {
+                upload_id: format!("sha256:{hex}"),
+                size,
+            })
         }
         .await;
         // A failed or partial upload leaves nothing behind.

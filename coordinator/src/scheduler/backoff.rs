@@ -13,7 +13,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) }
+        Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -35,7 +38,10 @@ mod tests {
 
     #[test]
     fn grows_with_attempts_and_stays_capped() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         for _ in 0..100 {
             let d2 = b.delay(2);
             assert!(d2 >= Duration::from_millis(50) && d2 <= Duration::from_millis(100));

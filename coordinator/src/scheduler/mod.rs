@@ -1,11 +1,16 @@
 //! The scheduler actor: owns queue, tasks and nodes; applies commands in batches with one
 //! durable write per batch (group commit) before any reply or assignment goes out.
 
+mod agents;
 mod backoff;
 mod core;
+mod dispatch;
+mod jobs;
 mod latency;
+mod load;
 pub mod nodes;
 pub mod queue;
+mod results;
 mod txn;
 
 use std::time::{Duration, Instant};
@@ -55,16 +60,50 @@ impl Default for SchedulerConfig {
 }
 
 pub enum Command {
-    Submit { job: JobId, spec: JobSpec, reply: Reply<pb::Job> },
-    Cancel { job: JobId, reason: String, reply: Reply<pb::Job> },
-    GetJob { job: JobId, reply: Reply<pb::Job> },
-    Watch { job: JobId, reply: Reply<watch::Receiver<pb::Job>> },
-    Register { reg: Registration, outbound: Outbound, reply: Reply<u64> },
-    Agent { node: NodeId, conn: u64, msg: pb::agent_message::Kind },
-    Disconnected { node: NodeId, conn: u64, reason: String },
-    Drain { node: NodeId, drain: bool, reply: Reply<pb::Node> },
-    ListNodes { reply: Reply<Vec<pb::Node>> },
-    QueueStats { reply: Reply<pb::QueueStatsResponse> },
+    Submit {
+        job: JobId,
+        spec: JobSpec,
+        reply: Reply<pb::Job>,
+    },
+    Cancel {
+        job: JobId,
+        reason: String,
+        reply: Reply<pb::Job>,
+    },
+    GetJob {
+        job: JobId,
+        reply: Reply<pb::Job>,
+    },
+    Watch {
+        job: JobId,
+        reply: Reply<watch::Receiver<pb::Job>>,
+    },
+    Register {
+        reg: Registration,
+        outbound: Outbound,
+        reply: Reply<u64>,
+    },
+    Agent {
+        node: NodeId,
+        conn: u64,
+        msg: pb::agent_message::Kind,
+    },
+    Disconnected {
+        node: NodeId,
+        conn: u64,
+        reason: String,
+    },
+    Drain {
+        node: NodeId,
+        drain: bool,
+        reply: Reply<pb::Node>,
+    },
+    ListNodes {
+        reply: Reply<Vec<pb::Node>>,
+    },
+    QueueStats {
+        reply: Reply<pb::QueueStatsResponse>,
+    },
 }
 
 /// Cheap to clone; every API handler holds one.
@@ -75,19 +114,27 @@ pub struct SchedulerHandle {
 
 impl SchedulerHandle {
     pub async fn send(&self, c: Command) -> Result<(), DockyardError> {
-        self.tx.send(c).await.map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))
+        self.tx
+            .send(c)
+            .await
+            .map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))
     }
 
     /// Sends a command built around a reply channel and waits for the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DockyardError> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
-        rx.await.map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))?
+        rx.await
+            .map_err(|_| DockyardError::Unavailable("scheduler is shutting down".into()))?
     }
 }
 
 /// Loads state from `store` and starts the actor. Returns when the state is loaded.
-pub async fn spawn(store: Store, cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
+pub async fn spawn(
+    store: Store,
+    cfg: SchedulerConfig,
+    shutdown: CancellationToken,
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
     let core = Core::load(store.clone(), cfg).await?;
     let (tx, rx) = mpsc::channel(16_384);
     let join = tokio::spawn(run(core, store, rx, shutdown));

@@ -51,7 +51,10 @@ pub struct NodeRt {
     /// Identifies the current stream; events from an older stream of the same node are stale.
     pub conn: u64,
     pub outbound: Option<Outbound>,
+    /// Drained by an operator: no new tasks.
     pub draining: bool,
+    /// The agent said GoingAway: no new tasks until it reconnects.
+    pub going_away: bool,
     pub running: HashMap<TaskId, Slot>,
     pub free_memory: u64,
     pub free_gpus: Vec<u32>,
@@ -71,6 +74,7 @@ impl NodeRt {
             conn,
             outbound: Some(outbound),
             draining: false,
+            going_away: false,
             running: HashMap::new(),
             last_seen: Instant::now(),
             last_seen_ms: now_ms,
@@ -80,6 +84,10 @@ impl NodeRt {
 
     pub fn is_connected(&self) -> bool {
         self.outbound.is_some()
+    }
+
+    pub fn accepts_work(&self) -> bool {
+        self.is_connected() && !self.draining && !self.going_away && self.free_slots() > 0
     }
 
     pub fn free_slots(&self) -> u32 {
@@ -106,7 +114,15 @@ impl NodeRt {
         self.free_memory = self.free_memory.saturating_sub(c.memory_bytes);
         let n = (c.gpus as usize).min(self.free_gpus.len());
         let gpus: Vec<u32> = self.free_gpus.drain(..n).collect();
-        self.running.insert(task, Slot { attempt, memory_bytes: c.memory_bytes, gpus: gpus.clone(), cancelled: false });
+        self.running.insert(
+            task,
+            Slot {
+                attempt,
+                memory_bytes: c.memory_bytes,
+                gpus: gpus.clone(),
+                cancelled: false,
+            },
+        );
         gpus
     }
 
@@ -130,7 +146,7 @@ impl NodeRt {
     pub fn view(&self) -> pb::Node {
         let state = if !self.is_connected() {
             pb::NodeState::Lost
-        } else if self.draining {
+        } else if self.draining || self.going_away {
             pb::NodeState::Draining
         } else {
             pb::NodeState::Ready
@@ -138,7 +154,10 @@ impl NodeRt {
         let mut running: Vec<pb::RunningTask> = self
             .running
             .iter()
-            .map(|(t, s)| pb::RunningTask { task_id: t.to_string(), attempt: s.attempt })
+            .map(|(t, s)| pb::RunningTask {
+                task_id: t.to_string(),
+                attempt: s.attempt,
+            })
             .collect();
         running.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         pb::Node {
@@ -151,7 +170,11 @@ impl NodeRt {
                     .reg
                     .gpus
                     .iter()
-                    .map(|g| pb::Gpu { index: g.index, model: g.model.clone(), memory_bytes: g.memory_bytes })
+                    .map(|g| pb::Gpu {
+                        index: g.index,
+                        model: g.model.clone(),
+                        memory_bytes: g.memory_bytes,
+                    })
                     .collect(),
             }),
             free_slots: if self.is_connected() { self.free_slots() } else { 0 },
@@ -170,6 +193,8 @@ impl NodeRt {
 #[derive(Default)]
 pub struct NodeTable {
     pub nodes: BTreeMap<NodeId, NodeRt>,
+    /// Operator drains, persisted so they survive a coordinator restart.
+    pub drained: HashSet<NodeId>,
 }
 
 impl NodeTable {
@@ -189,7 +214,11 @@ impl NodeTable {
         if !self.connected().any(|n| n.engines.contains(&c.engine)) {
             return Some(format!("no registered node offers engine '{}'", c.engine.name()));
         }
-        if c.gpus > 0 && !self.connected().any(|n| n.engines.contains(&c.engine) && n.reg.gpus.len() as u32 >= c.gpus) {
+        if c.gpus > 0
+            && !self
+                .connected()
+                .any(|n| n.engines.contains(&c.engine) && n.reg.gpus.len() as u32 >= c.gpus)
+        {
             return Some(format!("no node with engine '{}' has {} GPU(s)", c.engine.name(), c.gpus));
         }
         Some(format!(

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dockyard_common::ids::{OrgId, TaskId};
+use dockyard_common::ids::{JobId, OrgId, TaskId};
 use dockyard_common::queue_key::QueueKey;
 use dockyard_common::spec::EngineKind;
 
@@ -15,9 +15,26 @@ pub struct TaskClass {
     pub memory_bytes: u64,
 }
 
+/// A queue entry: one retried task, or the next never-dispatched task of a job (the job's
+/// cursor), so a job of any size takes one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Task(TaskId),
+    Job(JobId),
+}
+
+impl Entry {
+    pub fn job(&self) -> &JobId {
+        match self {
+            Entry::Task(t) => &t.job,
+            Entry::Job(j) => j,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ReadyQueue {
-    classes: HashMap<TaskClass, BTreeMap<QueueKey, TaskId>>,
+    classes: HashMap<TaskClass, BTreeMap<QueueKey, Entry>>,
     /// Start-time fair queueing: per priority, the virtual time of the last dispatched task.
     vtime: HashMap<i32, u64>,
     /// Per (priority, org): the next virtual time that org's next task gets.
@@ -26,22 +43,22 @@ pub struct ReadyQueue {
 }
 
 impl ReadyQueue {
-    /// Virtual time for the next task of `org` at `priority`.
-    pub fn assign_vtime(&mut self, priority: i32, org: &OrgId) -> u64 {
+    /// Virtual times for the next `n` tasks of `org` at `priority`: `v0..v0+n`.
+    pub fn assign_vtime(&mut self, priority: i32, org: &OrgId, n: u64) -> u64 {
         let now = self.vtime.get(&priority).copied().unwrap_or(0);
         let next = self.org_next.entry((priority, org.clone())).or_insert(0);
         let v = (*next).max(now);
-        *next = v + 1;
+        *next = v + n;
         v
     }
 
-    /// Restores fair-share counters from a key found on disk at start-up.
-    pub fn observe_loaded(&mut self, key: &QueueKey, org: &OrgId) {
-        let next = self.org_next.entry((key.priority(), org.clone())).or_insert(0);
-        *next = (*next).max(key.vtime() + 1);
+    /// Restores fair-share counters at start-up: `org` has used virtual time up to `end`.
+    pub fn observe_loaded(&mut self, priority: i32, end: u64, org: &OrgId) {
+        let next = self.org_next.entry((priority, org.clone())).or_insert(0);
+        *next = (*next).max(end);
     }
 
-    pub fn push(&mut self, class: TaskClass, key: QueueKey, task: TaskId) {
+    pub fn push(&mut self, class: TaskClass, key: QueueKey, task: Entry) {
         if self.classes.entry(class).or_default().insert(key, task).is_none() {
             self.len += 1;
         }
@@ -56,8 +73,8 @@ impl ReadyQueue {
     }
 
     /// The best head among the classes `fits` accepts.
-    pub fn peek_best(&self, mut fits: impl FnMut(&TaskClass) -> bool) -> Option<(TaskClass, QueueKey, TaskId)> {
-        let mut best: Option<(TaskClass, QueueKey, TaskId)> = None;
+    pub fn peek_best(&self, mut fits: impl FnMut(&TaskClass) -> bool) -> Option<(TaskClass, QueueKey, Entry)> {
+        let mut best: Option<(TaskClass, QueueKey, Entry)> = None;
         for (class, m) in &self.classes {
             let Some((k, t)) = m.first_key_value() else { continue };
             if best.as_ref().is_some_and(|(_, bk, _)| bk <= k) {
@@ -89,7 +106,7 @@ impl ReadyQueue {
         self.classes.iter().filter(|(_, m)| !m.is_empty()).map(|(c, m)| (c, m.len()))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = (&QueueKey, &TaskId)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&QueueKey, &Entry)> {
         self.classes.values().flat_map(|m| m.iter())
     }
 }
@@ -100,7 +117,11 @@ mod tests {
     use dockyard_common::ids::JobId;
 
     fn class() -> TaskClass {
-        TaskClass { engine: EngineKind::Sleep, gpus: 0, memory_bytes: 0 }
+        TaskClass {
+            engine: EngineKind::Sleep,
+            gpus: 0,
+            memory_bytes: 0,
+        }
     }
 
     #[test]
@@ -112,14 +133,16 @@ mod tests {
         let mut seq = 0;
         // Org a submits 3 tasks before org b submits 3.
         for org in [&a, &a, &a, &b, &b, &b] {
-            let v = q.assign_vtime(0, org);
+            let v = q.assign_vtime(0, org, 1);
             seq += 1;
-            q.push(class(), QueueKey::new(0, v, seq), TaskId::new(job.clone(), seq as u32));
+            q.push(class(), QueueKey::new(0, v, seq), Entry::Task(TaskId::new(job.clone(), seq as u32)));
         }
         let mut order = Vec::new();
         while let Some((c, k, t)) = q.peek_best(|_| true) {
             q.pop(&c, &k);
-            order.push(t.index);
+            if let Entry::Task(t) = t {
+                order.push(t.index);
+            }
         }
         assert_eq!(order, vec![1, 4, 2, 5, 3, 6]);
     }
@@ -131,27 +154,31 @@ mod tests {
         let b = OrgId::parse("b").expect("org");
         let job = JobId::generate(1);
         for i in 0..10u64 {
-            let v = q.assign_vtime(0, &a);
-            q.push(class(), QueueKey::new(0, v, i), TaskId::new(job.clone(), i as u32));
+            let v = q.assign_vtime(0, &a, 1);
+            q.push(class(), QueueKey::new(0, v, i), Entry::Task(TaskId::new(job.clone(), i as u32)));
         }
         for _ in 0..5 {
             let (c, k, _) = q.peek_best(|_| true).expect("head");
             q.pop(&c, &k);
         }
         // b arrives after a has been served up to vtime 4: it starts at 4, not 0.
-        assert_eq!(q.assign_vtime(0, &b), 4);
+        assert_eq!(q.assign_vtime(0, &b, 1), 4);
     }
 
     #[test]
     fn higher_priority_wins_across_classes() {
         let mut q = ReadyQueue::default();
         let job = JobId::generate(1);
-        let other = TaskClass { engine: EngineKind::Vina, gpus: 0, memory_bytes: 1 };
-        q.push(class(), QueueKey::new(0, 0, 1), TaskId::new(job.clone(), 1));
-        q.push(other, QueueKey::new(9, 0, 2), TaskId::new(job.clone(), 2));
+        let other = TaskClass {
+            engine: EngineKind::Vina,
+            gpus: 0,
+            memory_bytes: 1,
+        };
+        q.push(class(), QueueKey::new(0, 0, 1), Entry::Task(TaskId::new(job.clone(), 1)));
+        q.push(other, QueueKey::new(9, 0, 2), Entry::Task(TaskId::new(job.clone(), 2)));
         let (_, _, t) = q.peek_best(|_| true).expect("head");
-        assert_eq!(t.index, 2);
+        assert_eq!(t, Entry::Task(TaskId::new(job.clone(), 2)));
         let (_, _, t) = q.peek_best(|c| c.engine == EngineKind::Sleep).expect("head");
-        assert_eq!(t.index, 1);
+        assert_eq!(t, Entry::Task(TaskId::new(job, 1)));
     }
 }

@@ -122,10 +122,7 @@ impl EngineError {
     /// every time, and a cancellation was asked for.
     pub fn retryable(&self) -> bool {
         match self {
-            EngineError::Timeout(_)
-            | EngineError::Crashed { .. }
-            | EngineError::Spawn(_)
-            | EngineError::Io(_) => true,
+            EngineError::Timeout(_) | EngineError::Crashed { .. } | EngineError::Spawn(_) | EngineError::Io(_) => true,
             EngineError::BadInput(_) | EngineError::Cancelled => false,
         }
     }
@@ -153,10 +150,7 @@ pub trait DockingEngine: Send + Sync {
 
 /// The engines usable on this node: Vina when `vina --version` answers with a supported
 /// version (`vina_path`, or `vina` on PATH), and the test-only sleep engine when enabled.
-pub async fn probe_engines(
-    vina_path: Option<&Path>,
-    enable_sleep: bool,
-) -> Vec<Arc<dyn DockingEngine>> {
+pub async fn probe_engines(vina_path: Option<&Path>, enable_sleep: bool) -> Vec<Arc<dyn DockingEngine>> {
     let mut engines: Vec<Arc<dyn DockingEngine>> = Vec::new();
     let program = vina_path.unwrap_or_else(|| Path::new("vina"));
     match vina::probe(program).await {
@@ -221,10 +215,7 @@ mod tests {
     #[tokio::test]
     async fn probe_without_vina_and_with_sleep() {
         let engines = probe_engines(Some(Path::new("/nonexistent/vina")), true).await;
-        let names: Vec<_> = engines
-            .iter()
-            .map(|e| e.descriptor().name.clone())
-            .collect();
+        let names: Vec<_> = engines.iter().map(|e| e.descriptor().name.clone()).collect();
         assert_eq!(names, vec!["sleep"]);
         assert!(engines[0].descriptor().test_only);
 

@@ -85,9 +85,7 @@ pub async fn run_process(spec: ProcessSpec) -> Result<ProcessOutcome, EngineErro
     header.push('\n');
     log.write_all(header.as_bytes())
         .map_err(|e| EngineError::Io(format!("write log: {e}")))?;
-    let stderr_log = log
-        .try_clone()
-        .map_err(|e| EngineError::Io(format!("dup log: {e}")))?;
+    let stderr_log = log.try_clone().map_err(|e| EngineError::Io(format!("dup log: {e}")))?;
 
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -101,19 +99,14 @@ pub async fn run_process(spec: ProcessSpec) -> Result<ProcessOutcome, EngineErro
     let child = spawn(&mut cmd)
         .await
         .map_err(|e| EngineError::Spawn(format!("{}: {e}", spec.program.display())))?;
-    let pid = libc::pid_t::try_from(child.id())
-        .map_err(|_| EngineError::Spawn(format!("pid {} out of range", child.id())))?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| EngineError::Spawn(format!("pid {} out of range", child.id())))?;
     // std's Child neither kills nor reaps on drop; from here on the pid is managed by hand.
     drop(child);
 
-    let mut guard = GroupGuard {
-        pgid: pid,
-        armed: true,
-    };
+    let mut guard = GroupGuard { pgid: pid, armed: true };
     let mut waiter = tokio::task::spawn_blocking(move || wait_and_reap(pid));
 
-    let deadline =
-        (!spec.timeout.is_zero()).then(|| tokio::time::Instant::from_std(start + spec.timeout));
+    let deadline = (!spec.timeout.is_zero()).then(|| tokio::time::Instant::from_std(start + spec.timeout));
     let expired = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -168,9 +161,7 @@ async fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
     }
 }
 
-fn joined(
-    res: Result<std::io::Result<(ExitKind, f64)>, tokio::task::JoinError>,
-) -> Result<(ExitKind, f64), EngineError> {
+fn joined(res: Result<std::io::Result<(ExitKind, f64)>, tokio::task::JoinError>) -> Result<(ExitKind, f64), EngineError> {
     match res {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(EngineError::Io(format!("wait for engine: {e}"))),
@@ -227,8 +218,7 @@ mod sys {
 
     /// Waits for `pid` to exit, leaving it a zombie.
     pub fn wait_exited_no_reap(pid: libc::pid_t) -> io::Result<()> {
-        let id = libc::id_t::try_from(pid)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative pid"))?;
+        let id = libc::id_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative pid"))?;
         loop {
             // SAFETY: siginfo_t is plain old data, so all-zero is a valid value; the pointer
             // is to a live local that waitid only writes within.
@@ -325,14 +315,9 @@ mod tests {
         assert!(!out.exit.success());
         let log = std::fs::read_to_string(dir.path().join("run.log")).expect("log");
         assert!(log.starts_with("$ /bin/sh -c echo to-stdout"), "{log}");
-        assert!(
-            log.contains("to-stdout\n") && log.contains("to-stderr\n"),
-            "{log}"
-        );
+        assert!(log.contains("to-stdout\n") && log.contains("to-stderr\n"), "{log}");
 
-        let out = run_process(spec(dir.path(), "true", Duration::ZERO))
-            .await
-            .expect("runs");
+        let out = run_process(spec(dir.path(), "true", Duration::ZERO)).await.expect("runs");
         assert!(out.exit.success());
 
         let out = run_process(spec(dir.path(), "kill -SEGV $$", Duration::from_secs(10)))
@@ -368,17 +353,10 @@ mod tests {
         .await
         .expect_err("times out");
         assert!(matches!(err, EngineError::Timeout(d) if d == Duration::from_millis(500)));
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         let grandchild = read_pid(&dir.path().join("grandchild.pid"));
         let child = read_pid(&dir.path().join("child.pid"));
-        assert!(
-            wait_gone(grandchild).await,
-            "grandchild {grandchild} survived"
-        );
+        assert!(wait_gone(grandchild).await, "grandchild {grandchild} survived");
         assert!(wait_gone(child).await, "child {child} survived");
     }
 
@@ -396,26 +374,16 @@ mod tests {
         .expect_err("times out");
         assert!(matches!(err, EngineError::Timeout(_)));
         let elapsed = started.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(700),
-            "grace skipped: {elapsed:?}"
-        );
+        assert!(elapsed >= Duration::from_millis(700), "grace skipped: {elapsed:?}");
         assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
         let grandchild = read_pid(&dir.path().join("grandchild.pid"));
-        assert!(
-            wait_gone(grandchild).await,
-            "grandchild {grandchild} survived"
-        );
+        assert!(wait_gone(grandchild).await, "grandchild {grandchild} survived");
     }
 
     #[tokio::test]
     async fn cancellation_stops_the_group() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = spec(
-            dir.path(),
-            "sleep 100 & echo $! > grandchild.pid; sleep 100",
-            Duration::ZERO,
-        );
+        let s = spec(dir.path(), "sleep 100 & echo $! > grandchild.pid; sleep 100", Duration::ZERO);
         let cancel = s.cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -426,10 +394,7 @@ mod tests {
         assert!(matches!(err, EngineError::Cancelled), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         let grandchild = read_pid(&dir.path().join("grandchild.pid"));
-        assert!(
-            wait_gone(grandchild).await,
-            "grandchild {grandchild} survived"
-        );
+        assert!(wait_gone(grandchild).await, "grandchild {grandchild} survived");
     }
 
     #[tokio::test]
@@ -444,10 +409,7 @@ mod tests {
         .expect("runs");
         assert!(out.exit.success());
         let grandchild = read_pid(&dir.path().join("grandchild.pid"));
-        assert!(
-            wait_gone(grandchild).await,
-            "grandchild {grandchild} survived"
-        );
+        assert!(wait_gone(grandchild).await, "grandchild {grandchild} survived");
     }
 
     #[tokio::test]

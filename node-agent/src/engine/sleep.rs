@@ -5,9 +5,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use dockyard_common::molecule::Pose;
 
-use super::{
-    DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock,
-};
+use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
 
 /// A stand-in engine for exercising the cluster without a docking program. **It does no
 /// docking**: it waits `sleep_ms` (cancellable, bounded by the run's timeout) and reports
@@ -75,20 +73,14 @@ impl DockingEngine for SleepEngine {
             let score = Self::fake_score(lig.index);
             // An unreadable input only makes the fake pose file shorter; this engine must not
             // invent failures of its own.
-            let body = tokio::fs::read_to_string(&lig.path)
-                .await
-                .unwrap_or_default();
+            let body = tokio::fs::read_to_string(&lig.path).await.unwrap_or_default();
             let pose_file = out_dir.join(format!("lig_{}_out.pdbqt", lig.index));
             let text = format!(
                 "MODEL 1\nREMARK VINA RESULT: {score:>9.3} {:>10.3} {:>10.3}\n\
                  REMARK sleep engine: no docking was done\n{body}{}ENDMDL\n",
                 0.0,
                 0.0,
-                if body.is_empty() || body.ends_with('\n') {
-                    ""
-                } else {
-                    "\n"
-                },
+                if body.is_empty() || body.ends_with('\n') { "" } else { "\n" },
             );
             tokio::fs::write(&pose_file, text).await?;
             ligands.push(LigandDock {
@@ -168,16 +160,10 @@ mod tests {
         assert_eq!(engine.descriptor().version, env!("CARGO_PKG_VERSION"));
 
         let started = Instant::now();
-        let out = engine
-            .run(run(dir.path(), ligands, 200))
-            .await
-            .expect("runs");
+        let out = engine.run(run(dir.path(), ligands, 200)).await.expect("runs");
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert_eq!(out.ligands.len(), 2);
-        assert_eq!(
-            out.ligands.iter().map(|l| l.index).collect::<Vec<_>>(),
-            [4, 7]
-        );
+        assert_eq!(out.ligands.iter().map(|l| l.index).collect::<Vec<_>>(), [4, 7]);
         for l in &out.ligands {
             let docked = l.result.as_ref().expect("ok");
             assert_eq!(docked.best_score, SleepEngine::fake_score(l.index));
@@ -185,19 +171,13 @@ mod tests {
             let poses = parse_vina_poses(&text).expect("vina layout");
             assert_eq!(poses, docked.poses);
         }
-        assert!(
-            out.ligands[0].result.as_ref().map(|d| d.best_score)
-                != out.ligands[1].result.as_ref().map(|d| d.best_score)
-        );
+        assert!(out.ligands[0].result.as_ref().map(|d| d.best_score) != out.ligands[1].result.as_ref().map(|d| d.best_score));
     }
 
     #[tokio::test]
     async fn no_ligands_no_results() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = SleepEngine::new()
-            .run(run(dir.path(), vec![], 0))
-            .await
-            .expect("runs");
+        let out = SleepEngine::new().run(run(dir.path(), vec![], 0)).await.expect("runs");
         assert!(out.ligands.is_empty());
     }
 

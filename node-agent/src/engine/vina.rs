@@ -17,14 +17,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dockyard_common::molecule::{
-    parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor,
-};
+use dockyard_common::molecule::{parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor};
 
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
-use super::{
-    DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock,
-};
+use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
 
 /// Seed passed when the run asks for 0. Vina's own 0 means "pick a random seed", which
 /// would make a retried or re-run task produce different poses and scores; a fixed seed
@@ -133,10 +129,7 @@ impl VinaEngine {
                     _ => return Err(EngineError::Timeout(run.timeout)),
                 }
             };
-            let log_offset = tokio::fs::metadata(log_path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let log_offset = tokio::fs::metadata(log_path).await.map(|m| m.len()).unwrap_or(0);
             let spec = ProcessSpec {
                 program: self.program.clone(),
                 args: self.args(run, receptor, seed, &pending),
@@ -169,10 +162,7 @@ impl VinaEngine {
 
             if outcome.exit.success() {
                 for s in pending.drain(..) {
-                    results.insert(
-                        s.index,
-                        Err("vina exited normally but wrote no output for this ligand".into()),
-                    );
+                    results.insert(s.index, Err("vina exited normally but wrote no output for this ligand".into()));
                 }
                 break;
             }
@@ -185,9 +175,7 @@ impl VinaEngine {
             };
             match failure {
                 Failure::Setup(msg) => {
-                    return Err(EngineError::BadInput(format!(
-                        "vina refused the receptor or options: {msg}"
-                    )));
+                    return Err(EngineError::BadInput(format!("vina refused the receptor or options: {msg}")));
                 }
                 Failure::Ligand(msg) => {
                     let culprit = pending.remove(0);
@@ -198,10 +186,7 @@ impl VinaEngine {
                         remaining = pending.len(),
                         "vina rejected a ligand mid-batch; re-running the rest"
                     );
-                    results.insert(
-                        culprit.index,
-                        Err(format!("vina rejected the ligand: {msg}")),
-                    );
+                    results.insert(culprit.index, Err(format!("vina rejected the ligand: {msg}")));
                 }
                 Failure::Other if progressed => {
                     tracing::warn!(
@@ -271,15 +256,10 @@ impl DockingEngine for VinaEngine {
             .map(|lig| LigandDock {
                 index: lig.index,
                 name: lig.name.clone(),
-                result: results
-                    .remove(&lig.index)
-                    .unwrap_or_else(|| Err("ligand was not docked".into())),
+                result: results.remove(&lig.index).unwrap_or_else(|| Err("ligand was not docked".into())),
             })
             .collect();
-        let log_file = tokio::fs::try_exists(&log_path)
-            .await
-            .unwrap_or(false)
-            .then_some(log_path);
+        let log_file = tokio::fs::try_exists(&log_path).await.unwrap_or(false).then_some(log_path);
         Ok(EngineOutput {
             ligands,
             log_file,
@@ -299,12 +279,7 @@ struct Staged {
     output: PathBuf,
 }
 
-async fn stage(
-    work_dir: &Path,
-    index: u32,
-    name: &str,
-    bytes: &[u8],
-) -> Result<Staged, EngineError> {
+async fn stage(work_dir: &Path, index: u32, name: &str, bytes: &[u8]) -> Result<Staged, EngineError> {
     let input_rel = format!("in/lig_{index}.pdbqt");
     tokio::fs::write(work_dir.join(&input_rel), bytes).await?;
     Ok(Staged {
@@ -317,37 +292,23 @@ async fn stage(
 
 fn effective_seed(seed: i64) -> Result<i32, EngineError> {
     let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-    i32::try_from(seed).map_err(|_| {
-        EngineError::BadInput(format!("seed {seed} is outside Vina's 32-bit signed range"))
-    })
+    i32::try_from(seed).map_err(|_| EngineError::BadInput(format!("seed {seed} is outside Vina's 32-bit signed range")))
 }
 
 fn check_params(run: &EngineRun) -> Result<(), EngineError> {
     if run.center.iter().any(|c| !c.is_finite()) {
-        return Err(EngineError::BadInput(format!(
-            "box center {:?} is not finite",
-            run.center
-        )));
+        return Err(EngineError::BadInput(format!("box center {:?} is not finite", run.center)));
     }
     if run.size.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-        return Err(EngineError::BadInput(format!(
-            "box size {:?} must be positive",
-            run.size
-        )));
+        return Err(EngineError::BadInput(format!("box size {:?} must be positive", run.size)));
     }
     if !run.energy_range.is_finite() || run.energy_range < 0.0 {
-        return Err(EngineError::BadInput(format!(
-            "energy range {} must be >= 0",
-            run.energy_range
-        )));
+        return Err(EngineError::BadInput(format!("energy range {} must be >= 0", run.energy_range)));
     }
     effective_seed(run.seed)?;
     let mut seen = HashSet::new();
     if let Some(dup) = run.ligands.iter().find(|l| !seen.insert(l.index)) {
-        return Err(EngineError::BadInput(format!(
-            "ligand index {} appears twice",
-            dup.index
-        )));
+        return Err(EngineError::BadInput(format!("ligand index {} appears twice", dup.index)));
     }
     Ok(())
 }
@@ -369,10 +330,7 @@ async fn collect_output(path: &Path) -> Result<DockedLigand, String> {
         .await
         .map_err(|e| format!("read vina output {}: {e}", path.display()))?;
     let poses = parse_vina_poses(&text).map_err(|e| format!("unreadable vina output: {e}"))?;
-    let best_score = poses
-        .iter()
-        .map(|p| p.affinity)
-        .fold(f64::INFINITY, f64::min);
+    let best_score = poses.iter().map(|p| p.affinity).fold(f64::INFINITY, f64::min);
     Ok(DockedLigand {
         poses,
         best_score,
@@ -450,19 +408,13 @@ pub fn parse_vina_version(output: &str) -> Option<String> {
         let rest = line.split("AutoDock Vina").nth(1)?;
         let token = rest.split_whitespace().next()?;
         let token = token.strip_prefix('v').unwrap_or(token);
-        token
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_digit())
-            .then(|| token.to_string())
+        token.chars().next().is_some_and(|c| c.is_ascii_digit()).then(|| token.to_string())
     })
 }
 
 /// Batch mode (`--batch`, `--dir`) arrived in Vina 1.2.0.
 fn supports_batch(version: &str) -> bool {
-    let mut parts = version
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= (1, 2)
@@ -486,15 +438,10 @@ pub(crate) async fn probe(program: &Path) -> Result<VinaEngine, String> {
     );
     let version = parse_vina_version(&text).ok_or_else(|| {
         let shown: String = text.trim().chars().take(200).collect();
-        format!(
-            "`{} --version` did not report a Vina version: {shown:?}",
-            program.display()
-        )
+        format!("`{} --version` did not report a Vina version: {shown:?}", program.display())
     })?;
     if !supports_batch(&version) {
-        return Err(format!(
-            "vina {version} has no batch mode (needs 1.2 or later)"
-        ));
+        return Err(format!("vina {version} has no batch mode (needs 1.2 or later)"));
     }
     Ok(VinaEngine::new(program, version))
 }

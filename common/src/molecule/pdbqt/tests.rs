@@ -43,10 +43,7 @@ fn approx(a: f64, b: f64) -> bool {
 #[test]
 fn every_engine_output_sample_pdbqt_parses() {
     let files = pdbqt_files("engine-output-samples");
-    assert!(
-        files.len() >= 3,
-        "expected the Vina samples, found {files:?}"
-    );
+    assert!(files.len() >= 3, "expected the Vina samples, found {files:?}");
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read sample");
         let poses = parse_vina_poses(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -60,16 +57,8 @@ fn every_engine_output_sample_pdbqt_parses() {
 fn ex8_seed1001_has_three_models_with_exact_values() {
     let text = read("engine-output-samples/vina-1.2.3_1iep_ex8_cpu1_seed1001.out.pdbqt");
     let poses = parse_vina_poses(&text).expect("parse");
-    let expect = [
-        (1, -13.384, 0.0, 0.0),
-        (2, -11.432, 3.047, 12.379),
-        (3, -11.273, 3.848, 12.202),
-    ];
-    assert_eq!(
-        poses.len(),
-        expect.len(),
-        "the stdout table shows 9, the file holds 3"
-    );
+    let expect = [(1, -13.384, 0.0, 0.0), (2, -11.432, 3.047, 12.379), (3, -11.273, 3.848, 12.202)];
+    assert_eq!(poses.len(), expect.len(), "the stdout table shows 9, the file holds 3");
     for (p, (rank, aff, lb, ub)) in poses.iter().zip(expect) {
         assert_eq!(p.rank, rank);
         assert!(approx(p.affinity, aff), "{p:?}");
@@ -96,11 +85,7 @@ fn upstream_example_outputs_parse() {
     let cases = [
         ("vina-examples/1iep/1iep_ligand_vina_out.pdbqt", 4, -13.234),
         ("vina-examples/5x72/5x72_ligand_vina_out.pdbqt", 7, -19.043),
-        (
-            "vina-examples/1fpu/1fpu_ligand_flex_vina_out.pdbqt",
-            8,
-            -11.627,
-        ),
+        ("vina-examples/1fpu/1fpu_ligand_flex_vina_out.pdbqt", 8, -11.627),
     ];
     for (rel, count, best) in cases {
         let poses = parse_vina_poses(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
@@ -125,8 +110,7 @@ fn scientific_notation_and_positive_energies() {
 
 #[test]
 fn crlf_output_parses() {
-    let text = read("engine-output-samples/vina-1.2.3_1iep_ex8_cpu1_seed1001.out.pdbqt")
-        .replace('\n', "\r\n");
+    let text = read("engine-output-samples/vina-1.2.3_1iep_ex8_cpu1_seed1001.out.pdbqt").replace('\n', "\r\n");
     assert_eq!(parse_vina_poses(&text).expect("parse").len(), 3);
 }
 
@@ -155,8 +139,7 @@ fn poses_errors() {
     assert_eq!(e.line, 141, "{e}");
     assert!(e.reason.contains("not closed"), "{e}");
 
-    let e = parse_vina_poses("MODEL 1\nREMARK VINA RESULT:  -7.1  abc  0\nENDMDL\n")
-        .expect_err("bad number");
+    let e = parse_vina_poses("MODEL 1\nREMARK VINA RESULT:  -7.1  abc  0\nENDMDL\n").expect_err("bad number");
     assert_eq!(e.line, 2);
     assert!(e.reason.contains("three numbers"), "{e}");
 
@@ -173,8 +156,7 @@ fn poses_errors() {
     let e = parse_vina_poses("MODEL 1\nMODEL 2\n").expect_err("nested");
     assert_eq!(e.line, 2);
 
-    let e = parse_vina_poses("MODEL 1\nREMARK VINA RESULT: -1 0 0\nENDMDL\n\0\0\0")
-        .expect_err("binary");
+    let e = parse_vina_poses("MODEL 1\nREMARK VINA RESULT: -1 0 0\nENDMDL\n\0\0\0").expect_err("binary");
     assert!(e.reason.contains("binary"), "{e}");
 }
 
@@ -200,9 +182,7 @@ fn receptor_accepts_what_vina_accepts() {
     assert_eq!(validate_receptor(&crlf).expect("crlf").atoms, 2702);
     let hetatm = base.replacen("ATOM  ", "HETATM", 1);
     assert!(validate_receptor(&hetatm).is_ok());
-    let metal = format!(
-        "{base}ATOM   9999 ZN   ZN  A 999      15.000  53.000  16.000  1.00  0.00     2.000 Zn\n"
-    );
+    let metal = format!("{base}ATOM   9999 ZN   ZN  A 999      15.000  53.000  16.000  1.00  0.00     2.000 Zn\n");
     assert_eq!(validate_receptor(&metal).expect("zn").atoms, 2703);
 }
 
@@ -210,10 +190,7 @@ fn receptor_accepts_what_vina_accepts() {
 fn ligand_given_as_receptor_is_refused() {
     let e = err_receptor(&small_ligand());
     assert_eq!(e.line, 5);
-    assert!(
-        e.reason.contains("ROOT") && e.reason.contains("ligand"),
-        "{e}"
-    );
+    assert!(e.reason.contains("ROOT") && e.reason.contains("ligand"), "{e}");
 }
 
 #[test]
@@ -237,10 +214,7 @@ fn receptor_failures() {
     let cut = &base[..base.len() - 40];
     let e = err_receptor(cut);
     assert_eq!(e.line, 2702);
-    assert!(
-        e.reason.contains("too short") || e.reason.contains("atom type"),
-        "{e}"
-    );
+    assert!(e.reason.contains("too short") || e.reason.contains("atom type"), "{e}");
 
     let bad = lines[2].replace("32.589", "  3x.1");
     lines[2] = &bad;
@@ -297,15 +271,9 @@ fn all_meeko_and_obabel_ligands_validate() {
         for f in files {
             let text = std::fs::read_to_string(&f).expect("read");
             let s = validate_ligand(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            let atoms = text
-                .lines()
-                .filter(|l| l.starts_with("ATOM") || l.starts_with("HETATM"))
-                .count();
+            let atoms = text.lines().filter(|l| l.starts_with("ATOM") || l.starts_with("HETATM")).count();
             assert_eq!(s.atoms, atoms, "{}", f.display());
-            let torsdof_line = text
-                .lines()
-                .find(|l| l.starts_with("TORSDOF"))
-                .expect("TORSDOF line");
+            let torsdof_line = text.lines().find(|l| l.starts_with("TORSDOF")).expect("TORSDOF line");
             assert_eq!(
                 s.torsdof.map(|t| format!("TORSDOF {t}")).as_deref(),
                 Some(torsdof_line.trim_end()),
@@ -374,10 +342,7 @@ fn unbalanced_branches() {
     let mismatched = lig.replace("ENDBRANCH   8  10", "ENDBRANCH   8  11");
     let e = err_ligand(&mismatched);
     assert_eq!(e.line, 22);
-    assert!(
-        e.reason.contains("does not match BRANCH 8 10 (line 16)"),
-        "{e}"
-    );
+    assert!(e.reason.contains("does not match BRANCH 8 10 (line 16)"), "{e}");
 
     let extra = lig.replace("TORSDOF 1", "ENDBRANCH   8  10\nTORSDOF 1");
     let e = err_ligand(&extra);
@@ -396,11 +361,7 @@ fn unbalanced_branches() {
 
     // Truncated inside a nested branch of imatinib.
     let imatinib = read("vina-examples/1iep/1iep_ligand.pdbqt");
-    let cut: String = imatinib
-        .lines()
-        .take(40)
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let cut: String = imatinib.lines().take(40).map(|l| format!("{l}\n")).collect();
     let e = err_ligand(&cut);
     assert!(e.reason.ends_with("not closed"), "{e}");
 }
@@ -410,11 +371,7 @@ fn ligand_structure_failures() {
     let lig = small_ligand();
 
     let e = err_ligand(&lig.replace("TORSDOF 1\n", ""));
-    assert_eq!(
-        (e.line, e.reason.contains("missing TORSDOF")),
-        (0, true),
-        "{e}"
-    );
+    assert_eq!((e.line, e.reason.contains("missing TORSDOF")), (0, true), "{e}");
 
     let e = err_ligand(&lig.replace("TORSDOF 1", "TORSDOF x"));
     assert!(e.reason.contains("TORSDOF value 'x'"), "{e}");
@@ -441,8 +398,7 @@ fn ligand_structure_failures() {
     // Vina itself accepts these.
     let s = validate_ligand(&format!("\n{lig}REMARK trailing\n\n")).expect("blank + remark");
     assert_eq!(s.atoms, 14);
-    let s = validate_ligand(&lig.replace("BRANCH   8  10", "BRANCH   3  10"))
-        .expect("parent anywhere in the root");
+    let s = validate_ligand(&lig.replace("BRANCH   8  10", "BRANCH   3  10")).expect("parent anywhere in the root");
     assert_eq!(s.torsdof, Some(1));
     assert!(validate_ligand(&lig.replace('\n', "\r\n")).is_ok());
     assert!(validate_ligand(&lig.replace("TORSDOF 1", "TORSDOF 1 extra")).is_ok());
@@ -455,11 +411,7 @@ fn ligand_atom_failures() {
 
     let e = err_ligand(&lig.replace(&line6, &line6.replace("  1.489", "abc.def")));
     assert_eq!(e.line, 6);
-    assert!(
-        e.reason
-            .starts_with("coordinates not numeric: x is 'abc.def'"),
-        "{e}"
-    );
+    assert!(e.reason.starts_with("coordinates not numeric: x is 'abc.def'"), "{e}");
 
     let e = err_ligand(&lig.replace(&line6, &line6.replace("  1.489", "       ")));
     assert!(e.reason.starts_with("coordinates not numeric"), "{e}");
@@ -532,10 +484,7 @@ fn split_vina_output_gives_valid_ligands() {
     assert_eq!(parts.len(), 3);
     for (name, text) in &parts {
         assert_eq!(name, &None);
-        assert_eq!(
-            validate_ligand(text).expect("pose is a ligand").torsdof,
-            Some(7)
-        );
+        assert_eq!(validate_ligand(text).expect("pose is a ligand").torsdof, Some(7));
         assert_eq!(parse_vina_poses(text).expect("one pose").len(), 1);
     }
 }
@@ -558,14 +507,8 @@ fn split_keeps_stray_atoms_outside_models() {
 
 #[test]
 fn remark_name_forms() {
-    assert_eq!(
-        remark_name("REMARK  Name = ZINC000001").as_deref(),
-        Some("ZINC000001")
-    );
-    assert_eq!(
-        remark_name("REMARK Name: aspirin 2").as_deref(),
-        Some("aspirin 2")
-    );
+    assert_eq!(remark_name("REMARK  Name = ZINC000001").as_deref(), Some("ZINC000001"));
+    assert_eq!(remark_name("REMARK Name: aspirin 2").as_deref(), Some("aspirin 2"));
     assert_eq!(remark_name("REMARK  NAME=x").as_deref(), Some("x"));
     assert_eq!(remark_name("REMARK  Name = "), None);
     assert_eq!(remark_name("REMARK  Names are here"), None);

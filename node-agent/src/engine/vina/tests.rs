@@ -21,17 +21,11 @@ fn receptor_1iep() -> PathBuf {
 
 fn vina_on_path() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("vina"))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("vina")).find(|p| p.is_file())
 }
 
 fn lig(index: u32, path: PathBuf) -> LigandFile {
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("ligand")
-        .to_string();
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("ligand").to_string();
     LigandFile { index, name, path }
 }
 
@@ -114,14 +108,8 @@ fn err_reason(dock: &LigandDock) -> &str {
 
 #[test]
 fn version_parsing() {
-    assert_eq!(
-        parse_vina_version("AutoDock Vina v1.2.3\n").as_deref(),
-        Some("1.2.3")
-    );
-    assert_eq!(
-        parse_vina_version("AutoDock Vina 1.1.2 (May 11, 2011)").as_deref(),
-        Some("1.1.2")
-    );
+    assert_eq!(parse_vina_version("AutoDock Vina v1.2.3\n").as_deref(), Some("1.2.3"));
+    assert_eq!(parse_vina_version("AutoDock Vina 1.1.2 (May 11, 2011)").as_deref(), Some("1.1.2"));
     assert_eq!(
         parse_vina_version("noise\nAutoDock Vina v1.2.5-mod\n").as_deref(),
         Some("1.2.5-mod")
@@ -147,15 +135,13 @@ fn failure_classification_from_real_vina_logs() {
         }
         other => panic!("{other:?}"),
     }
-    let empty =
-        "Computing Vina grid ... done.\nERROR: Cannot read ligand file. Ligand string is empty.\n";
+    let empty = "Computing Vina grid ... done.\nERROR: Cannot read ligand file. Ligand string is empty.\n";
     assert!(matches!(classify_failure(empty), Failure::Ligand(_)));
 
     let receptor = "Verbosity: 1\n\n\n\nPDBQT parsing error: Unknown or inappropriate tag found in rigid receptor.\n > ROOT\n";
     assert!(matches!(classify_failure(receptor), Failure::Setup(m) if m.contains("> ROOT")));
 
-    let cli =
-        "Command line parse error: the argument ('2147483648') for option '--seed' is invalid\n";
+    let cli = "Command line parse error: the argument ('2147483648') for option '--seed' is invalid\n";
     assert!(matches!(classify_failure(cli), Failure::Setup(_)));
 
     let oom = "Computing Vina grid ... done.\nError: insufficient memory!\n";
@@ -173,10 +159,7 @@ fn tail_cuts_at_a_line_boundary() {
 fn seed_zero_means_the_fixed_default() {
     assert_eq!(effective_seed(0).expect("ok"), 42);
     assert_eq!(effective_seed(-5).expect("ok"), -5);
-    assert!(matches!(
-        effective_seed(1 << 40),
-        Err(EngineError::BadInput(_))
-    ));
+    assert!(matches!(effective_seed(1 << 40), Err(EngineError::BadInput(_))));
 }
 
 // ---- probing ----
@@ -190,11 +173,7 @@ async fn probe_reads_the_version() {
     assert_eq!(engine.descriptor().name, "vina");
     assert_eq!(engine.program(), good);
 
-    let old = script(
-        dir.path(),
-        "vina-old",
-        "echo 'AutoDock Vina 1.1.2 (May 11, 2011)'\n",
-    );
+    let old = script(dir.path(), "vina-old", "echo 'AutoDock Vina 1.1.2 (May 11, 2011)'\n");
     let err = probe(&old).await.err().expect("too old");
     assert!(err.contains("no batch mode"), "{err}");
 
@@ -214,10 +193,7 @@ async fn bad_parameters_are_bad_input() {
     let mut r = engine_run(dir.path(), ligs());
     r.receptor = None;
     let e = engine.run(r).await.expect_err("no receptor");
-    assert!(
-        matches!(e, EngineError::BadInput(ref m) if m.contains("receptor")),
-        "{e}"
-    );
+    assert!(matches!(e, EngineError::BadInput(ref m) if m.contains("receptor")), "{e}");
     assert!(!e.retryable());
 
     let mut r = engine_run(dir.path(), ligs());
@@ -240,29 +216,20 @@ async fn bad_parameters_are_bad_input() {
     let mut r = engine_run(dir.path(), ligs());
     r.receptor = Some(meeko("MOSES_TEST_150311"));
     let e = engine.run(r).await.expect_err("ligand as receptor");
-    assert!(
-        matches!(e, EngineError::BadInput(ref m) if m.contains("ROOT")),
-        "{e}"
-    );
+    assert!(matches!(e, EngineError::BadInput(ref m) if m.contains("ROOT")), "{e}");
 
     let mut r = engine_run(dir.path(), ligs());
     r.receptor = Some(dir.path().join("missing.pdbqt"));
     assert!(matches!(engine.run(r).await, Err(EngineError::Io(_))));
 
-    assert!(
-        !dir.path().join(LOG_NAME).exists(),
-        "no process should have run"
-    );
+    assert!(!dir.path().join(LOG_NAME).exists(), "no process should have run");
 }
 
 #[tokio::test]
 async fn no_ligands_runs_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = fake_engine(dir.path(), "exit 99\n");
-    let out = engine
-        .run(engine_run(dir.path(), vec![]))
-        .await
-        .expect("empty run");
+    let out = engine.run(engine_run(dir.path(), vec![])).await.expect("empty run");
     assert!(out.ligands.is_empty());
     assert_eq!(out.log_file, None);
 }
@@ -275,20 +242,14 @@ async fn arguments_and_default_seed() {
     let engine = fake_engine(dir.path(), FAKE_VINA);
     let mut r = engine_run(
         dir.path(),
-        vec![
-            lig(3, meeko("MOSES_TEST_170272")),
-            lig(8, meeko("MOSES_TEST_150311")),
-        ],
+        vec![lig(3, meeko("MOSES_TEST_170272")), lig(8, meeko("MOSES_TEST_150311"))],
     );
     r.seed = 0;
     r.cpu = 0;
     r.exhaustiveness = 0;
     let out = engine.run(r).await.expect("runs");
     let log = log_text(&out);
-    let args = log
-        .lines()
-        .find_map(|l| l.strip_prefix("ARGS: "))
-        .expect("args echoed");
+    let args = log.lines().find_map(|l| l.strip_prefix("ARGS: ")).expect("args echoed");
     let receptor = receptor_1iep();
     assert_eq!(
         args,
@@ -303,10 +264,7 @@ async fn arguments_and_default_seed() {
     for d in &out.ligands {
         assert_eq!(ok_score(d), -7.0);
         let docked = d.result.as_ref().expect("ok");
-        assert_eq!(
-            docked.pose_file,
-            dir.path().join(format!("out/lig_{}_out.pdbqt", d.index))
-        );
+        assert_eq!(docked.pose_file, dir.path().join(format!("out/lig_{}_out.pdbqt", d.index)));
     }
     assert_eq!(out.ligands[0].name, "MOSES_TEST_170272");
 
@@ -352,10 +310,7 @@ async fn invalid_ligand_fails_alone_before_vina() {
     assert!(reason.contains("not UTF-8"), "{reason}");
     assert_eq!(ok_score(&out.ligands[3]), -7.0);
     let log = log_text(&out);
-    assert!(
-        !log.contains("lig_1.pdbqt") && !log.contains("lig_2.pdbqt"),
-        "{log}"
-    );
+    assert!(!log.contains("lig_1.pdbqt") && !log.contains("lig_2.pdbqt"), "{log}");
 }
 
 #[tokio::test]
@@ -377,12 +332,7 @@ async fn ligand_aborting_the_batch_fails_alone_and_the_rest_is_rerun() {
         ],
     );
     let out = engine.run(r).await.expect("runs");
-    let ok: Vec<u32> = out
-        .ligands
-        .iter()
-        .filter(|d| d.result.is_ok())
-        .map(|d| d.index)
-        .collect();
+    let ok: Vec<u32> = out.ligands.iter().filter(|d| d.result.is_ok()).map(|d| d.index).collect();
     assert_eq!(ok, [0, 2, 4]);
     for bad in [1, 3] {
         let reason = err_reason(&out.ligands[bad]);
@@ -394,9 +344,7 @@ async fn ligand_aborting_the_batch_fails_alone_and_the_rest_is_rerun() {
     let log = log_text(&out);
     let runs: Vec<&str> = log.lines().filter(|l| l.starts_with("ARGS: ")).collect();
     assert_eq!(runs.len(), 3, "{log}");
-    assert!(
-        runs[1].contains("--batch in/lig_2.pdbqt --batch in/lig_3.pdbqt --batch in/lig_4.pdbqt")
-    );
+    assert!(runs[1].contains("--batch in/lig_2.pdbqt --batch in/lig_3.pdbqt --batch in/lig_4.pdbqt"));
     assert!(runs[2].contains("--batch in/lig_4.pdbqt --dir"));
 }
 
@@ -405,20 +353,10 @@ async fn crashes_and_unexplained_failures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ligs = || vec![lig(0, meeko("MOSES_TEST_170272"))];
 
-    let engine = fake_engine(
-        dir.path(),
-        "echo 'Computing Vina grid ... done.'\nkill -SEGV $$\n",
-    );
-    let e = engine
-        .run(engine_run(dir.path(), ligs()))
-        .await
-        .expect_err("crash");
+    let engine = fake_engine(dir.path(), "echo 'Computing Vina grid ... done.'\nkill -SEGV $$\n");
+    let e = engine.run(engine_run(dir.path(), ligs())).await.expect_err("crash");
     match &e {
-        EngineError::Crashed {
-            signal,
-            stderr_tail,
-            ..
-        } => {
+        EngineError::Crashed { signal, stderr_tail, .. } => {
             assert_eq!(*signal, Some(libc::SIGSEGV));
             assert!(stderr_tail.contains("Computing Vina grid"), "{stderr_tail}");
         }
@@ -431,10 +369,7 @@ async fn crashes_and_unexplained_failures() {
         dir.path(),
         "echo 'Computing Vina grid ... done.'\necho 'Error: insufficient memory!'\nexit 1\n",
     );
-    let e = engine
-        .run(engine_run(dir.path(), ligs()))
-        .await
-        .expect_err("failure");
+    let e = engine.run(engine_run(dir.path(), ligs())).await.expect_err("failure");
     assert!(
         matches!(e, EngineError::Crashed { exit_code: Some(1), ref stderr_tail, .. } if stderr_tail.contains("insufficient memory")),
         "{e}"
@@ -446,18 +381,12 @@ async fn crashes_and_unexplained_failures() {
         dir.path(),
         "echo 'PDBQT parsing error: Unknown or inappropriate tag found in rigid receptor.'\nexit 1\n",
     );
-    let e = engine
-        .run(engine_run(dir.path(), ligs()))
-        .await
-        .expect_err("setup");
+    let e = engine.run(engine_run(dir.path(), ligs())).await.expect_err("setup");
     assert!(matches!(e, EngineError::BadInput(_)), "{e}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = fake_engine(dir.path(), "exit 0\n");
-    let out = engine
-        .run(engine_run(dir.path(), ligs()))
-        .await
-        .expect("exit 0");
+    let out = engine.run(engine_run(dir.path(), ligs())).await.expect("exit 0");
     assert!(err_reason(&out.ligands[0]).contains("no output"));
 }
 
@@ -469,10 +398,7 @@ async fn timeout_and_cancellation() {
     r.timeout = Duration::from_millis(300);
     let started = Instant::now();
     let e = engine.run(r).await.expect_err("timeout");
-    assert!(
-        matches!(e, EngineError::Timeout(d) if d == Duration::from_millis(300)),
-        "{e}"
-    );
+    assert!(matches!(e, EngineError::Timeout(d) if d == Duration::from_millis(300)), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -509,10 +435,7 @@ async fn real_vina_docks_1iep() {
     for d in &out.ligands {
         println!("ligand {} {}: {:?}", d.index, d.name, d.result);
     }
-    println!(
-        "cpu {:.1} s, wall {:.1} s",
-        out.cpu_seconds, out.wall_seconds
-    );
+    println!("cpu {:.1} s, wall {:.1} s", out.cpu_seconds, out.wall_seconds);
     for d in &out.ligands {
         let docked = d.result.as_ref().expect("docked");
         assert!(docked.pose_file.is_file(), "{:?}", docked.pose_file);
@@ -541,12 +464,8 @@ async fn real_vina_aborts_the_batch_on_a_bad_ligand() {
     };
     let engine = probe(&vina).await.expect("vina probes");
     let dir = tempfile::tempdir().expect("tempdir");
-    tokio::fs::create_dir_all(dir.path().join("in"))
-        .await
-        .expect("mkdir");
-    tokio::fs::create_dir_all(dir.path().join("out"))
-        .await
-        .expect("mkdir");
+    tokio::fs::create_dir_all(dir.path().join("in")).await.expect("mkdir");
+    tokio::fs::create_dir_all(dir.path().join("out")).await.expect("mkdir");
     let good_a = std::fs::read(meeko("MOSES_TEST_170272")).expect("read");
     let good_b = std::fs::read(meeko("MOSES_TEST_150311")).expect("read");
     let bad = std::fs::read_to_string(meeko("MOSES_TEST_121465"))
@@ -555,9 +474,7 @@ async fn real_vina_aborts_the_batch_on_a_bad_ligand() {
     // Staged directly: validation would keep it away from vina.
     let pending = vec![
         stage(dir.path(), 0, "a", &good_a).await.expect("stage"),
-        stage(dir.path(), 1, "bad", bad.as_bytes())
-            .await
-            .expect("stage"),
+        stage(dir.path(), 1, "bad", bad.as_bytes()).await.expect("stage"),
         stage(dir.path(), 2, "b", &good_b).await.expect("stage"),
     ];
     let mut r = engine_run(dir.path(), vec![]);
@@ -565,27 +482,12 @@ async fn real_vina_aborts_the_batch_on_a_bad_ligand() {
     let log = dir.path().join(LOG_NAME);
     let mut results = HashMap::new();
     let cpu = engine
-        .dock_batches(
-            &r,
-            &receptor_1iep(),
-            pending,
-            &mut results,
-            &log,
-            Instant::now(),
-        )
+        .dock_batches(&r, &receptor_1iep(), pending, &mut results, &log, Instant::now())
         .await
         .expect("runs");
     assert!(cpu > 0.0);
-    assert!(
-        results[&0].as_ref().is_ok_and(|d| d.best_score < 0.0),
-        "{:?}",
-        results[&0]
-    );
-    assert!(
-        results[&2].as_ref().is_ok_and(|d| d.best_score < 0.0),
-        "{:?}",
-        results[&2]
-    );
+    assert!(results[&0].as_ref().is_ok_and(|d| d.best_score < 0.0), "{:?}", results[&0]);
+    assert!(results[&2].as_ref().is_ok_and(|d| d.best_score < 0.0), "{:?}", results[&2]);
     let reason = results[&1].as_ref().expect_err("bad ligand fails");
     assert!(
         reason.contains("PDBQT parsing error: Coordinate") && reason.contains("abc.de018"),
@@ -596,11 +498,7 @@ async fn real_vina_aborts_the_batch_on_a_bad_ligand() {
     let runs: Vec<&str> = log.lines().filter(|l| l.starts_with("$ ")).collect();
     assert_eq!(runs.len(), 2, "{log}");
     assert!(runs[0].contains("in/lig_0.pdbqt --batch in/lig_1.pdbqt --batch in/lig_2.pdbqt"));
-    assert!(
-        runs[1].contains("--batch in/lig_2.pdbqt --dir out"),
-        "{}",
-        runs[1]
-    );
+    assert!(runs[1].contains("--batch in/lig_2.pdbqt --dir out"), "{}", runs[1]);
 }
 
 #[tokio::test]
@@ -611,12 +509,8 @@ async fn real_vina_refusing_the_receptor_is_bad_input() {
     };
     let engine = probe(&vina).await.expect("vina probes");
     let dir = tempfile::tempdir().expect("tempdir");
-    tokio::fs::create_dir_all(dir.path().join("in"))
-        .await
-        .expect("mkdir");
-    tokio::fs::create_dir_all(dir.path().join("out"))
-        .await
-        .expect("mkdir");
+    tokio::fs::create_dir_all(dir.path().join("in")).await.expect("mkdir");
+    tokio::fs::create_dir_all(dir.path().join("out")).await.expect("mkdir");
     let good = std::fs::read(meeko("MOSES_TEST_170272")).expect("read");
     let pending = vec![stage(dir.path(), 0, "a", &good).await.expect("stage")];
     let r = engine_run(dir.path(), vec![]);
@@ -633,8 +527,5 @@ async fn real_vina_refusing_the_receptor_is_bad_input() {
         )
         .await
         .expect_err("refused");
-    assert!(
-        matches!(e, EngineError::BadInput(ref m) if m.contains("rigid receptor")),
-        "{e}"
-    );
+    assert!(matches!(e, EngineError::BadInput(ref m) if m.contains("rigid receptor")), "{e}");
 }

@@ -1,0 +1,178 @@
+//! Matching queued work to free capacity, and building assignments.
+
+use tracing::debug;
+
+use dockyard_common::ids::{Attempt, Epoch, NodeId, TaskId};
+use dockyard_common::spec::JobSpec;
+use dockyard_common::time::now_ms;
+use dockyard_proto::v1 as pb;
+
+use super::core::{put_task, Core, Live, LiveTask};
+use super::queue::{Entry, TaskClass};
+use super::txn::Txn;
+use crate::model::{JobState, TaskRecord, TaskState};
+
+impl Core {
+    /// Hands queued tasks to nodes with free capacity, one per node per round so a small
+    /// job spreads over the cluster; never more than a node's free slots (credit).
+    pub fn dispatch(&mut self, tx: &mut Txn) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut active: Vec<NodeId> = self
+            .nodes
+            .connected()
+            .filter(|n| n.accepts_work())
+            .map(|n| n.reg.node.clone())
+            .collect();
+        let started_ms = now_ms();
+        while !active.is_empty() && !self.queue.is_empty() {
+            let mut still = Vec::with_capacity(active.len());
+            for nid in active {
+                let Some(node) = self.nodes.nodes.get(&nid) else { continue };
+                let Some((class, qk, entry)) = self.queue.peek_best(|c| node.fits_now(c)) else {
+                    continue;
+                };
+                self.queue.pop(&class, &qk);
+                let Some((tid, attempt)) = self.take_entry(entry, &class, &nid) else {
+                    continue;
+                };
+                let gpus = match self.nodes.nodes.get_mut(&nid) {
+                    Some(n) => n.take(tid.clone(), attempt, &class),
+                    None => continue,
+                };
+                put_task(
+                    tx,
+                    &tid,
+                    &TaskRecord {
+                        attempt,
+                        state: TaskState::Running {
+                            node: nid.clone(),
+                            epoch: self.epoch,
+                            started_ms,
+                        },
+                        last_error: None,
+                    },
+                );
+                self.stats.dispatched += 1;
+                if let Some(job) = self.jobs.get_mut(&tid.job) {
+                    job.status.tasks.queued = job.status.tasks.queued.saturating_sub(1);
+                    job.status.tasks.running += 1;
+                    if job.status.state == JobState::Queued {
+                        job.status.state = JobState::Running;
+                    }
+                    let a = build_assignment(&job.spec, &tid, attempt, self.epoch, &class, gpus);
+                    tx.assigns.entry(nid.clone()).or_default().push(a);
+                    tx.dirty_jobs.insert(tid.job.clone());
+                }
+                if self.nodes.nodes.get(&nid).is_some_and(|n| n.accepts_work()) {
+                    still.push(nid);
+                }
+            }
+            active = still;
+        }
+        if !tx.assigns.is_empty() {
+            debug!(
+                nodes = tx.assigns.len(),
+                tasks = tx.assigns.values().map(Vec::len).sum::<usize>(),
+                "dispatched"
+            );
+        }
+    }
+
+    /// Turns a popped queue entry into a running task attempt.
+    fn take_entry(&mut self, entry: Entry, class: &TaskClass, nid: &NodeId) -> Option<(TaskId, Attempt)> {
+        match entry {
+            Entry::Job(job_id) => {
+                let job = self.jobs.get_mut(&job_id)?;
+                let index = job.status.cursor;
+                job.status.cursor += 1;
+                if job.has_fresh() {
+                    let next = job.fresh_key(job.status.cursor);
+                    self.queue.push(*class, next, Entry::Job(job_id.clone()));
+                }
+                let key = job.fresh_key(index);
+                job.live.insert(index);
+                self.stats.latency.push(job.accepted_at.elapsed().as_secs_f64() * 1000.0);
+                let tid = TaskId::new(job_id, index);
+                self.tasks.insert(
+                    tid.clone(),
+                    LiveTask {
+                        attempt: 1,
+                        key,
+                        live: Live::Running { node: nid.clone() },
+                        enqueued_at: job.accepted_at,
+                    },
+                );
+                Some((tid, 1))
+            }
+            Entry::Task(tid) => {
+                let t = self.tasks.get_mut(&tid)?;
+                t.live = Live::Running { node: nid.clone() };
+                self.stats.latency.push(t.enqueued_at.elapsed().as_secs_f64() * 1000.0);
+                let attempt = t.attempt;
+                Some((tid, attempt))
+            }
+        }
+    }
+}
+
+fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch, class: &TaskClass, gpus: Vec<u32>) -> pb::TaskAssignment {
+    let range = spec.task_ligands(tid.index);
+    let start = range.start;
+    let ligands = spec
+        .ligands
+        .get(range)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+        .map(|(i, l)| pb::LigandInput {
+            index: (start + i) as u32,
+            name: l.name.clone(),
+            artifact: Some(pb::ArtifactRef {
+                key: l.key.clone(),
+                name: l.name.clone(),
+                size: l.size,
+            }),
+        })
+        .collect();
+    let b = &spec.dock_box;
+    pb::TaskAssignment {
+        task_id: tid.to_string(),
+        attempt,
+        epoch,
+        job_id: tid.job.to_string(),
+        org: spec.org.to_string(),
+        engine: spec.engine.name().to_string(),
+        r#box: Some(pb::DockingBox {
+            center: Some(pb::Vec3 {
+                x: b.center[0],
+                y: b.center[1],
+                z: b.center[2],
+            }),
+            size: Some(pb::Vec3 {
+                x: b.size[0],
+                y: b.size[1],
+                z: b.size[2],
+            }),
+        }),
+        params: Some(pb::EngineParams {
+            exhaustiveness: spec.params.exhaustiveness,
+            num_modes: spec.params.num_modes,
+            seed: spec.params.seed,
+            energy_range: spec.params.energy_range,
+            sleep_ms: spec.params.sleep_ms,
+        }),
+        receptor: spec.receptor.as_ref().map(|r| pb::ArtifactRef {
+            key: r.key.clone(),
+            name: r.name.clone(),
+            size: r.size,
+        }),
+        ligands,
+        output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}/", spec.org, tid.job, tid.index, attempt),
+        cpu_slots: 1,
+        memory_bytes: class.memory_bytes,
+        gpu_indices: gpus,
+        timeout_s: spec.timeout_s,
+    }
+}

@@ -1,0 +1,164 @@
+//! Accepting, cancelling and finishing jobs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::info;
+
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::{JobId, TaskId};
+use dockyard_common::spec::JobSpec;
+use dockyard_common::time::now_ms;
+use dockyard_proto::v1 as pb;
+
+use super::core::{class_of, put_task, ActiveJob, Core, Live};
+use super::queue::Entry;
+use super::txn::Txn;
+use crate::api::convert::job_view;
+use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
+use crate::store::{encode, key, P_SPEC};
+
+impl Core {
+    /// Queues a whole job with two writes (spec and status): its tasks are implied by the
+    /// status's cursor, however many there are.
+    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, spec: JobSpec) -> Result<JobId, DockyardError> {
+        if self.jobs.contains_key(&id) || self.store.spec(&id)?.is_some() {
+            return Err(DockyardError::FailedPrecondition(format!("job {id} already exists")));
+        }
+        let n = spec.task_count();
+        if n == 0 {
+            return Err(DockyardError::invalid("ligands", "the job has no work: the library is empty"));
+        }
+        let class = class_of(&spec);
+        let vtime0 = self.queue.assign_vtime(spec.priority, &spec.org, u64::from(n));
+        let seq0 = self.seq + 1;
+        self.seq += u64::from(n);
+        let status = JobStatus {
+            state: JobState::Queued,
+            tasks: TaskCounts {
+                total: n,
+                queued: n,
+                ..TaskCounts::default()
+            },
+            ligands_total: spec.ligands.len() as u32,
+            ligands_docked: 0,
+            ligands_failed: 0,
+            best_score: None,
+            error: None,
+            finished_at_ms: 0,
+            unschedulable_reason: self.nodes.unschedulable_reason(&class),
+            cpu_seconds: 0.0,
+            cursor: 0,
+            vtime0,
+            seq0,
+        };
+        tx.put(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
+        info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
+        let (watch, _) = watch::channel(job_view(&id, &spec, &status));
+        let job = ActiveJob {
+            spec: Arc::new(spec),
+            status,
+            class,
+            watch,
+            live: BTreeSet::new(),
+            accepted_at: Instant::now(),
+        };
+        self.queue.push(class, job.fresh_key(0), Entry::Job(id.clone()));
+        self.jobs.insert(id.clone(), job);
+        tx.dirty_jobs.insert(id.clone());
+        Ok(id)
+    }
+
+    pub(super) fn cancel(&mut self, tx: &mut Txn, id: &JobId, reason: &str) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let reason = if reason.is_empty() {
+            "cancelled by user".to_string()
+        } else {
+            reason.to_string()
+        };
+        let class = job.class;
+        let mut cancelled = 0u32;
+        let mut was_queued = 0u32;
+        let mut was_running = 0u32;
+        if job.has_fresh() {
+            let fresh = job.status.tasks.total - job.status.cursor;
+            self.queue.remove(&class, &job.fresh_key(job.status.cursor));
+            job.status.cursor = job.status.tasks.total;
+            was_queued += fresh;
+            cancelled += fresh;
+        }
+        let live: Vec<u32> = std::mem::take(&mut job.live).into_iter().collect();
+        for index in live {
+            let tid = TaskId::new(id.clone(), index);
+            let Some(t) = self.tasks.remove(&tid) else { continue };
+            match &t.live {
+                Live::Queued => {
+                    self.queue.remove(&class, &t.key);
+                    was_queued += 1;
+                }
+                Live::Delayed { until_ms } => {
+                    self.delayed.remove(&(*until_ms, t.key.seq()));
+                    was_queued += 1;
+                }
+                Live::Running { node } => {
+                    if let Some(slot) = self.nodes.nodes.get_mut(node).and_then(|n| n.running.get_mut(&tid)) {
+                        slot.cancelled = true;
+                    }
+                    let msg = pb::CoordinatorMessage {
+                        kind: Some(pb::coordinator_message::Kind::Cancel(pb::Cancel {
+                            task_id: tid.to_string(),
+                            attempt: t.attempt,
+                            reason: reason.clone(),
+                        })),
+                    };
+                    tx.messages.push((node.clone(), msg));
+                    was_running += 1;
+                }
+                Live::Orphan { .. } => was_running += 1,
+            }
+            put_task(
+                tx,
+                &tid,
+                &TaskRecord {
+                    attempt: t.attempt,
+                    state: TaskState::Cancelled,
+                    last_error: Some(reason.clone()),
+                },
+            );
+            cancelled += 1;
+        }
+        if let Some(job) = self.jobs.get_mut(id) {
+            let c = &mut job.status.tasks;
+            c.queued = c.queued.saturating_sub(was_queued);
+            c.running = c.running.saturating_sub(was_running);
+            c.cancelled += cancelled;
+            job.status.error.get_or_insert(reason.clone());
+            info!(job = %id, cancelled, reason = %reason, "job cancelled");
+        }
+        tx.dirty_jobs.insert(id.clone());
+        self.maybe_finish(id);
+    }
+
+    pub(super) fn maybe_finish(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let c = &job.status.tasks;
+        if c.finished() < c.total || job.status.state.is_final() {
+            return;
+        }
+        job.status.state = if c.cancelled > 0 {
+            JobState::Cancelled
+        } else if c.failed == c.total {
+            JobState::Failed
+        } else if c.failed > 0 || job.status.ligands_failed > 0 {
+            JobState::Partial
+        } else {
+            JobState::Succeeded
+        };
+        job.status.finished_at_ms = now_ms();
+        job.status.unschedulable_reason = None;
+        info!(job = %id, state = ?job.status.state, docked = job.status.ligands_docked, failed_ligands = job.status.ligands_failed, best = ?job.status.best_score, "job finished");
+        self.finished_jobs.push(id.clone());
+    }
+}

@@ -1,0 +1,121 @@
+//! Rebuilding the scheduler from sled at start-up.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use dockyard_common::error::DockyardError;
+use dockyard_common::queue_key::QueueKey;
+use dockyard_common::time::now_ms;
+
+use super::core::{class_of, ActiveJob, Core, Live, LiveTask, Stats};
+use super::nodes::NodeTable;
+use super::queue::{Entry, ReadyQueue};
+use super::SchedulerConfig;
+use crate::api::convert::job_view;
+use crate::model::TaskState;
+use crate::store::Store;
+
+impl Core {
+    pub async fn load(store: Store, cfg: SchedulerConfig) -> Result<Self, DockyardError> {
+        let epoch = store.next_epoch().await?;
+        let mut core = Core {
+            store: store.clone(),
+            epoch,
+            cfg,
+            jobs: HashMap::new(),
+            tasks: HashMap::new(),
+            queue: ReadyQueue::default(),
+            delayed: BTreeMap::new(),
+            nodes: NodeTable::default(),
+            seq: 0,
+            next_conn: 1,
+            pending_evictions: Vec::new(),
+            orphan_deadline: None,
+            finished_jobs: Vec::new(),
+            stats: Stats::default(),
+        };
+        let started = Instant::now();
+        for n in store.drained_nodes()? {
+            if let Ok(id) = dockyard_common::ids::NodeId::parse(&n) {
+                core.nodes.drained.insert(id);
+            }
+        }
+        for id in store.job_ids(None, usize::MAX)? {
+            let Some(status) = store.status(&id)? else { continue };
+            if status.state.is_final() {
+                continue;
+            }
+            let Some(spec) = store.spec(&id)? else {
+                warn!(job = %id, "job status without spec; skipping");
+                continue;
+            };
+            let (watch, _) = watch::channel(job_view(&id, &spec, &status));
+            let class = class_of(&spec);
+            let total = u64::from(status.tasks.total);
+            core.seq = core.seq.max(status.seq0 + total);
+            core.queue.observe_loaded(spec.priority, status.vtime0 + total, &spec.org);
+            let job = ActiveJob {
+                spec: Arc::new(spec),
+                status,
+                class,
+                watch,
+                live: BTreeSet::new(),
+                accepted_at: Instant::now(),
+            };
+            if job.has_fresh() {
+                core.queue.push(class, job.fresh_key(job.status.cursor), Entry::Job(id.clone()));
+            }
+            core.jobs.insert(id, job);
+        }
+        let now = now_ms();
+        let mut orphans = 0usize;
+        for item in store.tasks() {
+            let (id, rec) = item?;
+            let Some(job) = core.jobs.get_mut(&id.job) else { continue };
+            let (live, key) = match rec.state {
+                TaskState::Queued { key, not_before_ms } => {
+                    let Some(k) = QueueKey::from_bytes(&key) else { continue };
+                    if not_before_ms > now {
+                        core.delayed.insert((not_before_ms, k.seq()), id.clone());
+                        (Live::Delayed { until_ms: not_before_ms }, k)
+                    } else {
+                        core.queue.push(job.class, k, Entry::Task(id.clone()));
+                        (Live::Queued, k)
+                    }
+                }
+                TaskState::Running { node, .. } => {
+                    orphans += 1;
+                    (Live::Orphan { node }, job.fresh_key(id.index))
+                }
+                _ => continue,
+            };
+            job.live.insert(id.index);
+            core.tasks.insert(
+                id,
+                LiveTask {
+                    attempt: rec.attempt,
+                    key,
+                    live,
+                    enqueued_at: Instant::now(),
+                },
+            );
+        }
+        if orphans > 0 {
+            core.orphan_deadline = Some(Instant::now() + core.cfg.reconcile_grace);
+        }
+        info!(
+            epoch,
+            jobs = core.jobs.len(),
+            queued = core.jobs.values().map(|j| u64::from(j.status.tasks.queued)).sum::<u64>(),
+            delayed = core.delayed.len(),
+            awaiting_agents = orphans,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "scheduler state loaded"
+        );
+        Ok(core)
+    }
+}

@@ -1,0 +1,189 @@
+//! Results from agents: commit the first result of the current attempt, drop the rest;
+//! retry or fail what did not succeed.
+
+use std::time::Instant;
+
+use tracing::{debug, info, info_span, warn};
+
+use dockyard_common::ids::{Attempt, NodeId, TaskId};
+use dockyard_common::molecule::Pose;
+use dockyard_common::queue_key::QueueKey;
+use dockyard_common::time::now_ms;
+use dockyard_proto::v1 as pb;
+
+use super::core::{del_task, put_task, Core, Live};
+use super::txn::Txn;
+use crate::model::{LigandResultRecord, TaskRecord, TaskState};
+use crate::store::{self, encode, key, P_LIGERR};
+
+impl Core {
+    pub(super) fn on_result(&mut self, tx: &mut Txn, node_id: &NodeId, res: pb::TaskResult) {
+        let Ok(tid) = TaskId::parse(&res.task_id) else {
+            warn!(node = %node_id, task = %res.task_id, "result for a malformed task id dropped");
+            return;
+        };
+        // The agent is done with this attempt whatever happens to the result.
+        if let Some(n) = self.nodes.nodes.get_mut(node_id) {
+            if n.running.get(&tid).is_some_and(|s| s.attempt == res.attempt) {
+                n.release(&tid);
+            }
+        }
+        let current = self
+            .tasks
+            .get(&tid)
+            .is_some_and(|t| t.attempt == res.attempt && matches!(&t.live, Live::Running { node } if node == node_id));
+        if !current {
+            self.stats.duplicates += 1;
+            debug!(task = %tid, attempt = res.attempt, node = %node_id, "late or duplicate result dropped");
+            return;
+        }
+        let span = info_span!("task_result", task = %tid, attempt = res.attempt, node = %node_id);
+        let _g = span.enter();
+        match res.outcome {
+            Some(pb::task_result::Outcome::Ok(ok)) => self.commit_success(tx, &tid, ok, res.cpu_seconds),
+            Some(pb::task_result::Outcome::Failed(f)) => {
+                let reason = if f.reason.is_empty() {
+                    "engine failed without a reason".to_string()
+                } else {
+                    f.reason
+                };
+                if f.retryable {
+                    self.requeue_or_fail(tx, &tid, &reason);
+                } else {
+                    self.fail_task(tx, &tid, &format!("permanent: {reason}"));
+                }
+            }
+            None => self.requeue_or_fail(tx, &tid, "agent sent a result without an outcome"),
+        }
+    }
+
+    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, ok: pb::TaskSuccess, cpu: f64) {
+        let Some(job) = self.jobs.get_mut(&tid.job) else { return };
+        let range = job.spec.task_ligands(tid.index);
+        for lig in ok.ligands {
+            let idx = lig.index as usize;
+            if !range.contains(&idx) {
+                warn!(task = %tid, index = lig.index, "agent reported a ligand outside the task; ignored");
+                continue;
+            }
+            let name = job.spec.ligands.get(idx).map(|l| l.name.clone()).unwrap_or(lig.name);
+            if lig.error.is_empty() && lig.best_score.is_finite() {
+                let rec = LigandResultRecord {
+                    ligand: name,
+                    index: lig.index,
+                    task: tid.to_string(),
+                    score: lig.best_score,
+                    poses: lig
+                        .poses
+                        .iter()
+                        .map(|p| Pose {
+                            rank: p.rank,
+                            affinity: p.affinity,
+                            rmsd_lb: p.rmsd_lb,
+                            rmsd_ub: p.rmsd_ub,
+                        })
+                        .collect(),
+                    pose_key: lig.pose_key,
+                    log_key: lig.log_key,
+                };
+                tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
+                job.status.ligands_docked += 1;
+                job.status.best_score = Some(job.status.best_score.map_or(lig.best_score, |b| b.min(lig.best_score)));
+            } else {
+                let mut k = key(P_LIGERR, tid.job.as_str().as_bytes());
+                k.extend_from_slice(&lig.index.to_be_bytes());
+                let why = if lig.error.is_empty() {
+                    "no finite score".to_string()
+                } else {
+                    lig.error
+                };
+                tx.put(k, encode(&(name, why)));
+                job.status.ligands_failed += 1;
+            }
+        }
+        job.status.cpu_seconds += cpu.max(0.0);
+        job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
+        job.status.tasks.succeeded += 1;
+        job.live.remove(&tid.index);
+        self.tasks.remove(tid);
+        // No record below the job's cursor means "succeeded".
+        del_task(tx, tid);
+        tx.dirty_jobs.insert(tid.job.clone());
+        self.stats.committed += 1;
+        let id = tid.job.clone();
+        self.maybe_finish(&id);
+    }
+
+    pub(super) fn fail_task(&mut self, tx: &mut Txn, tid: &TaskId, reason: &str) {
+        let Some(t) = self.tasks.remove(tid) else { return };
+        warn!(task = %tid, attempt = t.attempt, reason, "task failed");
+        put_task(
+            tx,
+            tid,
+            &TaskRecord {
+                attempt: t.attempt,
+                state: TaskState::Failed {
+                    reason: reason.to_string(),
+                },
+                last_error: Some(reason.to_string()),
+            },
+        );
+        if let Some(job) = self.jobs.get_mut(&tid.job) {
+            let c = &mut job.status.tasks;
+            match t.live {
+                Live::Queued | Live::Delayed { .. } => c.queued = c.queued.saturating_sub(1),
+                _ => c.running = c.running.saturating_sub(1),
+            }
+            c.failed += 1;
+            job.live.remove(&tid.index);
+            job.status.error.get_or_insert_with(|| format!("task {tid}: {reason}"));
+        }
+        tx.dirty_jobs.insert(tid.job.clone());
+        let id = tid.job.clone();
+        self.maybe_finish(&id);
+    }
+
+    /// Puts a running task back in the queue as attempt+1 after a backoff, keeping its place
+    /// in line, or fails it once it has used its attempts.
+    pub(super) fn requeue_or_fail(&mut self, tx: &mut Txn, tid: &TaskId, reason: &str) {
+        let Some(job) = self.jobs.get(&tid.job) else { return };
+        let max = job.spec.max_attempts;
+        let fallback_key = job.fresh_key(tid.index);
+        let Some(t) = self.tasks.get(tid) else { return };
+        if t.attempt >= max {
+            let reason = format!("gave up after {} attempts; last: {reason}", t.attempt);
+            self.fail_task(tx, tid, &reason);
+            return;
+        }
+        let attempt: Attempt = t.attempt + 1;
+        let qk: QueueKey = if t.key.seq() == 0 { fallback_key } else { t.key };
+        let delay = self.cfg.backoff.delay(attempt);
+        let until_ms = now_ms() + delay.as_millis() as i64;
+        if let Some(t) = self.tasks.get_mut(tid) {
+            t.attempt = attempt;
+            t.key = qk;
+            t.live = Live::Delayed { until_ms };
+            t.enqueued_at = Instant::now() + delay;
+        }
+        self.delayed.insert((until_ms, qk.seq()), tid.clone());
+        put_task(
+            tx,
+            tid,
+            &TaskRecord {
+                attempt,
+                state: TaskState::Queued {
+                    key: qk.as_bytes().to_vec(),
+                    not_before_ms: until_ms,
+                },
+                last_error: Some(reason.to_string()),
+            },
+        );
+        if let Some(job) = self.jobs.get_mut(&tid.job) {
+            job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
+            job.status.tasks.queued += 1;
+        }
+        tx.dirty_jobs.insert(tid.job.clone());
+        self.stats.requeued += 1;
+        info!(task = %tid, attempt, delay_ms = delay.as_millis() as u64, reason, "task requeued");
+    }
+}

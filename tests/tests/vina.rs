@@ -1,0 +1,47 @@
+//! The real AutoDock Vina through the whole cluster.
+
+use std::time::Duration;
+
+use dockyard_tests::{
+    counts, describe_job, input, ligand_1iep, pb, read_shared, require_vina, state, vina_1iep_request, AgentOptions, TestCluster,
+};
+
+#[tokio::test]
+async fn vina_docks_1iep_end_to_end() {
+    require_vina();
+    let c = TestCluster::builder().agent(AgentOptions::vina(1)).start().await;
+    let job = c
+        .submit(vina_1iep_request(vec![input("1iep_ligand.pdbqt", read_shared(&ligand_1iep()))]))
+        .await;
+
+    let j = c.wait_job_final(&job, Duration::from_secs(240)).await;
+    assert_eq!(state(&j), pb::JobState::Succeeded, "{}", describe_job(&j));
+    assert_eq!(
+        (counts(&j).succeeded, j.ligands_docked, j.ligands_failed),
+        (1, 1, 0),
+        "{}",
+        describe_job(&j)
+    );
+
+    let r = c.results(&job).await;
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    assert_eq!(r.total, 1, "{r:?}");
+    let row = &r.results[0];
+    assert!(
+        row.score < -5.0 && row.score > -20.0,
+        "implausible score {} for imatinib in 1iep",
+        row.score
+    );
+    assert!(!row.poses.is_empty(), "{row:?}");
+    assert!(
+        (row.poses[0].affinity - row.score).abs() < 1e-6,
+        "best pose should carry the score: {row:?}"
+    );
+    assert_eq!(row.ligand, "1iep_ligand", "{row:?}");
+    assert!(!row.pose_key.is_empty(), "{row:?}");
+    assert!((j.best_score - row.score).abs() < 1e-6, "{}", describe_job(&j));
+
+    let pose = c.artifacts_dir().join(&row.pose_key);
+    let text = std::fs::read_to_string(&pose).unwrap_or_else(|e| panic!("pose file {}: {e}", pose.display()));
+    assert!(text.contains("REMARK VINA RESULT"), "not a Vina pose file: {}", pose.display());
+}
