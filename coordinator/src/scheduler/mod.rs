@@ -185,3 +185,130 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, shut
     }
     info!("scheduler stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use dockyard_common::ids::OrgId;
+    use dockyard_common::spec::{DockBox, DockParams, EngineKind};
+
+    use super::*;
+
+    fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
+        JobSpec {
+            name: format!("{org}-{priority}"),
+            org: OrgId::parse(org).expect("org"),
+            engine: EngineKind::Sleep,
+            priority,
+            batch_size: 1,
+            max_attempts: 3,
+            timeout_s: 60,
+            gpus_per_task: 0,
+            dock_box: DockBox {
+                center: [0.0; 3],
+                size: [1.0; 3],
+            },
+            params: DockParams::from_request(0, 0, 0, 0.0, 0).expect("params"),
+            receptor: None,
+            ligands: Vec::new(),
+            sleep_tasks: tasks,
+            labels: BTreeMap::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    /// Runs a one-slot node against the real actor and returns the job of each task in the
+    /// order it was assigned (completing each task before the next can be assigned).
+    async fn assignment_order(jobs: Vec<JobSpec>) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let (h, _join) = spawn(store, SchedulerConfig::default(), CancellationToken::new())
+            .await
+            .expect("spawn");
+        let mut total = 0;
+        for (i, spec) in jobs.into_iter().enumerate() {
+            total += spec.sleep_tasks;
+            let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
+            h.ask(|reply| Command::Submit { job: id, spec, reply }).await.expect("submit");
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let reg = Registration {
+            node: NodeId::parse("n1").expect("node"),
+            slots: 1,
+            memory_bytes: 1 << 30,
+            gpus: Vec::new(),
+            engines: vec![pb::EngineInfo {
+                name: "sleep".into(),
+                version: "t".into(),
+                test_only: true,
+            }],
+            labels: BTreeMap::new(),
+            hostname: "h".into(),
+            agent_version: "t".into(),
+            running: Vec::new(),
+        };
+        let conn = h
+            .ask(|reply| Command::Register { reg, outbound: tx, reply })
+            .await
+            .expect("register");
+        let mut order = Vec::new();
+        while order.len() < total as usize {
+            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("assignment in time")
+                .expect("open")
+                .expect("ok");
+            let Some(pb::coordinator_message::Kind::Assign(a)) = msg.kind else {
+                continue;
+            };
+            for t in a.tasks {
+                order.push(t.job_id.clone());
+                let res = pb::TaskResult {
+                    task_id: t.task_id,
+                    attempt: t.attempt,
+                    epoch: t.epoch,
+                    outcome: Some(pb::task_result::Outcome::Ok(pb::TaskSuccess { ligands: Vec::new() })),
+                    cpu_seconds: 0.0,
+                    wall_seconds: 0.0,
+                };
+                let msg = pb::agent_message::Kind::Results(pb::TaskResults { results: vec![res] });
+                h.send(Command::Agent {
+                    node: NodeId::parse("n1").expect("node"),
+                    conn,
+                    msg,
+                })
+                .await
+                .expect("send");
+            }
+        }
+        order
+    }
+
+    fn short(order: &[String]) -> String {
+        order
+            .iter()
+            .map(|j| j.trim_start_matches('0').to_string())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    #[tokio::test]
+    async fn organisations_of_equal_priority_share_the_slot() {
+        // Org a queues 4 tasks before org b queues 4: they alternate instead of a going first.
+        let order = assignment_order(vec![sleep_job("a", 4, 0), sleep_job("b", 4, 0)]).await;
+        assert_eq!(short(&order), "12121212");
+    }
+
+    #[tokio::test]
+    async fn priority_beats_fair_share_and_submission_order() {
+        let order = assignment_order(vec![sleep_job("a", 2, 0), sleep_job("b", 2, 5), sleep_job("a", 1, 9)]).await;
+        assert_eq!(short(&order), "32211");
+    }
+
+    #[tokio::test]
+    async fn one_org_two_jobs_stay_in_submission_order() {
+        let order = assignment_order(vec![sleep_job("a", 2, 0), sleep_job("a", 2, 0)]).await;
+        assert_eq!(short(&order), "1122");
+    }
+}
