@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Skip the GPU probe (tests and machines where nvidia-smi hangs).
     pub probe_gpus: bool,
+    /// Offer only these GPU indices (None: every GPU nvidia-smi reports).
+    pub gpu_filter: Option<Vec<u32>>,
 }
 
 impl AgentConfig {
@@ -46,6 +48,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             shutdown_grace: Duration::from_secs(30),
             probe_gpus: true,
+            gpu_filter: None,
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct AgentArgs {
     /// Stable node name [default: host name].
     #[arg(long, env = "DOCKYARD_NODE_ID")]
     pub node_id: Option<String>,
+    /// GPUs to offer: `none`, or indices like `0,1` [default: all that nvidia-smi reports].
+    #[arg(long, env = "DOCKYARD_GPUS")]
+    pub gpus: Option<String>,
     /// Path of the vina binary [default: vina on PATH].
     #[arg(long, env = "DOCKYARD_VINA")]
     pub vina: Option<PathBuf>,
@@ -109,6 +115,7 @@ pub struct AgentFile {
     pub work_dir: Option<PathBuf>,
     pub node_id: Option<String>,
     pub vina: Option<PathBuf>,
+    pub gpus: Option<String>,
     pub enable_sleep_engine: Option<bool>,
     pub artifacts: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
@@ -143,6 +150,15 @@ impl AgentArgs {
             c.memory_bytes = mb * 1_000_000;
         }
         c.vina_path = self.vina.or(f.vina);
+        match self.gpus.or(f.gpus).as_deref().map(str::trim) {
+            None | Some("all") => {}
+            Some("none") => c.probe_gpus = false,
+            Some(list) => {
+                let ids: Result<Vec<u32>, _> = list.split(',').map(|x| x.trim().parse::<u32>()).collect();
+                c.gpu_filter =
+                    Some(ids.map_err(|_| DockyardError::invalid("gpus", format!("'{list}' must be none, all, or indices like 0,1")))?);
+            }
+        }
         c.enable_sleep_engine = self.enable_sleep_engine || f.enable_sleep_engine.unwrap_or(false);
         c.artifacts = self.artifacts.or(f.artifacts);
         c.labels = f.labels.unwrap_or_default();
@@ -195,5 +211,22 @@ mod tests {
         .resolve()
         .expect_err("zero slots");
         assert!(e.to_string().contains("slots"), "{e}");
+        let e = AgentArgs {
+            gpus: Some("0,x".into()),
+            node_id: Some("n".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .expect_err("bad gpus");
+        assert!(e.to_string().contains("gpus"), "{e}");
+        let c = AgentArgs {
+            gpus: Some("1, 3".into()),
+            node_id: Some("n".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .expect("gpu list")
+        .0;
+        assert_eq!(c.gpu_filter, Some(vec![1, 3]));
     }
 }

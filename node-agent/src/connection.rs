@@ -80,7 +80,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
             "no docking engine found: install vina (Debian: apt-get install autodock-vina) or pass --vina PATH".into(),
         ));
     }
-    let gpus = if cfg.probe_gpus { capacity::gpus().await } else { Vec::new() };
+    let mut gpus = if cfg.probe_gpus { capacity::gpus().await } else { Vec::new() };
+    if let Some(keep) = &cfg.gpu_filter {
+        gpus.retain(|g| keep.contains(&g.index));
+    }
     let channel = endpoint(&cfg.coordinator)?.connect_lazy();
     let store: Arc<dyn artifact::ArtifactStore> = match &cfg.artifacts {
         Some(uri) => artifact::resolve(uri)?,

@@ -57,6 +57,9 @@ pub struct SubmitArgs {
     /// A name for the job.
     #[arg(long)]
     pub name: Option<String>,
+    /// GPUs each task needs (tasks then go only to nodes with that many free GPUs).
+    #[arg(long)]
+    pub gpus: Option<u32>,
     /// Sleep engine: number of tasks.
     #[arg(long)]
     pub count: Option<u32>,
@@ -177,6 +180,7 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
         batch_size: a.batch_size.unwrap_or(0),
         max_attempts: a.max_attempts.unwrap_or(0),
         timeout_s: a.timeout_s.unwrap_or(0),
+        gpus_per_task: a.gpus.unwrap_or(0),
         params: Some(pb::EngineParams {
             exhaustiveness: a.exhaustiveness.unwrap_or(0),
             num_modes: a.num_modes.unwrap_or(0),
