@@ -75,6 +75,13 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Job report: counts, failures grouped by reason, engine CPU time.
+    #[command(after_help = "Example:\n  dockyard report JOB --format json")]
+    Report {
+        job: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Cancel a job: queued tasks are dropped, running engines are killed.
     #[command(after_help = "Example:\n  dockyard cancel JOB")]
     Cancel {
@@ -175,6 +182,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         Cmd::Results { job, top, format } => commands::query::results(&connect().await?, &job, top.max(1), format)
             .await
             .map(|_| true),
+        Cmd::Report { job, format } => commands::query::report(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Cancel { job, format } => commands::query::cancel(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Nodes { format } => commands::query::nodes(&connect().await?, format).await.map(|_| true),
         Cmd::Drain { node, format } => commands::query::drain(&connect().await?, &node, true, format).await.map(|_| true),

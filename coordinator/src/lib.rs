@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod model;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -172,6 +172,28 @@ impl Store {
         })
     }
 
+    /// Why each failed ligand of a job failed: (name, reason).
+    pub fn ligand_errors(&self, job: &JobId) -> Result<Vec<(String, String)>, DockyardError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(key(P_LIGERR, job.as_str().as_bytes())) {
+            let (_, v) = kv.map_err(err)?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Task records of one job (task keys start with the job id).
+    pub fn job_task_records(&self, job: &JobId) -> Result<Vec<(TaskId, TaskRecord)>, DockyardError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(key(P_TASK, job.as_str().as_bytes())) {
+            let (k, v) = kv.map_err(err)?;
+            if let Some(id) = TaskId::from_key(&k[P_TASK.len()..]) {
+                out.push((id, decode(&v)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Results of a job best first, after the raw key `after` when paging.
     pub fn results(
         &self,

@@ -211,6 +211,18 @@ async fn retryable_failures_fail_after_max_attempts() {
         (4, 2, 0),
         "{s:?}"
     );
+    // The report groups both task failures under one reason.
+    let report = c
+        .jobs()
+        .await
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    let g = &report.failures[0];
+    assert_eq!((g.kind.as_str(), g.count, g.examples.len()), ("task", 2, 2), "{g:?}");
+    assert!(g.reason.contains("gave up after 2 attempts"), "{g:?}");
 }
 
 /// An agent restarted with the same `--node-id` comes back as the same node (not a second

@@ -44,4 +44,18 @@ async fn vina_docks_1iep_end_to_end() {
     let pose = c.artifacts_dir().join(&row.pose_key);
     let text = std::fs::read_to_string(&pose).unwrap_or_else(|e| panic!("pose file {}: {e}", pose.display()));
     assert!(text.contains("REMARK VINA RESULT"), "not a Vina pose file: {}", pose.display());
+
+    // The engine's CPU time is measured (rusage), and the watch stream carries the hits.
+    assert!(j.cpu_seconds > 0.1, "engine CPU time not recorded: {}", j.cpu_seconds);
+    let mut w = c
+        .jobs()
+        .await
+        .watch_job(pb::WatchJobRequest { job_id: job.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let ev = w.message().await.expect("stream").expect("one event");
+    assert!(ev.r#final, "{ev:?}");
+    assert_eq!(ev.top_hits.len(), 1, "{ev:?}");
+    assert_eq!(ev.top_hits[0].ligand, "1iep_ligand");
 }

@@ -56,10 +56,10 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
         bar.set_length(total);
         bar.set_position(done);
         let t = j.tasks.unwrap_or_default();
-        let best = if j.ligands_docked > 0 {
-            format!(" best {:.2}", j.best_score)
-        } else {
-            String::new()
+        let best = match ev.top_hits.first() {
+            Some(h) => format!(" · best {} {:.2}", h.ligand, h.score),
+            None if j.ligands_docked > 0 => format!(" · best {:.2}", j.best_score),
+            None => String::new(),
         };
         bar.set_message(format!(
             "{unit} · {} · {} running, {} queued{best}",

@@ -43,6 +43,7 @@ pub fn job_view(id: &JobId, spec: &JobSpec, st: &JobStatus) -> pb::Job {
         error: st.error.clone().unwrap_or_default(),
         best_score: st.best_score.unwrap_or(0.0),
         test_only: spec.engine.test_only(),
+        cpu_seconds: st.cpu_seconds,
     }
 }
 

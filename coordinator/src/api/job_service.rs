@@ -106,34 +106,43 @@ impl JobService for JobApi {
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        const TOP_HITS: usize = 5;
         let job = JobId::parse(&request.get_ref().job_id)?;
         let mut rx = self.scheduler.ask(|reply| Command::Watch { job: job.clone(), reply }).await?;
         let (tx, out) = tokio::sync::mpsc::channel(4);
+        let store = self.store.clone();
+        // Results are committed before the snapshot that counts them is published, so the
+        // hits read here are never behind the counts.
+        let event = move |view: pb::Job| {
+            let fin = final_state(view.state);
+            let top_hits = if view.ligands_docked > 0 {
+                store
+                    .results(&job, None, TOP_HITS)
+                    .map(|(rows, _)| rows.into_iter().map(ligand_result).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (
+                pb::JobEvent {
+                    job: Some(view),
+                    r#final: fin,
+                    top_hits,
+                },
+                fin,
+            )
+        };
         tokio::spawn(async move {
             loop {
                 let view = rx.borrow_and_update().clone();
-                let fin = final_state(view.state);
-                if tx
-                    .send(Ok(pb::JobEvent {
-                        job: Some(view),
-                        r#final: fin,
-                    }))
-                    .await
-                    .is_err()
-                    || fin
-                {
+                let (ev, fin) = event(view);
+                if tx.send(Ok(ev)).await.is_err() || fin {
                     break;
                 }
                 if rx.changed().await.is_err() {
                     // The scheduler dropped the job after its final snapshot; send that.
                     let view = rx.borrow().clone();
-                    let fin = final_state(view.state);
-                    let _ = tx
-                        .send(Ok(pb::JobEvent {
-                            job: Some(view),
-                            r#final: fin,
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(event(view).0)).await;
                     break;
                 }
                 // Coalesce bursts: at most ten snapshots a second per watcher.
@@ -178,6 +187,23 @@ impl JobService for JobApi {
             results: rows.into_iter().map(ligand_result).collect(),
             next_page_token: more.map(hex::encode).unwrap_or_default(),
             total: status.ligands_docked,
+        }))
+    }
+
+    async fn get_job_report(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobReport>, Status> {
+        let job_id = JobId::parse(&request.get_ref().job_id)?;
+        let job = self
+            .scheduler
+            .ask(|reply| Command::GetJob {
+                job: job_id.clone(),
+                reply,
+            })
+            .await?;
+        let failures = crate::report::failure_groups(&self.store, &job_id)?;
+        Ok(Response::new(pb::JobReport {
+            cpu_seconds: job.cpu_seconds,
+            job: Some(job),
+            failures,
         }))
     }
 
