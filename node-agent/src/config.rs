@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub probe_gpus: bool,
     /// Offer only these GPU indices (None: every GPU nvidia-smi reports).
     pub gpu_filter: Option<Vec<u32>>,
+    /// Test double: advertise this many GPUs that do not exist, instead of probing.
+    pub fake_gpus: u32,
 }
 
 impl AgentConfig {
@@ -49,6 +51,7 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(30),
             probe_gpus: true,
             gpu_filter: None,
+            fake_gpus: 0,
         }
     }
 }
@@ -86,6 +89,9 @@ pub struct AgentArgs {
     /// GPUs to offer: `none`, or indices like `0,1` [default: all that nvidia-smi reports].
     #[arg(long, env = "DOCKYARD_GPUS")]
     pub gpus: Option<String>,
+    /// TEST DOUBLE: advertise N fake GPUs with no device behind them (scheduler tests only).
+    #[arg(long, hide = true)]
+    pub fake_gpus: Option<u32>,
     /// Path of the vina binary [default: vina on PATH].
     #[arg(long, env = "DOCKYARD_VINA")]
     pub vina: Option<PathBuf>,
@@ -150,6 +156,7 @@ impl AgentArgs {
             c.memory_bytes = mb * 1_000_000;
         }
         c.vina_path = self.vina.or(f.vina);
+        c.fake_gpus = self.fake_gpus.unwrap_or(0);
         match self.gpus.or(f.gpus).as_deref().map(str::trim) {
             None | Some("all") => {}
             Some("none") => c.probe_gpus = false,

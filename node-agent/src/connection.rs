@@ -74,7 +74,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
     tokio::fs::create_dir_all(&cfg.work_dir)
         .await
         .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
-    let engines = probe_engines(cfg.vina_path.as_deref(), cfg.enable_sleep_engine).await;
+    let engines = probe_engines(&crate::engine::EngineProbe {
+        vina: cfg.vina_path.clone(),
+        smina: None,
+        gnina: None,
+        enable_sleep: cfg.enable_sleep_engine,
+    })
+    .await;
     if engines.is_empty() {
         return Err(DockyardError::FailedPrecondition(
             "no docking engine found: install vina (Debian: apt-get install autodock-vina) or pass --vina PATH".into(),
@@ -83,6 +89,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
     let mut gpus = if cfg.probe_gpus { capacity::gpus().await } else { Vec::new() };
     if let Some(keep) = &cfg.gpu_filter {
         gpus.retain(|g| keep.contains(&g.index));
+    }
+    if cfg.fake_gpus > 0 {
+        warn!(
+            count = cfg.fake_gpus,
+            "advertising FAKE GPUs (--fake-gpus test double); tasks given them run without a device"
+        );
+        gpus = (0..cfg.fake_gpus)
+            .map(|index| pb::Gpu {
+                index,
+                model: "fake-gpu (test double)".into(),
+                memory_bytes: 16 << 30,
+            })
+            .collect();
     }
     let channel = endpoint(&cfg.coordinator)?.connect_lazy();
     let store: Arc<dyn artifact::ArtifactStore> = match &cfg.artifacts {

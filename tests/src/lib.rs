@@ -133,6 +133,8 @@ pub struct AgentOptions {
     pub direct_artifacts: bool,
     /// `--shutdown-grace-s`; `None` = the agent's default.
     pub shutdown_grace_s: Option<u64>,
+    /// `--fake-gpus N`: advertise N fake GPUs (a test double; no device behind them).
+    pub fake_gpus: u32,
 }
 
 impl AgentOptions {
@@ -144,6 +146,7 @@ impl AgentOptions {
             sleep_engine: true,
             direct_artifacts: false,
             shutdown_grace_s: None,
+            fake_gpus: 0,
         }
     }
 
@@ -155,6 +158,7 @@ impl AgentOptions {
             sleep_engine: false,
             direct_artifacts: false,
             shutdown_grace_s: None,
+            fake_gpus: 0,
         }
     }
 
@@ -170,6 +174,11 @@ impl AgentOptions {
 
     pub fn direct_artifacts(mut self) -> Self {
         self.direct_artifacts = true;
+        self
+    }
+
+    pub fn fake_gpus(mut self, n: u32) -> Self {
+        self.fake_gpus = n;
         self
     }
 }
@@ -504,6 +513,9 @@ impl TestCluster {
         }
         if let Some(g) = opts.shutdown_grace_s {
             cmd.arg("--shutdown-grace-s").arg(g.to_string());
+        }
+        if opts.fake_gpus > 0 {
+            cmd.arg("--fake-gpus").arg(opts.fake_gpus.to_string());
         }
         if opts.direct_artifacts {
             cmd.arg("--artifacts").arg(format!("file://{}", self.artifacts_dir().display()));

@@ -1,10 +1,13 @@
 //! Molecule file formats: validation before queueing, and parsing of engine output.
 
+pub mod library;
 pub mod pdbqt;
 
 pub use pdbqt::{
     parse_vina_poses, split_models, text_from_bytes, validate_ligand, validate_receptor, LigandSummary, PdbqtError, ReceptorSummary,
 };
+
+pub use library::{open_library, read_library, LibraryFormat, MolRecord, RecordError, RecordIter};
 
 /// One docked pose as reported by the engine, in the order the engine wrote it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

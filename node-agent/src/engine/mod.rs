@@ -4,8 +4,12 @@
 //! one [`EngineOutput`] with a result per ligand. A ligand that the engine rejects fails
 //! alone inside `EngineOutput`; an [`EngineError`] means the whole run failed.
 
+pub mod gnina;
+mod log;
 pub mod process;
+pub mod sdf_scores;
 pub mod sleep;
+pub mod smina;
 pub mod vina;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +20,9 @@ use async_trait::async_trait;
 use dockyard_common::molecule::Pose;
 use tokio_util::sync::CancellationToken;
 
+pub use gnina::GninaEngine;
 pub use sleep::SleepEngine;
+pub use smina::SminaEngine;
 pub use vina::VinaEngine;
 
 /// A ligand staged on local disk. `index` is the ligand's position in the task and is what
@@ -148,33 +154,62 @@ pub trait DockingEngine: Send + Sync {
     async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError>;
 }
 
+/// Where to look for each engine; `None` means the engine's name on PATH.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineProbe {
+    pub vina: Option<PathBuf>,
+    pub smina: Option<PathBuf>,
+    pub gnina: Option<PathBuf>,
+    /// Offer the test-only sleep engine.
+    pub enable_sleep: bool,
+}
+
 /// The engines usable on this node: Vina when `vina --version` answers with a supported
-/// version (`vina_path`, or `vina` on PATH), and the test-only sleep engine when enabled.
-pub async fn probe_engines(vina_path: Option<&Path>, enable_sleep: bool) -> Vec<Arc<dyn DockingEngine>> {
+/// version, smina and gnina when their `--version` names them (each at the configured
+/// path, or on PATH), and the test-only sleep engine when enabled.
+pub async fn probe_engines(probe: &EngineProbe) -> Vec<Arc<dyn DockingEngine>> {
     let mut engines: Vec<Arc<dyn DockingEngine>> = Vec::new();
-    let program = vina_path.unwrap_or_else(|| Path::new("vina"));
-    match vina::probe(program).await {
-        Ok(engine) => {
-            tracing::info!(
-                path = %program.display(),
-                version = %engine.descriptor().version,
-                "vina engine available"
-            );
-            engines.push(Arc::new(engine));
-        }
-        Err(reason) => {
-            // Only worth a warning when the operator pointed at a specific binary.
-            if vina_path.is_some() {
-                tracing::warn!(path = %program.display(), %reason, "vina engine not available");
-            } else {
-                tracing::info!(%reason, "vina engine not available");
-            }
-        }
-    }
-    if enable_sleep {
+    let program = probe.vina.as_deref().unwrap_or_else(|| Path::new("vina"));
+    let found = vina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
+    report_probe("vina", program, probe.vina.is_some(), found, &mut engines);
+    let program = probe.smina.as_deref().unwrap_or_else(|| Path::new("smina"));
+    let found = smina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
+    report_probe("smina", program, probe.smina.is_some(), found, &mut engines);
+    let program = probe.gnina.as_deref().unwrap_or_else(|| Path::new("gnina"));
+    let found = gnina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
+    report_probe("gnina", program, probe.gnina.is_some(), found, &mut engines);
+    if probe.enable_sleep {
         engines.push(Arc::new(SleepEngine::new()));
     }
     engines
+}
+
+fn report_probe(
+    name: &str,
+    program: &Path,
+    configured: bool,
+    found: Result<Arc<dyn DockingEngine>, String>,
+    engines: &mut Vec<Arc<dyn DockingEngine>>,
+) {
+    match found {
+        Ok(engine) => {
+            tracing::info!(
+                engine = name,
+                path = %program.display(),
+                version = %engine.descriptor().version,
+                "engine available"
+            );
+            engines.push(engine);
+        }
+        Err(reason) => {
+            // Only worth a warning when the operator pointed at a specific binary.
+            if configured {
+                tracing::warn!(engine = name, path = %program.display(), %reason, "engine not available");
+            } else {
+                tracing::info!(engine = name, %reason, "engine not available");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,13 +249,36 @@ mod tests {
 
     #[tokio::test]
     async fn probe_without_vina_and_with_sleep() {
-        let engines = probe_engines(Some(Path::new("/nonexistent/vina")), true).await;
+        let probe = |enable_sleep| EngineProbe {
+            vina: Some(PathBuf::from("/nonexistent/vina")),
+            smina: Some(PathBuf::from("/nonexistent/smina")),
+            gnina: Some(PathBuf::from("/nonexistent/gnina")),
+            enable_sleep,
+        };
+        let engines = probe_engines(&probe(true)).await;
         let names: Vec<_> = engines.iter().map(|e| e.descriptor().name.clone()).collect();
         assert_eq!(names, vec!["sleep"]);
         assert!(engines[0].descriptor().test_only);
 
-        let engines = probe_engines(Some(Path::new("/nonexistent/vina")), false).await;
+        let engines = probe_engines(&probe(false)).await;
         assert!(engines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn probe_finds_smina_and_gnina() {
+        let fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+        let engines = probe_engines(&EngineProbe {
+            vina: Some(PathBuf::from("/nonexistent/vina")),
+            smina: Some(smina::tests::fixture("fake_smina.sh")),
+            gnina: Some(fixtures.join("fake_gnina.sh")),
+            enable_sleep: false,
+        })
+        .await;
+        let found: Vec<_> = engines
+            .iter()
+            .map(|e| (e.descriptor().name.as_str(), e.descriptor().version.as_str()))
+            .collect();
+        assert_eq!(found, vec![("smina", "Oct 15 2019"), ("gnina", "1.1")]);
     }
 
     #[tokio::test]
@@ -228,7 +286,9 @@ mod tests {
         let on_path = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join("vina").is_file()))
             .unwrap_or(false);
-        let engines = probe_engines(None, false).await;
+        let engines = probe_engines(&EngineProbe::default()).await;
+        // smina or gnina may be on PATH too; only Vina is under test here.
+        let engines: Vec<_> = engines.into_iter().filter(|e| e.descriptor().name == "vina").collect();
         if !on_path {
             println!("SKIP: vina not on PATH");
             assert!(engines.is_empty());

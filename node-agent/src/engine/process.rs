@@ -32,6 +32,8 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     pub grace: Duration,
     pub cancel: CancellationToken,
+    /// Extra environment for the child on top of the agent's own (e.g. `CUDA_VISIBLE_DEVICES`).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,7 @@ pub async fn run_process(spec: ProcessSpec) -> Result<ProcessOutcome, EngineErro
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(stderr_log))
         .process_group(0);
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
 
     let start = Instant::now();
     let child = spawn(&mut cmd)
@@ -272,6 +275,7 @@ mod tests {
             timeout,
             grace: Duration::from_millis(500),
             cancel: CancellationToken::new(),
+            env: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use dockyard_common::molecule::{parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor};
 
+use super::log::{read_log_from, tail};
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
 use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
 
@@ -138,6 +139,7 @@ impl VinaEngine {
                 timeout,
                 grace: self.grace,
                 cancel: run.cancel.clone(),
+                env: Vec::new(),
             };
             let outcome: ProcessOutcome = run_process(spec).await.map_err(|e| match e {
                 EngineError::Timeout(_) => EngineError::Timeout(run.timeout),
@@ -372,33 +374,6 @@ fn classify_failure(log: &str) -> Failure {
         };
     }
     Failure::Other
-}
-
-async fn read_log_from(path: &Path, offset: u64) -> String {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => {
-            let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-            String::from_utf8_lossy(&bytes[start..]).into_owned()
-        }
-        Err(_) => String::new(),
-    }
-}
-
-/// The last `max` bytes of `text`, starting at a line boundary when possible.
-fn tail(text: &str, max: usize) -> String {
-    let text = text.trim_end();
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &text[start..];
-    match cut.find('\n') {
-        Some(nl) if nl + 1 < cut.len() => cut[nl + 1..].to_string(),
-        _ => cut.to_string(),
-    }
 }
 
 /// Reads the version from `vina --version` output: "AutoDock Vina v1.2.3" gives "1.2.3"

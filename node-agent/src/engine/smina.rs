@@ -1,0 +1,466 @@
+//! smina adapter, and the SDF-based run loop that the gnina adapter shares.
+//!
+//! smina reads any Open Babel format and writes its poses as SDF with a
+//! `minimizedAffinity` data item per pose (see [`super::sdf_scores`]). Each ligand file is
+//! run as its own smina process with its own output file: smina's multi-ligand output can
+//! only be matched back to inputs by title, which is ambiguous when titles repeat or when
+//! a ligand is skipped, and one bad ligand would otherwise fail its neighbours. The price
+//! is reading the receptor once per ligand instead of once per run.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dockyard_common::molecule::Pose;
+
+use super::log::{read_log_from, tail};
+use super::process::{run_process, ProcessSpec, DEFAULT_GRACE};
+use super::sdf_scores::{parse_sdf_scores, LigandPoses};
+use super::vina::DEFAULT_SEED;
+use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock, LigandFile};
+
+/// Name of the pose file that [`build_args`] asks for, inside the run's `work_dir`.
+pub const OUT_NAME: &str = "docked.sdf";
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Log lines (smina/gnina `main.cpp` error handlers, Boost and Open Babel) that mean the
+/// engine refused an input file or an option rather than failed by itself.
+const INPUT_ERROR_MARKERS: &[&str] = &[
+    "could not open",
+    "Parse error",
+    "Usage error",
+    "Command line parse error",
+    "Open Babel Error",
+];
+
+/// What smina does with the ligand; each maps to one flag (none for `Dock`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SminaMode {
+    #[default]
+    Dock,
+    /// `--minimize`: local energy minimisation of the input pose (writes `minimizedRMSD`).
+    Minimize,
+    /// `--score_only`: score the input pose as is.
+    ScoreOnly,
+    /// `--local_only`: local search in the box around the input pose.
+    LocalOnly,
+}
+
+/// smina options that [`EngineRun`] has no fields for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SminaOptions {
+    /// `--scoring NAME` (e.g. `vinardo`, `dkoes_scoring`); `None` = smina's default (vina).
+    pub scoring: Option<String>,
+    pub mode: SminaMode,
+    /// `--autobox_ligand FILE`: box around this molecule instead of `center`/`size`.
+    pub autobox_ligand: Option<PathBuf>,
+    /// `--autobox_add A`, only with `autobox_ligand`; `None` = smina's default (4 A).
+    pub autobox_add: Option<f64>,
+}
+
+/// The command line for one smina (or gnina) process over `run.ligands`, writing
+/// `work_dir/`[`OUT_NAME`]. Paths are passed as given; the adapter makes them absolute
+/// first because the engine runs inside `work_dir`.
+pub fn build_args(run: &EngineRun, opts: &SminaOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(receptor) = &run.receptor {
+        args.push("-r".into());
+        args.push(receptor.into());
+    }
+    for lig in &run.ligands {
+        args.push("-l".into());
+        args.push(lig.path.clone().into());
+    }
+    match &opts.autobox_ligand {
+        Some(file) => {
+            args.push("--autobox_ligand".into());
+            args.push(file.into());
+            if let Some(add) = opts.autobox_add {
+                args.push("--autobox_add".into());
+                args.push(add.to_string().into());
+            }
+        }
+        None => {
+            for (i, axis) in ["x", "y", "z"].iter().enumerate() {
+                args.push(format!("--center_{axis}").into());
+                args.push(run.center[i].to_string().into());
+            }
+            for (i, axis) in ["x", "y", "z"].iter().enumerate() {
+                args.push(format!("--size_{axis}").into());
+                args.push(run.size[i].to_string().into());
+            }
+        }
+    }
+    if let Some(scoring) = &opts.scoring {
+        args.push("--scoring".into());
+        args.push(scoring.into());
+    }
+    match opts.mode {
+        SminaMode::Dock => {
+            // Search settings mean nothing to the single-pose modes.
+            if run.exhaustiveness > 0 {
+                args.push("--exhaustiveness".into());
+                args.push(run.exhaustiveness.to_string().into());
+            }
+            if run.num_modes > 0 {
+                args.push("--num_modes".into());
+                args.push(run.num_modes.to_string().into());
+            }
+            if run.energy_range > 0.0 {
+                args.push("--energy_range".into());
+                args.push(run.energy_range.to_string().into());
+            }
+        }
+        SminaMode::Minimize => args.push("--minimize".into()),
+        SminaMode::ScoreOnly => args.push("--score_only".into()),
+        SminaMode::LocalOnly => args.push("--local_only".into()),
+    }
+    // Like Vina, smina's own seed 0 would be random; a fixed one keeps re-runs identical.
+    let seed = if run.seed == 0 { DEFAULT_SEED } else { run.seed };
+    args.push("--seed".into());
+    args.push(seed.to_string().into());
+    // smina's default takes every core of a shared node behind the scheduler's back.
+    args.push("--cpu".into());
+    args.push(run.cpu.max(1).to_string().into());
+    args.push("-o".into());
+    args.push(run.work_dir.join(OUT_NAME).into());
+    args
+}
+
+pub struct SminaEngine {
+    descriptor: EngineDescriptor,
+    program: PathBuf,
+    options: SminaOptions,
+    grace: Duration,
+}
+
+impl SminaEngine {
+    /// `version` is what [`parse_version`] read from `program --version`.
+    pub fn new(program: impl Into<PathBuf>, version: impl Into<String>) -> Self {
+        Self {
+            descriptor: EngineDescriptor {
+                name: "smina".to_string(),
+                version: version.into(),
+                test_only: false,
+            },
+            program: program.into(),
+            options: SminaOptions::default(),
+            grace: DEFAULT_GRACE,
+        }
+    }
+
+    /// Options used by [`DockingEngine::run`].
+    pub fn with_options(mut self, options: SminaOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Runs with `opts` instead of the engine's own options.
+    pub async fn run_with(&self, run: EngineRun, opts: &SminaOptions) -> Result<EngineOutput, EngineError> {
+        let opts = absolute_options(opts)?;
+        let runner = SdfRunner {
+            engine: "smina",
+            program: &self.program,
+            grace: self.grace,
+            env: Vec::new(),
+        };
+        runner.run(run, opts.autobox_ligand.is_some(), |r| build_args(r, &opts)).await
+    }
+}
+
+#[async_trait]
+impl DockingEngine for SminaEngine {
+    fn descriptor(&self) -> &EngineDescriptor {
+        &self.descriptor
+    }
+
+    async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError> {
+        self.run_with(run, &self.options).await
+    }
+}
+
+/// Checks the options and makes `autobox_ligand` absolute (the engine runs in `work_dir`).
+pub(super) fn absolute_options(opts: &SminaOptions) -> Result<SminaOptions, EngineError> {
+    let mut opts = opts.clone();
+    if let Some(add) = opts.autobox_add {
+        if !add.is_finite() || add < 0.0 {
+            return Err(EngineError::BadInput(format!("autobox_add {add} must be >= 0")));
+        }
+    }
+    if let Some(file) = &opts.autobox_ligand {
+        opts.autobox_ligand = Some(std::path::absolute(file)?);
+    }
+    if opts.scoring.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(EngineError::BadInput("scoring function name is empty".into()));
+    }
+    Ok(opts)
+}
+
+/// The run loop shared by smina and gnina: one engine process per ligand, each in its own
+/// `work_dir/lig_<index>` with a `docked.sdf`, all logging to `work_dir/<engine>.log`.
+pub(super) struct SdfRunner<'a> {
+    pub engine: &'a str,
+    pub program: &'a Path,
+    pub grace: Duration,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl SdfRunner<'_> {
+    pub async fn run(
+        &self,
+        run: EngineRun,
+        autobox: bool,
+        args: impl Fn(&EngineRun) -> Vec<OsString>,
+    ) -> Result<EngineOutput, EngineError> {
+        let started = Instant::now();
+        check_params(&run, autobox)?;
+        let receptor = run
+            .receptor
+            .as_deref()
+            .ok_or_else(|| EngineError::BadInput(format!("{} needs a receptor", self.engine)))?;
+        tokio::fs::metadata(receptor)
+            .await
+            .map_err(|e| EngineError::Io(format!("receptor {}: {e}", receptor.display())))?;
+        let receptor = std::path::absolute(receptor)?;
+        if run.ligands.is_empty() {
+            return Ok(EngineOutput {
+                ligands: Vec::new(),
+                log_file: None,
+                cpu_seconds: 0.0,
+                wall_seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+
+        let log_path = run.work_dir.join(format!("{}.log", self.engine));
+        let mut cpu_seconds = 0.0;
+        let mut ligands = Vec::with_capacity(run.ligands.len());
+        for lig in &run.ligands {
+            if run.cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let timeout = remaining(&run, started)?;
+            let lig_path = std::path::absolute(&lig.path)?;
+            if let Err(e) = tokio::fs::metadata(&lig_path).await {
+                return Err(EngineError::Io(format!("ligand {}: {e}", lig_path.display())));
+            }
+            let dir = run.work_dir.join(format!("lig_{}", lig.index));
+            tokio::fs::create_dir_all(&dir).await?;
+            let sub = EngineRun {
+                receptor: Some(receptor.clone()),
+                ligands: vec![LigandFile {
+                    path: lig_path.clone(),
+                    ..lig.clone()
+                }],
+                work_dir: dir.clone(),
+                ..run.clone()
+            };
+            let log_offset = tokio::fs::metadata(&log_path).await.map(|m| m.len()).unwrap_or(0);
+            let spec = ProcessSpec {
+                program: self.program.to_path_buf(),
+                args: args(&sub),
+                cwd: dir.clone(),
+                log_path: log_path.clone(),
+                timeout,
+                grace: self.grace,
+                cancel: run.cancel.clone(),
+                env: self.env.clone(),
+            };
+            let outcome = run_process(spec).await.map_err(|e| match e {
+                EngineError::Timeout(_) => EngineError::Timeout(run.timeout),
+                other => other,
+            })?;
+            cpu_seconds += outcome.cpu_seconds;
+
+            let result = if outcome.exit.success() {
+                collect_output(self.engine, &dir.join(OUT_NAME)).await
+            } else {
+                let segment = read_log_from(&log_path, log_offset).await;
+                let input_error = outcome.exit.code().and_then(|_| input_error(&segment));
+                match input_error {
+                    // Named the ligand: only this ligand is bad; the rest still run.
+                    Some(msg) if mentions(&msg, &lig_path) => Err(format!("{} rejected the ligand: {msg}", self.engine)),
+                    // Receptor or options: every ligand would fail the same way.
+                    Some(msg) => {
+                        return Err(EngineError::BadInput(format!(
+                            "{} refused the receptor or options: {msg}",
+                            self.engine
+                        )))
+                    }
+                    // A signal (OOM killer, segfault) or an unexplained exit code says nothing
+                    // about the inputs, so the run may succeed elsewhere.
+                    None => {
+                        return Err(EngineError::Crashed {
+                            exit_code: outcome.exit.code(),
+                            signal: outcome.exit.signal(),
+                            stderr_tail: tail(&segment, 2000),
+                        })
+                    }
+                }
+            };
+            ligands.push(LigandDock {
+                index: lig.index,
+                name: lig.name.clone(),
+                result,
+            });
+        }
+        let log_file = tokio::fs::try_exists(&log_path).await.unwrap_or(false).then_some(log_path);
+        Ok(EngineOutput {
+            ligands,
+            log_file,
+            cpu_seconds,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn remaining(run: &EngineRun, started: Instant) -> Result<Duration, EngineError> {
+    if run.timeout.is_zero() {
+        return Ok(Duration::ZERO);
+    }
+    match run.timeout.checked_sub(started.elapsed()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(EngineError::Timeout(run.timeout)),
+    }
+}
+
+fn check_params(run: &EngineRun, autobox: bool) -> Result<(), EngineError> {
+    if !autobox {
+        if run.center.iter().any(|c| !c.is_finite()) {
+            return Err(EngineError::BadInput(format!("box center {:?} is not finite", run.center)));
+        }
+        if run.size.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(EngineError::BadInput(format!("box size {:?} must be positive", run.size)));
+        }
+    }
+    if !run.energy_range.is_finite() || run.energy_range < 0.0 {
+        return Err(EngineError::BadInput(format!("energy range {} must be >= 0", run.energy_range)));
+    }
+    // smina/gnina read the seed as a C int.
+    if i32::try_from(run.seed).is_err() {
+        return Err(EngineError::BadInput(format!(
+            "seed {} is outside the 32-bit signed range",
+            run.seed
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = run.ligands.iter().find(|l| !seen.insert(l.index)) {
+        return Err(EngineError::BadInput(format!("ligand index {} appears twice", dup.index)));
+    }
+    Ok(())
+}
+
+/// One ligand file is one ligand: its poses are the output's single group of records.
+async fn collect_output(engine: &str, path: &Path) -> Result<DockedLigand, String> {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{engine} exited normally but wrote no output for this ligand"))
+        }
+        Err(e) => return Err(format!("read {engine} output {}: {e}", path.display())),
+    };
+    let mut groups = parse_sdf_scores(&text).map_err(|e| format!("unreadable {engine} output: {e}"))?;
+    if groups.len() > 1 {
+        // Guessing which molecule the task meant would report a score for the wrong one.
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        return Err(format!(
+            "the ligand file holds {} molecules ({names:?}); one per ligand file is expected",
+            groups.len()
+        ));
+    }
+    let group = groups.pop().ok_or_else(|| format!("{engine} wrote no poses for this ligand"))?;
+    Ok(docked_ligand(group, path))
+}
+
+/// The engine's first pose is its best (smina sorts by affinity, gnina by `--pose_sort_order`).
+fn docked_ligand(group: LigandPoses, path: &Path) -> DockedLigand {
+    let best_score = group.poses.first().map(|p| p.affinity).unwrap_or(f64::NAN);
+    let poses = group
+        .poses
+        .iter()
+        .map(|p| Pose {
+            rank: p.rank,
+            affinity: p.affinity,
+            // The SDF output carries no RMSD to the best pose.
+            rmsd_lb: 0.0,
+            rmsd_ub: 0.0,
+        })
+        .collect();
+    DockedLigand {
+        poses,
+        best_score,
+        pose_file: path.to_path_buf(),
+    }
+}
+
+fn input_error(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| INPUT_ERROR_MARKERS.iter().any(|m| l.contains(m)))?;
+    Some(line.trim().chars().take(500).collect())
+}
+
+fn mentions(msg: &str, path: &Path) -> bool {
+    msg.contains(&*path.to_string_lossy())
+        || path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .is_some_and(|n| msg.contains(&format!("\"{n}\"")))
+}
+
+/// Reads the version from `--version` output of `engine` ("smina" or "gnina"), leniently:
+/// smina prints `Smina Oct 15 2019.  Based on AutoDock Vina 1.1.2.` (a build date, no
+/// number) and gnina builds print e.g. `gnina v1.1 master:e4cb380+ ...`. A `v1.2`-like
+/// token gives `1.2`; otherwise the text after the name, up to "Based on"; and a bare name
+/// gives `unknown`. `None` when no line names the engine.
+pub fn parse_version(engine: &str, output: &str) -> Option<String> {
+    let engine = engine.to_ascii_lowercase();
+    output.lines().find_map(|line| {
+        let at = line.to_ascii_lowercase().find(&engine)?;
+        let rest = line.get(at + engine.len()..)?.trim();
+        let rest = rest.split("Based on").next().unwrap_or("").trim().trim_end_matches('.').trim();
+        if let Some(first) = rest.split_whitespace().next() {
+            let number = first.strip_prefix('v').unwrap_or(first);
+            if number.chars().next().is_some_and(|c| c.is_ascii_digit()) && number.contains('.') {
+                return Some(number.trim_end_matches(['.', ',']).to_string());
+            }
+        }
+        let rest: String = rest.chars().take(60).collect();
+        Some(if rest.is_empty() { "unknown".to_string() } else { rest })
+    })
+}
+
+/// Runs `program --version` and returns the version [`parse_version`] finds in it.
+pub(super) async fn probe_version(engine: &str, program: &Path) -> Result<String, String> {
+    let output = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PROBE_TIMEOUT, output)
+        .await
+        .map_err(|_| format!("`{} --version` timed out", program.display()))?
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_version(engine, &text).ok_or_else(|| {
+        let shown: String = text.trim().chars().take(200).collect();
+        format!("`{} --version` did not report a {engine} version: {shown:?}", program.display())
+    })
+}
+
+/// Asks `program --version`; the engine is usable if it answers as smina.
+pub(crate) async fn probe(program: &Path) -> Result<SminaEngine, String> {
+    let version = probe_version("smina", program).await?;
+    Ok(SminaEngine::new(program, version))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

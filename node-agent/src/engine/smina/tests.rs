@@ -1,0 +1,392 @@
+use std::os::unix::fs::PermissionsExt;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/engine-output-samples");
+
+/// The smina test double (see the script's header).
+fn fake_smina() -> PathBuf {
+    fixture("fake_smina.sh")
+}
+
+/// Returns a test-double script, making sure it is executable (a checkout may drop the
+/// mode bit); only the mode is touched, never the content, so no ETXTBSY on exec.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(name);
+    let mode = std::fs::metadata(&path).expect("fixture exists").permissions().mode();
+    if mode & 0o111 != 0o111 {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod fixture");
+    }
+    path
+}
+
+/// Writes a ligand whose content steers the test double, and next to it the SDF sample the
+/// double "docks" it into.
+pub(crate) fn ligand(dir: &Path, index: u32, content: &str, sample: Option<&str>) -> LigandFile {
+    let path = dir.join(format!("lig{index}.sdf"));
+    std::fs::write(&path, content).expect("write ligand");
+    if let Some(sample) = sample {
+        std::fs::copy(format!("{DATA}/{sample}"), dir.join(format!("lig{index}.sdf.fake_result.sdf"))).expect("copy sample");
+    }
+    LigandFile {
+        index,
+        name: format!("lig{index}"),
+        path,
+    }
+}
+
+pub(crate) fn engine_run(dir: &Path, ligands: Vec<LigandFile>) -> EngineRun {
+    let receptor = dir.join("rec.pdb");
+    if !receptor.exists() {
+        std::fs::write(
+            &receptor,
+            "ATOM      1  N   ALA A   1      0.000   0.000   0.000  1.00  0.00           N\n",
+        )
+        .expect("write receptor");
+    }
+    let work_dir = dir.join("work");
+    std::fs::create_dir_all(&work_dir).expect("work dir");
+    EngineRun {
+        task_id: "task-test".into(),
+        receptor: Some(receptor),
+        ligands,
+        center: [15.19, 53.903, 16.917],
+        size: [20.0, 20.0, 20.0],
+        exhaustiveness: 4,
+        num_modes: 5,
+        seed: 0,
+        energy_range: 0.0,
+        sleep_ms: 0,
+        work_dir,
+        cpu: 2,
+        timeout: Duration::from_secs(30),
+        cancel: CancellationToken::new(),
+    }
+}
+
+fn strings(args: &[OsString]) -> Vec<String> {
+    args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
+fn run_for_args() -> EngineRun {
+    EngineRun {
+        task_id: "t".into(),
+        receptor: Some(PathBuf::from("/r/rec.pdb")),
+        ligands: vec![
+            LigandFile {
+                index: 0,
+                name: "a".into(),
+                path: PathBuf::from("/l/a.sdf"),
+            },
+            LigandFile {
+                index: 1,
+                name: "b".into(),
+                path: PathBuf::from("/l/b.sdf"),
+            },
+        ],
+        center: [1.5, -2.0, 3.25],
+        size: [20.0, 22.0, 24.0],
+        exhaustiveness: 16,
+        num_modes: 9,
+        seed: 7,
+        energy_range: 4.0,
+        sleep_ms: 0,
+        work_dir: PathBuf::from("/w"),
+        cpu: 0,
+        timeout: Duration::ZERO,
+        cancel: CancellationToken::new(),
+    }
+}
+
+#[test]
+fn args_dock_mode_with_box() {
+    let args = strings(&build_args(&run_for_args(), &SminaOptions::default()));
+    assert_eq!(
+        args.join(" "),
+        "-r /r/rec.pdb -l /l/a.sdf -l /l/b.sdf --center_x 1.5 --center_y -2 --center_z 3.25 \
+         --size_x 20 --size_y 22 --size_z 24 --exhaustiveness 16 --num_modes 9 --energy_range 4 \
+         --seed 7 --cpu 1 -o /w/docked.sdf"
+    );
+}
+
+#[test]
+fn args_each_mode_scoring_and_autobox() {
+    let mut run = run_for_args();
+    run.seed = 0;
+    run.ligands.truncate(1);
+    let cases = [
+        (SminaMode::Minimize, "--minimize"),
+        (SminaMode::ScoreOnly, "--score_only"),
+        (SminaMode::LocalOnly, "--local_only"),
+    ];
+    for (mode, flag) in cases {
+        let opts = SminaOptions {
+            scoring: Some("vinardo".into()),
+            mode,
+            autobox_ligand: Some(PathBuf::from("/x/crystal.sdf")),
+            autobox_add: Some(6.0),
+        };
+        let args = strings(&build_args(&run, &opts));
+        assert_eq!(
+            args.join(" "),
+            format!(
+                "-r /r/rec.pdb -l /l/a.sdf --autobox_ligand /x/crystal.sdf --autobox_add 6 --scoring vinardo {flag} \
+                 --seed {DEFAULT_SEED} --cpu 1 -o /w/docked.sdf"
+            ),
+            "{mode:?}"
+        );
+    }
+    // autobox_add alone means nothing without an autobox ligand.
+    let opts = SminaOptions {
+        autobox_add: Some(2.0),
+        ..SminaOptions::default()
+    };
+    let args = strings(&build_args(&run, &opts));
+    assert!(!args.iter().any(|a| a.starts_with("--autobox")), "{args:?}");
+    assert!(args.contains(&"--center_x".to_string()));
+}
+
+#[test]
+fn version_parsing_is_lenient() {
+    assert_eq!(
+        parse_version("smina", "Smina Oct 15 2019.  Based on AutoDock Vina 1.1.2.\n").as_deref(),
+        Some("Oct 15 2019")
+    );
+    assert_eq!(parse_version("smina", "smina v2020.12.10\n").as_deref(), Some("2020.12.10"));
+    assert_eq!(
+        parse_version("gnina", "gnina v1.1 master:e4cb380+   Built Nov  9 2023.\n").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(parse_version("gnina", "  gnina 1.3.1\n").as_deref(), Some("1.3.1"));
+    assert_eq!(parse_version("smina", "banner\nsmina\n").as_deref(), Some("unknown"));
+    assert_eq!(parse_version("smina", "AutoDock Vina v1.2.3\n"), None);
+    assert_eq!(parse_version("gnina", ""), None);
+}
+
+#[tokio::test]
+async fn probe_reads_version_from_fake() {
+    let engine = probe(&fake_smina()).await.expect("probe");
+    assert_eq!(engine.descriptor().name, "smina");
+    assert_eq!(engine.descriptor().version, "Oct 15 2019");
+    assert!(!engine.descriptor().test_only);
+    let err = probe(Path::new("/nonexistent/smina")).await.err().expect("missing");
+    assert!(err.contains("/nonexistent/smina"), "{err}");
+    // Something that answers, but not as smina.
+    let err = probe(Path::new("/bin/echo")).await.err().expect("not smina");
+    assert!(err.contains("did not report a smina version"), "{err}");
+}
+
+#[tokio::test]
+async fn successful_run_parses_each_ligand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ligs = vec![
+        ligand(dir.path(), 3, "fake ligand\n", Some("SYNTHETIC_gnina_native_writer_format.sdf")),
+        // A second ligand without a result file: exit 0 but no output.
+        ligand(dir.path(), 5, "fake ligand\n", None),
+    ];
+    let run = engine_run(dir.path(), ligs);
+    let work_dir = run.work_dir.clone();
+    let out = SminaEngine::new(fake_smina(), "test").run(run).await.expect("runs");
+    assert_eq!(out.ligands.len(), 2);
+    assert_eq!(out.ligands[0].index, 3);
+    let docked = out.ligands[0].result.as_ref().expect("docked");
+    assert_eq!(
+        docked.poses,
+        vec![
+            Pose {
+                rank: 1,
+                affinity: -13.384,
+                rmsd_lb: 0.0,
+                rmsd_ub: 0.0
+            },
+            Pose {
+                rank: 2,
+                affinity: -11.432,
+                rmsd_lb: 0.0,
+                rmsd_ub: 0.0
+            },
+        ]
+    );
+    assert_eq!(docked.best_score, -13.384);
+    assert_eq!(docked.pose_file, work_dir.join("lig_3").join(OUT_NAME));
+    assert!(docked.pose_file.is_file());
+    let err = out.ligands[1].result.as_ref().expect_err("no output");
+    assert!(err.contains("wrote no output"), "{err}");
+    assert_eq!(out.log_file.as_deref(), Some(work_dir.join("smina.log").as_path()));
+    let log = std::fs::read_to_string(work_dir.join("smina.log")).expect("log");
+    assert!(log.contains("Using random seed: 42"), "{log}");
+    // The fake saw absolute paths and the fixed seed.
+    let args = std::fs::read_to_string(work_dir.join("lig_3/fake_args.txt")).expect("args");
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args[0], "-r");
+    assert!(Path::new(args[1]).is_absolute());
+    assert!(args.windows(2).any(|w| w == ["--seed", "42"]), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--cpu", "2"]), "{args:?}");
+}
+
+#[tokio::test]
+async fn multi_molecule_output_and_positive_affinity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ligs = vec![ligand(dir.path(), 0, "fake\n", Some("gnina_workshop2021_minimized_sample.sdf"))];
+    let opts = SminaOptions {
+        mode: SminaMode::Minimize,
+        ..SminaOptions::default()
+    };
+    let out = SminaEngine::new(fake_smina(), "test")
+        .run_with(engine_run(dir.path(), ligs), &opts)
+        .await
+        .expect("runs");
+    // Four molecules came back for one ligand file: refused rather than guessed.
+    let err = out.ligands[0].result.as_ref().expect_err("ambiguous");
+    assert!(err.contains("4 molecules"), "{err}");
+
+    let groups = parse_sdf_scores(&std::fs::read_to_string(format!("{DATA}/gnina_workshop2021_minimized_sample.sdf")).expect("read"))
+        .expect("parses");
+    let decoy = groups.into_iter().nth(3).expect("4th");
+    let docked = docked_ligand(decoy, Path::new("x.sdf"));
+    assert!((docked.best_score - 59.37991).abs() < 1e-9);
+    assert_eq!(docked.poses.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_ligand_fails_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ligs = vec![
+        ligand(dir.path(), 0, "BADLIGAND\n", None),
+        ligand(dir.path(), 1, "fine\n", Some("SYNTHETIC_gnina_native_writer_format.sdf")),
+    ];
+    let out = SminaEngine::new(fake_smina(), "test")
+        .run(engine_run(dir.path(), ligs))
+        .await
+        .expect("runs");
+    let err = out.ligands[0].result.as_ref().expect_err("bad ligand");
+    assert!(err.contains("smina rejected the ligand") && err.contains("Parse error"), "{err}");
+    assert!(out.ligands[1].result.is_ok());
+}
+
+#[tokio::test]
+async fn bad_receptor_is_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ligs = vec![ligand(dir.path(), 0, "fine\n", Some("SYNTHETIC_gnina_native_writer_format.sdf"))];
+    let run = engine_run(dir.path(), ligs);
+    std::fs::write(run.receptor.as_ref().expect("receptor"), "BADRECEPTOR\n").expect("write");
+    let err = SminaEngine::new(fake_smina(), "test").run(run).await.expect_err("fails");
+    assert!(matches!(err, EngineError::BadInput(ref m) if m.contains("rec.pdb")), "{err}");
+    assert!(!err.retryable());
+}
+
+#[tokio::test]
+async fn bad_options_are_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ligs = vec![ligand(dir.path(), 0, "fine\n", None)];
+    // smina rejects gnina's options the way Boost does: "Command line parse error".
+    let runner = SdfRunner {
+        engine: "smina",
+        program: &fake_smina(),
+        grace: Duration::from_millis(200),
+        env: Vec::new(),
+    };
+    let err = runner
+        .run(engine_run(dir.path(), ligs), false, |r| {
+            let mut a = build_args(r, &SminaOptions::default());
+            a.push("--no_gpu".into());
+            a
+        })
+        .await
+        .expect_err("fails");
+    assert!(
+        matches!(err, EngineError::BadInput(ref m) if m.contains("Command line parse error")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn crashes_are_retryable_engine_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = engine_run(dir.path(), vec![ligand(dir.path(), 0, "CRASH\n", None)]);
+    let err = SminaEngine::new(fake_smina(), "test").run(run).await.expect_err("crash");
+    assert!(
+        matches!(err, EngineError::Crashed { exit_code: None, signal: Some(s), .. } if s == libc::SIGSEGV),
+        "{err}"
+    );
+    assert!(err.retryable());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = engine_run(dir.path(), vec![ligand(dir.path(), 0, "FAIL7\n", None)]);
+    let err = SminaEngine::new(fake_smina(), "test").run(run).await.expect_err("internal error");
+    match err {
+        EngineError::Crashed {
+            exit_code: Some(7),
+            signal: None,
+            ref stderr_tail,
+        } => assert!(stderr_tail.contains("internal error"), "{stderr_tail}"),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn timeout_kills_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = engine_run(dir.path(), vec![ligand(dir.path(), 0, "HANG\n", None)]);
+    run.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut engine = SminaEngine::new(fake_smina(), "test");
+    engine.grace = Duration::from_millis(200);
+    let err = engine.run(run).await.expect_err("times out");
+    assert!(matches!(err, EngineError::Timeout(d) if d == Duration::from_millis(500)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let pid = std::fs::read_to_string(dir.path().join("work/lig_0/fake.pid")).expect("pid file");
+    let pid: i32 = pid.trim().parse().expect("pid");
+    // Gone, or a zombie left for init: either way it no longer runs.
+    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    };
+    for _ in 0..50 {
+        if gone() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fake smina {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn params_checked_before_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = SminaEngine::new("/nonexistent/smina", "test");
+
+    let mut run = engine_run(dir.path(), vec![ligand(dir.path(), 0, "x\n", None)]);
+    run.size = [0.0, 10.0, 10.0];
+    assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
+
+    // With an autobox ligand the box fields are not used, so they are not checked.
+    let mut run = engine_run(dir.path(), vec![ligand(dir.path(), 0, "x\n", None)]);
+    run.size = [0.0, 0.0, 0.0];
+    let opts = SminaOptions {
+        autobox_ligand: Some(dir.path().join("lig0.sdf")),
+        ..SminaOptions::default()
+    };
+    assert!(matches!(engine.run_with(run, &opts).await, Err(EngineError::Spawn(_))));
+
+    let mut run = engine_run(dir.path(), vec![]);
+    run.seed = i64::from(i32::MAX) + 1;
+    assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
+
+    let mut run = engine_run(dir.path(), vec![]);
+    run.receptor = None;
+    assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
+
+    let run = engine_run(dir.path(), vec![]);
+    let out = engine.run(run).await.expect("nothing to do");
+    assert!(out.ligands.is_empty());
+
+    let run = engine_run(dir.path(), vec![]);
+    let opts = SminaOptions {
+        autobox_add: Some(f64::NAN),
+        ..SminaOptions::default()
+    };
+    assert!(matches!(engine.run_with(run, &opts).await, Err(EngineError::BadInput(_))));
+}
