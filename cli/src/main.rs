@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
-use commands::bench::DispatchArgs;
+use commands::bench::{DispatchArgs, DockingArgs};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -142,6 +142,11 @@ enum BenchCmd {
     /// Dispatch throughput: real coordinator + K agent processes, N sleep tasks at 0 ms.
     #[command(after_help = "Example:\n  cargo build --release && target/release/dockyard bench dispatch --tasks 100000 --agents 2")]
     Dispatch(DispatchArgs),
+    /// Docking: a screen through the embedded cluster vs a plain sequential vina loop.
+    #[command(after_help = "Example:
+  target/release/dockyard bench docking --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
+      --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1")]
+    Docking(DockingArgs),
 }
 
 #[derive(Deserialize, Default)]
@@ -205,6 +210,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             embedded,
         } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
     }
 }
 
