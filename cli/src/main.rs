@@ -72,8 +72,12 @@ enum Cmd {
         job: String,
         #[arg(long, default_value_t = 20)]
         top: usize,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// table, csv, json, or sdf (poses with scores as data fields; needs --out).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write to this file instead of stdout (required for sdf).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Job report: counts, failures grouped by reason, engine CPU time.
     #[command(after_help = "Example:\n  dockyard report JOB --format json")]
@@ -184,9 +188,28 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Ok(matches!(output::job_state(j.state), "succeeded" | "partial"))
         }
         Cmd::Jobs { format, limit } => commands::query::jobs(&connect().await?, limit.max(1), format).await.map(|_| true),
-        Cmd::Results { job, top, format } => commands::query::results(&connect().await?, &job, top.max(1), format)
-            .await
-            .map(|_| true),
+        Cmd::Results { job, top, format, out } => {
+            let c = connect().await?;
+            match format.as_str() {
+                "sdf" => {
+                    let out = out.context("--format sdf needs --out FILE.sdf")?;
+                    commands::query::export_sdf(&c, &job, top.max(1), &out).await.map(|_| true)
+                }
+                other => {
+                    let f = <Format as clap::ValueEnum>::from_str(other, true)
+                        .map_err(|_| anyhow::anyhow!("--format must be table, csv, json or sdf (got '{other}')"))?;
+                    match out {
+                        Some(path) => {
+                            let rows = commands::query::fetch_results(&c, &job, top.max(1)).await?;
+                            std::fs::write(&path, output::render_results(&rows, f))
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            Ok(true)
+                        }
+                        None => commands::query::results(&c, &job, top.max(1), f).await.map(|_| true),
+                    }
+                }
+            }
+        }
         Cmd::Report { job, format } => commands::query::report(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Cancel { job, format } => commands::query::cancel(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Nodes { format } => commands::query::nodes(&connect().await?, format).await.map(|_| true),

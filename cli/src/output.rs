@@ -126,6 +126,12 @@ fn csv(s: &str) -> String {
 }
 
 pub fn print_results(rows: &[pb::LigandResult], f: Format) {
+    print!("{}", render_results(rows, f));
+}
+
+pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     match f {
         Format::Json => {
             let v: Vec<serde_json::Value> = rows
@@ -140,26 +146,31 @@ pub fn print_results(rows: &[pb::LigandResult], f: Format) {
                         "task_id": r.task_id,
                         "poses": r.poses.iter().map(|p| serde_json::json!({"rank": p.rank, "affinity": p.affinity, "rmsd_lb": p.rmsd_lb, "rmsd_ub": p.rmsd_ub})).collect::<Vec<_>>(),
                         "pose_key": r.pose_key,
+                        "sdf_key": r.sdf_key,
                         "log_key": r.log_key,
+                        "smiles": r.smiles,
+                        "preparation": r.preparation,
+                        "fields": r.fields,
                     })
                 })
                 .collect();
-            println!("{}", serde_json::Value::Array(v));
+            let _ = writeln!(out, "{}", serde_json::Value::Array(v));
         }
         Format::Csv => {
-            println!("rank,ligand,score,poses,pose_key");
+            let _ = writeln!(out, "rank,ligand,score,poses,pose_key");
             for (i, r) in rows.iter().enumerate() {
-                println!("{},{},{:.3},{},{}", i + 1, csv(&r.ligand), r.score, r.poses.len(), r.pose_key);
+                let _ = writeln!(out, "{},{},{:.3},{},{}", i + 1, csv(&r.ligand), r.score, r.poses.len(), r.pose_key);
             }
         }
         Format::Table => {
-            println!("{:>4}  {:<32}  {:>12}  {:>5}", "RANK", "LIGAND", "SCORE", "POSES");
+            let _ = writeln!(out, "{:>4}  {:<32}  {:>12}  {:>5}", "RANK", "LIGAND", "SCORE", "POSES");
             for (i, r) in rows.iter().enumerate() {
-                println!("{:>4}  {:<32}  {:>12.3}  {:>5}", i + 1, r.ligand, r.score, r.poses.len());
+                let _ = writeln!(out, "{:>4}  {:<32}  {:>12.3}  {:>5}", i + 1, r.ligand, r.score, r.poses.len());
             }
-            println!("(score: best affinity in kcal/mol; lower is better)");
+            let _ = writeln!(out, "(score: best affinity in kcal/mol; lower is better)");
         }
     }
+    out
 }
 
 pub fn print_nodes(nodes: &[pb::Node], f: Format) {

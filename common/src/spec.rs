@@ -146,6 +146,15 @@ pub struct InputRef {
     pub name: String,
     pub key: String,
     pub size: u64,
+    /// pdbqt, sdf, mol2, smi or pdb; empty (records from before formats) means pdbqt.
+    #[serde(default)]
+    pub format: String,
+}
+
+impl InputRef {
+    pub fn is_pdbqt(&self) -> bool {
+        self.format.is_empty() || self.format == "pdbqt"
+    }
 }
 
 pub const DEFAULT_BATCH_SIZE: u32 = 8;
@@ -171,6 +180,9 @@ pub struct JobSpec {
     pub ligands: Vec<InputRef>,
     /// Sleep engine: tasks to create.
     pub sleep_tasks: u32,
+    /// Invalid library records skipped at submission (`skip_invalid`).
+    #[serde(default)]
+    pub skipped: u32,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
 }
@@ -195,6 +207,12 @@ impl JobSpec {
 
     /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
     /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
+    /// Whether some input must be converted (to PDBQT) on the agent before Vina can read it.
+    pub fn needs_preparation(&self) -> bool {
+        self.engine == EngineKind::Vina
+            && (self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) || self.ligands.iter().any(|l| !l.is_pdbqt()))
+    }
+
     pub fn task_memory_bytes(&self) -> u64 {
         match self.engine {
             EngineKind::Sleep => 0,
@@ -253,9 +271,11 @@ mod tests {
                     name: format!("l{i}"),
                     key: format!("k{i}"),
                     size: 1,
+                    format: String::new(),
                 })
                 .collect(),
             sleep_tasks: 0,
+            skipped: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
         }

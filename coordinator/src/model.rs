@@ -106,4 +106,12 @@ pub struct LigandResultRecord {
     pub poses: Vec<Pose>,
     pub pose_key: String,
     pub log_key: String,
+    #[serde(default)]
+    pub sdf_key: String,
+    #[serde(default)]
+    pub smiles: String,
+    #[serde(default)]
+    pub preparation: String,
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, f64>,
 }

@@ -10,6 +10,7 @@
 //! | `r/` | job id + score key + ligand index | LigandResultRecord |
 //! | `e/` | job id + ligand index | ligand error text |
 //! | `n/` | node id | present while an operator has the node drained |
+//! | `k/` | job id | records skipped at submission (`skip_invalid`) |
 
 use std::path::Path;
 
@@ -29,6 +30,7 @@ pub const P_TASK: &[u8] = b"t/";
 pub const P_RESULT: &[u8] = b"r/";
 pub const P_LIGERR: &[u8] = b"e/";
 pub const P_DRAINED: &[u8] = b"n/";
+pub const P_SKIPPED: &[u8] = b"k/";
 
 #[derive(Clone)]
 pub struct Store {
@@ -170,6 +172,32 @@ impl Store {
             let id = TaskId::from_key(&k[P_TASK.len()..]).ok_or_else(|| DockyardError::Storage("corrupt task key".into()))?;
             Ok((id, decode(&v)?))
         })
+    }
+
+    /// Records skipped at submission; written before the job itself is acknowledged.
+    pub fn put_skipped(&self, job: &JobId, skipped: &[dockyard_proto::v1::SkippedRecord]) -> Result<(), DockyardError> {
+        let rows: Vec<(String, u32, String, u32, String)> = skipped
+            .iter()
+            .map(|s| (s.file.clone(), s.record, s.name.clone(), s.line, s.reason.clone()))
+            .collect();
+        self.tree
+            .insert(key(P_SKIPPED, job.as_str().as_bytes()), encode(&rows))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    pub fn skipped(&self, job: &JobId) -> Result<Vec<dockyard_proto::v1::SkippedRecord>, DockyardError> {
+        let rows: Vec<(String, u32, String, u32, String)> = self.get(&key(P_SKIPPED, job.as_str().as_bytes()))?.unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|(file, record, name, line, reason)| dockyard_proto::v1::SkippedRecord {
+                file,
+                record,
+                name,
+                line,
+                reason,
+            })
+            .collect())
     }
 
     /// Why each failed ligand of a job failed: (name, reason).

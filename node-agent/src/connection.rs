@@ -21,6 +21,7 @@ use dockyard_proto::PROTOCOL_VERSION;
 use crate::capacity;
 use crate::config::AgentConfig;
 use crate::engine::probe_engines;
+use crate::prepare::Preparer;
 use crate::remote_store::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
 
@@ -108,6 +109,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
         Some(uri) => artifact::resolve(uri)?,
         None => Arc::new(CoordinatorRelayStore::new(channel.clone(), format!("relay+{}", cfg.coordinator))),
     };
+    // Optional: without obabel the node still docks PDBQT inputs, and says so by
+    // registering no tools, so the coordinator sends it nothing that needs converting.
+    let preparer = Preparer::probe(None, cfg.work_dir.join("prep-cache")).await.map(Arc::new);
+    match &preparer {
+        Some(p) => info!(tool = "obabel", version = %p.version(), "input preparation available"),
+        None => info!("input preparation not available (install openbabel to accept SDF/MOL2/PDB/SMILES inputs for vina)"),
+    }
+    let tools: Vec<pb::EngineInfo> = preparer.iter().map(|p| p.info()).collect();
     let engine_infos: Vec<pb::EngineInfo> = engines
         .iter()
         .map(|e| {
@@ -141,9 +150,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Do
         running: Vec::new(),
         hostname: capacity::hostname(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        tools,
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
-    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()));
+    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer));
     let mut st = AgentState {
         cfg,
         register,

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod prepare;
 pub mod remote_store;
 pub mod runner;
 

@@ -15,11 +15,14 @@ use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 
 use crate::engine::{DockingEngine, EngineError, EngineRun, LigandFile};
+use crate::prepare::{PrepareError, Preparer};
 
 pub struct RunnerContext {
     pub engines: HashMap<String, Arc<dyn DockingEngine>>,
     pub store: Arc<dyn ArtifactStore>,
     pub work_dir: PathBuf,
+    /// Open Babel, when this node has it: converts non-PDBQT inputs for Vina.
+    pub preparer: Option<Arc<Preparer>>,
     cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
 }
 
@@ -30,21 +33,32 @@ impl RunnerContext {
             engines,
             store,
             work_dir,
+            preparer: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Adds (or removes) the input preparer.
+    #[must_use]
+    pub fn with_preparer(mut self, preparer: Option<Arc<Preparer>>) -> Self {
+        self.preparer = preparer;
+        self
+    }
+
     /// A receptor is fetched once per node, however many tasks of the screen land here.
-    async fn cached(&self, key: &ArtifactKey) -> Result<PathBuf, DockyardError> {
+    /// `ext` is the file's format: smina and gnina pick the reader by extension.
+    async fn cached(&self, key: &ArtifactKey, ext: &str) -> Result<PathBuf, DockyardError> {
         let cell = {
             let mut m = self.cache.lock().await;
-            m.entry(key.to_string()).or_insert_with(|| Arc::new(OnceCell::new())).clone()
+            m.entry(format!("{key}\0{ext}"))
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
         };
         let path = cell
             .get_or_try_init(|| async {
                 let dir = self.work_dir.join("cache");
                 tokio::fs::create_dir_all(&dir).await?;
-                let p = dir.join(format!("{}.pdbqt", sha256_hex(key.as_str().as_bytes())));
+                let p = dir.join(format!("{}.{ext}", sha256_hex(key.as_str().as_bytes())));
                 if tokio::fs::metadata(&p).await.is_err() {
                     self.store.get_to_file(key, &p).await?;
                 }
@@ -158,19 +172,111 @@ async fn execute(
     if needs_files {
         tokio::fs::create_dir_all(scratch.join("in")).await?;
     }
+    // Vina reads only PDBQT; smina and gnina read the other formats themselves.
+    let prepare_inputs = a.engine == "vina";
+    let no_tool = || RunError::Setup {
+        // Another node may have obabel; the coordinator should not have sent it here.
+        retryable: true,
+        reason: "this node has no preparation tool (install openbabel)".into(),
+    };
+    let mut receptor_prep = None;
     let receptor = match &a.receptor {
-        Some(r) => Some(ctx.cached(&ArtifactKey::new(r.key.as_str())?).await?),
+        Some(r) => {
+            let fmt = input_format(&r.format).map_err(|reason| RunError::Setup {
+                retryable: false,
+                reason: format!("receptor: {reason}"),
+            })?;
+            let path = ctx.cached(&ArtifactKey::new(r.key.as_str())?, fmt).await?;
+            if prepare_inputs && fmt != "pdbqt" {
+                let prep = ctx.preparer.as_ref().ok_or_else(no_tool)?;
+                let prepared = cancellable(&cancel, prep.receptor_to_pdbqt(&path, fmt))
+                    .await?
+                    .map_err(|e| RunError::Setup {
+                        retryable: e.retryable(),
+                        reason: format!("receptor preparation failed: {e}"),
+                    })?;
+                receptor_prep = Some(prep.describe_receptor(fmt));
+                Some(prepared)
+            } else {
+                Some(path)
+            }
+        }
         None => None,
     };
+    // Ligands that could not be prepared: reported alone, the others still dock.
+    let mut prep_failed: Vec<pb::LigandOutcome> = Vec::new();
+    // Per ligand index: SMILES (when given as SMILES) and how it was prepared.
+    let mut notes: HashMap<u32, (String, String)> = HashMap::new();
     let mut ligands = Vec::with_capacity(a.ligands.len());
     for l in &a.ligands {
         let Some(art) = &l.artifact else { continue };
-        let path = scratch.join("in").join(format!("input_{}.pdbqt", l.index));
+        let fmt = match input_format(&art.format) {
+            Ok(f) => f,
+            Err(reason) => {
+                prep_failed.push(pb::LigandOutcome {
+                    index: l.index,
+                    name: l.name.clone(),
+                    error: format!("preparation failed: {reason}"),
+                    ..Default::default()
+                });
+                continue;
+            }
+        };
+        let path = scratch.join("in").join(format!("input_{}.{fmt}", l.index));
         ctx.store.get_to_file(&ArtifactKey::new(art.key.as_str())?, &path).await?;
+        let smiles = if fmt == "smi" { first_token(&path).await } else { String::new() };
+        let mut preparation = if fmt == "pdbqt" {
+            "none (pdbqt given)".to_string()
+        } else if !prepare_inputs {
+            format!("none ({fmt} given to {})", a.engine)
+        } else {
+            String::new()
+        };
+        let path = if prepare_inputs && fmt != "pdbqt" {
+            let prep = ctx.preparer.as_ref().ok_or_else(no_tool)?;
+            match cancellable(&cancel, prep.ligand_to_pdbqt(&path, fmt)).await? {
+                Ok(prepared) => {
+                    // A private copy: the cached file is shared with other tasks.
+                    let staged = scratch.join("in").join(format!("input_{}.pdbqt", l.index));
+                    tokio::fs::copy(&prepared, &staged).await?;
+                    preparation = prep.describe(fmt);
+                    staged
+                }
+                Err(e) => {
+                    warn!(ligand = l.index, error = %e, retryable = e.retryable(), "ligand preparation failed");
+                    prep_failed.push(pb::LigandOutcome {
+                        index: l.index,
+                        name: l.name.clone(),
+                        error: format!("preparation failed: {e}"),
+                        smiles,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+            }
+        } else {
+            path
+        };
+        if let Some(r) = &receptor_prep {
+            preparation = format!("{preparation}; receptor: {r}");
+        }
+        notes.insert(l.index, (smiles, preparation));
         ligands.push(LigandFile {
             index: l.index,
             name: l.name.clone(),
             path,
+        });
+    }
+    if ligands.is_empty() && !prep_failed.is_empty() {
+        // Nothing left to dock: running the engine would only compute the receptor grid.
+        prep_failed.sort_by_key(|o| o.index);
+        return Ok(pb::TaskResult {
+            task_id: a.task_id.clone(),
+            attempt: a.attempt,
+            epoch: a.epoch,
+            outcome: Some(pb::task_result::Outcome::Ok(pb::TaskSuccess { ligands: prep_failed })),
+            cpu_seconds: 0.0,
+            wall_seconds: 0.0,
         });
     }
     let b = a.r#box.unwrap_or_default();
@@ -192,7 +298,7 @@ async fn execute(
         seed: p.seed,
         energy_range: p.energy_range,
         sleep_ms: p.sleep_ms,
-        work_dir: work,
+        work_dir: work.clone(),
         cpu: a.cpu_slots.max(1),
         timeout: Duration::from_secs(u64::from(a.timeout_s.max(1))),
         cancel,
@@ -206,12 +312,19 @@ async fn execute(
         }
         _ => String::new(),
     };
-    let mut ligands = Vec::with_capacity(out.ligands.len());
+    // Vina writes PDBQT only; an SDF copy is what most downstream tools read.
+    let export_sdf = if prepare_inputs { ctx.preparer.as_deref() } else { None };
+    let mut ligands = Vec::with_capacity(out.ligands.len() + prep_failed.len());
     for l in out.ligands {
+        let (smiles, preparation) = notes.remove(&l.index).unwrap_or_default();
         let outcome = match l.result {
             Ok(d) => {
                 let k = ArtifactKey::new(format!("{}lig_{}.pdbqt", a.output_prefix, l.index))?;
                 ctx.store.put_file(&k, &d.pose_file).await?;
+                let sdf_key = match export_sdf {
+                    Some(prep) => export_poses_sdf(ctx, prep, &d.pose_file, &work, &a.output_prefix, l.index).await,
+                    None => String::new(),
+                };
                 pb::LigandOutcome {
                     index: l.index,
                     name: l.name,
@@ -229,6 +342,10 @@ async fn execute(
                         .collect(),
                     pose_key: k.to_string(),
                     log_key: log_key.clone(),
+                    sdf_key,
+                    smiles,
+                    preparation,
+                    ..Default::default()
                 }
             }
             Err(reason) => pb::LigandOutcome {
@@ -236,10 +353,16 @@ async fn execute(
                 name: l.name,
                 error: reason,
                 log_key: log_key.clone(),
+                smiles,
+                preparation,
                 ..Default::default()
             },
         };
         ligands.push(outcome);
+    }
+    if !prep_failed.is_empty() {
+        ligands.extend(prep_failed);
+        ligands.sort_by_key(|o| o.index);
     }
     Ok(pb::TaskResult {
         task_id: a.task_id.clone(),
@@ -249,4 +372,53 @@ async fn execute(
         cpu_seconds: out.cpu_seconds,
         wall_seconds: out.wall_seconds,
     })
+}
+
+/// The format named in an `ArtifactRef`, checked against the ones this agent knows (it also
+/// becomes a file extension, so nothing else may pass).
+fn input_format(format: &str) -> Result<&'static str, String> {
+    match format.trim().to_ascii_lowercase().as_str() {
+        "" | "pdbqt" => Ok("pdbqt"),
+        "sdf" => Ok("sdf"),
+        "mol2" => Ok("mol2"),
+        "smi" => Ok("smi"),
+        "pdb" => Ok("pdb"),
+        other => Err(format!("unknown input format '{other}'")),
+    }
+}
+
+/// The SMILES of a one-line `SMILES name` file.
+async fn first_token(path: &Path) -> String {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => text.split_whitespace().next().unwrap_or_default().to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Stops a preparation when the task is cancelled (dropping it kills obabel's group).
+async fn cancellable<T>(cancel: &CancellationToken, fut: impl std::future::Future<Output = T>) -> Result<T, RunError> {
+    tokio::select! {
+        r = fut => Ok(r),
+        () = cancel.cancelled() => Err(RunError::Engine(EngineError::Cancelled)),
+    }
+}
+
+/// Converts and uploads one ligand's poses as SDF; returns its key, or "" when that fails
+/// (the PDBQT poses are the result; the SDF is a convenience).
+async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, pose_file: &Path, work: &Path, prefix: &str, index: u32) -> String {
+    let sdf = work.join(format!("lig_{index}.sdf"));
+    let res: Result<String, String> = async {
+        prep.pdbqt_to_sdf(pose_file, &sdf).await.map_err(|e: PrepareError| e.to_string())?;
+        let k = ArtifactKey::new(format!("{prefix}lig_{index}.sdf")).map_err(|e| e.to_string())?;
+        ctx.store.put_file(&k, &sdf).await.map_err(|e| e.to_string())?;
+        Ok(k.to_string())
+    }
+    .await;
+    match res {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(ligand = index, error = %e, "cannot export poses as SDF");
+            String::new()
+        }
+    }
 }

@@ -152,3 +152,64 @@ pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes the top hits' poses as one SDF, each record carrying its scores as data fields.
+pub async fn export_sdf(c: &Client, job: &str, top: usize, out: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let rows = fetch_results(c, job, top).await?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?);
+    let mut written = 0;
+    let mut missing = Vec::new();
+    for (rank, r) in rows.iter().enumerate() {
+        if r.sdf_key.is_empty() {
+            missing.push(r.ligand.clone());
+            continue;
+        }
+        let mut s = c
+            .jobs
+            .clone()
+            .get_artifact(c.req(pb::GetArtifactRequest { key: r.sdf_key.clone() }))
+            .await
+            .map_err(explain)?
+            .into_inner();
+        let mut data = Vec::new();
+        while let Some(ch) = s.message().await.map_err(explain)? {
+            data.extend_from_slice(&ch.data);
+        }
+        let text = String::from_utf8_lossy(&data);
+        for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {
+            let pose = r.poses.get(pose_i);
+            writeln!(f, "{}", rec.trim_start_matches(['\r', '\n']))?;
+            let mut field = |k: &str, v: String| writeln!(f, ">  <{k}>\n{v}\n");
+            field("dockyard_ligand", r.ligand.clone())?;
+            field("dockyard_rank", (rank + 1).to_string())?;
+            field("dockyard_pose", (pose_i + 1).to_string())?;
+            if let Some(p) = pose {
+                field("dockyard_affinity", format!("{:.3}", p.affinity))?;
+            }
+            field("dockyard_best_score", format!("{:.3}", r.score))?;
+            if !r.smiles.is_empty() {
+                field("dockyard_smiles", r.smiles.clone())?;
+            }
+            for (k, v) in &r.fields {
+                field(k, format!("{v}"))?;
+            }
+            writeln!(f, "$$$$")?;
+            written += 1;
+        }
+    }
+    f.flush()?;
+    eprintln!(
+        "wrote {written} poses of {} ligands to {}",
+        rows.len() - missing.len(),
+        out.display()
+    );
+    if !missing.is_empty() {
+        eprintln!(
+            "no SDF poses for {} ligand(s) (their agent had no Open Babel): {}",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -15,12 +15,21 @@ const INLINE_TOTAL_MAX: u64 = 32 << 20;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SubmitArgs {
-    /// Receptor PDBQT file.
+    /// Receptor file: .pdbqt, or .pdb (prepared on the agent with Open Babel).
     #[arg(long)]
     pub receptor: Option<PathBuf>,
-    /// Ligand PDBQT file (one or many MODELs) or a folder of .pdbqt files (repeatable).
+    /// Ligand library: .pdbqt, .sdf, .mol2, .smi, .pdb (optionally .gz), or a folder of them (repeatable).
     #[arg(long)]
     pub ligands: Vec<PathBuf>,
+    /// Skip library records that fail validation (listed by `dockyard report`) instead of rejecting the job.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Compute the box from a reference ligand file, as smina's --autobox_ligand.
+    #[arg(long, value_name = "FILE")]
+    pub autobox_ligand: Option<PathBuf>,
+    /// Ångström added on every side of the reference ligand [default: 4].
+    #[arg(long, value_name = "Å")]
+    pub autobox_add: Option<f64>,
     /// Box center X,Y,Z in Angstrom.
     #[arg(long, value_name = "X,Y,Z", allow_hyphen_values = true)]
     pub center: Option<String>,
@@ -114,6 +123,14 @@ pub fn read_box(args: &SubmitArgs) -> Result<Option<pb::DockingBox>> {
     }
 }
 
+fn is_library_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    [".pdbqt", ".sdf", ".sd", ".mol", ".mol2", ".smi", ".smiles", ".pdb", ".ent"]
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
 /// Ligand files in the order given; a folder contributes its *.pdbqt files sorted by name.
 pub fn ligand_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -123,11 +140,14 @@ pub fn ligand_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("--ligands {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x.eq_ignore_ascii_case("pdbqt")))
+                .filter(|f| f.is_file() && is_library_file(f))
                 .collect();
             files.sort();
             if files.is_empty() {
-                bail!("--ligands {}: the folder has no .pdbqt files", p.display());
+                bail!(
+                    "--ligands {}: the folder has no ligand files (.pdbqt .sdf .mol2 .smi .pdb, optionally .gz)",
+                    p.display()
+                );
             }
             out.extend(files);
         } else {
@@ -204,8 +224,21 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
     if a.ligands.is_empty() {
         bail!("missing --ligands FILE|DIR");
     }
-    req.r#box = Some(read_box(a)?.context("missing the box: give --center X,Y,Z --size X,Y,Z (or --box FILE)")?);
     let mut budget = INLINE_TOTAL_MAX;
+    match &a.autobox_ligand {
+        Some(f) => {
+            if read_box(a)?.is_some() {
+                bail!("give either --autobox-ligand or a box (--center/--size or --box), not both");
+            }
+            req.autobox_ligand = Some(input_file(client, f, &mut budget).await?);
+            req.autobox_add = a.autobox_add.unwrap_or(0.0);
+        }
+        None => {
+            req.r#box =
+                Some(read_box(a)?.context("missing the box: give --center X,Y,Z --size X,Y,Z, --box FILE or --autobox-ligand FILE")?);
+        }
+    }
+    req.skip_invalid = a.skip_invalid;
     req.receptor = Some(input_file(client, receptor, &mut budget).await?);
     for f in ligand_files(&a.ligands)? {
         req.ligands.push(input_file(client, &f, &mut budget).await?);
@@ -235,8 +268,8 @@ mod tests {
     #[test]
     fn a_folder_without_pdbqt_is_an_error() {
         let d = tempfile::tempdir().expect("tmp");
-        std::fs::write(d.path().join("x.sdf"), "x").expect("write");
+        std::fs::write(d.path().join("notes.txt"), "x").expect("write");
         let e = ligand_files(&[d.path().to_path_buf()]).expect_err("empty");
-        assert!(e.to_string().contains("no .pdbqt"));
+        assert!(e.to_string().contains("no ligand files"));
     }
 }

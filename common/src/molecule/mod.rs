@@ -1,5 +1,6 @@
 //! Molecule file formats: validation before queueing, and parsing of engine output.
 
+pub mod coords;
 pub mod library;
 pub mod pdbqt;
 

@@ -63,6 +63,7 @@ fn registration(r: pb::Register) -> Result<Registration, DockyardError> {
             })
             .collect(),
         engines: r.engines,
+        tools: r.tools,
         labels: r.labels.into_iter().collect(),
         hostname: r.hostname,
         agent_version: r.agent_version,

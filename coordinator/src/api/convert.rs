@@ -44,6 +44,7 @@ pub fn job_view(id: &JobId, spec: &JobSpec, st: &JobStatus) -> pb::Job {
         best_score: st.best_score.unwrap_or(0.0),
         test_only: spec.engine.test_only(),
         cpu_seconds: st.cpu_seconds,
+        ligands_skipped: spec.skipped,
     }
 }
 
@@ -65,6 +66,10 @@ pub fn ligand_result(r: LigandResultRecord) -> pb::LigandResult {
             .collect(),
         pose_key: r.pose_key,
         log_key: r.log_key,
+        smiles: r.smiles,
+        sdf_key: r.sdf_key,
+        preparation: r.preparation,
+        fields: r.fields.into_iter().collect(),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info_span, Instrument};
 
-use dockyard_common::artifact::{input_key, ArtifactStore};
+use dockyard_common::artifact::{input_key, ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, OrgId};
 use dockyard_common::time::now_ms;
@@ -53,7 +53,11 @@ impl JobService for JobApi {
         let job_id = JobId::generate(now);
         let span = info_span!("submit_job", job = %job_id, engine = %req.engine, ligands = req.ligands.len());
         async move {
-            let spec = build_spec(&req, org, self.artifacts.clone(), now).await?;
+            let sub = build_spec(&req, org, self.artifacts.clone(), &self.upload_dir, now).await?;
+            if !sub.skipped.is_empty() {
+                self.store.put_skipped(&job_id, &sub.skipped)?;
+            }
+            let spec = sub.spec;
             let job = self
                 .scheduler
                 .ask(|reply| Command::Submit {
@@ -200,11 +204,28 @@ impl JobService for JobApi {
             })
             .await?;
         let failures = crate::report::failure_groups(&self.store, &job_id)?;
+        let skipped = self.store.skipped(&job_id)?;
         Ok(Response::new(pb::JobReport {
             cpu_seconds: job.cpu_seconds,
             job: Some(job),
             failures,
+            skipped,
         }))
+    }
+
+    type GetArtifactStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactData, Status>> + Send>>;
+
+    async fn get_artifact(&self, request: Request<pb::GetArtifactRequest>) -> Result<Response<Self::GetArtifactStream>, Status> {
+        let org = caller_org(&request);
+        let key = ArtifactKey::new(request.get_ref().key.as_str())?;
+        // Only the caller's own job outputs; anything else looks like it does not exist.
+        if !key.starts_with(&format!("orgs/{org}/jobs/")) {
+            return Err(DockyardError::not_found(format!("artifact {key}")).into());
+        }
+        let data = self.artifacts.get(&key).await?;
+        let chunks: Vec<Result<pb::ArtifactData, Status>> =
+            data.chunks(1 << 20).map(|c| Ok(pb::ArtifactData { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn upload_input(&self, request: Request<Streaming<pb::UploadInputChunk>>) -> Result<Response<pb::UploadInputResponse>, Status> {

@@ -102,6 +102,7 @@ pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
         engine: spec.engine,
         gpus: spec.gpus_per_task,
         memory_bytes: spec.task_memory_bytes(),
+        needs_prep: spec.needs_preparation(),
     }
 }
 

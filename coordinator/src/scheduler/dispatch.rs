@@ -133,6 +133,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
                 key: l.key.clone(),
                 name: l.name.clone(),
                 size: l.size,
+                format: l.format.clone(),
             }),
         })
         .collect();
@@ -167,6 +168,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             key: r.key.clone(),
             name: r.name.clone(),
             size: r.size,
+            format: r.format.clone(),
         }),
         ligands,
         output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}/", spec.org, tid.job, tid.index, attempt),

@@ -213,6 +213,7 @@ mod tests {
             receptor: None,
             ligands: Vec::new(),
             sleep_tasks: tasks,
+            skipped: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
         }
@@ -243,6 +244,7 @@ mod tests {
                 version: "t".into(),
                 test_only: true,
             }],
+            tools: Vec::new(),
             labels: BTreeMap::new(),
             hostname: "h".into(),
             agent_version: "t".into(),

@@ -30,6 +30,8 @@ pub struct Registration {
     pub memory_bytes: u64,
     pub gpus: Vec<GpuInfo>,
     pub engines: Vec<pb::EngineInfo>,
+    /// Preparation tools (obabel).
+    pub tools: Vec<pb::EngineInfo>,
     pub labels: BTreeMap<String, String>,
     pub hostname: String,
     pub agent_version: String,
@@ -94,9 +96,14 @@ impl NodeRt {
         self.reg.slots.saturating_sub(self.running.len() as u32)
     }
 
+    pub fn can_prepare(&self) -> bool {
+        self.reg.tools.iter().any(|t| t.name == "obabel")
+    }
+
     /// Could this node run the class right now?
     pub fn fits_now(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
+            && (!c.needs_prep || self.can_prepare())
             && self.free_slots() > 0
             && self.free_memory >= c.memory_bytes
             && self.free_gpus.len() as u32 >= c.gpus
@@ -105,6 +112,7 @@ impl NodeRt {
     /// Could this node ever run the class (with nothing else running)?
     pub fn fits_ever(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
+            && (!c.needs_prep || self.can_prepare())
             && self.reg.slots > 0
             && self.reg.memory_bytes >= c.memory_bytes
             && self.reg.gpus.len() as u32 >= c.gpus
@@ -180,6 +188,7 @@ impl NodeRt {
             free_slots: if self.is_connected() { self.free_slots() } else { 0 },
             free_memory_bytes: self.free_memory,
             engines: self.reg.engines.clone(),
+            tools: self.reg.tools.clone(),
             running,
             labels: self.reg.labels.clone().into_iter().collect(),
             hostname: self.reg.hostname.clone(),

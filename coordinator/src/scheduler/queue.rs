@@ -13,6 +13,8 @@ pub struct TaskClass {
     pub engine: EngineKind,
     pub gpus: u32,
     pub memory_bytes: u64,
+    /// Inputs must be converted on the agent (needs a preparation tool such as obabel).
+    pub needs_prep: bool,
 }
 
 /// A queue entry: one retried task, or the next never-dispatched task of a job (the job's
@@ -121,6 +123,7 @@ mod tests {
             engine: EngineKind::Sleep,
             gpus: 0,
             memory_bytes: 0,
+            needs_prep: false,
         }
     }
 
@@ -173,6 +176,7 @@ mod tests {
             engine: EngineKind::Vina,
             gpus: 0,
             memory_bytes: 1,
+            needs_prep: false,
         };
         q.push(class(), QueueKey::new(0, 0, 1), Entry::Task(TaskId::new(job.clone(), 1)));
         q.push(other, QueueKey::new(9, 0, 2), Entry::Task(TaskId::new(job.clone(), 2)));

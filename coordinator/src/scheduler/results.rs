@@ -85,6 +85,10 @@ impl Core {
                         .collect(),
                     pose_key: lig.pose_key,
                     log_key: lig.log_key,
+                    sdf_key: lig.sdf_key,
+                    smiles: lig.smiles,
+                    preparation: lig.preparation,
+                    fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
                 };
                 tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
                 job.status.ligands_docked += 1;

@@ -1,0 +1,202 @@
+//! Turns a SubmitJob request into a validated `JobSpec`: every field and every molecule
+//! record is checked before anything is queued; inputs are stored content-addressed, one
+//! artifact per ligand record, and a rejected submission removes what it stored.
+
+mod geometry;
+mod library;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dockyard_common::artifact::{input_key, ArtifactKey, ArtifactStore};
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::OrgId;
+use dockyard_common::spec::{
+    DockBox, DockParams, EngineKind, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
+};
+use dockyard_proto::v1 as pb;
+
+pub use library::Stored;
+
+/// A validated job and what was left out of it.
+pub struct Submission {
+    pub spec: JobSpec,
+    pub skipped: Vec<pb::SkippedRecord>,
+}
+
+/// Upload ids are `sha256:<hex>`; the key is rebuilt from the caller's organisation, so an id
+/// can never name another tenant's object.
+pub fn upload_key(org: &OrgId, upload_id: &str) -> Result<ArtifactKey, DockyardError> {
+    let hex = upload_id
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| DockyardError::invalid("upload_id", format!("'{upload_id}' is not an id returned by UploadInput")))?;
+    input_key(org, &hex.to_ascii_lowercase())
+}
+
+pub(crate) fn display_name(s: &str) -> String {
+    let cleaned: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
+    let base = cleaned.rsplit('/').next().unwrap_or(&cleaned).to_string();
+    if base.is_empty() {
+        "unnamed".to_string()
+    } else {
+        base
+    }
+}
+
+/// Materialises an input (inline or uploaded) as a local file whose name keeps the
+/// original extension, so the format (and gzip) is read from it.
+async fn materialise(field: &str, f: &pb::InputFile, org: &OrgId, store: &dyn ArtifactStore, dir: &Path) -> Result<PathBuf, DockyardError> {
+    let safe: String = display_name(&f.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // A folder per input keeps the original file name, which names records without titles.
+    let folder = dir.join(format!("{:016x}", rand::random::<u64>()));
+    tokio::fs::create_dir_all(&folder).await?;
+    let path = folder.join(safe);
+    match &f.source {
+        Some(pb::input_file::Source::Content(b)) => tokio::fs::write(&path, b).await?,
+        Some(pb::input_file::Source::UploadId(id)) => {
+            let key = upload_key(org, id).map_err(|e| DockyardError::invalid(format!("{field}.upload_id"), e.to_string()))?;
+            store.get_to_file(&key, &path).await.map_err(|e| match e {
+                DockyardError::NotFound { .. } => DockyardError::invalid(format!("{field}.upload_id"), format!("{id} was never uploaded")),
+                other => other,
+            })?;
+        }
+        None => {
+            return Err(DockyardError::invalid(
+                field,
+                format!("'{}' has neither content nor upload_id", f.name),
+            ))
+        }
+    }
+    Ok(path)
+}
+
+fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSpec, DockyardError> {
+    let engine = EngineKind::parse(req.engine.trim())?;
+    JobSpec::validate_scalars(req.priority, req.batch_size, req.max_attempts, req.timeout_s)?;
+    let p = req.params.unwrap_or_default();
+    let params = DockParams::from_request(p.exhaustiveness, p.num_modes, p.seed, p.energy_range, p.sleep_ms)?;
+    if req.name.chars().count() > 200 {
+        return Err(DockyardError::invalid("name", "at most 200 characters"));
+    }
+    if req.gpus_per_task > 16 {
+        return Err(DockyardError::invalid(
+            "gpus_per_task",
+            format!("{} must be 0-16", req.gpus_per_task),
+        ));
+    }
+    if engine == EngineKind::Vina && req.gpus_per_task > 0 {
+        return Err(DockyardError::invalid("gpus_per_task", "vina runs on CPUs only; use 0"));
+    }
+    for (k, v) in &req.labels {
+        if k.is_empty() || k.len() > 63 || v.len() > 256 {
+            return Err(DockyardError::invalid(
+                "labels",
+                format!("label '{k}': keys 1-63 bytes, values up to 256"),
+            ));
+        }
+    }
+    Ok(JobSpec {
+        name: if req.name.is_empty() {
+            String::new()
+        } else {
+            display_name(&req.name)
+        },
+        org: org.clone(),
+        engine,
+        priority: req.priority,
+        batch_size: if req.batch_size == 0 { DEFAULT_BATCH_SIZE } else { req.batch_size },
+        max_attempts: if req.max_attempts == 0 {
+            DEFAULT_MAX_ATTEMPTS
+        } else {
+            req.max_attempts
+        },
+        timeout_s: if req.timeout_s == 0 { DEFAULT_TIMEOUT_S } else { req.timeout_s },
+        gpus_per_task: req.gpus_per_task,
+        dock_box: DockBox {
+            center: [0.0; 3],
+            size: [1.0; 3],
+        },
+        params,
+        receptor: None,
+        ligands: Vec::new(),
+        sleep_tasks: 0,
+        skipped: 0,
+        labels: req.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        created_at_ms: now_ms,
+    })
+}
+
+/// Validates the request and stores its inputs; returns the spec to queue.
+pub async fn build_spec(
+    req: &pb::SubmitJobRequest,
+    org: OrgId,
+    store: Arc<dyn ArtifactStore>,
+    scratch: &Path,
+    now_ms: i64,
+) -> Result<Submission, DockyardError> {
+    let mut spec = scalars(req, &org, now_ms)?;
+    if spec.engine == EngineKind::Sleep {
+        if req.receptor.is_some() || !req.ligands.is_empty() {
+            return Err(DockyardError::invalid(
+                "engine",
+                "the sleep engine takes no input files; use sleep_task_count",
+            ));
+        }
+        if req.sleep_task_count == 0 || req.sleep_task_count > MAX_SLEEP_TASKS {
+            return Err(DockyardError::invalid(
+                "sleep_task_count",
+                format!("{} must be 1-{MAX_SLEEP_TASKS}", req.sleep_task_count),
+            ));
+        }
+        spec.sleep_tasks = req.sleep_task_count;
+        spec.batch_size = 1;
+        return Ok(Submission { spec, skipped: Vec::new() });
+    }
+    if req.sleep_task_count != 0 {
+        return Err(DockyardError::invalid(
+            "sleep_task_count",
+            "only the sleep engine takes a task count",
+        ));
+    }
+    let receptor = req
+        .receptor
+        .as_ref()
+        .ok_or_else(|| DockyardError::invalid("receptor", "missing; give a receptor PDBQT or PDB file"))?;
+    if req.ligands.is_empty() {
+        return Err(DockyardError::invalid(
+            "ligands",
+            "the library is empty; give at least one ligand file",
+        ));
+    }
+    let dir = scratch.join(format!("submit-{:016x}", rand::random::<u64>()));
+    let result = async {
+        let rec = library::read_receptor(receptor, &org, store.as_ref(), &dir).await?;
+        spec.dock_box = geometry::resolve_box(req, &rec.coords, &org, store.as_ref(), &dir).await?;
+        let lib = library::store_ligands(&req.ligands, req.skip_invalid, &org, Arc::clone(&store), &dir).await;
+        let lib = match lib {
+            Ok(l) => l,
+            Err(e) => return Err(e),
+        };
+        // Only now is everything valid: store the receptor too.
+        let rref = library::store_receptor(rec, &org, store.as_ref()).await?;
+        spec.receptor = Some(rref);
+        spec.skipped = lib.skipped_total;
+        spec.ligands = lib.ligands;
+        Ok(lib.skipped)
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let skipped = result?;
+    Ok(Submission { spec, skipped })
+}
