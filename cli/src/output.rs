@@ -150,6 +150,7 @@ pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
                         "log_key": r.log_key,
                         "smiles": r.smiles,
                         "preparation": r.preparation,
+                        "cached": r.cached,
                         "fields": r.fields,
                     })
                 })

@@ -94,7 +94,7 @@ impl DockBox {
 }
 
 /// Engine parameters after defaults are applied.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DockParams {
     pub exhaustiveness: u32,
     pub num_modes: u32,
@@ -102,6 +102,19 @@ pub struct DockParams {
     /// 0 = engine default.
     pub energy_range: f64,
     pub sleep_ms: u32,
+    /// Engine options beyond Vina's (validated per engine at submission).
+    #[serde(default)]
+    pub extra: EngineOptions,
+}
+
+/// smina/gnina options; empty strings mean the engine's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EngineOptions {
+    pub scoring: String,
+    pub mode: String,
+    pub cnn_scoring: String,
+    pub cnn_model: String,
+    pub no_gpu: bool,
 }
 
 /// Seed used when the client gives none: fixed so a rerun reproduces the same poses.
@@ -136,6 +149,7 @@ impl DockParams {
             seed,
             energy_range,
             sleep_ms,
+            extra: EngineOptions::default(),
         })
     }
 }
@@ -183,6 +197,12 @@ pub struct JobSpec {
     /// Invalid library records skipped at submission (`skip_invalid`).
     #[serde(default)]
     pub skipped: u32,
+    /// Bypass the result cache.
+    #[serde(default)]
+    pub fresh: bool,
+    /// Trailing ligands served from the result cache (not part of any task).
+    #[serde(default)]
+    pub cached: u32,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
 }
@@ -193,26 +213,33 @@ impl JobSpec {
         if self.engine == EngineKind::Sleep && self.ligands.is_empty() {
             return self.sleep_tasks;
         }
-        let n = self.ligands.len() as u32;
+        let n = self.docked_ligands() as u32;
         n.div_ceil(self.batch_size.max(1))
+    }
+
+    /// Ligands that need docking: the first `ligands.len() - cached`; the rest were served
+    /// from the result cache at submission.
+    pub fn docked_ligands(&self) -> usize {
+        self.ligands.len().saturating_sub(self.cached as usize)
     }
 
     /// Ligand index range `[start, end)` of task `index`.
     pub fn task_ligands(&self, index: u32) -> std::ops::Range<usize> {
+        let n = self.docked_ligands();
         let b = self.batch_size.max(1) as usize;
-        let start = (index as usize).saturating_mul(b).min(self.ligands.len());
-        let end = start.saturating_add(b).min(self.ligands.len());
+        let start = (index as usize).saturating_mul(b).min(n);
+        let end = start.saturating_add(b).min(n);
         start..end
     }
 
-    /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
-    /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
     /// Whether some input must be converted (to PDBQT) on the agent before Vina can read it.
     pub fn needs_preparation(&self) -> bool {
         self.engine == EngineKind::Vina
             && (self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) || self.ligands.iter().any(|l| !l.is_pdbqt()))
     }
 
+    /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
+    /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
     pub fn task_memory_bytes(&self) -> u64 {
         match self.engine {
             EngineKind::Sleep => 0,
@@ -276,6 +303,8 @@ mod tests {
                 .collect(),
             sleep_tasks: 0,
             skipped: 0,
+            fresh: false,
+            cached: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
         }

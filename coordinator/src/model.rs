@@ -114,4 +114,7 @@ pub struct LigandResultRecord {
     pub preparation: String,
     #[serde(default)]
     pub fields: std::collections::BTreeMap<String, f64>,
+    /// Copied from the result cache rather than docked for this job.
+    #[serde(default)]
+    pub cached: bool,
 }

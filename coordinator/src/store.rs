@@ -11,6 +11,7 @@
 //! | `e/` | job id + ligand index | ligand error text |
 //! | `n/` | node id | present while an operator has the node drained |
 //! | `k/` | job id | records skipped at submission (`skip_invalid`) |
+//! | `c/` | sha256 of the docking's inputs | LigandResultRecord (the result cache) |
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ pub const P_RESULT: &[u8] = b"r/";
 pub const P_LIGERR: &[u8] = b"e/";
 pub const P_DRAINED: &[u8] = b"n/";
 pub const P_SKIPPED: &[u8] = b"k/";
+pub const P_CACHE: &[u8] = b"c/";
 
 #[derive(Clone)]
 pub struct Store {

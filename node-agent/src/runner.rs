@@ -14,7 +14,10 @@ use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 
-use crate::engine::{DockingEngine, EngineError, EngineRun, LigandFile};
+use crate::engine::gnina::{CnnScoring, GninaOptions};
+use crate::engine::sdf_scores::parse_sdf_scores;
+use crate::engine::smina::{SminaMode, SminaOptions};
+use crate::engine::{DockingEngine, EngineError, EngineRun, GninaEngine, LigandFile, SminaEngine};
 use crate::prepare::{PrepareError, Preparer};
 
 pub struct RunnerContext {
@@ -23,6 +26,9 @@ pub struct RunnerContext {
     pub work_dir: PathBuf,
     /// Open Babel, when this node has it: converts non-PDBQT inputs for Vina.
     pub preparer: Option<Arc<Preparer>>,
+    /// Program paths of the SDF engines (smina, gnina) where they are not the engine's name
+    /// on PATH; see [`RunnerContext::with_engine_program`].
+    programs: HashMap<String, PathBuf>,
     cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
 }
 
@@ -34,6 +40,7 @@ impl RunnerContext {
             store,
             work_dir,
             preparer: None,
+            programs: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -43,6 +50,19 @@ impl RunnerContext {
     pub fn with_preparer(mut self, preparer: Option<Arc<Preparer>>) -> Self {
         self.preparer = preparer;
         self
+    }
+
+    /// Sets the program that runs engine `name` ("smina" or "gnina") for tasks that carry
+    /// per-task options. Without it the program is `name` itself, looked up on PATH, which
+    /// is what `probe_engines` probed when no path was configured.
+    #[must_use]
+    pub fn with_engine_program(mut self, name: &str, program: PathBuf) -> Self {
+        self.programs.insert(name.to_string(), program);
+        self
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        self.programs.get(name).cloned().unwrap_or_else(|| PathBuf::from(name))
     }
 
     /// A receptor is fetched once per node, however many tasks of the screen land here.
@@ -167,6 +187,9 @@ async fn execute(
         retryable: true,
         reason: format!("engine '{}' is not available on this node", a.engine),
     })?;
+    let p = a.params.clone().unwrap_or_default();
+    // Checked before anything is fetched: a bad option fails the same way on every node.
+    let options = task_options(&a.engine, &p, &a.gpu_indices).map_err(|reason| RunError::Setup { retryable: false, reason })?;
     // Input-less tasks (the sleep engine) touch no disk at all.
     let needs_files = a.receptor.is_some() || !a.ligands.is_empty();
     if needs_files {
@@ -282,7 +305,6 @@ async fn execute(
     let b = a.r#box.unwrap_or_default();
     let c = b.center.unwrap_or_default();
     let s = b.size.unwrap_or_default();
-    let p = a.params.unwrap_or_default();
     let work = scratch.join("work");
     if needs_files {
         tokio::fs::create_dir_all(&work).await?;
@@ -303,7 +325,20 @@ async fn execute(
         timeout: Duration::from_secs(u64::from(a.timeout_s.max(1))),
         cancel,
     };
-    let out = engine.run(run).await.map_err(RunError::Engine)?;
+    // The per-task options of smina and gnina have no field in `EngineRun`, and the engines
+    // are held as `dyn DockingEngine` (built by `probe_engines`, not downcastable), so the
+    // runner builds a typed engine per task, with the probed engine's version and the same
+    // program the probe used (the name on PATH, or `with_engine_program`), and calls
+    // `run_with`. Building one is free: no process is started until the run.
+    let version = engine.descriptor().version.clone();
+    let out = match &options {
+        TaskOptions::Smina(opts) => SminaEngine::new(ctx.program("smina"), version).run_with(run, opts).await,
+        TaskOptions::Gnina(opts) => GninaEngine::new(ctx.program("gnina"), version).run_with(run, opts).await,
+        TaskOptions::Plain => engine.run(run).await,
+    }
+    .map_err(RunError::Engine)?;
+    // smina and gnina write SDF poses with their scores as data items.
+    let sdf_poses = matches!(options, TaskOptions::Smina(_) | TaskOptions::Gnina(_));
     let log_key = match &out.log_file {
         Some(f) if !a.output_prefix.is_empty() => {
             let k = ArtifactKey::new(format!("{}engine.log", a.output_prefix))?;
@@ -321,9 +356,23 @@ async fn execute(
             Ok(d) => {
                 let k = ArtifactKey::new(format!("{}lig_{}.pdbqt", a.output_prefix, l.index))?;
                 ctx.store.put_file(&k, &d.pose_file).await?;
-                let sdf_key = match export_sdf {
-                    Some(prep) => export_poses_sdf(ctx, prep, &d.pose_file, &work, &a.output_prefix, l.index).await,
-                    None => String::new(),
+                let sdf_key = if sdf_poses {
+                    // Already SDF: stored as is under the SDF name too.
+                    let k = ArtifactKey::new(format!("{}lig_{}.sdf", a.output_prefix, l.index))?;
+                    ctx.store.put_file(&k, &d.pose_file).await?;
+                    k.to_string()
+                } else {
+                    match export_sdf {
+                        Some(prep) => export_poses_sdf(ctx, prep, &d.pose_file, &work, &a.output_prefix, l.index).await,
+                        None => String::new(),
+                    }
+                };
+                let fields = if sdf_poses {
+                    best_pose_fields_of(&d.pose_file, l.index).await
+                } else if a.engine == "vina" && d.best_score.is_finite() {
+                    HashMap::from([("vina_affinity".to_string(), d.best_score)])
+                } else {
+                    HashMap::new()
                 };
                 pb::LigandOutcome {
                     index: l.index,
@@ -345,7 +394,7 @@ async fn execute(
                     sdf_key,
                     smiles,
                     preparation,
-                    ..Default::default()
+                    fields,
                 }
             }
             Err(reason) => pb::LigandOutcome {
@@ -371,6 +420,106 @@ async fn execute(
         outcome: Some(pb::task_result::Outcome::Ok(pb::TaskSuccess { ligands })),
         cpu_seconds: out.cpu_seconds,
         wall_seconds: out.wall_seconds,
+    })
+}
+
+/// How the engine of a task is run.
+#[derive(Debug, Clone, PartialEq)]
+enum TaskOptions {
+    /// Through the `DockingEngine` trait (vina, sleep): nothing beyond `EngineRun`.
+    Plain,
+    Smina(SminaOptions),
+    Gnina(GninaOptions),
+}
+
+/// Maps the task's engine parameters to the engine's options. `Err` is the reason the task
+/// fails permanently (an option no node can honour).
+fn task_options(engine: &str, p: &pb::EngineParams, gpu_indices: &[u32]) -> Result<TaskOptions, String> {
+    match engine {
+        "smina" => smina_options(p).map(TaskOptions::Smina),
+        "gnina" => {
+            let cnn_scoring = match p.cnn_scoring.trim() {
+                "" => None,
+                "none" => Some(CnnScoring::None),
+                "rescore" => Some(CnnScoring::Rescore),
+                "refinement" => Some(CnnScoring::Refinement),
+                "metrorescore" => Some(CnnScoring::MetroRescore),
+                "metrorefine" => Some(CnnScoring::MetroRefine),
+                "all" => Some(CnnScoring::All),
+                other => return Err(format!("unsupported cnn_scoring '{other}'")),
+            };
+            let cnn = Some(p.cnn_model.trim()).filter(|m| !m.is_empty()).map(str::to_string);
+            Ok(TaskOptions::Gnina(GninaOptions {
+                base: smina_options(p)?,
+                cnn_scoring,
+                cnn,
+                cnn_model: None,
+                // gnina hides the other GPUs itself (CUDA_VISIBLE_DEVICES, see `gnina::child_env`).
+                device: gpu_indices.first().copied(),
+                no_gpu: p.no_gpu,
+            }))
+        }
+        "vina" => {
+            // VinaEngine has no scoring option: it always uses the vina function.
+            let scoring = p.scoring.trim();
+            if !scoring.is_empty() && scoring != "vina" {
+                return Err(format!("scoring '{scoring}' is not supported by the vina engine on this node"));
+            }
+            Ok(TaskOptions::Plain)
+        }
+        _ => Ok(TaskOptions::Plain),
+    }
+}
+
+/// The options smina and gnina share.
+fn smina_options(p: &pb::EngineParams) -> Result<SminaOptions, String> {
+    let mode = match p.mode.trim() {
+        "" | "dock" => SminaMode::Dock,
+        "minimize" => SminaMode::Minimize,
+        "score_only" => SminaMode::ScoreOnly,
+        "local_only" => SminaMode::LocalOnly,
+        other => return Err(format!("unsupported mode '{other}'")),
+    };
+    let scoring = Some(p.scoring.trim()).filter(|s| !s.is_empty()).map(str::to_string);
+    Ok(SminaOptions {
+        scoring,
+        mode,
+        ..SminaOptions::default()
+    })
+}
+
+/// The engine's data items for the first (best) pose in a smina/gnina SDF pose file.
+fn best_pose_fields(text: &str) -> Result<HashMap<String, f64>, String> {
+    let ligands = parse_sdf_scores(text).map_err(|e| e.to_string())?;
+    let pose = ligands
+        .first()
+        .and_then(|l| l.poses.first())
+        .ok_or_else(|| "no poses".to_string())?;
+    let mut fields = HashMap::from([("minimizedAffinity".to_string(), pose.affinity)]);
+    for (name, value) in [
+        ("minimizedRMSD", pose.rmsd),
+        ("CNNscore", pose.cnn_score),
+        ("CNNaffinity", pose.cnn_affinity),
+        ("CNN_VS", pose.cnn_vs),
+        ("CNNaffinity_variance", pose.cnn_variance),
+    ] {
+        if let Some(v) = value {
+            fields.insert(name.to_string(), v);
+        }
+    }
+    Ok(fields)
+}
+
+/// [`best_pose_fields`] of a pose file; empty (and a warning) when it cannot be read, as
+/// the poses themselves are the result.
+async fn best_pose_fields_of(pose_file: &Path, index: u32) -> HashMap<String, f64> {
+    let res = match tokio::fs::read_to_string(pose_file).await {
+        Ok(text) => best_pose_fields(&text),
+        Err(e) => Err(e.to_string()),
+    };
+    res.unwrap_or_else(|e| {
+        warn!(ligand = index, error = %e, file = %pose_file.display(), "cannot read the pose scores");
+        HashMap::new()
     })
 }
 
@@ -422,3 +571,6 @@ async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, pose_file: &Path
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

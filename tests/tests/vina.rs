@@ -59,3 +59,35 @@ async fn vina_docks_1iep_end_to_end() {
     assert_eq!(ev.top_hits.len(), 1, "{ev:?}");
     assert_eq!(ev.top_hits[0].ligand, "1iep_ligand");
 }
+
+/// The same docking in a second job comes from the result cache; `fresh` docks again.
+#[tokio::test]
+async fn a_repeated_docking_is_served_from_the_result_cache() {
+    require_vina();
+    let c = TestCluster::builder().agent(AgentOptions::vina(1)).start().await;
+    c.wait_for_nodes(1).await;
+    let req = || vina_1iep_request(vec![input("1iep_ligand.pdbqt", read_shared(&ligand_1iep()))]);
+    let first = c.submit(req()).await;
+    let j1 = c.wait_job_final(&first, Duration::from_secs(240)).await;
+    assert_eq!(state(&j1), pb::JobState::Succeeded, "{}", describe_job(&j1));
+    let dispatched = c.stats().await.dispatched_total;
+
+    let second = c.submit(req()).await;
+    let j2 = c.wait_job_final(&second, Duration::from_secs(10)).await;
+    assert_eq!(state(&j2), pb::JobState::Succeeded, "{}", describe_job(&j2));
+    assert_eq!((j2.ligands_docked, counts(&j2).total), (1, 0), "{}", describe_job(&j2));
+    assert_eq!(
+        c.stats().await.dispatched_total,
+        dispatched,
+        "a cached docking was dispatched again"
+    );
+    let r1 = &c.results(&first).await.results[0];
+    let r2 = &c.results(&second).await.results[0];
+    assert!(r2.cached && !r1.cached, "{r1:?} {r2:?}");
+    assert_eq!((r2.score, r2.ligand.as_str()), (r1.score, "1iep_ligand"));
+
+    let mut fresh = req();
+    fresh.fresh = true;
+    let third = c.submit(fresh).await;
+    assert_eq!(counts(&c.get_job(&third).await).total, 1, "fresh must dock again");
+}

@@ -69,6 +69,24 @@ pub struct SubmitArgs {
     /// GPUs each task needs (tasks then go only to nodes with that many free GPUs).
     #[arg(long)]
     pub gpus: Option<u32>,
+    /// Scoring function (smina/gnina: vina, vinardo, dkoes_scoring, dkoes_fast, ad4_scoring, ...).
+    #[arg(long)]
+    pub scoring: Option<String>,
+    /// smina/gnina: dock (default), minimize, score_only or local_only.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// gnina: none, rescore (default), refinement, metrorescore, metrorefine, all.
+    #[arg(long)]
+    pub cnn_scoring: Option<String>,
+    /// gnina: built-in CNN model name.
+    #[arg(long)]
+    pub cnn_model: Option<String>,
+    /// gnina: run on the CPU even when a GPU is assigned.
+    #[arg(long)]
+    pub no_gpu: bool,
+    /// Dock every ligand again even if the same docking is in the result cache.
+    #[arg(long)]
+    pub fresh: bool,
     /// Sleep engine: number of tasks.
     #[arg(long)]
     pub count: Option<u32>,
@@ -207,7 +225,13 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
             seed: a.seed.unwrap_or(0),
             energy_range: 0.0,
             sleep_ms: a.sleep_ms.unwrap_or(0),
+            scoring: a.scoring.clone().unwrap_or_default(),
+            mode: a.mode.clone().unwrap_or_default(),
+            cnn_scoring: a.cnn_scoring.clone().unwrap_or_default(),
+            cnn_model: a.cnn_model.clone().unwrap_or_default(),
+            no_gpu: a.no_gpu,
         }),
+        fresh: a.fresh,
         ..Default::default()
     };
     if a.engine == "sleep" {

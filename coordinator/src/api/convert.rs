@@ -70,6 +70,7 @@ pub fn ligand_result(r: LigandResultRecord) -> pb::LigandResult {
         sdf_key: r.sdf_key,
         preparation: r.preparation,
         fields: r.fields.into_iter().collect(),
+        cached: r.cached,
     }
 }
 

@@ -163,6 +163,11 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             seed: spec.params.seed,
             energy_range: spec.params.energy_range,
             sleep_ms: spec.params.sleep_ms,
+            scoring: spec.params.extra.scoring.clone(),
+            mode: spec.params.extra.mode.clone(),
+            cnn_scoring: spec.params.extra.cnn_scoring.clone(),
+            cnn_model: spec.params.extra.cnn_model.clone(),
+            no_gpu: spec.params.extra.no_gpu,
         }),
         receptor: spec.receptor.as_ref().map(|r| pb::ArtifactRef {
             key: r.key.clone(),

@@ -23,14 +23,15 @@ use crate::store::{encode, key, P_SPEC};
 impl Core {
     /// Queues a whole job with two writes (spec and status): its tasks are implied by the
     /// status's cursor, however many there are.
-    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, spec: JobSpec) -> Result<JobId, DockyardError> {
+    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, mut spec: JobSpec) -> Result<JobId, DockyardError> {
         if self.jobs.contains_key(&id) || self.store.spec(&id)?.is_some() {
             return Err(DockyardError::FailedPrecondition(format!("job {id} already exists")));
         }
-        let n = spec.task_count();
-        if n == 0 {
+        if spec.task_count() == 0 && spec.ligands.is_empty() {
             return Err(DockyardError::invalid("ligands", "the job has no work: the library is empty"));
         }
+        let served = self.serve_from_cache(tx, &id, &mut spec);
+        let n = spec.task_count();
         let class = class_of(&spec);
         let vtime0 = self.queue.assign_vtime(spec.priority, &spec.org, u64::from(n));
         let seq0 = self.seq + 1;
@@ -43,9 +44,9 @@ impl Core {
                 ..TaskCounts::default()
             },
             ligands_total: spec.ligands.len() as u32,
-            ligands_docked: 0,
+            ligands_docked: served.len() as u32,
             ligands_failed: 0,
-            best_score: None,
+            best_score: served.iter().map(|r| r.score).reduce(f64::min),
             error: None,
             finished_at_ms: 0,
             unschedulable_reason: self.nodes.unschedulable_reason(&class),
@@ -65,9 +66,16 @@ impl Core {
             live: BTreeSet::new(),
             accepted_at: Instant::now(),
         };
-        self.queue.push(class, job.fresh_key(0), Entry::Job(id.clone()));
+        if job.has_fresh() {
+            self.queue.push(class, job.fresh_key(0), Entry::Job(id.clone()));
+        }
+        if !served.is_empty() {
+            info!(job = %id, cached = served.len(), "ligands served from the result cache");
+        }
         self.jobs.insert(id.clone(), job);
         tx.dirty_jobs.insert(id.clone());
+        // Everything came from the cache: the job is done at once.
+        self.maybe_finish(&id);
         Ok(id)
     }
 
@@ -149,7 +157,7 @@ impl Core {
         }
         job.status.state = if c.cancelled > 0 {
             JobState::Cancelled
-        } else if c.failed == c.total {
+        } else if c.total > 0 && c.failed == c.total {
             JobState::Failed
         } else if c.failed > 0 || job.status.ligands_failed > 0 {
             JobState::Partial

@@ -3,6 +3,7 @@
 
 mod agents;
 mod backoff;
+mod cache;
 mod core;
 mod dispatch;
 mod jobs;
@@ -214,6 +215,8 @@ mod tests {
             ligands: Vec::new(),
             sleep_tasks: tasks,
             skipped: 0,
+            fresh: false,
+            cached: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
         }

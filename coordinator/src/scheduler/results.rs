@@ -40,7 +40,13 @@ impl Core {
         let span = info_span!("task_result", task = %tid, attempt = res.attempt, node = %node_id);
         let _g = span.enter();
         match res.outcome {
-            Some(pb::task_result::Outcome::Ok(ok)) => self.commit_success(tx, &tid, ok, res.cpu_seconds),
+            Some(pb::task_result::Outcome::Ok(ok)) => {
+                let version = self
+                    .jobs
+                    .get(&tid.job)
+                    .and_then(|j| self.node_engine_version(node_id, j.spec.engine));
+                self.commit_success(tx, &tid, ok, res.cpu_seconds, version.as_deref())
+            }
             Some(pb::task_result::Outcome::Failed(f)) => {
                 let reason = if f.reason.is_empty() {
                     "engine failed without a reason".to_string()
@@ -57,7 +63,7 @@ impl Core {
         }
     }
 
-    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, ok: pb::TaskSuccess, cpu: f64) {
+    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
         for lig in ok.ligands {
@@ -89,8 +95,12 @@ impl Core {
                     smiles: lig.smiles,
                     preparation: lig.preparation,
                     fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
+                    cached: false,
                 };
                 tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
+                if let (Some(v), Some(l)) = (version, job.spec.ligands.get(idx)) {
+                    Core::remember(tx, &job.spec, v, &l.key, &rec);
+                }
                 job.status.ligands_docked += 1;
                 job.status.best_score = Some(job.status.best_score.map_or(lig.best_score, |b| b.min(lig.best_score)));
             } else {

@@ -1,0 +1,284 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore, LocalStore};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::engine::smina::tests::fixture;
+
+const GNINA_SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/engine-output-samples/SYNTHETIC_gnina_native_writer_format.sdf"
+);
+
+fn params() -> pb::EngineParams {
+    pb::EngineParams::default()
+}
+
+#[test]
+fn smina_options_from_params() {
+    assert_eq!(
+        task_options("smina", &params(), &[]),
+        Ok(TaskOptions::Smina(SminaOptions::default()))
+    );
+    let p = pb::EngineParams {
+        scoring: "vinardo".into(),
+        mode: "minimize".into(),
+        ..params()
+    };
+    assert_eq!(
+        task_options("smina", &p, &[1]),
+        Ok(TaskOptions::Smina(SminaOptions {
+            scoring: Some("vinardo".into()),
+            mode: SminaMode::Minimize,
+            ..SminaOptions::default()
+        }))
+    );
+    for (mode, want) in [
+        ("dock", SminaMode::Dock),
+        ("score_only", SminaMode::ScoreOnly),
+        ("local_only", SminaMode::LocalOnly),
+    ] {
+        let p = pb::EngineParams {
+            mode: mode.into(),
+            ..params()
+        };
+        let Ok(TaskOptions::Smina(o)) = task_options("smina", &p, &[]) else {
+            panic!("{mode}");
+        };
+        assert_eq!(o.mode, want);
+    }
+    let p = pb::EngineParams {
+        mode: "anneal".into(),
+        ..params()
+    };
+    assert_eq!(task_options("smina", &p, &[]), Err("unsupported mode 'anneal'".into()));
+}
+
+#[test]
+fn gnina_options_from_params() {
+    assert_eq!(
+        task_options("gnina", &params(), &[]),
+        Ok(TaskOptions::Gnina(GninaOptions::default()))
+    );
+    let p = pb::EngineParams {
+        scoring: "dkoes_scoring".into(),
+        mode: "score_only".into(),
+        cnn_scoring: "none".into(),
+        cnn_model: "dense_ensemble".into(),
+        ..params()
+    };
+    assert_eq!(
+        task_options("gnina", &p, &[2, 5]),
+        Ok(TaskOptions::Gnina(GninaOptions {
+            base: SminaOptions {
+                scoring: Some("dkoes_scoring".into()),
+                mode: SminaMode::ScoreOnly,
+                ..SminaOptions::default()
+            },
+            cnn_scoring: Some(CnnScoring::None),
+            cnn: Some("dense_ensemble".into()),
+            cnn_model: None,
+            device: Some(2),
+            no_gpu: false,
+        }))
+    );
+    let p = pb::EngineParams {
+        cnn_scoring: "refinement".into(),
+        no_gpu: true,
+        ..params()
+    };
+    let Ok(TaskOptions::Gnina(o)) = task_options("gnina", &p, &[3]) else {
+        panic!("gnina options");
+    };
+    assert_eq!(o.cnn_scoring, Some(CnnScoring::Refinement));
+    assert!(o.no_gpu);
+    assert_eq!(o.device, Some(3));
+    for (name, want) in [
+        ("rescore", CnnScoring::Rescore),
+        ("metrorescore", CnnScoring::MetroRescore),
+        ("metrorefine", CnnScoring::MetroRefine),
+        ("all", CnnScoring::All),
+    ] {
+        let p = pb::EngineParams {
+            cnn_scoring: name.into(),
+            ..params()
+        };
+        let Ok(TaskOptions::Gnina(o)) = task_options("gnina", &p, &[]) else {
+            panic!("{name}");
+        };
+        assert_eq!(o.cnn_scoring, Some(want));
+        assert_eq!(o.device, None);
+    }
+    let p = pb::EngineParams {
+        cnn_scoring: "sometimes".into(),
+        ..params()
+    };
+    assert_eq!(task_options("gnina", &p, &[]), Err("unsupported cnn_scoring 'sometimes'".into()));
+}
+
+#[test]
+fn vina_accepts_only_vina_scoring() {
+    assert_eq!(task_options("vina", &params(), &[]), Ok(TaskOptions::Plain));
+    let p = pb::EngineParams {
+        scoring: "vina".into(),
+        ..params()
+    };
+    assert_eq!(task_options("vina", &p, &[]), Ok(TaskOptions::Plain));
+    let p = pb::EngineParams {
+        scoring: "vinardo".into(),
+        ..params()
+    };
+    let err = task_options("vina", &p, &[]).expect_err("vinardo");
+    assert!(err.contains("vinardo"), "{err}");
+    assert_eq!(task_options("sleep", &p, &[]), Ok(TaskOptions::Plain));
+}
+
+#[test]
+fn fields_of_best_gnina_pose() {
+    let text = std::fs::read_to_string(GNINA_SAMPLE).expect("sample");
+    let fields = best_pose_fields(&text).expect("fields");
+    let want: HashMap<String, f64> = [
+        ("minimizedAffinity", -13.384),
+        ("CNNscore", 0.9),
+        ("CNNaffinity", 8.0),
+        ("CNN_VS", 7.2),
+        ("CNNaffinity_variance", 0.1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(fields, want);
+    assert!(best_pose_fields("").is_err());
+}
+
+#[test]
+fn fields_include_minimized_rmsd() {
+    let text = "lig\n  x\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n\
+                > <minimizedAffinity>\n-7.5\n\n> <minimizedRMSD>\n0.42\n\n$$$$\n";
+    let fields = best_pose_fields(text).expect("fields");
+    assert_eq!(fields.get("minimizedAffinity"), Some(&-7.5));
+    assert_eq!(fields.get("minimizedRMSD"), Some(&0.42));
+    assert_eq!(fields.len(), 2);
+}
+
+/// A gnina task through the runner, against the test double: the options reach the
+/// engine's command line and environment, and the scores come back as fields.
+#[tokio::test]
+async fn gnina_task_gets_gpu_and_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+    let put = |key: &'static str, data: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .put(&ArtifactKey::new(key).expect("key"), Bytes::from_static(data))
+                .await
+                .expect("put");
+        }
+    };
+    put(
+        "orgs/t/in/rec.pdb",
+        b"ATOM      1  N   ALA A   1      0.000   0.000   0.000  1.00  0.00           N\n",
+    )
+    .await;
+    put("orgs/t/in/lig0.sdf", b"fake\n").await;
+    let ctx = RunnerContext::new(
+        vec![Arc::new(GninaEngine::new("/nonexistent/gnina", "1.1")) as Arc<dyn DockingEngine>],
+        store.clone(),
+        dir.path().join("work"),
+    )
+    .with_engine_program("gnina", fixture("fake_gnina.sh"));
+    let a = pb::TaskAssignment {
+        task_id: "t1".into(),
+        attempt: 1,
+        engine: "gnina".into(),
+        r#box: Some(pb::DockingBox {
+            center: Some(pb::Vec3 { x: 1.0, y: 2.0, z: 3.0 }),
+            size: Some(pb::Vec3 { x: 20.0, y: 20.0, z: 20.0 }),
+        }),
+        params: Some(pb::EngineParams {
+            cnn_scoring: "none".into(),
+            ..params()
+        }),
+        receptor: Some(pb::ArtifactRef {
+            key: "orgs/t/in/rec.pdb".into(),
+            format: "pdb".into(),
+            ..Default::default()
+        }),
+        ligands: vec![pb::LigandInput {
+            index: 0,
+            name: "lig0".into(),
+            artifact: Some(pb::ArtifactRef {
+                key: "orgs/t/in/lig0.sdf".into(),
+                format: "sdf".into(),
+                ..Default::default()
+            }),
+        }],
+        output_prefix: "orgs/t/out/t1/".into(),
+        cpu_slots: 1,
+        gpu_indices: vec![2],
+        timeout_s: 60,
+        ..Default::default()
+    };
+    // `execute` rather than `run_task`, which removes the scratch folder the double writes
+    // its arguments into.
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(scratch.join("in")).expect("scratch");
+    // What the double "docks" the staged ligand into.
+    std::fs::copy(GNINA_SAMPLE, scratch.join("in/input_0.sdf.fake_result.sdf")).expect("sample");
+    let res = match execute(&ctx, &a, &scratch, CancellationToken::new()).await {
+        Ok(res) => res,
+        Err(RunError::Engine(e)) => panic!("engine failed: {e}"),
+        Err(RunError::Setup { reason, .. }) => panic!("setup failed: {reason}"),
+    };
+    let args = std::fs::read_to_string(scratch.join("work/lig_0/fake_args.txt")).expect("args");
+    assert!(args.contains("--device\n0\n"), "{args}");
+    assert!(args.contains("--cnn_scoring\nnone\n"), "{args}");
+    let env = std::fs::read_to_string(scratch.join("work/lig_0/fake_env.txt")).expect("env");
+    assert_eq!(env.trim(), "CUDA_VISIBLE_DEVICES=2");
+
+    let Some(pb::task_result::Outcome::Ok(ok)) = res.outcome else {
+        panic!("task failed: {res:?}");
+    };
+    let lig = &ok.ligands[0];
+    assert!(lig.error.is_empty(), "{lig:?}");
+    assert_eq!(lig.best_score, -13.384);
+    assert_eq!(lig.fields.get("CNNscore"), Some(&0.9));
+    assert_eq!(lig.fields.get("minimizedAffinity"), Some(&-13.384));
+    assert_eq!(lig.sdf_key, "orgs/t/out/t1/lig_0.sdf");
+    let sdf = store
+        .get(&ArtifactKey::new(lig.sdf_key.as_str()).expect("key"))
+        .await
+        .expect("sdf stored");
+    assert_eq!(sdf, Bytes::from(std::fs::read(GNINA_SAMPLE).expect("sample")));
+}
+
+#[tokio::test]
+async fn bad_option_fails_permanently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+    let ctx = Arc::new(RunnerContext::new(
+        vec![Arc::new(GninaEngine::new(PathBuf::from("/nonexistent/gnina"), "1.1")) as Arc<dyn DockingEngine>],
+        store,
+        dir.path().join("work"),
+    ));
+    let a = pb::TaskAssignment {
+        task_id: "t1".into(),
+        attempt: 1,
+        engine: "gnina".into(),
+        params: Some(pb::EngineParams {
+            cnn_scoring: "sometimes".into(),
+            ..params()
+        }),
+        ..Default::default()
+    };
+    let res = run_task(ctx, a, CancellationToken::new()).await;
+    let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+        panic!("expected a failure: {res:?}");
+    };
+    assert!(!f.retryable);
+    assert_eq!(f.reason, "unsupported cnn_scoring 'sometimes'");
+}
