@@ -122,11 +122,23 @@ impl ArtifactStore for LocalStore {
     }
 
     async fn get_to_file(&self, key: &ArtifactKey, path: &Path) -> Result<u64, DockyardError> {
-        let data = self.get(key).await?;
+        // A file copy, not a read into memory: libraries can be gigabytes.
+        let src = self.path(key);
         let tmp = self.tmp_path(path);
-        tokio::fs::write(&tmp, &data).await.map_err(|e| storage(&tmp, e))?;
-        tokio::fs::rename(&tmp, path).await.map_err(|e| storage(path, e))?;
-        Ok(data.len() as u64)
+        match tokio::fs::copy(&src, &tmp).await {
+            Ok(n) => {
+                tokio::fs::rename(&tmp, path).await.map_err(|e| storage(path, e))?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Err(DockyardError::not_found(format!("artifact {key}")))
+                } else {
+                    Err(storage(&src, e))
+                }
+            }
+        }
     }
 
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError> {

@@ -223,6 +223,12 @@ impl NodeTable {
         if !self.connected().any(|n| n.engines.contains(&c.engine)) {
             return Some(format!("no registered node offers engine '{}'", c.engine.name()));
         }
+        if c.needs_prep && !self.connected().any(|n| n.engines.contains(&c.engine) && n.can_prepare()) {
+            return Some(format!(
+                "no node with engine '{}' can prepare non-PDBQT inputs (install openbabel on an agent)",
+                c.engine.name()
+            ));
+        }
         if c.gpus > 0
             && !self
                 .connected()
@@ -235,5 +241,90 @@ impl NodeTable {
             c.engine.name(),
             c.memory_bytes / 1_000_000
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockyard_common::spec::EngineKind;
+
+    fn node(tools: &[&str], gpus: u32) -> NodeRt {
+        let reg = Registration {
+            node: NodeId::parse("n").expect("id"),
+            slots: 2,
+            memory_bytes: 8 << 30,
+            gpus: (0..gpus)
+                .map(|index| GpuInfo {
+                    index,
+                    model: "g".into(),
+                    memory_bytes: 1,
+                })
+                .collect(),
+            engines: vec![pb::EngineInfo {
+                name: "vina".into(),
+                version: "1.2.3".into(),
+                test_only: false,
+            }],
+            tools: tools
+                .iter()
+                .map(|t| pb::EngineInfo {
+                    name: (*t).into(),
+                    version: "3.1.1".into(),
+                    test_only: false,
+                })
+                .collect(),
+            labels: BTreeMap::new(),
+            hostname: "h".into(),
+            agent_version: "t".into(),
+            running: Vec::new(),
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        NodeRt::new(reg, 1, tx, 0)
+    }
+
+    fn class(needs_prep: bool, gpus: u32, memory_bytes: u64) -> TaskClass {
+        TaskClass {
+            engine: EngineKind::Vina,
+            gpus,
+            memory_bytes,
+            needs_prep,
+        }
+    }
+
+    #[test]
+    fn preparation_gpus_and_memory_are_matched() {
+        let plain = node(&[], 0);
+        let prep = node(&["obabel"], 0);
+        assert!(plain.fits_now(&class(false, 0, 1 << 30)));
+        assert!(!plain.fits_ever(&class(true, 0, 1 << 30)), "needs obabel");
+        assert!(prep.fits_now(&class(true, 0, 1 << 30)));
+        assert!(!prep.fits_ever(&class(false, 1, 0)), "no GPU");
+        assert!(!prep.fits_ever(&class(false, 0, 16 << 30)), "not enough memory");
+        let mut g = node(&[], 1);
+        assert!(g.fits_now(&class(false, 1, 0)));
+        let got = g.take(TaskId::parse("0123456789abcdef0123.0").expect("id"), 1, &class(false, 1, 1 << 30));
+        assert_eq!(got, vec![0]);
+        assert!(!g.fits_now(&class(false, 1, 0)), "its only GPU is taken");
+        assert_eq!(g.free_memory, (8 << 30) - (1 << 30));
+    }
+
+    #[test]
+    fn unschedulable_reasons_say_what_is_missing() {
+        let mut t = NodeTable::default();
+        assert!(t.unschedulable_reason(&class(false, 0, 0)).is_some_and(|r| r.contains("no agent")));
+        let n = node(&[], 0);
+        t.nodes.insert(n.reg.node.clone(), n);
+        assert!(t.unschedulable_reason(&class(false, 0, 0)).is_none());
+        assert!(t.unschedulable_reason(&class(true, 0, 0)).is_some_and(|r| r.contains("openbabel")));
+        assert!(t.unschedulable_reason(&class(false, 2, 0)).is_some_and(|r| r.contains("GPU")));
+        assert!(t
+            .unschedulable_reason(&TaskClass {
+                engine: EngineKind::Gnina,
+                gpus: 0,
+                memory_bytes: 0,
+                needs_prep: false
+            })
+            .is_some_and(|r| r.contains("gnina")));
     }
 }
