@@ -71,8 +71,13 @@ fn endpoint(url: &str) -> Result<Endpoint, DockyardError> {
 }
 
 /// Runs the agent until `shutdown` is cancelled and its tasks are finished or handed back.
-pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), DockyardError> {
+pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), DockyardError> {
     tokio::fs::create_dir_all(&cfg.work_dir)
+        .await
+        .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
+    // Engines and obabel run inside per-task folders; every path handed to them must be
+    // absolute or it would resolve against the wrong folder.
+    cfg.work_dir = tokio::fs::canonicalize(&cfg.work_dir)
         .await
         .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
     let engines = probe_engines(&crate::engine::EngineProbe {

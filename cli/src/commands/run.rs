@@ -141,6 +141,8 @@ pub async fn demo(examples: Option<&Path>, emb: &EmbeddedArgs, exhaustiveness: O
         seed: d.seed,
         batch_size: Some(1),
         name: Some("demo".into()),
+        // The demo shows real docking every time, not the result cache.
+        fresh: true,
         ..SubmitArgs::default()
     };
     let n = super::submit::ligand_files(&[dir.join("ligands")])?.len();
