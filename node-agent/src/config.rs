@@ -21,6 +21,8 @@ pub struct AgentConfig {
     pub memory_bytes: u64,
     pub work_dir: PathBuf,
     pub vina_path: Option<PathBuf>,
+    pub smina_path: Option<PathBuf>,
+    pub gnina_path: Option<PathBuf>,
     pub enable_sleep_engine: bool,
     /// Read/write the artifact store directly (same URI as the coordinator's) instead of
     /// relaying through the coordinator.
@@ -45,6 +47,8 @@ impl AgentConfig {
             memory_bytes: capacity::memory_bytes(),
             work_dir: work_dir.into(),
             vina_path: None,
+            smina_path: None,
+            gnina_path: None,
             enable_sleep_engine: false,
             artifacts: None,
             labels: BTreeMap::new(),
@@ -95,6 +99,12 @@ pub struct AgentArgs {
     /// Path of the vina binary [default: vina on PATH].
     #[arg(long, env = "DOCKYARD_VINA")]
     pub vina: Option<PathBuf>,
+    /// Path of the smina binary [default: smina on PATH, if any].
+    #[arg(long, env = "DOCKYARD_SMINA")]
+    pub smina: Option<PathBuf>,
+    /// Path of the gnina binary [default: gnina on PATH, if any].
+    #[arg(long, env = "DOCKYARD_GNINA")]
+    pub gnina: Option<PathBuf>,
     /// Offer the test-only sleep engine (no docking; for smoke tests and benchmarks).
     #[arg(long, env = "DOCKYARD_ENABLE_SLEEP_ENGINE")]
     pub enable_sleep_engine: bool,
@@ -121,6 +131,8 @@ pub struct AgentFile {
     pub work_dir: Option<PathBuf>,
     pub node_id: Option<String>,
     pub vina: Option<PathBuf>,
+    pub smina: Option<PathBuf>,
+    pub gnina: Option<PathBuf>,
     pub gpus: Option<String>,
     pub enable_sleep_engine: Option<bool>,
     pub artifacts: Option<String>,
@@ -156,6 +168,8 @@ impl AgentArgs {
             c.memory_bytes = mb * 1_000_000;
         }
         c.vina_path = self.vina.or(f.vina);
+        c.smina_path = self.smina.or(f.smina);
+        c.gnina_path = self.gnina.or(f.gnina);
         c.fake_gpus = self.fake_gpus.unwrap_or(0);
         match self.gpus.or(f.gpus).as_deref().map(str::trim) {
             None | Some("all") => {}

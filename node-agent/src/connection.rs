@@ -82,8 +82,8 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
     let engines = probe_engines(&crate::engine::EngineProbe {
         vina: cfg.vina_path.clone(),
-        smina: None,
-        gnina: None,
+        smina: cfg.smina_path.clone(),
+        gnina: cfg.gnina_path.clone(),
         enable_sleep: cfg.enable_sleep_engine,
     })
     .await;
@@ -158,7 +158,13 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         tools,
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
-    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer));
+    let mut runner = RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer);
+    for (name, path) in [("smina", &cfg.smina_path), ("gnina", &cfg.gnina_path)] {
+        if let Some(p) = path {
+            runner = runner.with_engine_program(name, p.clone());
+        }
+    }
+    let ctx = Arc::new(runner);
     let mut st = AgentState {
         cfg,
         register,

@@ -135,6 +135,8 @@ pub struct AgentOptions {
     pub shutdown_grace_s: Option<u64>,
     /// `--fake-gpus N`: advertise N fake GPUs (a test double; no device behind them).
     pub fake_gpus: u32,
+    /// More agent flags, as given.
+    pub extra_args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -147,6 +149,7 @@ impl AgentOptions {
             direct_artifacts: false,
             shutdown_grace_s: None,
             fake_gpus: 0,
+            extra_args: Vec::new(),
         }
     }
 
@@ -159,6 +162,7 @@ impl AgentOptions {
             direct_artifacts: false,
             shutdown_grace_s: None,
             fake_gpus: 0,
+            extra_args: Vec::new(),
         }
     }
 
@@ -179,6 +183,11 @@ impl AgentOptions {
 
     pub fn fake_gpus(mut self, n: u32) -> Self {
         self.fake_gpus = n;
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
         self
     }
 }
@@ -514,6 +523,7 @@ impl TestCluster {
         if let Some(g) = opts.shutdown_grace_s {
             cmd.arg("--shutdown-grace-s").arg(g.to_string());
         }
+        cmd.args(&opts.extra_args);
         if opts.fake_gpus > 0 {
             cmd.arg("--fake-gpus").arg(opts.fake_gpus.to_string());
         }
