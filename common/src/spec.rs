@@ -88,6 +88,14 @@ impl DockBox {
         Ok(())
     }
 
+    pub fn to_proto(&self) -> dockyard_proto::v1::DockingBox {
+        let v = |a: [f64; 3]| dockyard_proto::v1::Vec3 { x: a[0], y: a[1], z: a[2] };
+        dockyard_proto::v1::DockingBox {
+            center: Some(v(self.center)),
+            size: Some(v(self.size)),
+        }
+    }
+
     pub fn volume(&self) -> f64 {
         self.size.iter().product()
     }

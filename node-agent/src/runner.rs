@@ -379,16 +379,7 @@ async fn execute(
                     name: l.name,
                     error: String::new(),
                     best_score: d.best_score,
-                    poses: d
-                        .poses
-                        .iter()
-                        .map(|p| pb::Pose {
-                            rank: p.rank,
-                            affinity: p.affinity,
-                            rmsd_lb: p.rmsd_lb,
-                            rmsd_ub: p.rmsd_ub,
-                        })
-                        .collect(),
+                    poses: d.poses.iter().map(pb::Pose::from).collect(),
                     pose_key: k.to_string(),
                     log_key: log_key.clone(),
                     sdf_key,

@@ -85,9 +85,9 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
-/// Newest modification time of the files under `dir` (recursively).
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
+/// Every file under `dir`, recursively, sorted (an absent folder has none).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
@@ -95,12 +95,21 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
-                newest = Some(newest.map_or(m, |n: SystemTime| n.max(m)));
+            } else {
+                out.push(p);
             }
         }
     }
-    newest
+    out.sort();
+    out
+}
+
+/// Newest modification time of the files under `dir` (recursively).
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
 }
 
 /// A hint when a binary is older than the sources it is built from (printed with the logs

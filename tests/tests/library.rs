@@ -44,7 +44,7 @@ async fn a_bad_record_rejects_the_library_naming_it_and_stores_nothing() {
     );
     assert!(m.contains("999"), "the reason should name the bad atom reference: {m}");
     assert!(c.list_jobs().await.is_empty());
-    let stored = walk(&c.artifacts_dir());
+    let stored = dockyard_tests::files_under(&c.artifacts_dir());
     assert!(stored.is_empty(), "a rejected library left objects behind: {stored:?}");
 }
 
@@ -114,22 +114,6 @@ async fn autobox_from_a_reference_ligand_and_boxes_off_the_receptor() {
         "{}",
         err.message()
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 /// SDF and SMILES ligands prepared on the agent with Open Babel, docked with the real Vina,

@@ -1,27 +1,7 @@
 //! Bad input is refused with INVALID_ARGUMENT naming the field, and nothing is queued or stored.
 
-use std::path::Path;
-
-use dockyard_tests::{input, ligand_1iep, pb, read_shared, vec3, vina_1iep_request, TestCluster};
+use dockyard_tests::{files_under, input, ligand_1iep, pb, read_shared, vec3, vina_1iep_request, TestCluster};
 use tonic::Code;
-
-/// Files under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 /// Starts a cluster with one valid job queued (no agents), submits `req`, and checks that it
 /// is refused with INVALID_ARGUMENT whose message contains `field` and `more`, and that the

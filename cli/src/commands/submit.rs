@@ -118,18 +118,13 @@ pub fn read_box(args: &SubmitArgs) -> Result<Option<pb::DockingBox>> {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read --box {}", f.display()))?;
         let b: BoxFile =
             toml::from_str(&text).with_context(|| format!("--box {}: expected center = [x, y, z] and size = [x, y, z]", f.display()))?;
-        return Ok(Some(pb::DockingBox {
-            center: Some(pb::Vec3 {
-                x: b.center[0],
-                y: b.center[1],
-                z: b.center[2],
-            }),
-            size: Some(pb::Vec3 {
-                x: b.size[0],
-                y: b.size[1],
-                z: b.size[2],
-            }),
-        }));
+        return Ok(Some(
+            dockyard_common::spec::DockBox {
+                center: b.center,
+                size: b.size,
+            }
+            .to_proto(),
+        ));
     }
     match (&args.center, &args.size) {
         (Some(c), Some(s)) => Ok(Some(pb::DockingBox {

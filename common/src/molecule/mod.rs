@@ -22,3 +22,25 @@ pub struct Pose {
     /// RMSD upper bound to the best pose, in Angstrom (0 for the best pose).
     pub rmsd_ub: f64,
 }
+
+impl From<&Pose> for dockyard_proto::v1::Pose {
+    fn from(p: &Pose) -> Self {
+        dockyard_proto::v1::Pose {
+            rank: p.rank,
+            affinity: p.affinity,
+            rmsd_lb: p.rmsd_lb,
+            rmsd_ub: p.rmsd_ub,
+        }
+    }
+}
+
+impl From<&dockyard_proto::v1::Pose> for Pose {
+    fn from(p: &dockyard_proto::v1::Pose) -> Self {
+        Pose {
+            rank: p.rank,
+            affinity: p.affinity,
+            rmsd_lb: p.rmsd_lb,
+            rmsd_ub: p.rmsd_ub,
+        }
+    }
+}

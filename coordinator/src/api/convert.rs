@@ -54,16 +54,7 @@ pub fn ligand_result(r: LigandResultRecord) -> pb::LigandResult {
         ligand_index: r.index,
         task_id: r.task,
         score: r.score,
-        poses: r
-            .poses
-            .into_iter()
-            .map(|p| pb::Pose {
-                rank: p.rank,
-                affinity: p.affinity,
-                rmsd_lb: p.rmsd_lb,
-                rmsd_ub: p.rmsd_ub,
-            })
-            .collect(),
+        poses: r.poses.iter().map(pb::Pose::from).collect(),
         pose_key: r.pose_key,
         log_key: r.log_key,
         smiles: r.smiles,

@@ -34,6 +34,19 @@ pub(super) struct ActiveJob {
 }
 
 impl ActiveJob {
+    pub fn new(id: &JobId, spec: JobSpec, status: JobStatus) -> Self {
+        let (watch, _) = watch::channel(job_view(id, &spec, &status));
+        let class = class_of(&spec);
+        ActiveJob {
+            spec: Arc::new(spec),
+            status,
+            class,
+            watch,
+            live: BTreeSet::new(),
+            accepted_at: Instant::now(),
+        }
+    }
+
     /// Queue key of the job's task `index` while it has never been dispatched.
     pub fn fresh_key(&self, index: u32) -> QueueKey {
         QueueKey::new(

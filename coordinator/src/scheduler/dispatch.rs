@@ -137,7 +137,6 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             }),
         })
         .collect();
-    let b = &spec.dock_box;
     pb::TaskAssignment {
         task_id: tid.to_string(),
         attempt,
@@ -145,18 +144,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         job_id: tid.job.to_string(),
         org: spec.org.to_string(),
         engine: spec.engine.name().to_string(),
-        r#box: Some(pb::DockingBox {
-            center: Some(pb::Vec3 {
-                x: b.center[0],
-                y: b.center[1],
-                z: b.center[2],
-            }),
-            size: Some(pb::Vec3 {
-                x: b.size[0],
-                y: b.size[1],
-                z: b.size[2],
-            }),
-        }),
+        r#box: Some(spec.dock_box.to_proto()),
         params: Some(pb::EngineParams {
             exhaustiveness: spec.params.exhaustiveness,
             num_modes: spec.params.num_modes,

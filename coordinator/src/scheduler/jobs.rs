@@ -1,10 +1,5 @@
 //! Accepting, cancelling and finishing jobs.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::watch;
 use tracing::info;
 
 use dockyard_common::error::DockyardError;
@@ -16,7 +11,6 @@ use dockyard_proto::v1 as pb;
 use super::core::{class_of, put_task, ActiveJob, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
-use crate::api::convert::job_view;
 use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
 use crate::store::{encode, key, P_SPEC};
 
@@ -57,15 +51,7 @@ impl Core {
         };
         tx.put(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
         info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
-        let (watch, _) = watch::channel(job_view(&id, &spec, &status));
-        let job = ActiveJob {
-            spec: Arc::new(spec),
-            status,
-            class,
-            watch,
-            live: BTreeSet::new(),
-            accepted_at: Instant::now(),
-        };
+        let job = ActiveJob::new(&id, spec, status);
         if job.has_fresh() {
             self.queue.push(class, job.fresh_key(0), Entry::Job(id.clone()));
         }

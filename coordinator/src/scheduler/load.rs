@@ -1,21 +1,18 @@
 //! Rebuilding the scheduler from sled at start-up.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use dockyard_common::error::DockyardError;
 use dockyard_common::queue_key::QueueKey;
 use dockyard_common::time::now_ms;
 
-use super::core::{class_of, ActiveJob, Core, Live, LiveTask, Stats};
+use super::core::{ActiveJob, Core, Live, LiveTask, Stats};
 use super::nodes::NodeTable;
 use super::queue::{Entry, ReadyQueue};
 use super::SchedulerConfig;
-use crate::api::convert::job_view;
 use crate::model::TaskState;
 use crate::store::Store;
 
@@ -53,21 +50,12 @@ impl Core {
                 warn!(job = %id, "job status without spec; skipping");
                 continue;
             };
-            let (watch, _) = watch::channel(job_view(&id, &spec, &status));
-            let class = class_of(&spec);
             let total = u64::from(status.tasks.total);
             core.seq = core.seq.max(status.seq0 + total);
             core.queue.observe_loaded(spec.priority, status.vtime0 + total, &spec.org);
-            let job = ActiveJob {
-                spec: Arc::new(spec),
-                status,
-                class,
-                watch,
-                live: BTreeSet::new(),
-                accepted_at: Instant::now(),
-            };
+            let job = ActiveJob::new(&id, spec, status);
             if job.has_fresh() {
-                core.queue.push(class, job.fresh_key(job.status.cursor), Entry::Job(id.clone()));
+                core.queue.push(job.class, job.fresh_key(job.status.cursor), Entry::Job(id.clone()));
             }
             core.jobs.insert(id, job);
         }

@@ -79,16 +79,7 @@ impl Core {
                     index: lig.index,
                     task: tid.to_string(),
                     score: lig.best_score,
-                    poses: lig
-                        .poses
-                        .iter()
-                        .map(|p| Pose {
-                            rank: p.rank,
-                            affinity: p.affinity,
-                            rmsd_lb: p.rmsd_lb,
-                            rmsd_ub: p.rmsd_ub,
-                        })
-                        .collect(),
+                    poses: lig.poses.iter().map(Pose::from).collect(),
                     pose_key: lig.pose_key,
                     log_key: lig.log_key,
                     sdf_key: lig.sdf_key,

@@ -9,7 +9,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,8 +22,6 @@ use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOu
 
 /// Name of the pose file that [`build_args`] asks for, inside the run's `work_dir`.
 pub const OUT_NAME: &str = "docked.sdf";
-
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Log lines (smina/gnina `main.cpp` error handlers, Boost and Open Babel) that mean the
 /// engine refused an input file or an option rather than failed by itself.
@@ -436,24 +433,7 @@ pub fn parse_version(engine: &str, output: &str) -> Option<String> {
 
 /// Runs `program --version` and returns the version [`parse_version`] finds in it.
 pub(super) async fn probe_version(engine: &str, program: &Path) -> Result<String, String> {
-    let output = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(PROBE_TIMEOUT, output)
-        .await
-        .map_err(|_| format!("`{} --version` timed out", program.display()))?
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_version(engine, &text).ok_or_else(|| {
-        let shown: String = text.trim().chars().take(200).collect();
-        format!("`{} --version` did not report a {engine} version: {shown:?}", program.display())
-    })
+    super::log::probe_version(program, engine, |text| parse_version(engine, text)).await
 }
 
 /// Asks `program --version`; the engine is usable if it answers as smina.

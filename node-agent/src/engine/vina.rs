@@ -13,13 +13,12 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dockyard_common::molecule::{parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor};
 
-use super::log::{read_log_from, tail};
+use super::log::{probe_version, read_log_from, tail};
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
 use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
 
@@ -30,7 +29,6 @@ use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOu
 pub const DEFAULT_SEED: i64 = 42;
 
 const LOG_NAME: &str = "vina.log";
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Log lines that mean Vina refused an input file or option rather than failed by itself.
 const INPUT_ERROR_MARKERS: &[&str] = &[
@@ -397,24 +395,7 @@ fn supports_batch(version: &str) -> bool {
 
 /// Asks `program --version`; the engine is usable only if it answers as Vina 1.2 or later.
 pub(crate) async fn probe(program: &Path) -> Result<VinaEngine, String> {
-    let output = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(PROBE_TIMEOUT, output)
-        .await
-        .map_err(|_| format!("`{} --version` timed out", program.display()))?
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let version = parse_vina_version(&text).ok_or_else(|| {
-        let shown: String = text.trim().chars().take(200).collect();
-        format!("`{} --version` did not report a Vina version: {shown:?}", program.display())
-    })?;
+    let version = probe_version(program, "Vina", parse_vina_version).await?;
     if !supports_batch(&version) {
         return Err(format!("vina {version} has no batch mode (needs 1.2 or later)"));
     }
