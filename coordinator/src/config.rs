@@ -9,6 +9,9 @@ use serde::Deserialize;
 use dockyard_common::config::load_toml;
 use dockyard_common::error::DockyardError;
 
+use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
+
+use crate::cluster::ClusterConfig;
 use crate::scheduler::{Backoff, SchedulerConfig};
 
 /// Validated settings the library runs with.
@@ -21,6 +24,8 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     pub max_message_bytes: usize,
     pub max_upload_bytes: u64,
+    /// Cluster mode (`--etcd`): election, replicated journal, etcd membership.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl CoordinatorConfig {
@@ -32,6 +37,7 @@ impl CoordinatorConfig {
             scheduler: SchedulerConfig::default(),
             max_message_bytes: 64 << 20,
             max_upload_bytes: 4 << 30,
+            cluster: None,
         }
     }
 
@@ -82,6 +88,21 @@ pub struct CoordinatorArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// etcd endpoints, comma-separated: turns on cluster mode (election, failover, etcd membership).
+    #[arg(long, env = "DOCKYARD_ETCD")]
+    pub etcd: Option<String>,
+    /// Cluster name: the etcd key prefix /dockyard/<cluster>/ [default: default].
+    #[arg(long, env = "DOCKYARD_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Endpoint other processes use to reach this coordinator [default: http://<listen address>].
+    #[arg(long, env = "DOCKYARD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Election lease TTL in ms: how soon a dead leader is replaced [default: 5000].
+    #[arg(long, env = "DOCKYARD_ELECTION_TTL_MS")]
+    pub election_ttl_ms: Option<u64>,
+    /// After a takeover, how long unfinished tasks wait for their agents to reclaim them, in ms [default: 2000].
+    #[arg(long, env = "DOCKYARD_TAKEOVER_GRACE_MS")]
+    pub takeover_grace_ms: Option<u64>,
 }
 
 /// The same keys as the flags, from the TOML file.
@@ -96,6 +117,11 @@ pub struct CoordinatorFile {
     pub retry_base_ms: Option<u64>,
     pub reconcile_grace_ms: Option<u64>,
     pub log_format: Option<String>,
+    pub etcd: Option<String>,
+    pub cluster: Option<String>,
+    pub advertise: Option<String>,
+    pub election_ttl_ms: Option<u64>,
+    pub takeover_grace_ms: Option<u64>,
 }
 
 impl CoordinatorArgs {
@@ -123,7 +149,24 @@ impl CoordinatorArgs {
             },
             reconcile_grace: Duration::from_millis(self.reconcile_grace_ms.or(f.reconcile_grace_ms).unwrap_or(15_000)),
             coordinator_id: format!("coordinator@{}", c.listen),
+            ..SchedulerConfig::default()
         };
+        if let Some(urls) = self.etcd.or(f.etcd) {
+            let cluster = self.cluster.or(f.cluster).unwrap_or_else(|| DEFAULT_CLUSTER.into());
+            let ttl = self.election_ttl_ms.or(f.election_ttl_ms).unwrap_or(5000);
+            if ttl < 1000 {
+                return Err(DockyardError::invalid(
+                    "election_ttl_ms",
+                    format!("{ttl} is below etcd's 1 s lease granularity"),
+                ));
+            }
+            c.cluster = Some(ClusterConfig {
+                etcd: EtcdSettings::parse(&urls, &cluster)?,
+                advertise: self.advertise.or(f.advertise).unwrap_or_default(),
+                election_ttl: Duration::from_millis(ttl),
+                takeover_grace: Duration::from_millis(self.takeover_grace_ms.or(f.takeover_grace_ms).unwrap_or(2000)),
+            });
+        }
         let log_format = self.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
         Ok((c, log_format))
     }

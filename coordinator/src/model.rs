@@ -38,6 +38,19 @@ impl TaskCounts {
     pub fn finished(&self) -> u32 {
         self.succeeded + self.failed + self.cancelled
     }
+
+    /// The state of a job whose tasks have all finished.
+    pub fn final_state(&self, ligands_failed: u32) -> JobState {
+        if self.cancelled > 0 {
+            JobState::Cancelled
+        } else if self.total > 0 && self.failed == self.total {
+            JobState::Failed
+        } else if self.failed > 0 || ligands_failed > 0 {
+            JobState::Partial
+        } else {
+            JobState::Succeeded
+        }
+    }
 }
 
 /// The mutable part of a job; the spec is stored once beside it.
@@ -81,6 +94,9 @@ pub enum TaskState {
         started_ms: i64,
     },
     Succeeded,
+    /// Rebuilt after a failover with no committed outcome: it may be running on an agent
+    /// that has not reconnected yet, or may never have been dispatched.
+    Unclaimed,
     Failed {
         reason: String,
     },

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tonic_health::server::HealthReporter;
+use tracing::{error, info, warn};
 
-use dockyard_common::artifact;
+use dockyard_common::artifact::{self, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_proto::v1::admin_service_server::AdminServiceServer;
 use dockyard_proto::v1::agent_service_server::AgentServiceServer;
@@ -18,6 +20,10 @@ use dockyard_proto::v1::job_service_server::JobServiceServer;
 use crate::api::admin_service::AdminApi;
 use crate::api::agent_service::AgentApi;
 use crate::api::job_service::JobApi;
+use crate::cluster::election::{self, LeaderView, EXIT_DEPOSED};
+use crate::cluster::gate::LeaderGateLayer;
+use crate::cluster::journal::Journal;
+use crate::cluster::{membership, rebuild, ClusterConfig};
 use crate::config::CoordinatorConfig;
 use crate::scheduler;
 use crate::store::Store;
@@ -63,19 +69,50 @@ impl RunningCoordinator {
 pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, DockyardError> {
     let store = Store::open(&cfg.data_dir)?;
     let artifacts_uri = cfg.artifacts_uri();
-    let artifacts = artifact::resolve(&artifacts_uri)?;
+    let artifacts = artifact::open(&artifacts_uri).await?;
     let shutdown = CancellationToken::new();
-    let (handle, scheduler) = scheduler::spawn(store.clone(), cfg.scheduler.clone(), shutdown.clone()).await?;
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| DockyardError::invalid("listen", format!("cannot listen on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr()?;
     let upload_dir = cfg.data_dir.join("uploads");
+    let advertise = cfg
+        .cluster
+        .as_ref()
+        .map(|c| c.advertise.clone())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let mut sched_cfg = cfg.scheduler.clone();
+    sched_cfg.artifacts_uri = artifacts_uri.clone();
 
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<JobServiceServer<JobApi>>().await;
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    let (handle, rx) = scheduler::channel();
+    let (view_tx, view_rx) = watch::channel(LeaderView::default());
+    let scheduler = match cfg.cluster.clone() {
+        None => {
+            let join = scheduler::start(rx, store.clone(), sched_cfg, None, shutdown.clone()).await?;
+            view_tx.send_replace(LeaderView {
+                endpoint: advertise.clone(),
+                epoch: store.meta_u64("epoch")?,
+                this_is_leader: true,
+            });
+            set_serving(&health, true).await;
+            join
+        }
+        Some(cluster) => {
+            set_serving(&health, false).await;
+            let lead = Leading {
+                cluster,
+                advertise: advertise.clone(),
+                store: store.clone(),
+                artifacts: Arc::clone(&artifacts),
+                sched_cfg,
+                health: health.clone(),
+                handle: handle.clone(),
+            };
+            tokio::spawn(lead.run(rx, view_tx, shutdown.clone()))
+        }
+    };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(dockyard_proto::FILE_DESCRIPTOR_SET)
@@ -102,7 +139,12 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let admin = AdminServiceServer::new(AdminApi { scheduler: handle });
+    let admin = AdminServiceServer::new(AdminApi {
+        scheduler: handle,
+        leader: view_rx.clone(),
+        coordinator_id: cfg.scheduler.coordinator_id.clone(),
+        cluster: cfg.cluster.as_ref().map(|c| c.etcd.cluster.clone()).unwrap_or_default(),
+    });
 
     let token = shutdown.clone();
     let server = tonic::transport::Server::builder()
@@ -112,6 +154,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         // Agents stream results in bursts; small default windows throttle them.
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
+        .layer(LeaderGateLayer::new(view_rx))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -120,7 +163,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { token.cancelled().await });
     let server = tokio::spawn(server);
-    info!(%addr, artifacts = %artifacts_uri, data_dir = %cfg.data_dir.display(), "coordinator serving");
+    info!(%addr, %advertise, artifacts = %artifacts_uri, data_dir = %cfg.data_dir.display(), "coordinator serving");
     Ok(RunningCoordinator {
         addr,
         artifacts_uri,
@@ -128,4 +171,76 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         server,
         scheduler,
     })
+}
+
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    if serving {
+        health.set_serving::<JobServiceServer<JobApi>>().await;
+        health.set_serving::<AgentServiceServer<AgentApi>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    } else {
+        health.set_not_serving::<JobServiceServer<JobApi>>().await;
+        health.set_not_serving::<AgentServiceServer<AgentApi>>().await;
+        health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
+    }
+}
+
+/// A cluster-mode coordinator's life: stand by until elected, rebuild from the cluster
+/// journal, then run the scheduler with the fenced journal until shutdown.
+struct Leading {
+    cluster: ClusterConfig,
+    advertise: String,
+    store: Store,
+    artifacts: Arc<dyn ArtifactStore>,
+    sched_cfg: scheduler::SchedulerConfig,
+    health: HealthReporter,
+    handle: scheduler::SchedulerHandle,
+}
+
+impl Leading {
+    async fn run(self, rx: tokio::sync::mpsc::Receiver<scheduler::Command>, view: watch::Sender<LeaderView>, shutdown: CancellationToken) {
+        if let Err(e) = self.lead(rx, view, shutdown).await {
+            error!(error = %e, "cannot lead; exiting so a supervisor restarts this coordinator as a standby");
+            std::process::exit(EXIT_DEPOSED);
+        }
+    }
+
+    async fn lead(
+        self,
+        rx: tokio::sync::mpsc::Receiver<scheduler::Command>,
+        view: watch::Sender<LeaderView>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DockyardError> {
+        let c = &self.cluster;
+        let Some(leadership) = election::campaign(&c.etcd, &self.advertise, c.election_ttl, view, shutdown.clone()).await? else {
+            return Ok(());
+        };
+        let took_over = std::time::Instant::now();
+        let mut client = c.etcd.connect().await?;
+        let keys = c.etcd.keys();
+        let stats = rebuild::rebuild(&mut client, &keys, &self.artifacts, &self.store).await?;
+        let mut cfg = self.sched_cfg;
+        cfg.cluster_epoch = Some(leadership.epoch);
+        cfg.reconcile_grace = c.takeover_grace;
+        let mut revoker = client.clone();
+        let lease = leadership.lease;
+        let journal = Journal::new(client, keys, Arc::clone(&self.artifacts), leadership);
+        let join = scheduler::start(rx, self.store, cfg, Some(journal), shutdown.clone()).await?;
+        tokio::spawn(membership::watch_nodes(c.etcd.clone(), self.handle, shutdown.clone()));
+        set_serving(&self.health, true).await;
+        info!(
+            rebuild_ms = stats.elapsed_ms,
+            takeover_ms = took_over.elapsed().as_millis() as u64,
+            unclaimed = stats.unclaimed_tasks,
+            "leading: serving jobs and agents"
+        );
+        let _ = join.await;
+        // Stepping down on a clean shutdown: the standby need not wait for the lease TTL.
+        if let Err(e) = revoker.lease_revoke(lease).await {
+            warn!(error = %e, "could not release leadership; the standby takes over when the lease expires");
+        } else {
+            info!("leadership released");
+        }
+        Ok(())
+    }
 }

@@ -93,6 +93,11 @@ impl Store {
         Ok(Store { db, tree })
     }
 
+    /// Forgets everything: a coordinator taking over leadership rebuilds from the cluster.
+    pub fn clear(&self) -> Result<(), DockyardError> {
+        self.tree.clear().map_err(err)
+    }
+
     pub fn apply(&self, batch: sled::Batch) -> Result<(), DockyardError> {
         self.tree.apply_batch(batch).map_err(err)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
 use dockyard_common::config::load_toml;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::NodeId;
@@ -36,6 +37,10 @@ pub struct AgentConfig {
     pub gpu_filter: Option<Vec<u32>>,
     /// Test double: advertise this many GPUs that do not exist, instead of probing.
     pub fake_gpus: u32,
+    /// Cluster mode: register in etcd and find the leading coordinator there.
+    pub etcd: Option<EtcdSettings>,
+    /// TTL of the agent's etcd membership lease.
+    pub etcd_ttl: Duration,
 }
 
 impl AgentConfig {
@@ -56,7 +61,19 @@ impl AgentConfig {
             probe_gpus: true,
             gpu_filter: None,
             fake_gpus: 0,
+            etcd: None,
+            etcd_ttl: Duration::from_secs(5),
         }
+    }
+
+    /// `--coordinator` may name several coordinators, comma-separated.
+    pub fn coordinators(&self) -> Vec<String> {
+        self.coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -120,6 +137,16 @@ pub struct AgentArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// etcd endpoints, comma-separated: register this node there and find the leading
+    /// coordinator through it (then --coordinator is not needed).
+    #[arg(long, env = "DOCKYARD_ETCD")]
+    pub etcd: Option<String>,
+    /// Cluster name (etcd key prefix /dockyard/<cluster>/) [default: default].
+    #[arg(long, env = "DOCKYARD_CLUSTER")]
+    pub cluster: Option<String>,
+    /// TTL of this node's etcd membership lease, in ms [default: 5000].
+    #[arg(long, env = "DOCKYARD_ETCD_TTL_MS")]
+    pub etcd_ttl_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -139,6 +166,9 @@ pub struct AgentFile {
     pub labels: Option<BTreeMap<String, String>>,
     pub shutdown_grace_s: Option<u64>,
     pub log_format: Option<String>,
+    pub etcd: Option<String>,
+    pub cluster: Option<String>,
+    pub etcd_ttl_ms: Option<u64>,
 }
 
 impl AgentArgs {
@@ -148,11 +178,13 @@ impl AgentArgs {
             .coordinator
             .or(f.coordinator)
             .unwrap_or_else(|| "http://127.0.0.1:50051".into());
-        if !(coordinator.starts_with("http://") || coordinator.starts_with("https://")) {
-            return Err(DockyardError::invalid(
-                "coordinator",
-                format!("'{coordinator}' must be a URL like http://HOST:50051"),
-            ));
+        for url in coordinator.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(DockyardError::invalid(
+                    "coordinator",
+                    format!("'{url}' must be a URL like http://HOST:50051"),
+                ));
+            }
         }
         let node = self.node_id.or(f.node_id).unwrap_or_else(capacity::hostname);
         let node_id = NodeId::parse(&node)?;
@@ -191,6 +223,18 @@ impl AgentArgs {
         }
         if let Some(g) = self.shutdown_grace_s.or(f.shutdown_grace_s) {
             c.shutdown_grace = Duration::from_secs(g);
+        }
+        if let Some(urls) = self.etcd.or(f.etcd) {
+            let cluster = self.cluster.or(f.cluster).unwrap_or_else(|| DEFAULT_CLUSTER.into());
+            c.etcd = Some(EtcdSettings::parse(&urls, &cluster)?);
+            let ttl = self.etcd_ttl_ms.or(f.etcd_ttl_ms).unwrap_or(5000);
+            if ttl < 1000 {
+                return Err(DockyardError::invalid(
+                    "etcd_ttl_ms",
+                    format!("{ttl} is below etcd's 1 s lease granularity"),
+                ));
+            }
+            c.etcd_ttl = Duration::from_millis(ttl);
         }
         Ok((c, self.log_format.or(f.log_format).unwrap_or_else(|| "text".into())))
     }

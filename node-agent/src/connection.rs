@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use dockyard_common::artifact;
+use dockyard_common::cluster::NodeRecord;
 use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
@@ -21,9 +22,12 @@ use dockyard_proto::PROTOCOL_VERSION;
 use crate::capacity;
 use crate::config::AgentConfig;
 use crate::engine::probe_engines;
+use crate::leader::LeaderFinder;
+use crate::membership;
 use crate::prepare::Preparer;
 use crate::remote_store::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
+use crate::swap_store::SwapStore;
 
 /// Results sent within this window are replayed after a reconnect: the stream may have
 /// died before they arrived. The coordinator drops the ones it already has.
@@ -54,6 +58,11 @@ struct AgentState {
     max_epoch: u64,
     going_away: bool,
     drain_deadline: Option<tokio::time::Instant>,
+    /// Without --artifacts: the relay, replaced by the leader's s3:// store once known.
+    swap: Option<Arc<SwapStore>>,
+    relay: Arc<CoordinatorRelayStore>,
+    finder: LeaderFinder,
+    leader_changes: Option<watch::Receiver<String>>,
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, DockyardError> {
@@ -109,11 +118,24 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
             })
             .collect();
     }
-    let channel = endpoint(&cfg.coordinator)?.connect_lazy();
-    let store: Arc<dyn artifact::ArtifactStore> = match &cfg.artifacts {
-        Some(uri) => artifact::resolve(uri)?,
-        None => Arc::new(CoordinatorRelayStore::new(channel.clone(), format!("relay+{}", cfg.coordinator))),
+    let coordinators = cfg.coordinators();
+    if coordinators.is_empty() && cfg.etcd.is_none() {
+        return Err(DockyardError::invalid("coordinator", "give --coordinator URL or --etcd URLS"));
+    }
+    let first = coordinators.first().cloned().unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let relay = Arc::new(CoordinatorRelayStore::new(
+        endpoint(&first)?.connect_lazy(),
+        "relay+coordinator".into(),
+    ));
+    let (store, swap): (Arc<dyn artifact::ArtifactStore>, _) = match &cfg.artifacts {
+        Some(uri) => (artifact::open(uri).await?, None),
+        None => {
+            let swap = Arc::new(SwapStore::new(relay.clone()));
+            (swap.clone(), Some(swap))
+        }
     };
+    let finder = LeaderFinder::new(coordinators, cfg.etcd.clone());
+    let leader_changes = finder.watch(shutdown.clone());
     // Optional: without obabel the node still docks PDBQT inputs, and says so by
     // registering no tools, so the coordinator sends it nothing that needs converting.
     let preparer = Preparer::probe(None, cfg.work_dir.join("prep-cache")).await.map(Arc::new);
@@ -158,6 +180,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         tools,
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
+    let membership_stop = CancellationToken::new();
     let mut runner = RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer);
     for (name, path) in [("smina", &cfg.smina_path), ("gnina", &cfg.gnina_path)] {
         if let Some(p) = path {
@@ -165,6 +188,26 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     let ctx = Arc::new(runner);
+    if let Some(etcd) = &cfg.etcd {
+        let record = NodeRecord {
+            node_id: cfg.node_id.to_string(),
+            hostname: register.hostname.clone(),
+            agent_version: register.agent_version.clone(),
+            slots: cfg.slots,
+            memory_bytes: cfg.memory_bytes,
+            gpus: register.capacity.as_ref().map_or(0, |c| c.gpus.len() as u32),
+            engines: register.engines.iter().map(|e| format!("{} {}", e.name, e.version)).collect(),
+            address: register.hostname.clone(),
+            started_at_ms: dockyard_common::time::now_ms(),
+        };
+        // Deregistration happens only after the agent is done (see below), not at SIGTERM.
+        tokio::spawn(membership::keep_registered(
+            etcd.clone(),
+            record,
+            cfg.etcd_ttl,
+            membership_stop.clone(),
+        ));
+    }
     let mut st = AgentState {
         cfg,
         register,
@@ -177,6 +220,10 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         max_epoch: 0,
         going_away: false,
         drain_deadline: None,
+        swap,
+        relay,
+        finder,
+        leader_changes,
     };
     let mut backoff = Duration::from_millis(200);
     let mut gave_notice: Option<Instant> = None;
@@ -184,7 +231,15 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         if st.going_away && st.running.is_empty() && st.unsent.is_empty() {
             break;
         }
-        match session(&mut st, channel.clone(), &shutdown).await {
+        let attempt = match st.finder.find().await {
+            Ok(url) => {
+                let channel = endpoint(&url)?.connect_lazy();
+                st.relay.retarget(channel.clone());
+                session(&mut st, channel, &url, &shutdown).await
+            }
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(SessionEnd::Finished) => break,
             Ok(SessionEnd::Reconnect(why)) => {
                 warn!(reason = %why, "stream to coordinator ended; reconnecting");
@@ -210,15 +265,21 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+        let mut leader_changes = st.leader_changes.clone();
         tokio::select! {
             _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
             _ = shutdown.cancelled(), if !st.going_away => { st.going_away = true; }
+            // A newly elected leader is worth trying at once, whatever the backoff.
+            Ok(()) = async { match leader_changes.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                backoff = Duration::from_millis(100);
+            }
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     for r in st.running.values() {
         r.cancel.cancel();
     }
+    membership_stop.cancel();
     info!("agent stopped");
     Ok(())
 }
@@ -253,7 +314,7 @@ fn running_list(st: &AgentState) -> Vec<pb::RunningTask> {
     v
 }
 
-async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
+async fn session(st: &mut AgentState, channel: Channel, url: &str, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -272,10 +333,28 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
         .await
         .map_err(|_| DockyardError::Unavailable("no Registered reply within 15 s".into()))?
         .map_err(|e| DockyardError::Unavailable(format!("{}: {}", e.code(), e.message())))?;
-    let (epoch, hb) = match first.and_then(|m| m.kind) {
-        Some(pb::coordinator_message::Kind::Registered(r)) => (r.epoch, Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100)))),
+    let (epoch, hb, store_uri) = match first.and_then(|m| m.kind) {
+        Some(pb::coordinator_message::Kind::Registered(r)) => (
+            r.epoch,
+            Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100))),
+            r.artifacts,
+        ),
         other => return Err(DockyardError::Unavailable(format!("expected Registered, got {other:?}"))),
     };
+    if store_uri.starts_with("s3://") {
+        if let Some(swap) = st.swap.take() {
+            match artifact::open(&store_uri).await {
+                Ok(s3) => {
+                    info!(store = %s3.uri(), "using the coordinator's object store directly");
+                    swap.replace(s3);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot open the coordinator's object store; relaying through the coordinator");
+                    st.swap = Some(swap);
+                }
+            }
+        }
+    }
     if epoch < st.max_epoch {
         return Err(DockyardError::Unavailable(format!(
             "coordinator epoch {epoch} is older than {} already seen; refusing it",
@@ -283,7 +362,11 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
         )));
     }
     st.max_epoch = epoch;
-    info!(epoch, node = %st.cfg.node_id, "registered with coordinator");
+    info!(epoch, node = %st.cfg.node_id, coordinator = %url, "registered with coordinator");
+    let mut leader_changes = st.leader_changes.clone();
+    if let Some(rx) = leader_changes.as_mut() {
+        rx.mark_unchanged();
+    }
     // Replay what may have been lost with the previous stream.
     let replay: Vec<pb::TaskResult> = st.recent.drain(..).map(|(_, r)| r).chain(st.unsent.drain(..)).collect();
     if !replay.is_empty() {
@@ -332,6 +415,12 @@ async fn session(st: &mut AgentState, channel: Channel, shutdown: &CancellationT
                 // only stalls when the stream itself is stuck, and then we reconnect.
                 if !send_results_wait(st, &out_tx, batch).await {
                     return Ok(SessionEnd::Reconnect("coordinator is not reading results".into()));
+                }
+            }
+            Ok(()) = async { match leader_changes.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                let leader = leader_changes.as_ref().map(|rx| rx.borrow().clone()).unwrap_or_default();
+                if !leader.is_empty() && leader != url {
+                    return Ok(SessionEnd::Reconnect(format!("a new leader was elected: {leader}")));
                 }
             }
             _ = heartbeat.tick() => {

@@ -5,9 +5,12 @@ pub mod capacity;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod leader;
+pub mod membership;
 pub mod prepare;
 pub mod remote_store;
 pub mod runner;
+pub mod swap_store;
 
 pub use config::AgentConfig;
 pub use connection::run;

@@ -2,6 +2,7 @@
 //! that cannot reach the store themselves (a `file://` store on another host).
 
 use std::path::Path;
+use std::sync::RwLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,16 +17,36 @@ use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 const CHUNK: usize = 1 << 20;
 
 pub struct CoordinatorRelayStore {
-    client: AgentServiceClient<Channel>,
+    client: RwLock<AgentServiceClient<Channel>>,
     uri: String,
+}
+
+fn client_for(channel: Channel) -> AgentServiceClient<Channel> {
+    AgentServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 impl CoordinatorRelayStore {
     pub fn new(channel: Channel, uri: String) -> Self {
-        let client = AgentServiceClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        CoordinatorRelayStore { client, uri }
+        CoordinatorRelayStore {
+            client: RwLock::new(client_for(channel)),
+            uri,
+        }
+    }
+
+    /// Follows the leader: after a failover the relay goes to the new one.
+    pub fn retarget(&self, channel: Channel) {
+        if let Ok(mut c) = self.client.write() {
+            *c = client_for(channel);
+        }
+    }
+
+    fn client(&self) -> AgentServiceClient<Channel> {
+        match self.client.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 }
 
@@ -49,8 +70,7 @@ impl ArtifactStore for CoordinatorRelayStore {
             });
         }
         let r = self
-            .client
-            .clone()
+            .client()
             .store_artifact(tokio_stream::iter(msgs))
             .await
             .map_err(status)?
@@ -77,8 +97,7 @@ impl ArtifactStore for CoordinatorRelayStore {
 
     async fn get(&self, key: &ArtifactKey) -> Result<Bytes, DockyardError> {
         let mut s = self
-            .client
-            .clone()
+            .client()
             .fetch_artifact(pb::FetchArtifactRequest { key: key.to_string() })
             .await
             .map_err(status)?

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tonic::transport::Channel;
 
+pub mod ha;
+pub mod servers;
+
 pub use dockyard_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::job_service_client::JobServiceClient;
@@ -336,14 +339,14 @@ pub struct TestCluster {
 }
 
 /// Last `n` lines of a file (empty string if it cannot be read).
-fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A command with the environment cleaned of `DOCKYARD_*` settings the caller may have set.
-fn clean_command(program: &Path) -> Command {
+pub(crate) fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("DOCKYARD_") {

@@ -2,6 +2,7 @@
 
 mod key;
 mod local;
+mod s3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 pub use key::ArtifactKey;
 pub use local::LocalStore;
+pub use s3::{S3Options, S3Preset, S3Store, PART_SIZE as S3_PART_SIZE};
 
 use crate::error::DockyardError;
 
@@ -37,7 +39,16 @@ pub trait ArtifactStore: Send + Sync + 'static {
     fn uri(&self) -> String;
 }
 
-/// Opens a store from a URI: `file:///abs/dir` or `file://relative/dir`.
+/// Opens a store from a URI: `file:///abs/dir`, `file://relative/dir`, or
+/// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&preset=minio&path_style=true]` (see `S3Store`).
+pub async fn open(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
+    if uri.starts_with("s3://") {
+        return Ok(Arc::new(S3Store::open(uri).await?));
+    }
+    resolve(uri)
+}
+
+/// Opens a `file://` store without a runtime; `s3://` needs the async `open`.
 pub fn resolve(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
     if let Some(path) = uri.strip_prefix("file://") {
         if path.is_empty() {
@@ -51,12 +62,12 @@ pub fn resolve(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
     if uri.starts_with("s3://") {
         return Err(DockyardError::invalid(
             "artifacts",
-            "s3:// stores are not available in this build yet; use file://DIR",
+            "s3:// stores are opened with the async `dockyard_common::artifact::open(uri)`; `resolve` only opens file:// stores",
         ));
     }
     Err(DockyardError::invalid(
         "artifacts",
-        format!("'{uri}' is not a supported store URI (file://DIR)"),
+        format!("'{uri}' is not a supported store URI (file://DIR or s3://BUCKET/PREFIX)"),
     ))
 }
 
@@ -68,4 +79,27 @@ pub fn input_key(org: &crate::ids::OrgId, sha256_hex: &str) -> Result<ArtifactKe
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_points_s3_uris_to_open() {
+        let e = resolve("s3://bucket/prefix").err().expect("s3 via resolve");
+        assert!(matches!(e, DockyardError::InvalidArgument { .. }), "{e:?}");
+        assert!(e.to_string().contains("artifact::open"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn open_handles_file_and_refuses_unknown_schemes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = open(&format!("file://{}", dir.path().display())).await.expect("file store");
+        assert!(s.uri().starts_with("file://"));
+        let e = open("ftp://x").await.err().expect("ftp");
+        assert!(e.to_string().contains("s3://"), "{e}");
+        let e = open("s3://Bad_Bucket").await.err().expect("bad bucket");
+        assert!(e.to_string().contains("not a valid bucket name"), "{e}");
+    }
 }

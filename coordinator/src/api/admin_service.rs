@@ -1,15 +1,20 @@
 //! `dockyard.v1.AdminService`.
 
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use dockyard_common::ids::NodeId;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_server::AdminService;
 
+use crate::cluster::election::LeaderView;
 use crate::scheduler::{Command, SchedulerHandle};
 
 pub struct AdminApi {
     pub scheduler: SchedulerHandle,
+    pub leader: watch::Receiver<LeaderView>,
+    pub coordinator_id: String,
+    pub cluster: String,
 }
 
 #[tonic::async_trait]
@@ -35,5 +40,16 @@ impl AdminService for AdminApi {
 
     async fn queue_stats(&self, _r: Request<pb::QueueStatsRequest>) -> Result<Response<pb::QueueStatsResponse>, Status> {
         Ok(Response::new(self.scheduler.ask(|reply| Command::QueueStats { reply }).await?))
+    }
+
+    async fn get_leader(&self, _r: Request<pb::GetLeaderRequest>) -> Result<Response<pb::LeaderInfo>, Status> {
+        let v = self.leader.borrow().clone();
+        Ok(Response::new(pb::LeaderInfo {
+            leader_endpoint: v.endpoint,
+            this_is_leader: v.this_is_leader,
+            epoch: v.epoch,
+            coordinator_id: self.coordinator_id.clone(),
+            cluster: self.cluster.clone(),
+        }))
     }
 }

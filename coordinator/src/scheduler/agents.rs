@@ -46,6 +46,7 @@ impl Core {
                     heartbeat_interval_ms: self.cfg.heartbeat_interval.as_millis() as u32,
                     lease_ms: self.cfg.lease.as_millis() as u32,
                     coordinator_id: self.cfg.coordinator_id.clone(),
+                    artifacts: self.cfg.artifacts_uri.clone(),
                 })),
             },
         ));
@@ -59,12 +60,12 @@ impl Core {
         }
         let mut kept = 0;
         for (tid, attempt) in &reg.running {
-            let ours = self.tasks.get(tid).is_some_and(|t| {
-                t.attempt == *attempt
-                    && match &t.live {
-                        Live::Running { node } | Live::Orphan { node } => *node == node_id,
-                        _ => false,
-                    }
+            // After a failover the attempt number is not known: the agent's word is taken.
+            let ours = self.tasks.get(tid).is_some_and(|t| match &t.live {
+                Live::Running { node } => *node == node_id && t.attempt == *attempt,
+                Live::Orphan { node: Some(n) } => *n == node_id && t.attempt == *attempt,
+                Live::Orphan { node: None } => true,
+                _ => false,
             });
             let class = self.jobs.get(&tid.job).map(|j| j.class);
             match (ours, class) {
@@ -74,6 +75,7 @@ impl Core {
                             debug!(task = %tid, "running task reclaimed after restart");
                         }
                         t.live = Live::Running { node: node_id.clone() };
+                        t.attempt = *attempt;
                     }
                     node.take(tid.clone(), *attempt, &class);
                     kept += 1;
@@ -212,7 +214,13 @@ impl Core {
                 self.queue.push(class, t.key, Entry::Task(tid.clone()));
             }
         }
-        if self.orphan_deadline.is_some_and(|d| d <= now) {
+        let all_members_back = self.cfg.cluster_epoch.is_some()
+            && self.members_known
+            && self
+                .members
+                .keys()
+                .all(|m| self.nodes.nodes.get(m).is_some_and(|n| n.is_connected()));
+        if self.orphan_deadline.is_some_and(|d| d <= now || all_members_back) {
             self.orphan_deadline = None;
             let orphans: Vec<TaskId> = self
                 .tasks
@@ -221,7 +229,11 @@ impl Core {
                 .map(|(id, _)| id.clone())
                 .collect();
             for tid in orphans {
-                self.requeue_or_fail(tx, &tid, "its agent did not report it after the coordinator restarted");
+                if self.tasks.get(&tid).is_some_and(|t| matches!(t.live, Live::Orphan { node: None })) {
+                    self.queue_unclaimed(tx, &tid);
+                } else {
+                    self.requeue_or_fail(tx, &tid, "its agent did not report it after the coordinator restarted");
+                }
             }
         }
         self.refresh_unschedulable(tx);

@@ -19,8 +19,10 @@ use super::queue::{ReadyQueue, TaskClass};
 use super::txn::Txn;
 use super::{Command, SchedulerConfig};
 use crate::api::convert::job_view;
-use crate::model::{JobStatus, TaskRecord};
+use crate::cluster::outcome::JobChange;
+use crate::model::{JobState, JobStatus, TaskRecord};
 use crate::store::{encode, key, Store, P_JOB, P_TASK};
+use dockyard_common::cluster::{JobIndexState, NodeRecord};
 
 pub(super) struct ActiveJob {
     pub spec: Arc<JobSpec>,
@@ -70,9 +72,10 @@ pub(super) enum Live {
     Running {
         node: NodeId,
     },
-    /// Recorded as running before a restart; waiting for its agent to report it.
+    /// Recorded as running before a restart; waiting for its agent to report it. `None`
+    /// after a failover: any agent that reports the task running may claim it.
     Orphan {
-        node: NodeId,
+        node: Option<NodeId>,
     },
 }
 
@@ -108,6 +111,10 @@ pub struct Core {
     pub(super) orphan_deadline: Option<Instant>,
     pub(super) finished_jobs: Vec<JobId>,
     pub(super) stats: Stats,
+    /// Cluster mode: agents registered in etcd. After a takeover, once all of them are
+    /// connected, no task can still be claimed and the grace period ends early.
+    pub(super) members: HashMap<NodeId, NodeRecord>,
+    pub(super) members_known: bool,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
@@ -174,10 +181,31 @@ impl Core {
                 let _ = reply.send(self.drain(tx, &node, drain));
             }
             Command::ListNodes { reply } => {
-                let _ = reply.send(Ok(self.nodes.nodes.values().map(NodeRt::view).collect()));
+                let mut nodes: Vec<pb::Node> = self.nodes.nodes.values().map(NodeRt::view).collect();
+                // Registered in etcd but with no stream to this leader (e.g. not yet back
+                // after a failover): listed as lost, with what the node advertised.
+                for (id, r) in &self.members {
+                    if !self.nodes.nodes.contains_key(id) {
+                        nodes.push(member_view(id, r));
+                    }
+                }
+                let _ = reply.send(Ok(nodes));
             }
             Command::QueueStats { reply } => {
                 let _ = reply.send(Ok(self.queue_stats()));
+            }
+            Command::NodeVanished { node } => {
+                self.members.remove(&node);
+                if self.nodes.nodes.get(&node).is_some_and(|n| n.is_connected()) {
+                    self.node_lost(tx, &node, "its etcd membership lease expired");
+                }
+            }
+            Command::NodeJoined { node, record } => {
+                self.members.insert(node, record);
+            }
+            Command::Members { nodes } => {
+                self.members = nodes.into_iter().collect();
+                self.members_known = true;
             }
         }
     }
@@ -199,6 +227,24 @@ impl Core {
 
     /// Writes the status (counts and queue cursor) of every job touched in this batch.
     pub fn finalize(&mut self, tx: &mut Txn) {
+        if self.cfg.cluster_epoch.is_some() {
+            for id in &self.finished_jobs {
+                let Some(job) = self.jobs.get(id) else { continue };
+                let (state, reason) = if job.status.state == JobState::Cancelled {
+                    (JobIndexState::Cancelled, job.status.error.clone().unwrap_or_default())
+                } else {
+                    (JobIndexState::Finished, String::new())
+                };
+                let change = JobChange {
+                    org: job.spec.org.clone(),
+                    state,
+                    reason,
+                    spec: None,
+                    created_at_ms: job.spec.created_at_ms,
+                };
+                tx.shared.job(id, change);
+            }
+        }
         let dirty: Vec<JobId> = tx.dirty_jobs.iter().cloned().collect();
         for id in dirty {
             if let Some(job) = self.jobs.get(&id) {
@@ -286,5 +332,33 @@ impl Core {
             dispatch_latency_p99_ms: self.stats.latency.percentile(99.0),
             state_bytes_on_disk: self.store.size_on_disk(),
         }
+    }
+}
+
+fn member_view(id: &NodeId, r: &NodeRecord) -> pb::Node {
+    pb::Node {
+        node_id: id.to_string(),
+        state: pb::NodeState::Lost as i32,
+        capacity: Some(pb::Capacity {
+            cpu_slots: r.slots,
+            memory_bytes: r.memory_bytes,
+            gpus: Vec::new(),
+        }),
+        hostname: r.hostname.clone(),
+        agent_version: r.agent_version.clone(),
+        engines: r
+            .engines
+            .iter()
+            .map(|e| {
+                let (name, version) = e.split_once(' ').unwrap_or((e.as_str(), ""));
+                pb::EngineInfo {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    test_only: name == "sleep",
+                }
+            })
+            .collect(),
+        connected_at_ms: r.started_at_ms,
+        ..Default::default()
     }
 }

@@ -164,7 +164,8 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             format: r.format.clone(),
         }),
         ligands,
-        output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}/", spec.org, tid.job, tid.index, attempt),
+        // The epoch keeps two leaders' attempts of one task (after a failover) apart.
+        output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}e{}/", spec.org, tid.job, tid.index, attempt, epoch),
         cpu_slots: 1,
         memory_bytes: class.memory_bytes,
         gpu_indices: gpus,

@@ -1,6 +1,10 @@
 //! Accepting, cancelling and finishing jobs.
 
+use std::sync::Arc;
+
 use tracing::info;
+
+use dockyard_common::cluster::JobIndexState;
 
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, TaskId};
@@ -11,6 +15,7 @@ use dockyard_proto::v1 as pb;
 use super::core::{class_of, put_task, ActiveJob, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
+use crate::cluster::outcome::JobChange;
 use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
 use crate::store::{encode, key, P_SPEC};
 
@@ -57,6 +62,16 @@ impl Core {
         }
         if !served.is_empty() {
             info!(job = %id, cached = served.len(), "ligands served from the result cache");
+        }
+        if self.cfg.cluster_epoch.is_some() {
+            let change = JobChange {
+                org: job.spec.org.clone(),
+                state: JobIndexState::Active,
+                reason: String::new(),
+                spec: Some(Arc::clone(&job.spec)),
+                created_at_ms: job.spec.created_at_ms,
+            };
+            tx.shared.job(&id, change);
         }
         self.jobs.insert(id.clone(), job);
         tx.dirty_jobs.insert(id.clone());
@@ -132,6 +147,16 @@ impl Core {
             info!(job = %id, cancelled, reason = %reason, "job cancelled");
         }
         tx.dirty_jobs.insert(id.clone());
+        if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(id)) {
+            let change = JobChange {
+                org: job.spec.org.clone(),
+                state: JobIndexState::Cancelled,
+                reason: reason.clone(),
+                spec: None,
+                created_at_ms: job.spec.created_at_ms,
+            };
+            tx.shared.job(id, change);
+        }
         self.maybe_finish(id);
     }
 
@@ -141,15 +166,7 @@ impl Core {
         if c.finished() < c.total || job.status.state.is_final() {
             return;
         }
-        job.status.state = if c.cancelled > 0 {
-            JobState::Cancelled
-        } else if c.total > 0 && c.failed == c.total {
-            JobState::Failed
-        } else if c.failed > 0 || job.status.ligands_failed > 0 {
-            JobState::Partial
-        } else {
-            JobState::Succeeded
-        };
+        job.status.state = c.final_state(job.status.ligands_failed);
         job.status.finished_at_ms = now_ms();
         job.status.unschedulable_reason = None;
         info!(job = %id, state = ?job.status.state, docked = job.status.ligands_docked, failed_ligands = job.status.ligands_failed, best = ?job.status.best_score, "job finished");

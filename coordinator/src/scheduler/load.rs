@@ -18,7 +18,10 @@ use crate::store::Store;
 
 impl Core {
     pub async fn load(store: Store, cfg: SchedulerConfig) -> Result<Self, DockyardError> {
-        let epoch = store.next_epoch().await?;
+        let epoch = match cfg.cluster_epoch {
+            Some(e) => e,
+            None => store.next_epoch().await?,
+        };
         let mut core = Core {
             store: store.clone(),
             epoch,
@@ -34,6 +37,8 @@ impl Core {
             orphan_deadline: None,
             finished_jobs: Vec::new(),
             stats: Stats::default(),
+            members: Default::default(),
+            members_known: false,
         };
         let started = Instant::now();
         for n in store.drained_nodes()? {
@@ -77,7 +82,11 @@ impl Core {
                 }
                 TaskState::Running { node, .. } => {
                     orphans += 1;
-                    (Live::Orphan { node }, job.fresh_key(id.index))
+                    (Live::Orphan { node: Some(node) }, job.fresh_key(id.index))
+                }
+                TaskState::Unclaimed => {
+                    orphans += 1;
+                    (Live::Orphan { node: None }, job.fresh_key(id.index))
                 }
                 _ => continue,
             };

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use dockyard_common::cluster::NodeRecord;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, NodeId};
 use dockyard_common::spec::JobSpec;
@@ -29,6 +30,8 @@ pub use self::backoff::Backoff;
 pub use self::core::Core;
 pub use self::nodes::{GpuInfo, Outbound, Registration};
 use self::txn::Txn;
+use crate::cluster::election::EXIT_DEPOSED;
+use crate::cluster::journal::Journal;
 use crate::store::Store;
 
 pub type Reply<T> = oneshot::Sender<Result<T, DockyardError>>;
@@ -46,6 +49,11 @@ pub struct SchedulerConfig {
     /// After a restart, how long tasks recorded as running wait for their agent to report.
     pub reconcile_grace: Duration,
     pub coordinator_id: String,
+    /// With etcd: the election's epoch instead of a local counter, and every job change and
+    /// task outcome replicated through the cluster journal.
+    pub cluster_epoch: Option<u64>,
+    /// The artifact store URI, told to agents so they can use an s3:// store directly.
+    pub artifacts_uri: String,
 }
 
 impl Default for SchedulerConfig {
@@ -56,6 +64,8 @@ impl Default for SchedulerConfig {
             backoff: Backoff::default(),
             reconcile_grace: Duration::from_secs(15),
             coordinator_id: "coordinator".into(),
+            cluster_epoch: None,
+            artifacts_uri: String::new(),
         }
     }
 }
@@ -105,6 +115,18 @@ pub enum Command {
     QueueStats {
         reply: Reply<pb::QueueStatsResponse>,
     },
+    /// The agent's membership key vanished from etcd (cluster mode).
+    NodeVanished {
+        node: NodeId,
+    },
+    NodeJoined {
+        node: NodeId,
+        record: NodeRecord,
+    },
+    /// Every agent registered in etcd when the membership watch (re)started.
+    Members {
+        nodes: Vec<(NodeId, NodeRecord)>,
+    },
 }
 
 /// Cheap to clone; every API handler holds one.
@@ -136,13 +158,32 @@ pub async fn spawn(
     cfg: SchedulerConfig,
     shutdown: CancellationToken,
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
-    let core = Core::load(store.clone(), cfg).await?;
-    let (tx, rx) = mpsc::channel(16_384);
-    let join = tokio::spawn(run(core, store, rx, shutdown));
-    Ok((SchedulerHandle { tx }, join))
+    let (handle, rx) = channel();
+    let join = start(rx, store, cfg, None, shutdown).await?;
+    Ok((handle, join))
 }
 
-async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+/// The command channel alone: a standby hands the handle to its API before it leads (its
+/// gate keeps callers out until then), and starts the actor when elected.
+pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(16_384);
+    (SchedulerHandle { tx }, rx)
+}
+
+/// Loads state from `store` and starts the actor on `rx`; with a journal, every batch's
+/// job changes and task outcomes are replicated (fenced) before the batch takes effect.
+pub async fn start(
+    rx: mpsc::Receiver<Command>,
+    store: Store,
+    cfg: SchedulerConfig,
+    journal: Option<Journal>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DockyardError> {
+    let core = Core::load(store.clone(), cfg).await?;
+    Ok(tokio::spawn(run(core, store, rx, journal, shutdown)))
+}
+
+async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, journal: Option<Journal>, shutdown: CancellationToken) {
     let mut last_tick = Instant::now();
     loop {
         let first = tokio::select! {
@@ -170,6 +211,14 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, shut
         }
         core.dispatch(&mut tx);
         core.finalize(&mut tx);
+        if let Some(j) = &journal {
+            if !tx.shared.is_empty() {
+                if let Err(e) = j.commit(std::mem::take(&mut tx.shared)).await {
+                    error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
+                    std::process::exit(EXIT_DEPOSED);
+                }
+            }
+        }
         if tx.writes > 0 {
             let batch = std::mem::take(&mut tx.batch);
             let durable = match store.apply(batch) {

@@ -12,7 +12,9 @@ use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
 use super::core::{del_task, put_task, Core, Live};
+use super::queue::Entry;
 use super::txn::Txn;
+use crate::cluster::outcome::{OutcomeKind, TaskOutcome};
 use crate::model::{LigandResultRecord, TaskRecord, TaskState};
 use crate::store::{self, encode, key, P_LIGERR};
 
@@ -64,8 +66,11 @@ impl Core {
     }
 
     fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
+        let replicate = self.cfg.cluster_epoch.is_some();
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
+        let mut shared_results = Vec::new();
+        let mut shared_errors = Vec::new();
         for lig in ok.ligands {
             let idx = lig.index as usize;
             if !range.contains(&idx) {
@@ -89,6 +94,9 @@ impl Core {
                     cached: false,
                 };
                 tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
+                if replicate {
+                    shared_results.push(rec.clone());
+                }
                 if let (Some(v), Some(l)) = (version, job.spec.ligands.get(idx)) {
                     Core::remember(tx, &job.spec, v, &l.key, &rec);
                 }
@@ -102,11 +110,27 @@ impl Core {
                 } else {
                     lig.error
                 };
+                if replicate {
+                    shared_errors.push((lig.index, name.clone(), why.clone()));
+                }
                 tx.put(k, encode(&(name, why)));
                 job.status.ligands_failed += 1;
             }
         }
         job.status.cpu_seconds += cpu.max(0.0);
+        if replicate {
+            let attempt = self.tasks.get(tid).map_or(0, |t| t.attempt);
+            let outcome = TaskOutcome {
+                index: tid.index,
+                attempt,
+                kind: OutcomeKind::Succeeded {
+                    results: shared_results,
+                    errors: shared_errors,
+                    cpu_seconds: cpu.max(0.0),
+                },
+            };
+            tx.shared.outcome(&tid.job, &job.spec.org, outcome);
+        }
         job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
         job.status.tasks.succeeded += 1;
         job.live.remove(&tid.index);
@@ -122,6 +146,16 @@ impl Core {
     pub(super) fn fail_task(&mut self, tx: &mut Txn, tid: &TaskId, reason: &str) {
         let Some(t) = self.tasks.remove(tid) else { return };
         warn!(task = %tid, attempt = t.attempt, reason, "task failed");
+        if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(&tid.job)) {
+            let outcome = TaskOutcome {
+                index: tid.index,
+                attempt: t.attempt,
+                kind: OutcomeKind::Failed {
+                    reason: reason.to_string(),
+                },
+            };
+            tx.shared.outcome(&tid.job, &job.spec.org, outcome);
+        }
         put_task(
             tx,
             tid,
@@ -146,6 +180,36 @@ impl Core {
         tx.dirty_jobs.insert(tid.job.clone());
         let id = tid.job.clone();
         self.maybe_finish(&id);
+    }
+
+    /// A task no agent claimed after a failover goes straight back in line: nothing says it
+    /// ever ran, so it is not charged an attempt or a backoff.
+    pub(super) fn queue_unclaimed(&mut self, tx: &mut Txn, tid: &TaskId) {
+        let Some(job) = self.jobs.get_mut(&tid.job) else { return };
+        let class = job.class;
+        let key = job.fresh_key(tid.index);
+        job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
+        job.status.tasks.queued += 1;
+        let Some(t) = self.tasks.get_mut(tid) else { return };
+        t.key = key;
+        t.live = Live::Queued;
+        t.enqueued_at = Instant::now();
+        let attempt = t.attempt.max(1);
+        t.attempt = attempt;
+        self.queue.push(class, key, Entry::Task(tid.clone()));
+        put_task(
+            tx,
+            tid,
+            &TaskRecord {
+                attempt,
+                state: TaskState::Queued {
+                    key: key.as_bytes().to_vec(),
+                    not_before_ms: 0,
+                },
+                last_error: None,
+            },
+        );
+        tx.dirty_jobs.insert(tid.job.clone());
     }
 
     /// Puts a running task back in the queue as attempt+1 after a backoff, keeping its place

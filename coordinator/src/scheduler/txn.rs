@@ -6,6 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use dockyard_common::ids::{JobId, NodeId};
 use dockyard_proto::v1 as pb;
 
+use crate::cluster::outcome::SharedWrites;
+
 #[derive(Default)]
 pub struct Txn {
     pub batch: sled::Batch,
@@ -14,6 +16,8 @@ pub struct Txn {
     pub after: Vec<Box<dyn FnOnce() + Send>>,
     pub assigns: HashMap<NodeId, Vec<pb::TaskAssignment>>,
     pub messages: Vec<(NodeId, pb::CoordinatorMessage)>,
+    /// Filled only with a cluster journal (etcd): replicated, fenced, before the sled write.
+    pub shared: SharedWrites,
 }
 
 impl Txn {

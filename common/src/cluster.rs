@@ -1,0 +1,209 @@
+//! What Dockyard keeps in etcd, shared by coordinators and agents: the key layout, the
+//! records stored under it, and a client that retries what a lost etcd member refuses.
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `/dockyard/<cluster>/leader/<lease>` | leader's gRPC endpoint | etcd election (coordinators) |
+//! | `/dockyard/<cluster>/nodes/<node_id>` | [`NodeRecord`] under the agent's lease | agents |
+//! | `/dockyard/<cluster>/jobs/<job_id>` | [`JobIndexRecord`] | the leader, fenced |
+//! | `/dockyard/<cluster>/commits/<job_id>/<epoch>-<seq>` | [`CommitRecord`] | the leader, fenced |
+//!
+//! "Fenced" writes are etcd transactions that only succeed while the writer's election key
+//! still exists with the create revision it won with (its epoch), so a leader that was
+//! paused past its lease cannot write anything after a new one took over.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DockyardError;
+
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// A cluster name becomes part of every key; keep it to a safe alphabet.
+pub fn validate_cluster_name(name: &str) -> Result<(), DockyardError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DockyardError::invalid(
+            "cluster",
+            format!("'{name}' is not a cluster name: use 1-64 letters, digits, '-' or '_'"),
+        ))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Keys {
+            root: format!("/dockyard/{cluster}/"),
+        }
+    }
+    pub fn election(&self) -> String {
+        format!("{}leader", self.root)
+    }
+    pub fn nodes_prefix(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}nodes/{node_id}", self.root)
+    }
+    pub fn jobs_prefix(&self) -> String {
+        format!("{}jobs/", self.root)
+    }
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}jobs/{job_id}", self.root)
+    }
+    pub fn commits_prefix(&self) -> String {
+        format!("{}commits/", self.root)
+    }
+    pub fn job_commits_prefix(&self, job_id: &str) -> String {
+        format!("{}commits/{job_id}/", self.root)
+    }
+    /// Zero-padded so commits list in the order they were made.
+    pub fn commit(&self, job_id: &str, epoch: u64, seq: u64) -> String {
+        format!("{}commits/{job_id}/{epoch:020}-{seq:012}", self.root)
+    }
+}
+
+/// What an agent advertises about itself in etcd (also what `dockyard nodes` shows for a
+/// node that is registered in etcd but has no stream to the leader).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub slots: u32,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    pub engines: Vec<String>,
+    /// Where the agent can be reached for diagnostics; agents dial out, so informational.
+    pub address: String,
+    pub started_at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobIndexState {
+    Active,
+    Cancelled,
+    Finished,
+}
+
+/// The job index entry: enough to find the job's spec in the artifact store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobIndexRecord {
+    pub org: String,
+    pub spec_key: String,
+    pub state: JobIndexState,
+    #[serde(default)]
+    pub reason: String,
+    pub created_at_ms: i64,
+}
+
+/// One fenced commit of task outcomes for one job; the outcomes themselves are an artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub artifact_key: String,
+    pub tasks: Vec<u32>,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub cluster: String,
+}
+
+impl EtcdSettings {
+    /// `URLS` is a comma-separated list, as operators pass it to `--etcd`.
+    pub fn parse(urls: &str, cluster: &str) -> Result<Self, DockyardError> {
+        validate_cluster_name(cluster)?;
+        let endpoints: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(DockyardError::invalid(
+                "etcd",
+                "give at least one etcd endpoint, e.g. http://127.0.0.1:2379",
+            ));
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            cluster: cluster.to_string(),
+        })
+    }
+
+    pub fn keys(&self) -> Keys {
+        Keys::new(&self.cluster)
+    }
+
+    /// Connects with keepalive and a request timeout so a dead member cannot stall a caller.
+    pub async fn connect(&self) -> Result<Client, DockyardError> {
+        self.connect_with(Some(Duration::from_secs(5))).await
+    }
+
+    /// `request_timeout: None` is for calls that block by design (an election campaign).
+    pub async fn connect_with(&self, request_timeout: Option<Duration>) -> Result<Client, DockyardError> {
+        // etcd's server refuses pings more often than every 5 s, and pings on idle
+        // connections (--grpc-keepalive-min-time, PermitWithoutStream), with GOAWAY.
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(false);
+        if let Some(t) = request_timeout {
+            opts = opts.with_timeout(t);
+        }
+        Client::connect(&self.endpoints, Some(opts))
+            .await
+            .map_err(|e| DockyardError::Unavailable(format!("etcd {}: {e}", self.endpoints.join(","))))
+    }
+}
+
+/// True for errors worth retrying: a member that is down or a request that timed out.
+pub fn is_transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Aborted
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+pub fn etcd_err(what: &str, e: etcd_client::Error) -> DockyardError {
+    DockyardError::Unavailable(format!("etcd {what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_keys_sort_in_commit_order() {
+        let k = Keys::new("c1");
+        assert!(k.commit("j", 9, 10) < k.commit("j", 10, 1));
+        assert!(k.commit("j", 10, 2) < k.commit("j", 10, 11));
+        assert!(k.commit("j", 1, 1).starts_with(&k.job_commits_prefix("j")));
+    }
+
+    #[test]
+    fn cluster_names_are_checked() {
+        assert!(validate_cluster_name("prod-eu_1").is_ok());
+        assert!(validate_cluster_name("a/b").is_err());
+        assert!(validate_cluster_name("").is_err());
+        assert!(EtcdSettings::parse(" , ", "c").is_err());
+        let s = EtcdSettings::parse("http://a:1, http://b:2", "c").expect("parse");
+        assert_eq!(s.endpoints, vec!["http://a:1", "http://b:2"]);
+    }
+}

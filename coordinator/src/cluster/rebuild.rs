@@ -1,0 +1,218 @@
+//! Taking over: a new leader cannot read the old leader's sled, so it rebuilds its own from
+//! what the old one replicated — the job index in etcd, specs and committed outcomes in the
+//! artifact store. Tasks without a committed outcome come back `Unclaimed`: agents that
+//! still run them claim them when they reconnect; the rest are queued after a short grace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use etcd_client::{Client, GetOptions};
+use tracing::{error, info, warn};
+
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
+use dockyard_common::cluster::{etcd_err, CommitRecord, JobIndexRecord, JobIndexState, Keys};
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::{JobId, TaskId};
+use dockyard_common::spec::JobSpec;
+use dockyard_common::time::now_ms;
+
+use super::outcome::{OutcomeKind, TaskOutcome};
+use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
+use crate::store::{self, encode, key, Store, P_JOB, P_LIGERR, P_SPEC, P_TASK};
+
+#[derive(Debug, Default, Clone)]
+pub struct RebuildStats {
+    pub jobs: usize,
+    pub active_jobs: usize,
+    pub committed_tasks: u64,
+    pub unclaimed_tasks: u64,
+    /// Task outcomes found in more than one commit: must stay 0.
+    pub double_commits: u64,
+    /// Tasks redone because their committed outcome's artifact is gone.
+    pub missing_outcomes: u64,
+    pub missing_specs: u64,
+    pub elapsed_ms: u64,
+}
+
+async fn get_prefix(client: &mut Client, prefix: String) -> Result<Vec<(String, Vec<u8>)>, DockyardError> {
+    let r = client
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| etcd_err("read", e))?;
+    Ok(r.kvs()
+        .iter()
+        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+        .collect())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> DockyardError {
+    DockyardError::Storage(format!("cluster state: {what}: {e}"))
+}
+
+pub async fn rebuild(
+    client: &mut Client,
+    keys: &Keys,
+    artifacts: &Arc<dyn ArtifactStore>,
+    store: &Store,
+) -> Result<RebuildStats, DockyardError> {
+    let started = Instant::now();
+    let mut stats = RebuildStats::default();
+    store.clear()?;
+    let jobs_prefix = keys.jobs_prefix();
+    let mut seq = 0u64;
+    let mut vtime_by_org: HashMap<String, u64> = HashMap::new();
+    for (k, v) in get_prefix(client, jobs_prefix.clone()).await? {
+        let Ok(id) = JobId::parse(&k[jobs_prefix.len()..]) else {
+            warn!(key = %k, "ignoring a malformed job index key");
+            continue;
+        };
+        let rec: JobIndexRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+        let spec_bytes = match artifacts.get(&ArtifactKey::new(rec.spec_key.clone())?).await {
+            Ok(b) => b,
+            Err(DockyardError::NotFound { .. }) => {
+                // Nothing can be done for a job whose spec the store lost; say so loudly.
+                error!(job = %id, key = %rec.spec_key, "job spec missing from the artifact store; job skipped");
+                stats.missing_specs += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let spec: JobSpec = serde_json::from_slice(&spec_bytes).map_err(|e| corrupt(&rec.spec_key, e))?;
+        let mut outcomes: BTreeMap<u32, TaskOutcome> = BTreeMap::new();
+        for (ck, cv) in get_prefix(client, keys.job_commits_prefix(id.as_str())).await? {
+            let c: CommitRecord = serde_json::from_slice(&cv).map_err(|e| corrupt(&ck, e))?;
+            let body = match artifacts.get(&ArtifactKey::new(c.artifact_key.clone())?).await {
+                Ok(b) => b,
+                Err(DockyardError::NotFound { .. }) => {
+                    // Its tasks come back unclaimed and are docked again.
+                    warn!(job = %id, key = %c.artifact_key, tasks = c.tasks.len(), "committed outcome missing from the artifact store; redoing its tasks");
+                    stats.missing_outcomes += c.tasks.len() as u64;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let list: Vec<TaskOutcome> = serde_json::from_slice(&body).map_err(|e| corrupt(&c.artifact_key, e))?;
+            for o in list {
+                if outcomes.insert(o.index, o).is_some() {
+                    stats.double_commits += 1;
+                }
+            }
+        }
+        let total = spec.task_count();
+        let mut batch = sled::Batch::default();
+        let mut counts = TaskCounts {
+            total,
+            ..TaskCounts::default()
+        };
+        let (mut docked, mut lig_failed, mut cpu) = (0u32, 0u32, 0.0f64);
+        let mut best: Option<f64> = None;
+        let mut error: Option<String> = None;
+        for o in outcomes.values() {
+            let tid = TaskId::new(id.clone(), o.index);
+            match &o.kind {
+                OutcomeKind::Succeeded {
+                    results,
+                    errors,
+                    cpu_seconds,
+                } => {
+                    counts.succeeded += 1;
+                    cpu += cpu_seconds;
+                    for r in results {
+                        batch.insert(store::result_key(&id, r.score, r.index), encode(r));
+                        docked += 1;
+                        best = Some(best.map_or(r.score, |b| b.min(r.score)));
+                    }
+                    for (index, name, why) in errors {
+                        let mut k = key(P_LIGERR, id.as_str().as_bytes());
+                        k.extend_from_slice(&index.to_be_bytes());
+                        batch.insert(k, encode(&(name, why)));
+                        lig_failed += 1;
+                    }
+                }
+                OutcomeKind::Failed { reason } => {
+                    counts.failed += 1;
+                    error.get_or_insert_with(|| format!("task {tid}: {reason}"));
+                    let rec = TaskRecord {
+                        attempt: o.attempt,
+                        state: TaskState::Failed { reason: reason.clone() },
+                        last_error: Some(reason.clone()),
+                    };
+                    batch.insert(key(P_TASK, &tid.to_key()), encode(&rec));
+                }
+            }
+        }
+        stats.committed_tasks += outcomes.len() as u64;
+        let cancelled = rec.state == JobIndexState::Cancelled;
+        for index in (0..total).filter(|i| !outcomes.contains_key(i)) {
+            let tid = TaskId::new(id.clone(), index);
+            let state = if cancelled {
+                counts.cancelled += 1;
+                TaskState::Cancelled
+            } else {
+                counts.running += 1;
+                stats.unclaimed_tasks += 1;
+                TaskState::Unclaimed
+            };
+            let rec = TaskRecord {
+                attempt: 1,
+                state,
+                last_error: None,
+            };
+            batch.insert(key(P_TASK, &tid.to_key()), encode(&rec));
+        }
+        if cancelled {
+            error.get_or_insert(if rec.reason.is_empty() {
+                "cancelled".to_string()
+            } else {
+                rec.reason.clone()
+            });
+        }
+        let state = if counts.finished() == total {
+            counts.final_state(lig_failed)
+        } else if counts.finished() > 0 {
+            JobState::Running
+        } else {
+            JobState::Queued
+        };
+        if !state.is_final() {
+            stats.active_jobs += 1;
+        }
+        let vtime = vtime_by_org.entry(spec.org.to_string()).or_default();
+        let status = JobStatus {
+            state,
+            tasks: counts,
+            ligands_total: spec.ligands.len() as u32,
+            ligands_docked: docked,
+            ligands_failed: lig_failed,
+            best_score: best,
+            error,
+            finished_at_ms: if state.is_final() { now_ms() } else { 0 },
+            unschedulable_reason: None,
+            cpu_seconds: cpu,
+            cursor: total,
+            vtime0: *vtime,
+            seq0: seq + 1,
+        };
+        *vtime += u64::from(total);
+        seq += u64::from(total);
+        batch.insert(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
+        batch.insert(key(P_JOB, id.as_str().as_bytes()), encode(&status));
+        store.apply(batch)?;
+        stats.jobs += 1;
+    }
+    store.flush().await?;
+    stats.elapsed_ms = started.elapsed().as_millis() as u64;
+    info!(
+        jobs = stats.jobs,
+        active = stats.active_jobs,
+        committed_tasks = stats.committed_tasks,
+        unclaimed_tasks = stats.unclaimed_tasks,
+        double_commits = stats.double_commits,
+        missing_outcomes = stats.missing_outcomes,
+        missing_specs = stats.missing_specs,
+        elapsed_ms = stats.elapsed_ms,
+        "state rebuilt from the cluster journal"
+    );
+    Ok(stats)
+}

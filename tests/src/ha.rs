@@ -1,0 +1,394 @@
+//! `HaCluster`: cluster mode for the tests — a real etcd, optionally a real S3 server,
+//! several coordinators started with `--etcd`, and agents that find the leader through
+//! etcd alone. Children are real processes (SIGKILL/SIGSTOP work on them) and their logs
+//! are printed when a test fails, like [`crate::TestCluster`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::pb;
+use crate::servers::{free_port, EtcdServer, S3Server};
+use crate::{binary, clean_command, tail};
+use pb::admin_service_client::AdminServiceClient;
+use pb::job_service_client::JobServiceClient;
+
+pub const CLUSTER: &str = "test";
+
+/// How the cluster is built.
+#[derive(Clone, Debug)]
+pub struct HaOptions {
+    pub coordinators: usize,
+    /// Artifacts in a real S3 server (s3s-fs) instead of a shared folder.
+    pub s3: bool,
+    /// The coordinators' stream lease and heartbeat (`--lease-ms`, `--heartbeat-ms`).
+    pub lease_ms: u64,
+    pub heartbeat_ms: u64,
+    pub coordinator_args: Vec<String>,
+}
+
+impl Default for HaOptions {
+    fn default() -> Self {
+        HaOptions {
+            coordinators: 2,
+            s3: true,
+            lease_ms: 3000,
+            heartbeat_ms: 300,
+            coordinator_args: Vec::new(),
+        }
+    }
+}
+
+struct Child2 {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Child2 {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+pub struct HaCluster {
+    dir: Option<tempfile::TempDir>,
+    pub etcd: EtcdServer,
+    pub s3: Option<S3Server>,
+    artifacts: String,
+    coordinators: Vec<(String, Child2)>,
+    agents: Vec<(String, Child2)>,
+    opts: HaOptions,
+}
+
+impl HaCluster {
+    pub async fn start(opts: HaOptions) -> HaCluster {
+        let dir = tempfile::Builder::new().prefix("dockyard-ha-").tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+        let etcd = EtcdServer::start(dir.path());
+        let (s3, artifacts) = if opts.s3 {
+            let s = S3Server::start(dir.path());
+            s.create_bucket("dockyard");
+            let uri = format!("s3://dockyard/cluster?endpoint={}&region=us-east-1&path_style=true", s.endpoint);
+            (Some(s), uri)
+        } else {
+            (None, format!("file://{}", dir.path().join("shared-artifacts").display()))
+        };
+        let mut c = HaCluster {
+            dir: Some(dir),
+            etcd,
+            s3,
+            artifacts,
+            coordinators: Vec::new(),
+            agents: Vec::new(),
+            opts: opts.clone(),
+        };
+        for _ in 0..opts.coordinators {
+            c.add_coordinator();
+        }
+        c.wait_leader(Duration::from_secs(30)).await;
+        c
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
+    fn env(&self, cmd: &mut std::process::Command) {
+        if let Some(s) = &self.s3 {
+            for (k, v) in s.env() {
+                cmd.env(k, v);
+            }
+        }
+    }
+
+    /// Starts one more coordinator (a standby if a leader exists); returns its index.
+    pub fn add_coordinator(&mut self) -> usize {
+        let i = self.coordinators.len();
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let name = format!("coordinator-{i}");
+        let log = self.dir().join("logs").join(format!("{name}.log"));
+        let mut cmd = clean_command(&binary("dockyard-coordinator"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(self.dir().join(&name))
+            .arg("--etcd")
+            .arg(&self.etcd.client_url)
+            .arg("--cluster")
+            .arg(CLUSTER)
+            .arg("--artifacts")
+            .arg(&self.artifacts)
+            .arg("--heartbeat-ms")
+            .arg(self.opts.heartbeat_ms.to_string())
+            .arg("--lease-ms")
+            .arg(self.opts.lease_ms.to_string())
+            .args(["--retry-base-ms", "100"])
+            .args(&self.opts.coordinator_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        self.env(&mut cmd);
+        let child = cmd.spawn().expect("start coordinator");
+        self.coordinators.push((
+            endpoint,
+            Child2 {
+                name,
+                child: Some(child),
+                log,
+            },
+        ));
+        i
+    }
+
+    /// Starts an agent that knows only etcd; returns its index.
+    pub fn add_agent(&mut self, node_id: &str, slots: u32, extra: &[&str]) -> usize {
+        let i = self.agents.len();
+        let name = format!("agent-{node_id}");
+        let log = self.dir().join("logs").join(format!("{name}.log"));
+        let mut cmd = clean_command(&binary("dockyard-agent"));
+        cmd.arg("--etcd")
+            .arg(&self.etcd.client_url)
+            .arg("--cluster")
+            .arg(CLUSTER)
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--work-dir")
+            .arg(self.dir().join("work").join(node_id))
+            .args(["--gpus", "none", "--enable-sleep-engine"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        self.env(&mut cmd);
+        let child = cmd.spawn().expect("start agent");
+        self.agents.push((
+            node_id.to_string(),
+            Child2 {
+                name,
+                child: Some(child),
+                log,
+            },
+        ));
+        i
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.coordinators.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn coordinator_endpoint(&self, i: usize) -> &str {
+        &self.coordinators[i].0
+    }
+
+    pub fn coordinator_alive(&mut self, i: usize) -> bool {
+        match self.coordinators[i].1.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The exit status of a coordinator that has exited by itself.
+    pub fn coordinator_exit_code(&mut self, i: usize) -> Option<i32> {
+        self.coordinators[i]
+            .1
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|s| s.code())
+    }
+
+    pub fn kill_coordinator(&mut self, i: usize) {
+        self.coordinators[i].1.kill();
+    }
+    pub fn pause_coordinator(&self, i: usize) {
+        self.coordinators[i].1.signal("STOP");
+    }
+    pub fn resume_coordinator(&self, i: usize) {
+        self.coordinators[i].1.signal("CONT");
+    }
+    pub fn pause_agent(&self, i: usize) {
+        self.agents[i].1.signal("STOP");
+    }
+    pub fn resume_agent(&self, i: usize) {
+        self.agents[i].1.signal("CONT");
+    }
+
+    async fn admin_at(endpoint: &str) -> Option<AdminServiceClient<Channel>> {
+        let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        Some(AdminServiceClient::new(ch))
+    }
+
+    /// `GetLeader` as coordinator `i` answers it.
+    pub async fn leader_info(&self, i: usize) -> Option<pb::LeaderInfo> {
+        let mut a = Self::admin_at(&self.coordinators[i].0).await?;
+        a.get_leader(pb::GetLeaderRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Index of the coordinator that says it leads.
+    pub async fn leader_index(&self) -> Option<usize> {
+        for i in 0..self.coordinators.len() {
+            if self.coordinators[i].1.child.is_none() {
+                continue;
+            }
+            if self.leader_info(i).await.is_some_and(|l| l.this_is_leader) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader_index().await {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no coordinator became leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a leader other than `old`.
+    pub async fn wait_new_leader(&self, old: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader_index().await.filter(|i| *i != old) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no new leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn jobs(&self, i: usize) -> JobServiceClient<Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(self.coordinators[i].0.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        JobServiceClient::new(ch).max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn admin(&self, i: usize) -> AdminServiceClient<Channel> {
+        Self::admin_at(&self.coordinators[i].0).await.expect("connect")
+    }
+
+    pub async fn stats(&self, i: usize) -> Option<pb::QueueStatsResponse> {
+        let mut a = Self::admin_at(&self.coordinators[i].0).await?;
+        a.queue_stats(pb::QueueStatsRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    pub async fn wait_nodes(&self, leader: usize, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let connected = match Self::admin_at(&self.coordinators[leader].0).await {
+                Some(mut a) => a
+                    .list_nodes(pb::ListNodesRequest {})
+                    .await
+                    .map(|r| {
+                        r.into_inner()
+                            .nodes
+                            .iter()
+                            .filter(|n| n.state != pb::NodeState::Lost as i32)
+                            .count()
+                    })
+                    .unwrap_or(0),
+                None => 0,
+            };
+            if connected >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {connected} of {n} agents connected in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every commit record in etcd for `job`: (epoch, task indices).
+    pub async fn commits(&self, job: &str) -> Vec<(u64, Vec<u32>)> {
+        let mut client = etcd_client::Client::connect([self.etcd.client_url.as_str()], None)
+            .await
+            .expect("etcd");
+        let prefix = format!("/dockyard/{CLUSTER}/commits/{job}/");
+        let r = client
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("etcd get");
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                let v: serde_json::Value = serde_json::from_slice(kv.value()).expect("commit json");
+                let epoch = v["epoch"].as_u64().expect("epoch");
+                let tasks = v["tasks"]
+                    .as_array()
+                    .expect("tasks")
+                    .iter()
+                    .map(|t| t.as_u64().expect("index") as u32)
+                    .collect();
+                (epoch, tasks)
+            })
+            .collect()
+    }
+
+    pub fn log_tails(&self, n: usize) -> String {
+        let mut s = String::new();
+        for (_, c) in self.coordinators.iter().chain(self.agents.iter()) {
+            s.push_str(&format!("----- {} -----\n{}\n", c.name, tail(&c.log, n)));
+        }
+        s
+    }
+}
+
+impl Drop for HaCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("===== HaCluster logs ({}) =====\n{}", self.dir().display(), self.log_tails(40));
+        }
+        for (_, c) in self.coordinators.iter_mut().chain(self.agents.iter_mut()) {
+            c.signal("CONT");
+            c.kill();
+        }
+        if std::env::var_os("DOCKYARD_TEST_KEEP").is_some() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("keeping {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// Counts, over all commits of a job: tasks committed more than once, and tasks of
+/// `0..total` never committed.
+pub fn audit(commits: &[(u64, Vec<u32>)], total: u32) -> (usize, usize) {
+    let mut seen = std::collections::HashMap::<u32, usize>::new();
+    for (_, tasks) in commits {
+        for t in tasks {
+            *seen.entry(*t).or_default() += 1;
+        }
+    }
+    let doubles = seen.values().filter(|c| **c > 1).count();
+    let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
+    (doubles, lost)
+}

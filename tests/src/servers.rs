@@ -1,0 +1,224 @@
+//! Real etcd and S3 servers for the tests, one set per test on loopback ports, killed when
+//! dropped. `etcd` comes from Debian's `etcd-server`; the S3 server is `s3s-fs` 0.14.1
+//! (`cargo install s3s-fs@0.14.1 --features binary --locked`), started with an access key
+//! and secret so every request is SigV4-checked. `.ci/run` installs both.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const S3_ACCESS_KEY: &str = "dockyard-test";
+pub const S3_SECRET_KEY: &str = "dockyard-test-secret";
+pub const S3_REGION: &str = "us-east-1";
+
+/// A loopback port that was free a moment ago (the child binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot find a free port")
+}
+
+fn wait_tcp(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "{what} exited ({st}) before listening on {addr}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 20 s");
+}
+
+/// Finds a server binary on PATH or in ~/.cargo/bin, with install advice when missing.
+pub fn server_binary(name: &str, install: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found on PATH: {install} (bash .ci/run installs it)"))
+}
+
+/// One etcd member on loopback with its own data folder.
+pub struct EtcdServer {
+    pub client_url: String,
+    child: Option<Child>,
+    args: Vec<String>,
+    bin: PathBuf,
+    log: PathBuf,
+    client_addr: SocketAddr,
+}
+
+impl EtcdServer {
+    pub fn start(dir: &Path) -> EtcdServer {
+        let bin = server_binary("etcd", "apt-get install etcd-server");
+        let data = dir.join("etcd-data");
+        std::fs::create_dir_all(&data).expect("etcd data dir");
+        let (cp, pp) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{cp}");
+        let peer_url = format!("http://127.0.0.1:{pp}");
+        let args = vec![
+            "--name".into(),
+            "test".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen-client-urls".into(),
+            client_url.clone(),
+            "--advertise-client-urls".into(),
+            client_url.clone(),
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-cluster".into(),
+            format!("test={peer_url}"),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        let mut s = EtcdServer {
+            client_url,
+            child: None,
+            args,
+            bin,
+            log: dir.join("etcd.log"),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], cp)),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("etcd log");
+        let mut child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start etcd");
+        wait_tcp(self.client_addr, &mut child, "etcd", &self.log);
+        self.child = Some(child);
+    }
+
+    /// Stops the member (SIGKILL); `restart` brings it back with the same data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `s3s-fs` serving a folder as S3 on loopback, SigV4 enforced with the test key pair.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+    child: Option<Child>,
+    bin: PathBuf,
+    log: PathBuf,
+    addr: SocketAddr,
+}
+
+impl S3Server {
+    pub fn start(dir: &Path) -> S3Server {
+        let bin = server_binary("s3s-fs", "cargo install s3s-fs@0.14.1 --features binary --locked");
+        let root = dir.join("s3-root");
+        std::fs::create_dir_all(&root).expect("s3 root");
+        let port = free_port();
+        let mut s = S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            child: None,
+            bin,
+            log: dir.join("s3s-fs.log"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("s3 log");
+        let mut child = Command::new(&self.bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+                "--access-key",
+                S3_ACCESS_KEY,
+                "--secret-key",
+                S3_SECRET_KEY,
+            ])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start s3s-fs");
+        wait_tcp(self.addr, &mut child, "s3s-fs", &self.log);
+        self.child = Some(child);
+    }
+
+    /// Creates a bucket: s3s-fs maps buckets to folders under its root.
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join(name)).expect("bucket folder");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Environment for a Dockyard process that should use this server through the AWS chain.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+            ("AWS_REGION".into(), S3_REGION.into()),
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

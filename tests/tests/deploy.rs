@@ -1,0 +1,1143 @@
+//! `deploy/`: the compose file, the Kubernetes manifests, the systemd units and the local
+//! cluster script agree with each other and with the flags the binaries really have; and
+//! `deploy/local/cluster.sh` starts a working cluster and stops all of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use dockyard_tests::{bin_dir, binary, processes_mentioning};
+use serde::Deserialize as _;
+use serde_yaml_ng::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn deploy(rel: &str) -> PathBuf {
+    repo().join("deploy").join(rel)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+/// Every document of a YAML file (`---`-separated), empty ones left out.
+fn yaml_docs(p: &Path) -> Vec<Value> {
+    let text = read(p);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", p.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The value at a path of mapping keys, if every step exists.
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path).and_then(Value::as_str)
+}
+
+fn seq_at<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
+    at(v, path).and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn strings(v: &[Value]) -> Vec<String> {
+    v.iter()
+        .map(|x| match x {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => panic!("expected a string, got {other:?}"),
+        })
+        .collect()
+}
+
+fn mapping_keys(v: Option<&Value>) -> BTreeSet<String> {
+    v.and_then(Value::as_mapping)
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// `--flag` names in arguments or shell text (`--flag value`, `--flag=value`, `(--flag)`).
+fn flags_in<'a>(args: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    args.into_iter()
+        .flat_map(|a| a.split(|c: char| c.is_whitespace() || matches!(c, '(' | '"' | '\'')))
+        .filter_map(|a| a.strip_prefix("--"))
+        .map(|a| {
+            a.chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|a| !a.is_empty())
+        .map(|a| format!("--{a}"))
+        .collect()
+}
+
+/// The value of `--flag` in an argument list.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let eq = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(v) = a.strip_prefix(&eq) {
+            Some(v.to_string())
+        } else if a == flag {
+            args.get(i + 1).cloned()
+        } else {
+            None
+        }
+    })
+}
+
+// ----- compose -----
+
+fn compose() -> Value {
+    let docs = yaml_docs(&deploy("compose/compose.yaml"));
+    assert_eq!(docs.len(), 1, "compose.yaml must be one YAML document");
+    docs.into_iter().next().expect("one document")
+}
+
+fn service_command(svc: &Value) -> Vec<String> {
+    strings(seq_at(svc, &["command"]))
+}
+
+/// Which binary a compose service runs, from the Dockerfile it builds or the image it names.
+fn compose_binary(svc: &Value) -> Option<&'static str> {
+    let dockerfile = str_at(svc, &["build", "dockerfile"]).unwrap_or_default();
+    let image = str_at(svc, &["image"]).unwrap_or_default();
+    if dockerfile.ends_with("Dockerfile.coordinator") || image.starts_with("dockyard-coordinator") {
+        Some("dockyard-coordinator")
+    } else if dockerfile.ends_with("Dockerfile.agent") || image.starts_with("dockyard-agent") {
+        Some("dockyard-agent")
+    } else {
+        None
+    }
+}
+
+#[test]
+fn compose_file_is_coherent() {
+    let c = compose();
+    let services = at(&c, &["services"]).and_then(Value::as_mapping).expect("compose has services");
+    let names: BTreeSet<String> = services.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    for want in ["etcd", "minio", "coordinator-1", "coordinator-2", "agent"] {
+        assert!(names.contains(want), "compose.yaml has no `{want}` service (has {names:?})");
+    }
+    let svc = |n: &str| services.get(n).unwrap_or_else(|| panic!("no service {n}"));
+
+    // Scaling: `--scale agent=N` needs no fixed container name and no fixed host port.
+    let agent = svc("agent");
+    assert!(
+        agent.get("container_name").is_none(),
+        "the agent service must not set container_name"
+    );
+    assert!(agent.get("ports").is_none(), "the agent service must not publish host ports");
+    assert_eq!(compose_binary(agent), Some("dockyard-agent"));
+
+    // One-shot jobs (another service waits for them to complete) need no healthcheck.
+    let mut one_shot = BTreeSet::new();
+    for (_, s) in services {
+        if let Some(deps) = s.get("depends_on").and_then(Value::as_mapping) {
+            for (dep, cond) in deps {
+                if str_at(cond, &["condition"]) == Some("service_completed_successfully") {
+                    one_shot.insert(dep.as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    let declared_volumes = mapping_keys(c.get("volumes"));
+    let compose_dir = deploy("compose");
+    for (name, s) in services {
+        let name = name.as_str().expect("service names are strings");
+        if one_shot.contains(name) {
+            assert_eq!(str_at(s, &["restart"]), Some("no"), "one-shot service {name} must not restart");
+        } else {
+            let test = seq_at(s, &["healthcheck", "test"]);
+            assert!(
+                test.len() >= 2 && matches!(test[0].as_str(), Some("CMD" | "CMD-SHELL")),
+                "service {name} needs a healthcheck with a CMD/CMD-SHELL test, has {:?}",
+                s.get("healthcheck")
+            );
+        }
+        // depends_on names real services.
+        let deps: BTreeSet<String> = match s.get("depends_on") {
+            Some(Value::Sequence(v)) => strings(v).into_iter().collect(),
+            other => mapping_keys(other),
+        };
+        for d in deps {
+            assert!(names.contains(&d), "service {name} depends on unknown service {d}");
+        }
+        // Named volumes are declared.
+        for v in strings(seq_at(s, &["volumes"])) {
+            let src = v.split(':').next().unwrap_or_default();
+            if !src.starts_with('.') && !src.starts_with('/') {
+                assert!(declared_volumes.contains(src), "service {name} mounts undeclared volume {src}");
+            }
+        }
+        // Every Dockerfile named exists, relative to the build context.
+        if let Some(b) = s.get("build") {
+            let ctx = compose_dir.join(str_at(b, &["context"]).unwrap_or("."));
+            let df = ctx.join(str_at(b, &["dockerfile"]).unwrap_or("Dockerfile"));
+            assert!(df.is_file(), "service {name} builds {} which does not exist", df.display());
+            assert!(
+                ctx.join("Cargo.toml").is_file(),
+                "service {name}: build context {} is not the repository root",
+                ctx.display()
+            );
+        }
+    }
+
+    // Coordinators: cluster mode, advertising the name other containers reach them by.
+    let coordinators: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| compose_binary(svc(n)) == Some("dockyard-coordinator"))
+        .collect();
+    assert_eq!(coordinators, ["coordinator-1", "coordinator-2"], "coordinator services");
+    let mut data_volumes = BTreeSet::new();
+    let mut artifacts = BTreeSet::new();
+    let mut clusters = BTreeSet::new();
+    for n in &coordinators {
+        let s = svc(n);
+        let cmd = service_command(s);
+        let etcd = flag_value(&cmd, "--etcd").unwrap_or_else(|| panic!("{n} has no --etcd: {cmd:?}"));
+        assert!(etcd.contains("etcd:2379"), "{n} --etcd {etcd} does not name the etcd service");
+        let adv = flag_value(&cmd, "--advertise").unwrap_or_else(|| panic!("{n} has no --advertise: {cmd:?}"));
+        let listen = flag_value(&cmd, "--listen").unwrap_or_else(|| panic!("{n} has no --listen"));
+        let port = listen.rsplit(':').next().unwrap_or_default();
+        assert_eq!(
+            adv,
+            format!("http://{n}:{port}"),
+            "{n} must advertise its service name and listen port"
+        );
+        let data = flag_value(&cmd, "--data-dir").unwrap_or_else(|| panic!("{n} has no --data-dir"));
+        let vol = strings(seq_at(s, &["volumes"]))
+            .into_iter()
+            .find(|v| v.split(':').nth(1) == Some(data.as_str()))
+            .unwrap_or_else(|| panic!("{n}: no volume mounted at its --data-dir {data}"));
+        assert!(
+            data_volumes.insert(vol.split(':').next().unwrap_or_default().to_string()),
+            "{n} shares a data volume"
+        );
+        artifacts.insert(flag_value(&cmd, "--artifacts").unwrap_or_else(|| panic!("{n} has no --artifacts")));
+        clusters.insert(flag_value(&cmd, "--cluster").unwrap_or_default());
+        let env = mapping_keys(s.get("environment"));
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            assert!(env.contains(k), "{n} lacks {k} for the S3 store");
+        }
+    }
+    // Agents: etcd alone finds the leader; same store and cluster as the coordinators.
+    let cmd = service_command(agent);
+    assert!(flag_value(&cmd, "--etcd").is_some(), "agent has no --etcd: {cmd:?}");
+    assert!(
+        flag_value(&cmd, "--coordinator").is_none(),
+        "agents find the leader in etcd; no --coordinator"
+    );
+    artifacts.insert(flag_value(&cmd, "--artifacts").unwrap_or_else(|| panic!("agent has no --artifacts")));
+    clusters.insert(flag_value(&cmd, "--cluster").unwrap_or_default());
+    assert_eq!(artifacts.len(), 1, "coordinators and agents must share one store: {artifacts:?}");
+    assert_eq!(clusters.len(), 1, "coordinators and agents must name one cluster: {clusters:?}");
+    let store = artifacts.into_iter().next().unwrap_or_default();
+    let bucket = store
+        .strip_prefix("s3://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("artifacts {store} is not an s3:// URI"));
+    assert!(
+        store.contains("endpoint=http://minio:9000"),
+        "artifacts {store} must point at the minio service"
+    );
+    // The one-shot bucket job creates that bucket.
+    let creates_bucket = one_shot.iter().any(|n| {
+        let s = svc(n);
+        let text = strings(seq_at(s, &["entrypoint"])).join(" ") + &strings(seq_at(s, &["command"])).join(" ");
+        text.contains("mc mb") && text.contains(&format!("/{bucket}"))
+    });
+    assert!(creates_bucket, "no one-shot service runs `mc mb .../{bucket}`");
+
+    // Every ${VAR} compose reads is in .env.example.
+    let text = read(&deploy("compose/compose.yaml"));
+    let env_example = read(&deploy("compose/.env.example"));
+    let defined: BTreeSet<&str> = env_example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    for part in text.split("${").skip(1) {
+        let var: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        assert!(
+            defined.contains(var.as_str()),
+            "compose.yaml uses ${{{var}}} which .env.example does not set"
+        );
+    }
+}
+
+#[test]
+fn dockerfiles_build_non_root_images_with_the_probe() {
+    for (file, bin) in [
+        ("Dockerfile.coordinator", "dockyard-coordinator"),
+        ("Dockerfile.agent", "dockyard-agent"),
+    ] {
+        let text = read(&deploy(&format!("compose/{file}")));
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+        let froms: Vec<&str> = lines.iter().filter(|l| l.starts_with("FROM ")).copied().collect();
+        assert!(froms.len() >= 2, "{file}: multi-stage build expected, FROM lines {froms:?}");
+        assert!(
+            froms[0].contains("rust:1.95-bookworm"),
+            "{file}: builder must be rust:1.95-bookworm"
+        );
+        assert!(
+            froms.last().is_some_and(|f| f.contains("debian:bookworm-slim")),
+            "{file}: runtime must be debian:bookworm-slim"
+        );
+        assert!(
+            text.contains("protobuf-compiler"),
+            "{file}: the builder needs protoc for etcd-client"
+        );
+        assert!(text.contains("--locked"), "{file}: build with the committed Cargo.lock");
+        assert!(text.contains("grpc_health_probe"), "{file}: the healthchecks use grpc_health_probe");
+        let user = lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("{file}: no USER"));
+        assert!(!user.starts_with("root") && !user.starts_with('0'), "{file}: runs as root ({user})");
+        let entry = lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+            .unwrap_or_else(|| panic!("{file}: no ENTRYPOINT"));
+        assert!(entry.contains(&format!("\"{bin}\"")), "{file}: ENTRYPOINT {entry} is not {bin}");
+        assert!(
+            text.contains(&format!("target/release/{bin}")),
+            "{file}: does not copy target/release/{bin}"
+        );
+        // A dockerignore beside the Dockerfile keeps target/ out of the build context.
+        let ignore = read(&deploy(&format!("compose/{file}.dockerignore")));
+        assert!(
+            ignore.lines().any(|l| l.trim() == "target/" || l.trim() == "target"),
+            "{file}.dockerignore"
+        );
+    }
+    let agent = read(&deploy("compose/Dockerfile.agent"));
+    for pkg in ["autodock-vina", "openbabel"] {
+        assert!(agent.contains(pkg), "Dockerfile.agent must install {pkg}");
+    }
+}
+
+// ----- Kubernetes -----
+
+struct K8s {
+    /// (kind, name) → object.
+    objects: BTreeMap<(String, String), Value>,
+}
+
+impl K8s {
+    fn load() -> K8s {
+        let dir = deploy("k8s");
+        let kust = yaml_docs(&dir.join("kustomization.yaml"))
+            .into_iter()
+            .next()
+            .expect("kustomization");
+        let listed: BTreeSet<String> = strings(seq_at(&kust, &["resources"])).into_iter().collect();
+        let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+            .expect("deploy/k8s")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+            .collect();
+        assert_eq!(
+            listed, on_disk,
+            "kustomization.yaml resources must list exactly the manifests in deploy/k8s"
+        );
+        let ns = str_at(&kust, &["namespace"]).expect("kustomization namespace").to_string();
+        let mut objects = BTreeMap::new();
+        for f in &listed {
+            let docs = yaml_docs(&dir.join(f));
+            assert!(!docs.is_empty(), "{f} has no documents");
+            for d in docs {
+                let kind = str_at(&d, &["kind"])
+                    .unwrap_or_else(|| panic!("{f}: a document without kind"))
+                    .to_string();
+                let name = str_at(&d, &["metadata", "name"])
+                    .unwrap_or_else(|| panic!("{f}: {kind} without a name"))
+                    .to_string();
+                assert!(str_at(&d, &["apiVersion"]).is_some(), "{f}: {kind}/{name} has no apiVersion");
+                if kind == "Namespace" {
+                    assert_eq!(name, ns, "{f}: the Namespace differs from kustomization's namespace");
+                } else {
+                    assert_eq!(
+                        str_at(&d, &["metadata", "namespace"]),
+                        Some(ns.as_str()),
+                        "{f}: {kind}/{name} must be in namespace {ns}"
+                    );
+                }
+                assert!(
+                    objects.insert((kind.clone(), name.clone()), d).is_none(),
+                    "{kind}/{name} defined twice"
+                );
+            }
+        }
+        K8s { objects }
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<(&str, &Value)> {
+        self.objects
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, n), v)| (n.as_str(), v))
+            .collect()
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&(kind.to_string(), name.to_string()))
+    }
+
+    /// Keys of a ConfigMap's data or a Secret's data/stringData.
+    fn keys(&self, kind: &str, name: &str) -> BTreeSet<String> {
+        let o = self
+            .get(kind, name)
+            .unwrap_or_else(|| panic!("{kind} {name} is referenced but not defined in deploy/k8s"));
+        let mut k = mapping_keys(o.get("data"));
+        k.extend(mapping_keys(o.get("stringData")));
+        k
+    }
+}
+
+/// Checks one workload's pod template: selector matches labels; every ConfigMap/Secret it
+/// references exists with the keys it names; every $(VAR) in args is a declared env var.
+/// Returns the containers.
+fn check_pod_template<'a>(k: &K8s, what: &str, w: &'a Value) -> &'a [Value] {
+    let labels = at(w, &["spec", "template", "metadata", "labels"])
+        .and_then(Value::as_mapping)
+        .expect("pod labels");
+    let sel = at(w, &["spec", "selector", "matchLabels"])
+        .and_then(Value::as_mapping)
+        .expect("selector");
+    for (key, val) in sel {
+        assert_eq!(labels.get(key), Some(val), "{what}: selector {key:?} does not match the pod labels");
+    }
+    let containers = seq_at(w, &["spec", "template", "spec", "containers"]);
+    assert!(!containers.is_empty(), "{what} has no containers");
+    for c in containers {
+        let cname = str_at(c, &["name"]).unwrap_or("?");
+        let mut env_names = BTreeSet::new();
+        for e in seq_at(c, &["env"]) {
+            let n = str_at(e, &["name"]).expect("env name");
+            env_names.insert(n.to_string());
+            if let Some(r) = at(e, &["valueFrom", "configMapKeyRef"]) {
+                let (m, key) = (str_at(r, &["name"]).expect("name"), str_at(r, &["key"]).expect("key"));
+                assert!(
+                    k.keys("ConfigMap", m).contains(key),
+                    "{what}/{cname}: ConfigMap {m} has no key {key}"
+                );
+            }
+            if let Some(r) = at(e, &["valueFrom", "secretKeyRef"]) {
+                let (s, key) = (str_at(r, &["name"]).expect("name"), str_at(r, &["key"]).expect("key"));
+                assert!(k.keys("Secret", s).contains(key), "{what}/{cname}: Secret {s} has no key {key}");
+            }
+        }
+        for e in seq_at(c, &["envFrom"]) {
+            if let Some(m) = str_at(e, &["configMapRef", "name"]) {
+                k.keys("ConfigMap", m);
+            }
+            if let Some(s) = str_at(e, &["secretRef", "name"]) {
+                k.keys("Secret", s);
+            }
+        }
+        for a in strings(seq_at(c, &["args"])).iter().chain(strings(seq_at(c, &["command"])).iter()) {
+            for part in a.split("$(").skip(1) {
+                let var = part.split(')').next().unwrap_or_default();
+                assert!(
+                    env_names.contains(var),
+                    "{what}/{cname}: arg {a} uses $({var}), which is not in env"
+                );
+            }
+        }
+    }
+    containers
+}
+
+fn container_args(c: &Value) -> Vec<String> {
+    strings(seq_at(c, &["args"]))
+}
+
+fn workload_binary(c: &Value) -> Option<&'static str> {
+    let image = str_at(c, &["image"]).unwrap_or_default();
+    let base = image.rsplit('/').next().unwrap_or_default();
+    if base.starts_with("dockyard-coordinator") {
+        Some("dockyard-coordinator")
+    } else if base.starts_with("dockyard-agent") {
+        Some("dockyard-agent")
+    } else {
+        None
+    }
+}
+
+#[test]
+fn kubernetes_manifests_are_coherent() {
+    let k = K8s::load();
+    assert_eq!(k.of_kind("Namespace").len(), 1, "one Namespace");
+    assert!(!k.of_kind("ConfigMap").is_empty(), "a ConfigMap with the cluster settings");
+    assert!(!k.of_kind("Secret").is_empty(), "an example Secret with the S3 credentials");
+
+    // Coordinators: a StatefulSet with its own volumes, readiness = leadership.
+    let sts = k.of_kind("StatefulSet");
+    assert_eq!(sts.len(), 1, "one StatefulSet (the coordinators)");
+    let (sname, s) = sts[0];
+    assert_eq!(at(s, &["spec", "replicas"]).and_then(Value::as_u64), Some(2), "{sname}: 2 replicas");
+    let containers = check_pod_template(&k, sname, s);
+    let c = &containers[0];
+    assert_eq!(
+        workload_binary(c),
+        Some("dockyard-coordinator"),
+        "{sname} runs the coordinator image"
+    );
+    let vcts: Vec<&str> = seq_at(s, &["spec", "volumeClaimTemplates"])
+        .iter()
+        .filter_map(|v| str_at(v, &["metadata", "name"]))
+        .collect();
+    assert!(!vcts.is_empty(), "{sname} needs volumeClaimTemplates");
+    let args = container_args(c);
+    let data_dir = flag_value(&args, "--data-dir").expect("--data-dir");
+    let mount = seq_at(c, &["volumeMounts"])
+        .iter()
+        .find(|m| str_at(m, &["mountPath"]) == Some(data_dir.as_str()))
+        .unwrap_or_else(|| panic!("{sname}: nothing mounted at --data-dir {data_dir}"));
+    assert!(
+        vcts.contains(&str_at(mount, &["name"]).unwrap_or_default()),
+        "{sname}: the data dir must be a volumeClaimTemplate"
+    );
+    let ready = at(c, &["readinessProbe", "grpc"]).expect("readiness probe must be a native grpc probe");
+    assert_eq!(
+        str_at(ready, &["service"]),
+        Some("dockyard.v1.JobService"),
+        "readiness = leader only"
+    );
+    let live = at(c, &["livenessProbe", "grpc"]).expect("liveness probe must be a native grpc probe");
+    assert_eq!(str_at(live, &["service"]).unwrap_or(""), "", "liveness = overall health");
+    // A standby is never Ready: ordered start would never create the second pod.
+    assert_eq!(
+        str_at(s, &["spec", "podManagementPolicy"]),
+        Some("Parallel"),
+        "{sname}: podManagementPolicy"
+    );
+    assert!(flag_value(&args, "--etcd").is_some(), "{sname}: --etcd");
+    assert!(flag_value(&args, "--cluster").is_some(), "{sname}: --cluster");
+    // --advertise is the pod's DNS name under the headless Service.
+    let svc_name = str_at(s, &["spec", "serviceName"]).expect("serviceName");
+    let headless = k
+        .get("Service", svc_name)
+        .unwrap_or_else(|| panic!("{sname}: serviceName {svc_name} is not a Service"));
+    assert_eq!(
+        str_at(headless, &["spec", "clusterIP"]),
+        Some("None"),
+        "{svc_name} must be headless"
+    );
+    let adv = flag_value(&args, "--advertise").expect("--advertise");
+    assert!(
+        adv.starts_with(&format!("http://$(POD_NAME).{svc_name}.")),
+        "--advertise {adv} must be the pod's name under {svc_name}"
+    );
+    let pod_name = seq_at(c, &["env"])
+        .iter()
+        .find(|e| str_at(e, &["name"]) == Some("POD_NAME"))
+        .expect("POD_NAME env");
+    assert_eq!(str_at(pod_name, &["valueFrom", "fieldRef", "fieldPath"]), Some("metadata.name"));
+    // Services that select the coordinators: the headless one and a client one.
+    let pod_labels = at(s, &["spec", "template", "metadata", "labels"])
+        .and_then(Value::as_mapping)
+        .expect("labels");
+    let port_names: BTreeSet<&str> = seq_at(c, &["ports"]).iter().filter_map(|p| str_at(p, &["name"])).collect();
+    let mut client_services = 0;
+    for (n, svc) in k.of_kind("Service") {
+        let sel = at(svc, &["spec", "selector"])
+            .and_then(Value::as_mapping)
+            .expect("service selector");
+        assert!(
+            sel.iter().all(|(kk, vv)| pod_labels.get(kk) == Some(vv)),
+            "Service {n} selects no coordinator pod"
+        );
+        for p in seq_at(svc, &["spec", "ports"]) {
+            if let Some(t) = str_at(p, &["targetPort"]) {
+                assert!(port_names.contains(t), "Service {n}: targetPort {t} is not a container port");
+            }
+        }
+        if str_at(svc, &["spec", "clusterIP"]) != Some("None") {
+            client_services += 1;
+        }
+    }
+    assert_eq!(client_services, 1, "one client Service for the coordinators");
+
+    // Agents: a Deployment with resource requests and limits, finding the leader in etcd.
+    let deps = k.of_kind("Deployment");
+    let (dname, d) = deps
+        .iter()
+        .find(|(_, d)| {
+            seq_at(d, &["spec", "template", "spec", "containers"])
+                .iter()
+                .any(|c| workload_binary(c) == Some("dockyard-agent"))
+        })
+        .copied()
+        .expect("a Deployment running the agent image");
+    let containers = check_pod_template(&k, dname, d);
+    let c = &containers[0];
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(at(c, &["resources", kind, res]).is_some(), "{dname}: resources.{kind}.{res}");
+        }
+    }
+    let args = container_args(c);
+    assert!(flag_value(&args, "--etcd").is_some(), "{dname}: --etcd");
+    assert!(flag_value(&args, "--cluster").is_some(), "{dname}: --cluster");
+    assert!(flag_value(&args, "--artifacts").is_some(), "{dname}: --artifacts");
+}
+
+/// A container's args with every $(VAR) replaced by its value (ConfigMap keys and literal
+/// values; pod fields become a placeholder).
+fn resolved_args(k: &K8s, c: &Value) -> Vec<String> {
+    let mut vars = BTreeMap::new();
+    for e in seq_at(c, &["env"]) {
+        let n = str_at(e, &["name"]).unwrap_or_default().to_string();
+        let v = if let Some(v) = str_at(e, &["value"]) {
+            v.to_string()
+        } else if let Some(r) = at(e, &["valueFrom", "configMapKeyRef"]) {
+            let m = k.get("ConfigMap", str_at(r, &["name"]).unwrap_or_default()).expect("ConfigMap");
+            str_at(m, &["data", str_at(r, &["key"]).unwrap_or_default()])
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            format!("pod-{}", n.to_lowercase().replace('_', "-"))
+        };
+        vars.insert(n, v);
+    }
+    container_args(c)
+        .into_iter()
+        .map(|a| vars.iter().fold(a, |a, (n, v)| a.replace(&format!("$({n})"), v)))
+        .collect()
+}
+
+#[test]
+fn artifact_uris_parse_with_the_real_parser() {
+    use dockyard_common::artifact::{S3Options, S3Preset};
+    let mut uris: Vec<(String, String)> = Vec::new();
+    let c = compose();
+    if let Some(services) = at(&c, &["services"]).and_then(Value::as_mapping) {
+        for (name, s) in services {
+            if let Some(u) = flag_value(&service_command(s), "--artifacts") {
+                uris.push((format!("compose {}", name.as_str().unwrap_or_default()), u));
+            }
+        }
+    }
+    let k = K8s::load();
+    for ((kind, name), o) in &k.objects {
+        for c in seq_at(o, &["spec", "template", "spec", "containers"]) {
+            if let Some(u) = flag_value(&resolved_args(&k, c), "--artifacts") {
+                uris.push((format!("k8s {kind}/{name}"), u));
+            }
+        }
+    }
+    for (_, _, example) in UNITS {
+        if let Some(u) = env_file(&deploy(&format!("systemd/{example}"))).get("DOCKYARD_ARTIFACTS") {
+            uris.push((format!("systemd {example}"), u.clone()));
+        }
+    }
+    assert!(uris.len() >= 5, "artifact URIs found: {uris:?}");
+    for (place, uri) in uris {
+        let o = S3Options::from_uri(&uri).unwrap_or_else(|e| panic!("{place}: --artifacts {uri} does not parse: {e}"));
+        assert!(!o.bucket.is_empty(), "{place}: {uri} names no bucket");
+        // MinIO and other self-hosted servers need an endpoint and path-style addressing.
+        assert!(o.endpoint.is_some(), "{place}: {uri} has no endpoint");
+        assert!(
+            o.path_style || o.preset == S3Preset::Minio,
+            "{place}: {uri} needs preset=minio or path_style=true"
+        );
+    }
+}
+
+// ----- systemd -----
+
+/// An INI-like unit: section → key → values (keys may repeat).
+fn parse_unit(p: &Path) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section: Option<String> = None;
+    for (i, line) in read(p).lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = Some(s.to_string());
+            out.entry(s.to_string()).or_default();
+            continue;
+        }
+        let sec = section
+            .clone()
+            .unwrap_or_else(|| panic!("{}:{}: key outside a section", p.display(), i + 1));
+        let (k, v) = l
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{}:{}: not KEY=VALUE: {l}", p.display(), i + 1));
+        assert!(!l.ends_with('\\'), "{}:{}: keep units on one line per key", p.display(), i + 1);
+        out.entry(sec)
+            .or_default()
+            .entry(k.trim().to_string())
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    out
+}
+
+/// KEY=VALUE lines of an environment file.
+fn env_file(p: &Path) -> BTreeMap<String, String> {
+    read(p)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{}: not KEY=VALUE: {l}", p.display()));
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+/// (binary, unit file, env example file).
+const UNITS: [(&str, &str, &str); 2] = [
+    ("dockyard-coordinator", "dockyard-coordinator.service", "coordinator.env.example"),
+    ("dockyard-agent", "dockyard-agent.service", "agent.env.example"),
+];
+
+#[test]
+fn systemd_units_are_coherent() {
+    for (bin, unit, example) in UNITS {
+        let u = parse_unit(&deploy(&format!("systemd/{unit}")));
+        for s in ["Unit", "Service", "Install"] {
+            assert!(u.contains_key(s), "{unit}: no [{s}] section");
+        }
+        let svc = &u["Service"];
+        let one = |k: &str| -> &str {
+            let v = svc.get(k).unwrap_or_else(|| panic!("{unit}: no {k}="));
+            assert_eq!(v.len(), 1, "{unit}: {k}= given more than once");
+            &v[0]
+        };
+        let exec = one("ExecStart");
+        let program = exec.split_whitespace().next().unwrap_or_default();
+        assert!(program.starts_with('/'), "{unit}: ExecStart needs an absolute path");
+        assert_eq!(
+            Path::new(program).file_name().and_then(|f| f.to_str()),
+            Some(bin),
+            "{unit}: ExecStart {exec}"
+        );
+        assert_eq!(one("Restart"), "always", "{unit}");
+        assert_eq!(one("NoNewPrivileges"), "yes", "{unit}");
+        assert_eq!(one("ProtectSystem"), "strict", "{unit}");
+        assert!(one("LimitNOFILE").parse::<u64>().is_ok_and(|n| n >= 4096), "{unit}: LimitNOFILE");
+        assert_ne!(one("User"), "root", "{unit}: runs as root");
+        let env_file_path = one("EnvironmentFile");
+        assert!(
+            env_file_path.starts_with("/etc/dockyard/") && env_file_path.ends_with(".env"),
+            "{unit}: EnvironmentFile={env_file_path}"
+        );
+        // The example is the file to install there.
+        let installed_name = Path::new(env_file_path).file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        assert_eq!(format!("{installed_name}.example"), example, "{unit}: example env file name");
+        let env = env_file(&deploy(&format!("systemd/{example}")));
+        // The folder the binary writes is the one left writable.
+        let dir_key = if bin == "dockyard-agent" {
+            "DOCKYARD_WORK_DIR"
+        } else {
+            "DOCKYARD_DATA_DIR"
+        };
+        let dir = env.get(dir_key).unwrap_or_else(|| panic!("{example}: no {dir_key}"));
+        let rw = one("ReadWritePaths");
+        assert!(
+            rw.split_whitespace().any(|p| p == dir),
+            "{unit}: ReadWritePaths={rw} does not cover {dir}"
+        );
+        assert!(env.contains_key("DOCKYARD_ETCD"), "{example}: cluster mode needs DOCKYARD_ETCD");
+        if bin == "dockyard-coordinator" {
+            assert!(env.contains_key("DOCKYARD_ADVERTISE"), "{example}: DOCKYARD_ADVERTISE");
+        }
+    }
+}
+
+// ----- flags against the binaries -----
+
+/// The `--flags` and `DOCKYARD_*` variables a binary's `--help` lists.
+fn help_of(bin: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = std::process::Command::new(binary(bin))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin} --help: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} --help failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut flags = BTreeSet::new();
+    for l in text.lines() {
+        let t = l.trim_start();
+        // Option lines: `--flag <X>` or `-h, --help`.
+        let t = if t.len() > 4 && t.starts_with('-') && t.as_bytes()[2] == b',' {
+            t[3..].trim_start()
+        } else {
+            t
+        };
+        if let Some(f) = t.strip_prefix("--") {
+            let name: String = f.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            flags.insert(format!("--{name}"));
+        }
+    }
+    let envs = text
+        .split("[env: ")
+        .skip(1)
+        .map(|p| p.split(['=', ']']).next().unwrap_or_default().to_string())
+        .collect();
+    (flags, envs)
+}
+
+/// Logical lines of a shell script (backslash continuations joined).
+fn shell_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for l in text.lines() {
+        let t = l.trim();
+        if let Some(s) = t.strip_suffix('\\') {
+            cur.push_str(s);
+            cur.push(' ');
+        } else {
+            cur.push_str(t);
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+/// Every place deploy/ passes a flag or a DOCKYARD_* variable to `bin`: (where, flag-or-var).
+fn deploy_usages(bin: &str) -> Vec<(String, String)> {
+    let mut uses = Vec::new();
+    // compose
+    let c = compose();
+    if let Some(services) = at(&c, &["services"]).and_then(Value::as_mapping) {
+        for (name, s) in services {
+            if compose_binary(s) == Some(bin) {
+                let name = name.as_str().unwrap_or_default();
+                let cmd = service_command(s);
+                for f in flags_in(cmd.iter().map(String::as_str)) {
+                    uses.push((format!("compose {name}"), f));
+                }
+                for k in mapping_keys(s.get("environment"))
+                    .into_iter()
+                    .filter(|k| k.starts_with("DOCKYARD_"))
+                {
+                    uses.push((format!("compose {name}"), k));
+                }
+            }
+        }
+    }
+    // Kubernetes
+    let k = K8s::load();
+    for ((kind, name), o) in &k.objects {
+        for c in seq_at(o, &["spec", "template", "spec", "containers"]) {
+            if workload_binary(c) == Some(bin) {
+                let args = container_args(c);
+                for f in flags_in(args.iter().map(String::as_str)) {
+                    uses.push((format!("k8s {kind}/{name}"), f));
+                }
+                for e in seq_at(c, &["env"]) {
+                    if let Some(n) = str_at(e, &["name"]).filter(|n| n.starts_with("DOCKYARD_")) {
+                        uses.push((format!("k8s {kind}/{name}"), n.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    // systemd
+    for (b, unit, example) in UNITS {
+        if b == bin {
+            let u = parse_unit(&deploy(&format!("systemd/{unit}")));
+            let exec = u["Service"]["ExecStart"].join(" ");
+            for f in flags_in([exec.as_str()]) {
+                uses.push((format!("systemd {unit}"), f));
+            }
+            for key in env_file(&deploy(&format!("systemd/{example}"))).into_keys() {
+                if key.starts_with("DOCKYARD_") {
+                    uses.push((format!("systemd {example}"), key));
+                }
+            }
+            // Commented-out settings are suggestions to uncomment: they must exist too.
+            for l in read(&deploy(&format!("systemd/{example}"))).lines() {
+                if let Some(key) = l.trim_start_matches(['#', ' ']).split_once('=').map(|(k, _)| k) {
+                    if key.starts_with("DOCKYARD_") && !key.contains(' ') {
+                        uses.push((format!("systemd {example}"), key.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    // The local script: the statement that starts the binary, plus the extra agent flags.
+    let script = read(&deploy("local/cluster.sh"));
+    for st in shell_statements(&script) {
+        let starts_bin = st.starts_with("spawn ") && st.contains(&format!("/{bin}\""));
+        let agent_extra = bin == "dockyard-agent" && st.contains("extra+=(");
+        if starts_bin || agent_extra {
+            for f in flags_in([st.as_str()]) {
+                uses.push(("deploy/local/cluster.sh".into(), f));
+            }
+        }
+    }
+    uses
+}
+
+#[test]
+fn every_flag_used_in_deploy_exists_in_the_binaries() {
+    let mut missing = Vec::new();
+    for bin in ["dockyard-coordinator", "dockyard-agent"] {
+        let (flags, envs) = help_of(bin);
+        let uses = deploy_usages(bin);
+        assert!(
+            uses.iter().any(|(w, _)| w.starts_with("compose")) && uses.iter().any(|(w, _)| w.starts_with("k8s")),
+            "{bin}: found no flags in compose or k8s; is the binary detection broken? {uses:?}"
+        );
+        assert!(
+            uses.iter().any(|(w, _)| w.contains("cluster.sh")),
+            "{bin}: no flags found in cluster.sh"
+        );
+        for (place, name) in uses {
+            let ok = if name.starts_with("--") {
+                flags.contains(&name)
+            } else {
+                envs.contains(&name)
+            };
+            if !ok {
+                missing.push(format!("{bin} {name} (used in {place})"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "flags/variables that deploy/ uses but --help does not list:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+// ----- the local cluster script, for real -----
+
+/// A CLI or script run with the caller's DOCKYARD_* settings removed, with a time limit.
+async fn run(program: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DOCKYARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {args:?} did not finish within {limit:?}", program.display()))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Five consecutive free loopback ports (etcd, its peer port, S3, two coordinators).
+fn free_base_port() -> u16 {
+    let seed = std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    for i in 0..200u64 {
+        let base = 20_000 + ((seed + i * 977) % 30_000) as u16;
+        let all_free = (0..5).all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no 5 consecutive free ports found");
+}
+
+/// When the test fails half-way: prints the cluster's logs and stops it.
+struct StopOnDrop {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for f in dockyard_tests::files_under(&self.dir.join("logs")) {
+            let t = std::fs::read_to_string(&f).unwrap_or_default();
+            let lines: Vec<&str> = t.lines().collect();
+            eprintln!(
+                "----- {} -----\n{}",
+                f.display(),
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        let _ = std::process::Command::new("bash")
+            .arg(&self.script)
+            .args(["stop", "--timeout", "5", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+const CLUSTER_PROCESSES: [&str; 4] = ["etcd", "s3s-fs", "dockyard-coordinator", "dockyard-agent"];
+
+#[tokio::test]
+async fn local_cluster_script_starts_and_stops() {
+    let tmp = tempfile::Builder::new().prefix("dockyard-local-").tempdir().expect("tempdir");
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.to_str().expect("utf-8 temp path").to_string();
+    let script = deploy("local/cluster.sh");
+    let bash = PathBuf::from("bash");
+    let bins = bin_dir();
+    let bins_s = bins.to_str().expect("utf-8 bin dir").to_string();
+    let env = [("DOCKYARD_BIN_DIR", bins_s.as_str())];
+    let guard = StopOnDrop {
+        script: script.clone(),
+        dir: dir.clone(),
+    };
+    let script_s = script.to_str().expect("utf-8 path").to_string();
+
+    let base = free_base_port().to_string();
+    let o = run(
+        &bash,
+        &[
+            &script_s,
+            "start",
+            "--agents",
+            "2",
+            "--dir",
+            &dir_s,
+            "--sleep-engine",
+            "--base-port",
+            &base,
+        ],
+        &env,
+        Duration::from_secs(240),
+    )
+    .await;
+    assert!(
+        o.status.success(),
+        "cluster.sh start failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let out = text(&o.stdout);
+    let endpoints = out
+        .lines()
+        .find_map(|l| l.strip_prefix("export DOCKYARD_COORDINATOR="))
+        .unwrap_or_else(|| panic!("start printed no `export DOCKYARD_COORDINATOR=` line:\n{out}"))
+        .trim()
+        .to_string();
+    assert_eq!(endpoints.split(',').count(), 2, "two coordinator endpoints: {endpoints}");
+    for n in CLUSTER_PROCESSES {
+        assert!(!processes_mentioning(n, &dir).is_empty(), "no {n} process is running from {dir_s}");
+    }
+    assert_eq!(processes_mentioning("dockyard-coordinator", &dir).len(), 2, "two coordinators");
+    assert_eq!(processes_mentioning("dockyard-agent", &dir).len(), 2, "two agents");
+
+    // status: everything alive, exactly one leader.
+    let o = run(&bash, &[&script_s, "status", "--dir", &dir_s], &env, Duration::from_secs(60)).await;
+    let status = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "cluster.sh status failed ({}):\n{status}\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+    let leaders = status
+        .lines()
+        .filter(|l| l.starts_with("coordinator-") && l.trim_end().ends_with("leader"))
+        .count();
+    assert_eq!(leaders, 1, "status must show one leader:\n{status}");
+
+    // The CLI, given both coordinators, reaches the leader; a sleep job succeeds.
+    let cli = binary("dockyard");
+    let o = run(
+        &cli,
+        &[
+            "--coordinator",
+            &endpoints,
+            "submit",
+            "--engine",
+            "sleep",
+            "--count",
+            "4",
+            "--sleep-ms",
+            "50",
+            "--wait",
+        ],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        o.status.success(),
+        "dockyard --coordinator {endpoints} submit --wait failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let job = text(&o.stdout).lines().next().unwrap_or_default().trim().to_string();
+    assert_eq!(job.len(), 20, "the first stdout line is the job id: {:?}", text(&o.stdout));
+    let o = run(
+        &cli,
+        &["--coordinator", &endpoints, "jobs", "--format", "json"],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(o.status.success(), "jobs failed: {}", text(&o.stderr));
+    let jobs: serde_json::Value = serde_json::from_slice(&o.stdout).expect("jobs --format json");
+    let row = jobs
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["job_id"] == job.as_str()))
+        .unwrap_or_else(|| panic!("job {job} not listed: {jobs}"));
+    assert_eq!(row["state"], "succeeded", "{row}");
+    let o = run(
+        &cli,
+        &["--coordinator", &endpoints, "nodes", "--format", "json"],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(o.status.success(), "nodes failed: {}", text(&o.stderr));
+    let nodes: serde_json::Value = serde_json::from_slice(&o.stdout).expect("nodes --format json");
+    for id in ["local-agent-1", "local-agent-2"] {
+        let n = nodes
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["node_id"] == id))
+            .unwrap_or_else(|| panic!("{id} not listed: {nodes}"));
+        assert_eq!(n["state"], "ready", "{n}");
+    }
+
+    // stop: everything it started is gone, and the pid files with it.
+    let o = run(&bash, &[&script_s, "stop", "--dir", &dir_s], &env, Duration::from_secs(180)).await;
+    assert!(o.status.success(), "cluster.sh stop failed ({}): {}", o.status, text(&o.stderr));
+    for n in CLUSTER_PROCESSES {
+        let left = processes_mentioning(n, &dir);
+        assert!(left.is_empty(), "{n} still running after stop: pids {left:?}");
+    }
+    let pids = dockyard_tests::files_under(&dir.join("pids"));
+    assert!(pids.is_empty(), "pid files left after stop: {pids:?}");
+    // A second stop has nothing to do and says so.
+    let o = run(&bash, &[&script_s, "stop", "--dir", &dir_s], &env, Duration::from_secs(30)).await;
+    assert!(o.status.success(), "a second stop failed: {}", text(&o.stderr));
+    drop(guard);
+}
