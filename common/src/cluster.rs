@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `/dockyard/<cluster>/leader/<lease>` | leader's gRPC endpoint | etcd election (coordinators) |
 //! | `/dockyard/<cluster>/nodes/<node_id>` | [`NodeRecord`] under the agent's lease | agents |
+//! | `/dockyard/<cluster>/drained/<node_id>` | empty: the operator drained the node | the leader, fenced |
 //! | `/dockyard/<cluster>/jobs/<job_id>` | [`JobIndexRecord`] | the leader, fenced |
 //! | `/dockyard/<cluster>/commits/<job_id>/<epoch>-<seq>` | [`CommitRecord`] | the leader, fenced |
 //!
@@ -53,6 +54,13 @@ impl Keys {
     }
     pub fn node(&self, node_id: &str) -> String {
         format!("{}nodes/{node_id}", self.root)
+    }
+    /// Present while an operator has the node drained.
+    pub fn drained(&self, node_id: &str) -> String {
+        format!("{}drained/{node_id}", self.root)
+    }
+    pub fn drained_prefix(&self) -> String {
+        format!("{}drained/", self.root)
     }
     pub fn jobs_prefix(&self) -> String {
         format!("{}jobs/", self.root)

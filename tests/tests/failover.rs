@@ -127,7 +127,15 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     let old = c.wait_leader(Duration::from_secs(20)).await;
     c.add_agent("a0", 2, &[]);
     c.add_agent("a1", 2, &[]);
-    c.wait_nodes(old, 2).await;
+    c.add_agent("drained", 1, &[]);
+    c.wait_nodes(old, 3).await;
+    c.admin(old)
+        .await
+        .drain_node(pb::DrainNodeRequest {
+            node_id: "drained".into(),
+        })
+        .await
+        .expect("drain");
     let total = 80;
     let id = submit(&c, old, total, 150).await;
     wait_job(&c, old, &id, Duration::from_secs(30), |j| done(j) >= 20).await;
@@ -161,6 +169,10 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     assert_eq!(lost, 0);
     assert_eq!(doubles, 0);
     assert!(epochs.len() >= 2, "both leaders should have committed: {epochs:?}");
+    // The operator's drain survived the failover.
+    let nodes = c.admin(new).await.list_nodes(pb::ListNodesRequest {}).await.expect("nodes").into_inner().nodes;
+    let d = nodes.iter().find(|n| n.node_id == "drained").expect("drained node listed");
+    assert_eq!(d.state, pb::NodeState::Draining as i32, "{d:?}");
     // Results written before the failover are still served, from the rebuilt state.
     let mut jobs = c.jobs(new).await;
     let r = jobs

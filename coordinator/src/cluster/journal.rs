@@ -106,6 +106,14 @@ impl Journal {
             };
             ops.push(TxnOp::put(self.keys.job(id.as_str()), json(&rec)?, None));
         }
+        for (node, drained) in &w.drains {
+            let k = self.keys.drained(node.as_str());
+            ops.push(if *drained {
+                TxnOp::put(k, Vec::new(), None)
+            } else {
+                TxnOp::delete(k, None)
+            });
+        }
         let epoch = self.leadership.epoch;
         for (id, (org, outcomes)) in &w.outcomes {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);

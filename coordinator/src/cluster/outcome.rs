@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use dockyard_common::cluster::JobIndexState;
-use dockyard_common::ids::{JobId, OrgId};
+use dockyard_common::ids::{JobId, NodeId, OrgId};
 use dockyard_common::spec::JobSpec;
 
 use crate::model::LigandResultRecord;
@@ -49,11 +49,13 @@ pub struct JobChange {
 pub struct SharedWrites {
     pub jobs: BTreeMap<JobId, JobChange>,
     pub outcomes: BTreeMap<JobId, (OrgId, Vec<TaskOutcome>)>,
+    /// Operators' drains, so a drained node stays drained after a failover.
+    pub drains: BTreeMap<NodeId, bool>,
 }
 
 impl SharedWrites {
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && self.outcomes.is_empty()
+        self.jobs.is_empty() && self.outcomes.is_empty() && self.drains.is_empty()
     }
 
     /// Records a job's new state; a job created and finished in one batch keeps its spec.

@@ -19,7 +19,7 @@ use dockyard_common::time::now_ms;
 
 use super::outcome::{OutcomeKind, TaskOutcome};
 use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
-use crate::store::{self, encode, key, Store, P_JOB, P_LIGERR, P_SPEC, P_TASK};
+use crate::store::{self, encode, key, Store, P_DRAINED, P_JOB, P_LIGERR, P_SPEC, P_TASK};
 
 #[derive(Debug, Default, Clone)]
 pub struct RebuildStats {
@@ -59,6 +59,12 @@ pub async fn rebuild(
     let started = Instant::now();
     let mut stats = RebuildStats::default();
     store.clear()?;
+    let drained_prefix = keys.drained_prefix();
+    let mut drains = sled::Batch::default();
+    for (k, _) in get_prefix(client, drained_prefix.clone()).await? {
+        drains.insert(key(P_DRAINED, &k.as_bytes()[drained_prefix.len()..]), Vec::<u8>::new());
+    }
+    store.apply(drains)?;
     let jobs_prefix = keys.jobs_prefix();
     let mut seq = 0u64;
     let mut vtime_by_org: HashMap<String, u64> = HashMap::new();

@@ -144,6 +144,9 @@ impl Core {
             .ok_or_else(|| DockyardError::not_found(format!("node {node}")))?;
         n.draining = drain;
         let k = key(P_DRAINED, node.as_str().as_bytes());
+        if self.cfg.cluster_epoch.is_some() {
+            tx.shared.drains.insert(node.clone(), drain);
+        }
         if drain {
             self.nodes.drained.insert(node.clone());
             tx.put(k, Vec::new());
