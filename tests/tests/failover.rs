@@ -131,9 +131,7 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     c.wait_nodes(old, 3).await;
     c.admin(old)
         .await
-        .drain_node(pb::DrainNodeRequest {
-            node_id: "drained".into(),
-        })
+        .drain_node(pb::DrainNodeRequest { node_id: "drained".into() })
         .await
         .expect("drain");
     let total = 80;
@@ -170,7 +168,14 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     assert_eq!(doubles, 0);
     assert!(epochs.len() >= 2, "both leaders should have committed: {epochs:?}");
     // The operator's drain survived the failover.
-    let nodes = c.admin(new).await.list_nodes(pb::ListNodesRequest {}).await.expect("nodes").into_inner().nodes;
+    let nodes = c
+        .admin(new)
+        .await
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .expect("nodes")
+        .into_inner()
+        .nodes;
     let d = nodes.iter().find(|n| n.node_id == "drained").expect("drained node listed");
     assert_eq!(d.state, pb::NodeState::Draining as i32, "{d:?}");
     // Results written before the failover are still served, from the rebuilt state.
