@@ -40,6 +40,8 @@ setup_test_tools() {
     local pkgs=()
     command -v etcd >/dev/null || pkgs+=(etcd-server)
     command -v etcdctl >/dev/null || pkgs+=(etcd-client)
+    # The fault suite runs one agent on a clock minutes ahead.
+    command -v faketime >/dev/null || pkgs+=(faketime)
     if [ ${#pkgs[@]} -gt 0 ]; then
         echo "dev.sh: installing ${pkgs[*]}" >&2
         as_root apt-get update -qq
@@ -78,6 +80,43 @@ preflight_servers() {
     [ "$ok" = 1 ]
 }
 
+# Pinned: builds with this project's rustc 1.95.
+CARGO_FUZZ_VERSION=0.13.2
+
+# A few seconds of every cargo-fuzz target in fuzz/ (fuzz/README.md: longer runs, findings).
+# cargo-fuzz passes nightly -Z flags; RUSTC_BOOTSTRAP=1 makes the stable toolchain take them.
+# A --dev build compiles in about half the time of a release one and is plenty for a short
+# run. Its target folder is outside the checkout, so later runs on this machine reuse the
+# sanitizer-built dependencies: cargo keys artifacts by source path, flags and features,
+# so a folder shared between checkouts never serves a stale build.
+fuzz_short() {
+    export PATH="$PATH:$HOME/.cargo/bin"
+    if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        echo "dev.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)" >&2
+        cargo install -q "cargo-fuzz@$CARGO_FUZZ_VERSION" --locked
+    fi
+    local secs=${DOCKYARD_FUZZ_SECONDS:-5}
+    local dir=${DOCKYARD_FUZZ_TARGET_DIR:-$HOME/.cache/dockyard/fuzz-target}
+    local log="$dir/fuzz-short.log" t start=$SECONDS
+    mkdir -p "$dir"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz --dev --target-dir "$dir" >"$log" 2>&1; then
+        cat "$log" >&2
+        return 1
+    fi
+    echo "fuzz: built the targets in $((SECONDS - start)) s"
+    for t in $(cargo fuzz list --fuzz-dir fuzz); do
+        mkdir -p "fuzz/corpus/$t"
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --dev --target-dir "$dir" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+            -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
+            tail -40 "$log" >&2
+            echo "fuzz: $t failed; the input is in fuzz/artifacts/$t/ (see fuzz/README.md)" >&2
+            return 1
+        fi
+        echo "fuzz: $t ok ($(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$log"))"
+    done
+    echo "fuzz: $((SECONDS - start)) s in all"
+}
+
 case "${1:-}" in
     demo)
         setup
@@ -93,6 +132,9 @@ case "${1:-}" in
         cargo build --workspace --bins
         cargo test --workspace --no-fail-fast
         cargo clippy --workspace --all-targets -q -- -D warnings
+        fuzz_short
+        # The fault-injection suite, every scenario once at small sizes (docs/reliability.md).
+        cargo run --release -q -p dockyard-tests --bin faults -- --short
         ;;
     *)
         echo "usage: ./dev.sh demo | test" >&2

@@ -1,10 +1,11 @@
-//! Connecting to a coordinator and attaching the bearer token.
+//! Connecting to a coordinator (plain or TLS) and attaching the bearer token.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_client::AdminServiceClient;
@@ -21,13 +22,26 @@ impl Client {
     /// `endpoints` may list several coordinators, comma-separated: the leader is found with
     /// `GetLeader` (a standby names it), waiting up to 15 s while an election is under way.
     pub async fn connect(endpoints: &str, token: Option<String>) -> Result<Self> {
+        Self::connect_tls(endpoints, token, None).await
+    }
+
+    /// Like [`connect`](Self::connect); `https://` endpoints are verified against `tls_ca`
+    /// (a PEM CA file), or the system's roots without one.
+    pub async fn connect_tls(endpoints: &str, token: Option<String>, tls_ca: Option<&Path>) -> Result<Self> {
+        let ca = match tls_ca {
+            Some(p) => Some(Certificate::from_pem(
+                std::fs::read(p).with_context(|| format!("cannot read the --tls-ca file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        let ca = ca.as_ref();
         let list: Vec<&str> = endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         anyhow::ensure!(!list.is_empty(), "no coordinator endpoint given; use --endpoint http://HOST:50051");
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let mut last_err = None;
             for ep in &list {
-                match Self::connect_one(ep, token.clone()).await {
+                match Self::connect_one(ep, token.clone(), ca).await {
                     Ok(c) => match c.admin.clone().get_leader(pb::GetLeaderRequest {}).await {
                         Ok(info) => {
                             let info = info.into_inner();
@@ -37,7 +51,7 @@ impl Client {
                             if !info.leader_endpoint.is_empty() {
                                 // The leader's advertised address may not resolve from here
                                 // (a container network); the next listed endpoint may be it.
-                                match Self::connect_one(&info.leader_endpoint, token.clone()).await {
+                                match Self::connect_one(&info.leader_endpoint, token.clone(), ca).await {
                                     Ok(c) => return Ok(c),
                                     Err(e) => {
                                         last_err = Some(
@@ -64,16 +78,21 @@ impl Client {
         }
     }
 
-    async fn connect_one(endpoint: &str, token: Option<String>) -> Result<Self> {
-        let ep = Endpoint::from_shared(endpoint.to_string())
+    async fn connect_one(endpoint: &str, token: Option<String>, ca: Option<&Certificate>) -> Result<Self> {
+        let mut ep = Endpoint::from_shared(endpoint.to_string())
             .with_context(|| format!("'{endpoint}' is not a valid endpoint; use a URL like http://127.0.0.1:50051"))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channel = ep
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {endpoint} (is it running? set --endpoint or DOCKYARD_ENDPOINT)"))?;
+        let https = endpoint.starts_with("https://");
+        if https {
+            let tls = match ca {
+                Some(c) => ClientTlsConfig::new().ca_certificate(c.clone()),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            ep = ep.tls_config(tls).with_context(|| format!("cannot set up TLS for {endpoint}"))?;
+        }
+        let channel = ep.connect().await.map_err(|e| connect_error(endpoint, https, &e))?;
         let max = 64 << 20;
         Ok(Client {
             jobs: JobServiceClient::new(channel.clone())
@@ -96,12 +115,41 @@ impl Client {
     }
 }
 
+/// Why a connection failed, in the user's terms: a certificate we do not trust, a TLS
+/// server dialled without TLS, or nothing listening.
+fn connect_error(endpoint: &str, https: bool, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let mut chain = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    if https && (lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer")) {
+        anyhow::anyhow!(
+            "TLS to the coordinator at {endpoint} failed: its certificate is not trusted ({chain}); \
+             pass --tls-ca FILE (or DOCKYARD_TLS_CA) with the CA that signed it"
+        )
+    } else if https {
+        anyhow::anyhow!("cannot reach the coordinator at {endpoint} over TLS ({chain}); is it running, and does it serve TLS (--tls-cert)?")
+    } else {
+        anyhow::anyhow!(
+            "cannot reach the coordinator at {endpoint} ({chain}); is it running? set --endpoint or DOCKYARD_ENDPOINT \
+             (a coordinator started with --tls-cert needs https:// and --tls-ca)"
+        )
+    }
+}
+
 /// Turns a gRPC error into a message that says what went wrong in the user's terms.
 pub fn explain(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::InvalidArgument => anyhow::anyhow!("rejected: {}", s.message()),
         tonic::Code::NotFound => anyhow::anyhow!("not found: {}", s.message()),
         tonic::Code::Unavailable => anyhow::anyhow!("coordinator unavailable: {}", s.message()),
+        tonic::Code::Unauthenticated => anyhow::anyhow!("not authenticated: {}", s.message()),
+        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", s.message()),
+        tonic::Code::ResourceExhausted => anyhow::anyhow!("over a limit: {}", s.message()),
         _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
     }
 }

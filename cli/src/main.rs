@@ -22,9 +22,11 @@ const EXAMPLES: &str = "Examples:
   dockyard submit --receptor rec.pdbqt --ligands ligs/ --center 15.2,53.9,16.9 --size 20,20,20 --wait
   dockyard watch JOB            dockyard results JOB --top 20 --format csv
   dockyard jobs --format json   dockyard nodes      dockyard drain NODE
+  TOKEN=$(dockyard --token \"$ADMIN\" admin token create --org chem)
+  dockyard --endpoint https://coord:50051 --tls-ca ca.pem --token \"$TOKEN\" jobs
 
-Global settings come from flags, then DOCKYARD_ENDPOINT / DOCKYARD_TOKEN, then the --config
-TOML file (keys: endpoint, token).";
+Global settings come from flags, then DOCKYARD_ENDPOINT / DOCKYARD_TOKEN / DOCKYARD_TLS_CA,
+then the --config TOML file (keys: endpoint, token, tls_ca).";
 
 #[derive(Parser, Debug)]
 #[command(name = "dockyard", version, about = "Dockyard: molecular docking at cluster scale.", after_help = EXAMPLES)]
@@ -36,7 +38,11 @@ struct Cli {
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "DOCKYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// TOML config file with `endpoint` and `token`.
+    /// PEM CA that signed the coordinator's TLS certificate (for https:// endpoints)
+    /// [default: the system's roots].
+    #[arg(long, global = true, env = "DOCKYARD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// TOML config file with `endpoint`, `token` and `tls_ca`.
     #[arg(long, global = true, env = "DOCKYARD_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -66,6 +72,9 @@ enum Cmd {
         format: Format,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only this organisation's jobs (an admin sees every organisation's otherwise).
+        #[arg(long)]
+        org: Option<String>,
     },
     /// Ranked hits of a job, best score first.
     #[command(after_help = "Example:\n  dockyard results JOB --top 20 --format csv > hits.csv")]
@@ -116,6 +125,16 @@ enum Cmd {
     },
     /// Queue depth and dispatch counters.
     Stats,
+    /// Tokens and quotas (needs the admin token when authentication is on).
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  TOKEN=$(dockyard --token \"$ADMIN\" admin token create --org chem)
+  dockyard admin token list          dockyard admin token revoke ID
+  dockyard admin quota set --org chem --max-queued-tasks 1000 --max-running 8 --max-bytes 10000000000
+  dockyard admin quota get --org chem"
+    )]
+    Admin(commands::admin::AdminCmd),
     /// Run one job on a cluster embedded in this process (no services needed).
     #[command(after_help = "Example:
   dockyard run --receptor examples/receptor.pdbqt --ligands examples/ligands --box examples/box.toml --exhaustiveness 2")]
@@ -159,13 +178,15 @@ enum BenchCmd {
 struct CliFile {
     endpoint: Option<String>,
     token: Option<String>,
+    tls_ca: Option<PathBuf>,
 }
 
 async fn main_inner(cli: Cli) -> Result<bool> {
     let file: CliFile = dockyard_common::config::load_toml(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let endpoint = cli.endpoint.or(file.endpoint).unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let token = cli.token.or(file.token);
-    let connect = || client::Client::connect(&endpoint, token.clone());
+    let tls_ca = cli.tls_ca.or(file.tls_ca);
+    let connect = || client::Client::connect_tls(&endpoint, token.clone(), tls_ca.as_deref());
     match cli.cmd {
         Cmd::Submit { args, wait } => {
             let c = connect().await?;
@@ -188,7 +209,10 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             let j = commands::watch::watch(&c, &job, false).await?;
             Ok(matches!(output::job_state(j.state), "succeeded" | "partial"))
         }
-        Cmd::Jobs { format, limit } => commands::query::jobs(&connect().await?, limit.max(1), format).await.map(|_| true),
+        Cmd::Jobs { format, limit, org } => commands::query::jobs(&connect().await?, limit.max(1), org.unwrap_or_default(), format)
+            .await
+            .map(|_| true),
+        Cmd::Admin(cmd) => commands::admin::run(&connect().await?, cmd).await.map(|_| true),
         Cmd::Results { job, top, format, out } => {
             let c = connect().await?;
             match format.as_str() {

@@ -8,6 +8,9 @@
 //! | `/dockyard/<cluster>/drained/<node_id>` | empty: the operator drained the node | the leader, fenced |
 //! | `/dockyard/<cluster>/jobs/<job_id>` | [`JobIndexRecord`] | the leader, fenced |
 //! | `/dockyard/<cluster>/commits/<job_id>/<epoch>-<seq>` | [`CommitRecord`] | the leader, fenced |
+//! | `/dockyard/<cluster>/tokens/<token_id>` | API token record (hash of the secret, org, revoked) | the leader's admin API |
+//! | `/dockyard/<cluster>/quotas/<org>` | an organisation's limits | the leader's admin API |
+//! | `/dockyard/<cluster>/usage/<org>` | bytes of inputs the organisation stored | the leader (compare-and-swap) |
 //!
 //! "Fenced" writes are etcd transactions that only succeed while the writer's election key
 //! still exists with the create revision it won with (its epoch), so a leader that was
@@ -73,6 +76,21 @@ impl Keys {
     }
     pub fn job_commits_prefix(&self, job_id: &str) -> String {
         format!("{}commits/{job_id}/", self.root)
+    }
+    pub fn tokens_prefix(&self) -> String {
+        format!("{}tokens/", self.root)
+    }
+    pub fn token(&self, token_id: &str) -> String {
+        format!("{}tokens/{token_id}", self.root)
+    }
+    pub fn quotas_prefix(&self) -> String {
+        format!("{}quotas/", self.root)
+    }
+    pub fn quota(&self, org: &str) -> String {
+        format!("{}quotas/{org}", self.root)
+    }
+    pub fn usage(&self, org: &str) -> String {
+        format!("{}usage/{org}", self.root)
     }
     /// Zero-padded so commits list in the order they were made.
     pub fn commit(&self, job_id: &str, epoch: u64, seq: u64) -> String {

@@ -13,8 +13,15 @@ pub enum DockyardError {
     NotFound { what: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Over a limit: the message names the limit and the current usage.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// No credentials, or credentials that are not (or no longer) valid: says what to fix.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the right (e.g. an organisation token on an admin call).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -41,6 +48,8 @@ impl DockyardError {
             DockyardError::NotFound { .. } => tonic::Code::NotFound,
             DockyardError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             DockyardError::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            DockyardError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            DockyardError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             DockyardError::Unavailable(_) => tonic::Code::Unavailable,
             DockyardError::Storage(_) => tonic::Code::Unavailable,
             DockyardError::Internal(_) => tonic::Code::Internal,
@@ -69,5 +78,13 @@ mod tests {
         let s: tonic::Status = DockyardError::invalid("box.size", "must be > 0").into();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(s.message().contains("box.size"));
+    }
+
+    #[test]
+    fn auth_errors_map_to_their_codes() {
+        let s: tonic::Status = DockyardError::Unauthenticated("no token".into()).into();
+        assert_eq!((s.code(), s.message()), (tonic::Code::Unauthenticated, "no token"));
+        let s: tonic::Status = DockyardError::PermissionDenied("needs the admin token".into()).into();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied);
     }
 }

@@ -4,9 +4,13 @@
 //! molecule-format validation, the artifact-store port and adapters, config and telemetry set-up.
 
 pub mod artifact;
+#[cfg(feature = "cloud")]
 pub mod cluster;
 pub mod config;
 pub mod error;
+/// Checks shared by the cargo-fuzz targets in `fuzz/` and the replay of their findings.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod molecule;
 pub mod queue_key;

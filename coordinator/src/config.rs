@@ -11,8 +11,10 @@ use dockyard_common::error::DockyardError;
 
 use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
 
+use crate::auth::AuthConfig;
 use crate::cluster::ClusterConfig;
 use crate::scheduler::{Backoff, SchedulerConfig};
+use crate::submit::SubmitLimits;
 
 /// Validated settings the library runs with.
 #[derive(Clone, Debug)]
@@ -26,6 +28,10 @@ pub struct CoordinatorConfig {
     pub max_upload_bytes: u64,
     /// Cluster mode (`--etcd`): election, replicated journal, etcd membership.
     pub cluster: Option<ClusterConfig>,
+    /// Tokens and TLS; all off by default (loopback, no TLS, one local organisation).
+    pub auth: AuthConfig,
+    /// Caps on what one submission may make the coordinator read and store.
+    pub limits: SubmitLimits,
 }
 
 impl CoordinatorConfig {
@@ -38,6 +44,8 @@ impl CoordinatorConfig {
             max_message_bytes: 64 << 20,
             max_upload_bytes: 4 << 30,
             cluster: None,
+            auth: AuthConfig::default(),
+            limits: SubmitLimits::default(),
         }
     }
 
@@ -103,6 +111,44 @@ pub struct CoordinatorArgs {
     /// After a takeover, how long unfinished tasks wait for their agents to reclaim them, in ms [default: 2000].
     #[arg(long, env = "DOCKYARD_TAKEOVER_GRACE_MS")]
     pub takeover_grace_ms: Option<u64>,
+    /// File holding the bootstrap admin secret: turns authentication on (clients then need
+    /// `authorization: Bearer TOKEN`; `dockyard admin token create --org ORG` makes org tokens).
+    #[arg(long, env = "DOCKYARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the secret agents must present (their --join-token-file).
+    #[arg(long, env = "DOCKYARD_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// PEM certificate (chain) to serve TLS with; needs --tls-key. Clients then use https://.
+    #[arg(long, env = "DOCKYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DOCKYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: agents may authenticate with a client certificate it signed (mTLS; optional
+    /// at the TLS level so clients without certificates share the port).
+    #[arg(long, env = "DOCKYARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Largest gRPC message accepted or sent by the job and agent services, in bytes [default: 67108864 (64 MiB)].
+    #[arg(long, env = "DOCKYARD_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest file one UploadInput (or agent artifact upload) may stream, in bytes [default: 4294967296 (4 GiB)].
+    #[arg(long, env = "DOCKYARD_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Largest ligand record (one molecule) in a library, in bytes [default: 1048576 (1 MiB)].
+    #[arg(long, env = "DOCKYARD_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
+    /// Most bytes the ligand files of one job may hold together, as sent [default: 17179869184 (16 GiB)].
+    #[arg(long, env = "DOCKYARD_MAX_LIBRARY_BYTES")]
+    pub max_library_bytes: Option<u64>,
+    /// Most bytes one gzipped ligand file may expand to [default: 34359738368 (32 GiB)].
+    #[arg(long, env = "DOCKYARD_MAX_DECOMPRESSED_BYTES")]
+    pub max_decompressed_bytes: Option<u64>,
+    /// Most bytes a gzipped ligand file may expand to per compressed byte (gzip bomb guard) [default: 100].
+    #[arg(long, env = "DOCKYARD_MAX_GZIP_RATIO")]
+    pub max_gzip_ratio: Option<u64>,
+    /// Largest receptor or autobox ligand file, in bytes [default: 268435456 (256 MiB)].
+    #[arg(long, env = "DOCKYARD_MAX_RECEPTOR_BYTES")]
+    pub max_receptor_bytes: Option<u64>,
 }
 
 /// The same keys as the flags, from the TOML file.
@@ -122,6 +168,18 @@ pub struct CoordinatorFile {
     pub advertise: Option<String>,
     pub election_ttl_ms: Option<u64>,
     pub takeover_grace_ms: Option<u64>,
+    pub admin_token_file: Option<PathBuf>,
+    pub join_token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub max_message_bytes: Option<usize>,
+    pub max_upload_bytes: Option<u64>,
+    pub max_record_bytes: Option<usize>,
+    pub max_library_bytes: Option<u64>,
+    pub max_decompressed_bytes: Option<u64>,
+    pub max_gzip_ratio: Option<u64>,
+    pub max_receptor_bytes: Option<u64>,
 }
 
 impl CoordinatorArgs {
@@ -166,6 +224,40 @@ impl CoordinatorArgs {
                 election_ttl: Duration::from_millis(ttl),
                 takeover_grace: Duration::from_millis(self.takeover_grace_ms.or(f.takeover_grace_ms).unwrap_or(2000)),
             });
+        }
+        c.auth = AuthConfig {
+            admin_token_file: self.admin_token_file.or(f.admin_token_file),
+            join_token_file: self.join_token_file.or(f.join_token_file),
+            tls_cert: self.tls_cert.or(f.tls_cert),
+            tls_key: self.tls_key.or(f.tls_key),
+            tls_client_ca: self.tls_client_ca.or(f.tls_client_ca),
+        };
+        let d = SubmitLimits::default();
+        c.max_message_bytes = self.max_message_bytes.or(f.max_message_bytes).unwrap_or(c.max_message_bytes);
+        c.max_upload_bytes = self.max_upload_bytes.or(f.max_upload_bytes).unwrap_or(c.max_upload_bytes);
+        c.limits = SubmitLimits {
+            max_record_bytes: self.max_record_bytes.or(f.max_record_bytes).unwrap_or(d.max_record_bytes),
+            max_library_bytes: self.max_library_bytes.or(f.max_library_bytes).unwrap_or(d.max_library_bytes),
+            max_decompressed_bytes: self
+                .max_decompressed_bytes
+                .or(f.max_decompressed_bytes)
+                .unwrap_or(d.max_decompressed_bytes),
+            max_gzip_ratio: self.max_gzip_ratio.or(f.max_gzip_ratio).unwrap_or(d.max_gzip_ratio),
+            max_receptor_bytes: self.max_receptor_bytes.or(f.max_receptor_bytes).unwrap_or(d.max_receptor_bytes),
+        };
+        let l = &c.limits;
+        for (name, value) in [
+            ("max_message_bytes", c.max_message_bytes as u64),
+            ("max_upload_bytes", c.max_upload_bytes),
+            ("max_record_bytes", l.max_record_bytes as u64),
+            ("max_library_bytes", l.max_library_bytes),
+            ("max_decompressed_bytes", l.max_decompressed_bytes),
+            ("max_gzip_ratio", l.max_gzip_ratio),
+            ("max_receptor_bytes", l.max_receptor_bytes),
+        ] {
+            if value == 0 {
+                return Err(DockyardError::invalid(name, "must be at least 1"));
+            }
         }
         let log_format = self.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
         Ok((c, log_format))

@@ -5,6 +5,7 @@
 //! or assignment leaves the process (group commit). Handlers only convert and forward.
 
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod model;

@@ -20,6 +20,9 @@ use dockyard_proto::v1::job_service_server::JobServiceServer;
 use crate::api::admin_service::AdminApi;
 use crate::api::agent_service::AgentApi;
 use crate::api::job_service::JobApi;
+use crate::auth::etcd::EtcdTokens;
+use crate::auth::layer::AuthLayer;
+use crate::auth::{Auth, QuotaTable, SledTokens, TokenStore};
 use crate::cluster::election::{self, LeaderView, EXIT_DEPOSED};
 use crate::cluster::gate::LeaderGateLayer;
 use crate::cluster::journal::Journal;
@@ -35,6 +38,8 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RunningCoordinator {
     pub addr: SocketAddr,
     pub artifacts_uri: String,
+    /// Serving TLS: clients use `https://`.
+    pub tls: bool,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: tokio::task::JoinHandle<()>,
@@ -42,7 +47,8 @@ pub struct RunningCoordinator {
 
 impl RunningCoordinator {
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving and waits for the scheduler to finish its current batch.
@@ -68,6 +74,9 @@ impl RunningCoordinator {
 
 pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, DockyardError> {
     let store = Store::open(&cfg.data_dir)?;
+    // Refuse a half-configured TLS before anything listens.
+    let tls = crate::auth::tls::server_config(&cfg.auth)?;
+    let auth = open_auth(&cfg, &store).await?;
     let artifacts_uri = cfg.artifacts_uri();
     let artifacts = artifact::open(&artifacts_uri).await?;
     let shutdown = CancellationToken::new();
@@ -81,9 +90,13 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         .as_ref()
         .map(|c| c.advertise.clone())
         .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{}://{addr}", if tls.is_some() { "https" } else { "http" }));
     let mut sched_cfg = cfg.scheduler.clone();
     sched_cfg.artifacts_uri = artifacts_uri.clone();
+    sched_cfg.quotas = auth.quotas().clone();
+    if let Some(c) = &cfg.cluster {
+        tokio::spawn(crate::auth::etcd::watch(c.etcd.clone(), Arc::clone(&auth), shutdown.clone()));
+    }
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     let (handle, rx) = scheduler::channel();
@@ -128,6 +141,8 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         artifacts: Arc::clone(&artifacts),
         upload_dir: upload_dir.clone(),
         max_upload_bytes: cfg.max_upload_bytes,
+        auth: Arc::clone(&auth),
+        limits: cfg.limits,
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
@@ -136,6 +151,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         artifacts,
         upload_dir,
         max_artifact_bytes: cfg.max_upload_bytes,
+        auth: Arc::clone(&auth),
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
@@ -144,17 +160,27 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         leader: view_rx.clone(),
         coordinator_id: cfg.scheduler.coordinator_id.clone(),
         cluster: cfg.cluster.as_ref().map(|c| c.etcd.cluster.clone()).unwrap_or_default(),
+        auth: Arc::clone(&auth),
     });
 
     let token = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let serves_tls = tls.is_some();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder
+            .tls_config(t)
+            .map_err(|e| DockyardError::invalid("tls_cert", format!("cannot use the TLS certificate and key: {e}")))?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
         // Agents stream results in bursts; small default windows throttle them.
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
+        // Standbys redirect first; then every call is authenticated (one layer, every service).
         .layer(LeaderGateLayer::new(view_rx))
+        .layer(AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -163,14 +189,40 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { token.cancelled().await });
     let server = tokio::spawn(server);
-    info!(%addr, %advertise, artifacts = %artifacts_uri, data_dir = %cfg.data_dir.display(), "coordinator serving");
+    info!(%addr, %advertise, tls = serves_tls, artifacts = %artifacts_uri, data_dir = %cfg.data_dir.display(), "coordinator serving");
     Ok(RunningCoordinator {
         addr,
         artifacts_uri,
+        tls: serves_tls,
         shutdown,
         server,
         scheduler,
     })
+}
+
+/// Tokens and quotas must outlive this coordinator: etcd in cluster mode (every
+/// coordinator reads them, a new leader inherits them), our own sled otherwise. etcd may
+/// still be starting (a compose file, a reboot): wait for it a while, as the election does.
+async fn open_auth(cfg: &CoordinatorConfig, store: &Store) -> Result<Arc<Auth>, DockyardError> {
+    let Some(cluster) = &cfg.cluster else {
+        let tokens: Arc<dyn TokenStore> = Arc::new(SledTokens::new(store.tenants_tree()?));
+        return Auth::open(&cfg.auth, tokens, QuotaTable::default()).await;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let tokens: Arc<dyn TokenStore> = Arc::new(EtcdTokens::connect(&cluster.etcd).await?);
+            Auth::open(&cfg.auth, tokens, QuotaTable::default()).await
+        };
+        match attempt.await {
+            Ok(a) => return Ok(a),
+            Err(DockyardError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                warn!(error = %e, "cannot read tokens and quotas from etcd yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn set_serving(health: &HealthReporter, serving: bool) {

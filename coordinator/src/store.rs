@@ -93,6 +93,12 @@ impl Store {
         Ok(Store { db, tree })
     }
 
+    /// The tree of the sled `TokenStore` adapter: apart from the scheduler's, so `clear`
+    /// (a cluster takeover) never drops tokens, quotas or usage.
+    pub fn tenants_tree(&self) -> Result<sled::Tree, DockyardError> {
+        self.db.open_tree("tenants").map_err(err)
+    }
+
     /// Forgets everything: a coordinator taking over leadership rebuilds from the cluster.
     pub fn clear(&self) -> Result<(), DockyardError> {
         self.tree.clear().map_err(err)

@@ -41,6 +41,20 @@ pub struct AgentConfig {
     pub etcd: Option<EtcdSettings>,
     /// TTL of the agent's etcd membership lease.
     pub etcd_ttl: Duration,
+    /// Address-space limit (RLIMIT_AS) of engine runs in bytes: `None` = derived from each
+    /// task's memory estimate (see `sandbox::SandboxConfig`), `Some(0)` = none.
+    pub engine_memory_limit: Option<u64>,
+    /// File-size limit (RLIMIT_FSIZE) of engine runs in bytes; 0 = none.
+    pub engine_max_file_bytes: u64,
+    /// Between SIGTERM and SIGKILL when an engine run times out or is cancelled.
+    pub engine_grace: Duration,
+    /// The cluster join token, sent as a bearer token on every AgentService call.
+    pub join_token_file: Option<PathBuf>,
+    /// PEM CA that signed the coordinator's certificate (https:// coordinators).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mTLS (the coordinator's --tls-client-ca signed it).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -63,6 +77,13 @@ impl AgentConfig {
             fake_gpus: 0,
             etcd: None,
             etcd_ttl: Duration::from_secs(5),
+            engine_memory_limit: None,
+            engine_max_file_bytes: DEFAULT_ENGINE_MAX_FILE_MB << 20,
+            engine_grace: crate::engine::process::DEFAULT_GRACE,
+            join_token_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -147,6 +168,28 @@ pub struct AgentArgs {
     /// TTL of this node's etcd membership lease, in ms [default: 5000].
     #[arg(long, env = "DOCKYARD_ETCD_TTL_MS")]
     pub etcd_ttl_ms: Option<u64>,
+    /// Address-space limit of each engine run, in MB (2^20 bytes); 0 = none [default: twice
+    /// the task's memory estimate plus headroom; none for GPU engines].
+    #[arg(long, env = "DOCKYARD_ENGINE_MEMORY_LIMIT_MB")]
+    pub engine_memory_limit_mb: Option<u64>,
+    /// Largest file an engine run may write, in MB (2^20 bytes); 0 = none [default: 1024].
+    #[arg(long, env = "DOCKYARD_ENGINE_MAX_FILE_MB")]
+    pub engine_max_file_mb: Option<u64>,
+    /// Milliseconds between SIGTERM and SIGKILL when an engine run times out or is cancelled [default: 5000].
+    #[arg(long, env = "DOCKYARD_ENGINE_GRACE_MS")]
+    pub engine_grace_ms: Option<u64>,
+    /// File holding the cluster join token (the coordinator's --join-token-file).
+    #[arg(long, env = "DOCKYARD_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// PEM CA to verify an https:// coordinator with [default: the system's roots].
+    #[arg(long, env = "DOCKYARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mTLS (signed by the coordinator's --tls-client-ca); needs --tls-key.
+    #[arg(long, env = "DOCKYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DOCKYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -169,7 +212,17 @@ pub struct AgentFile {
     pub etcd: Option<String>,
     pub cluster: Option<String>,
     pub etcd_ttl_ms: Option<u64>,
+    pub engine_memory_limit_mb: Option<u64>,
+    pub engine_max_file_mb: Option<u64>,
+    pub engine_grace_ms: Option<u64>,
+    pub join_token_file: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
+
+/// Default of `--engine-max-file-mb`.
+pub const DEFAULT_ENGINE_MAX_FILE_MB: u64 = 1024;
 
 impl AgentArgs {
     pub fn resolve(self) -> Result<(AgentConfig, String), DockyardError> {
@@ -235,6 +288,26 @@ impl AgentArgs {
                 ));
             }
             c.etcd_ttl = Duration::from_millis(ttl);
+        }
+        let mb = |name: &str, v: u64| {
+            v.checked_mul(1 << 20)
+                .ok_or_else(|| DockyardError::invalid(name, format!("{v} MB is too large")))
+        };
+        if let Some(v) = self.engine_memory_limit_mb.or(f.engine_memory_limit_mb) {
+            c.engine_memory_limit = Some(mb("engine_memory_limit_mb", v)?);
+        }
+        if let Some(v) = self.engine_max_file_mb.or(f.engine_max_file_mb) {
+            c.engine_max_file_bytes = mb("engine_max_file_mb", v)?;
+        }
+        if let Some(ms) = self.engine_grace_ms.or(f.engine_grace_ms) {
+            c.engine_grace = Duration::from_millis(ms);
+        }
+        c.join_token_file = self.join_token_file.or(f.join_token_file);
+        c.tls_ca = self.tls_ca.or(f.tls_ca);
+        c.tls_cert = self.tls_cert.or(f.tls_cert);
+        c.tls_key = self.tls_key.or(f.tls_key);
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return Err(DockyardError::invalid("tls_cert", "give both --tls-cert and --tls-key"));
         }
         Ok((c, self.log_format.or(f.log_format).unwrap_or_else(|| "text".into())))
     }

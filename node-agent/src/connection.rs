@@ -9,7 +9,6 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use dockyard_common::artifact;
@@ -21,6 +20,7 @@ use dockyard_proto::PROTOCOL_VERSION;
 
 use crate::capacity;
 use crate::config::AgentConfig;
+use crate::dial::{AgentChannel, Dialer};
 use crate::engine::probe_engines;
 use crate::leader::LeaderFinder;
 use crate::membership;
@@ -63,20 +63,6 @@ struct AgentState {
     relay: Arc<CoordinatorRelayStore>,
     finder: LeaderFinder,
     leader_changes: Option<watch::Receiver<String>>,
-}
-
-fn endpoint(url: &str) -> Result<Endpoint, DockyardError> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| DockyardError::invalid("coordinator", format!("'{url}': {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // Keepalive on both ends so a silent partition is noticed in seconds.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        // Results and assignments stream in bursts; small default windows throttle them.
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(8 << 20)))
 }
 
 /// Runs the agent until `shutdown` is cancelled and its tasks are finished or handed back.
@@ -123,10 +109,8 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         return Err(DockyardError::invalid("coordinator", "give --coordinator URL or --etcd URLS"));
     }
     let first = coordinators.first().cloned().unwrap_or_else(|| "http://127.0.0.1:50051".into());
-    let relay = Arc::new(CoordinatorRelayStore::new(
-        endpoint(&first)?.connect_lazy(),
-        "relay+coordinator".into(),
-    ));
+    let dialer = Dialer::from_config(&cfg)?;
+    let relay = Arc::new(CoordinatorRelayStore::new(dialer.channel(&first)?, "relay+coordinator".into()));
     let (store, swap): (Arc<dyn artifact::ArtifactStore>, _) = match &cfg.artifacts {
         Some(uri) => (artifact::open(uri).await?, None),
         None => {
@@ -134,7 +118,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
             (swap.clone(), Some(swap))
         }
     };
-    let finder = LeaderFinder::new(coordinators, cfg.etcd.clone());
+    let finder = LeaderFinder::new(coordinators, cfg.etcd.clone(), dialer.clone());
     let leader_changes = finder.watch(shutdown.clone());
     // Optional: without obabel the node still docks PDBQT inputs, and says so by
     // registering no tools, so the coordinator sends it nothing that needs converting.
@@ -233,7 +217,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         }
         let attempt = match st.finder.find().await {
             Ok(url) => {
-                let channel = endpoint(&url)?.connect_lazy();
+                let channel = st.finder.dialer().channel(&url)?;
                 st.relay.retarget(channel.clone());
                 session(&mut st, channel, &url, &shutdown).await
             }
@@ -314,7 +298,7 @@ fn running_list(st: &AgentState) -> Vec<pb::RunningTask> {
     v
 }
 
-async fn session(st: &mut AgentState, channel: Channel, url: &str, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
+async fn session(st: &mut AgentState, channel: AgentChannel, url: &str, shutdown: &CancellationToken) -> Result<SessionEnd, DockyardError> {
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);

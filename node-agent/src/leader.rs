@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::debug;
 
 use dockyard_common::cluster::EtcdSettings;
@@ -14,15 +13,27 @@ use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_client::AdminServiceClient;
 
+use crate::dial::Dialer;
+
 #[derive(Clone)]
 pub struct LeaderFinder {
     coordinators: Vec<String>,
     etcd: Option<EtcdSettings>,
+    dialer: Dialer,
 }
 
 impl LeaderFinder {
-    pub fn new(coordinators: Vec<String>, etcd: Option<EtcdSettings>) -> Self {
-        LeaderFinder { coordinators, etcd }
+    pub fn new(coordinators: Vec<String>, etcd: Option<EtcdSettings>, dialer: Dialer) -> Self {
+        LeaderFinder {
+            coordinators,
+            etcd,
+            dialer,
+        }
+    }
+
+    /// How coordinators are dialled (TLS, join token).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     pub async fn find(&self) -> Result<String, DockyardError> {
@@ -31,7 +42,7 @@ impl LeaderFinder {
         }
         let mut last_err = None;
         for url in &self.coordinators {
-            match ask(url).await {
+            match ask(&self.dialer, url).await {
                 Ok(info) if info.this_is_leader => return Ok(url.clone()),
                 Ok(info) if !info.leader_endpoint.is_empty() => return Ok(info.leader_endpoint),
                 Ok(_) => last_err = Some(DockyardError::Unavailable(format!("{url}: no leader elected yet"))),
@@ -80,14 +91,14 @@ impl LeaderFinder {
     }
 }
 
-async fn ask(url: &str) -> Result<pb::LeaderInfo, DockyardError> {
-    let ch = Endpoint::from_shared(url.to_string())
-        .map_err(|e| DockyardError::invalid("coordinator", format!("'{url}': {e}")))?
+async fn ask(dialer: &Dialer, url: &str) -> Result<pb::LeaderInfo, DockyardError> {
+    let ch = dialer
+        .endpoint(url)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| DockyardError::Unavailable(format!("{url}: {e}")))?;
+        .map_err(|e| DockyardError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
     let info = AdminServiceClient::new(ch)
         .get_leader(pb::GetLeaderRequest {})
         .await
@@ -95,6 +106,19 @@ async fn ask(url: &str) -> Result<pb::LeaderInfo, DockyardError> {
         .into_inner();
     debug!(url, leader = %info.leader_endpoint, this_is_leader = info.this_is_leader, "asked for the leader");
     Ok(info)
+}
+
+/// A transport error with its causes: the TLS reason (an untrusted certificate) is only in
+/// the innermost one.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 async fn leader_from_etcd(etcd: &EtcdSettings) -> Result<String, DockyardError> {

@@ -4,12 +4,14 @@
 pub mod capacity;
 pub mod config;
 pub mod connection;
+pub mod dial;
 pub mod engine;
 pub mod leader;
 pub mod membership;
 pub mod prepare;
 pub mod remote_store;
 pub mod runner;
+pub mod sandbox;
 pub mod swap_store;
 
 pub use config::AgentConfig;

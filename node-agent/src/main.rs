@@ -2,9 +2,10 @@
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
 use dockyard_agent::config::AgentArgs;
+use dockyard_agent::sandbox::{self, SandboxConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -16,6 +17,21 @@ async fn main() -> std::process::ExitCode {
         }
     };
     dockyard_common::telemetry::init(&log_format, "info");
+    sandbox::configure(SandboxConfig::from_agent(&cfg));
+    // Held until exit: the run folders under the work folder are this agent's to clear.
+    let _claim = match sandbox::claim_work_dir(&cfg.work_dir) {
+        Ok(Some(claim)) => Some(claim),
+        Ok(None) => {
+            warn!(dir = %cfg.work_dir.display(), "another agent uses this work folder; its run folders are left alone");
+            None
+        }
+        Err(e) => {
+            warn!(dir = %cfg.work_dir.display(), error = %e, "cannot claim the work folder");
+            None
+        }
+    };
+    // Before any engine starts, so that no orphan of one goes to init.
+    sandbox::start_reaper();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {

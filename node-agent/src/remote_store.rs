@@ -7,28 +7,29 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tonic::transport::Channel;
 
 use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore, ObjectMeta};
 use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 
+use crate::dial::AgentChannel;
+
 const CHUNK: usize = 1 << 20;
 
 pub struct CoordinatorRelayStore {
-    client: RwLock<AgentServiceClient<Channel>>,
+    client: RwLock<AgentServiceClient<AgentChannel>>,
     uri: String,
 }
 
-fn client_for(channel: Channel) -> AgentServiceClient<Channel> {
+fn client_for(channel: AgentChannel) -> AgentServiceClient<AgentChannel> {
     AgentServiceClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
 }
 
 impl CoordinatorRelayStore {
-    pub fn new(channel: Channel, uri: String) -> Self {
+    pub fn new(channel: AgentChannel, uri: String) -> Self {
         CoordinatorRelayStore {
             client: RwLock::new(client_for(channel)),
             uri,
@@ -36,13 +37,13 @@ impl CoordinatorRelayStore {
     }
 
     /// Follows the leader: after a failover the relay goes to the new one.
-    pub fn retarget(&self, channel: Channel) {
+    pub fn retarget(&self, channel: AgentChannel) {
         if let Ok(mut c) = self.client.write() {
             *c = client_for(channel);
         }
     }
 
-    fn client(&self) -> AgentServiceClient<Channel> {
+    fn client(&self) -> AgentServiceClient<AgentChannel> {
         match self.client.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),

@@ -1,11 +1,19 @@
 //! Runs one task attempt: fetch inputs (receptor through a per-node cache), run the engine in
 //! its own scratch folder, upload poses and the log, build the result.
+//!
+//! The scratch folder (`<work>/runs/<task>-a<attempt>`) is removed whatever happens: after a
+//! result, a failure, a timeout or a cancellation, when the runner panics, and when the
+//! task's future is dropped. The receptor and preparation caches (`<work>/cache`, ...) are
+//! outside it and persist. A panic inside the runner fails the attempt (retryable), never
+//! the agent.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -15,10 +23,12 @@ use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 
 use crate::engine::gnina::{CnnScoring, GninaOptions};
+use crate::engine::process::with_limits;
 use crate::engine::sdf_scores::parse_sdf_scores;
 use crate::engine::smina::{SminaMode, SminaOptions};
 use crate::engine::{DockingEngine, EngineError, EngineRun, GninaEngine, LigandFile, SminaEngine};
 use crate::prepare::{PrepareError, Preparer};
+use crate::sandbox::{self, SandboxConfig};
 
 pub struct RunnerContext {
     pub engines: HashMap<String, Arc<dyn DockingEngine>>,
@@ -30,6 +40,8 @@ pub struct RunnerContext {
     /// on PATH; see [`RunnerContext::with_engine_program`].
     programs: HashMap<String, PathBuf>,
     cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
+    /// Limits of engine runs; the agent-wide configuration unless set with `with_sandbox`.
+    sandbox: SandboxConfig,
 }
 
 impl RunnerContext {
@@ -42,7 +54,15 @@ impl RunnerContext {
             preparer: None,
             programs: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
+            sandbox: sandbox::configured(),
         }
+    }
+
+    /// Sets the limits of engine runs (instead of the agent-wide `sandbox::configure`).
+    #[must_use]
+    pub fn with_sandbox(mut self, sandbox: SandboxConfig) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     /// Adds (or removes) the input preparer.
@@ -105,21 +125,21 @@ pub async fn run_task(ctx: Arc<RunnerContext>, a: pb::TaskAssignment, cancel: Ca
     let span = info_span!("task", task = %a.task_id, attempt = a.attempt, engine = %a.engine, ligands = a.ligands.len());
     async move {
         let started = Instant::now();
-        let scratch = ctx
-            .work_dir
-            .join("runs")
-            .join(format!("{}-a{}", a.task_id.replace(['/', '.'], "_"), a.attempt));
-        let r = execute(&ctx, &a, &scratch, cancel).await;
+        // Input-less tasks (the sleep engine) never create one: benchmarks run tens of
+        // thousands of them a second.
         let had_files = a.receptor.is_some() || !a.ligands.is_empty();
-        if let Err(e) = if had_files {
-            tokio::fs::remove_dir_all(&scratch).await
-        } else {
-            Ok(())
-        } {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(error = %e, dir = %scratch.display(), "cannot remove scratch folder");
-            }
-        }
+        let scratch = Scratch {
+            path: sandbox::runs_dir(&ctx.work_dir).join(format!("{}-a{}", a.task_id.replace(['/', '.'], "_"), a.attempt)),
+            armed: had_files,
+        };
+        let r = match AssertUnwindSafe(execute(&ctx, &a, &scratch.path, cancel)).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => Err(RunError::Setup {
+                retryable: true,
+                reason: format!("agent error: the task runner panicked: {}", panic_message(panic.as_ref())),
+            }),
+        };
+        scratch.remove().await;
         let wall = started.elapsed().as_secs_f64();
         match r {
             Ok(mut res) => {
@@ -152,6 +172,52 @@ pub async fn run_task(ctx: Arc<RunnerContext>, a: pb::TaskAssignment, cancel: Ca
     .await
 }
 
+/// A task attempt's scratch folder; removed by [`Scratch::remove`], or when dropped.
+struct Scratch {
+    path: PathBuf,
+    /// Whether there is anything to remove.
+    armed: bool,
+}
+
+impl Scratch {
+    async fn remove(mut self) {
+        if !std::mem::take(&mut self.armed) {
+            return;
+        }
+        match tokio::fs::remove_dir_all(&self.path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(error = %e, dir = %self.path.display(), "cannot remove scratch folder"),
+        }
+    }
+}
+
+impl Drop for Scratch {
+    /// The task's future was dropped (the agent is shutting down) before `remove`: a
+    /// blocking removal, as nothing can be awaited here.
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(error = %e, dir = %self.path.display(), "cannot remove scratch folder"),
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
 enum RunError {
     Engine(EngineError),
     Setup { retryable: bool, reason: String },
@@ -169,9 +235,14 @@ impl From<DockyardError> for RunError {
 
 impl From<std::io::Error> for RunError {
     fn from(e: std::io::Error) -> Self {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
         RunError::Setup {
             retryable: true,
-            reason: format!("scratch folder: {e}"),
+            reason: if full {
+                format!("scratch folder: {e} (the work folder's disk is full)")
+            } else {
+                format!("scratch folder: {e}")
+            },
         }
     }
 }
@@ -331,11 +402,18 @@ async fn execute(
     // program the probe used (the name on PATH, or `with_engine_program`), and calls
     // `run_with`. Building one is free: no process is started until the run.
     let version = engine.descriptor().version.clone();
-    let out = match &options {
-        TaskOptions::Smina(opts) => SminaEngine::new(ctx.program("smina"), version).run_with(run, opts).await,
-        TaskOptions::Gnina(opts) => GninaEngine::new(ctx.program("gnina"), version).run_with(run, opts).await,
-        TaskOptions::Plain => engine.run(run).await,
-    }
+    // The node's limits on this task's engine processes (see `sandbox::SandboxConfig`);
+    // gnina may use CUDA even without a GPU assigned, so it counts as a GPU engine.
+    let gpu_engine = a.engine == "gnina" || !a.gpu_indices.is_empty();
+    let limits = ctx.sandbox.limits_for(a.memory_bytes, a.cpu_slots.max(1), gpu_engine);
+    let out = with_limits(limits, async {
+        match &options {
+            TaskOptions::Smina(opts) => SminaEngine::new(ctx.program("smina"), version).run_with(run, opts).await,
+            TaskOptions::Gnina(opts) => GninaEngine::new(ctx.program("gnina"), version).run_with(run, opts).await,
+            TaskOptions::Plain => engine.run(run).await,
+        }
+    })
+    .await
     .map_err(RunError::Engine)?;
     // smina and gnina write SDF poses with their scores as data items.
     let sdf_poses = matches!(options, TaskOptions::Smina(_) | TaskOptions::Gnina(_));

@@ -27,6 +27,11 @@ pub struct HaOptions {
     pub lease_ms: u64,
     pub heartbeat_ms: u64,
     pub coordinator_args: Vec<String>,
+    /// Run coordinators under a restart loop, as systemd's `Restart=` would: one that
+    /// exits with 75 (deposed, or cannot lead) starts again as a standby.
+    pub supervised: bool,
+    /// etcd members (1 or 3).
+    pub etcd_members: usize,
 }
 
 impl Default for HaOptions {
@@ -37,6 +42,8 @@ impl Default for HaOptions {
             lease_ms: 3000,
             heartbeat_ms: 300,
             coordinator_args: Vec::new(),
+            supervised: false,
+            etcd_members: 1,
         }
     }
 }
@@ -45,17 +52,38 @@ struct Child2 {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    supervised: bool,
 }
 
 impl Child2 {
     fn kill(&mut self) {
+        if self.supervised {
+            // The worker first, so the loop sees it die by signal (no restart), then the loop.
+            self.signal("KILL");
+        }
+        if let Some(c) = self.child.as_ref() {
+            // Each child leads its own process group: a wrapper's (faketime's) children go too.
+            // `--` or kill(1) reads the negative process group as an option (and with
+            // util-linux, signals every process it may: the test runner included).
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--"])
+                .arg(format!("-{}", c.id()))
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+    /// The process itself, or under a supervisor loop, the coordinator it runs now.
     fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
+        let pid = self.child.as_ref().map(|c| c.id() as i32)?;
+        if !self.supervised {
+            return Some(pid);
+        }
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        kids.split_whitespace().next().and_then(|p| p.parse().ok())
     }
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
@@ -69,7 +97,7 @@ impl Child2 {
 
 pub struct HaCluster {
     dir: Option<tempfile::TempDir>,
-    pub etcd: EtcdServer,
+    pub etcd: Vec<EtcdServer>,
     pub s3: Option<S3Server>,
     artifacts: String,
     coordinators: Vec<(String, Child2)>,
@@ -81,7 +109,7 @@ impl HaCluster {
     pub async fn start(opts: HaOptions) -> HaCluster {
         let dir = tempfile::Builder::new().prefix("dockyard-ha-").tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
-        let etcd = EtcdServer::start(dir.path());
+        let etcd = EtcdServer::start_cluster(dir.path(), opts.etcd_members.max(1));
         let (s3, artifacts) = if opts.s3 {
             let s = S3Server::start(dir.path());
             s.create_bucket("dockyard");
@@ -125,26 +153,44 @@ impl HaCluster {
         let endpoint = format!("http://127.0.0.1:{port}");
         let name = format!("coordinator-{i}");
         let log = self.dir().join("logs").join(format!("{name}.log"));
-        let mut cmd = clean_command(&binary("dockyard-coordinator"));
-        cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(self.dir().join(&name))
-            .arg("--etcd")
-            .arg(&self.etcd.client_url)
-            .arg("--cluster")
-            .arg(CLUSTER)
-            .arg("--artifacts")
-            .arg(&self.artifacts)
-            .arg("--heartbeat-ms")
-            .arg(self.opts.heartbeat_ms.to_string())
-            .arg("--lease-ms")
-            .arg(self.opts.lease_ms.to_string())
-            .args(["--retry-base-ms", "100"])
-            .args(&self.opts.coordinator_args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
+        let bin = binary("dockyard-coordinator");
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            self.dir().join(&name).display().to_string(),
+            "--etcd".into(),
+            self.etcd_urls(),
+            "--cluster".into(),
+            CLUSTER.into(),
+            "--artifacts".into(),
+            self.artifacts.clone(),
+            "--heartbeat-ms".into(),
+            self.opts.heartbeat_ms.to_string(),
+            "--lease-ms".into(),
+            self.opts.lease_ms.to_string(),
+            "--retry-base-ms".into(),
+            "100".into(),
+        ];
+        args.extend(self.opts.coordinator_args.iter().cloned());
+        let supervised = self.opts.supervised;
+        let mut cmd = if supervised {
+            // What systemd's Restart= does for a deposed leader (exit 75); any other exit,
+            // a kill included, ends the loop.
+            let mut c = clean_command(Path::new("sh"));
+            c.arg("-c")
+                .arg(r#"while :; do "$0" "$@"; rc=$?; [ "$rc" -eq 75 ] || exit "$rc"; sleep 0.2; done"#)
+                .arg(&bin)
+                .args(&args);
+            c
+        } else {
+            let mut c = clean_command(&bin);
+            c.args(&args);
+            c
+        };
+        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
         self.env(&mut cmd);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("start coordinator");
         self.coordinators.push((
             endpoint,
@@ -152,6 +198,7 @@ impl HaCluster {
                 name,
                 child: Some(child),
                 log,
+                supervised,
             },
         ));
         i
@@ -159,14 +206,44 @@ impl HaCluster {
 
     /// Starts an agent that knows only etcd; returns its index.
     pub fn add_agent(&mut self, node_id: &str, slots: u32, extra: &[&str]) -> usize {
+        let etcd = self.etcd_urls();
+        let mut args = vec!["--etcd", etcd.as_str(), "--cluster", CLUSTER];
+        args.extend_from_slice(extra);
+        self.spawn_agent(node_id, slots, &args, &[])
+    }
+
+    /// Starts an agent that dials `coordinator` (e.g. through a fault-injecting proxy) and
+    /// does not use etcd.
+    pub fn add_static_agent(&mut self, node_id: &str, slots: u32, coordinator: &str, extra: &[&str]) -> usize {
+        let mut args = vec!["--coordinator", coordinator];
+        args.extend_from_slice(extra);
+        self.spawn_agent(node_id, slots, &args, &[])
+    }
+
+    /// Starts an agent with arbitrary flags and environment (and no cluster flags added).
+    pub fn spawn_agent(&mut self, node_id: &str, slots: u32, args: &[&str], env: &[(&str, &str)]) -> usize {
+        self.spawn_agent_with(None, node_id, slots, args, env)
+    }
+
+    /// Like [`spawn_agent`](Self::spawn_agent), run through `wrapper` (e.g. `faketime`).
+    pub fn spawn_agent_with(&mut self, wrapper: Option<&[&str]>, node_id: &str, slots: u32, args: &[&str], env: &[(&str, &str)]) -> usize {
         let i = self.agents.len();
         let name = format!("agent-{node_id}");
         let log = self.dir().join("logs").join(format!("{name}.log"));
-        let mut cmd = clean_command(&binary("dockyard-agent"));
-        cmd.arg("--etcd")
-            .arg(&self.etcd.client_url)
-            .arg("--cluster")
-            .arg(CLUSTER)
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = clean_command(Path::new(w[0]));
+                c.args(&w[1..]).arg(binary("dockyard-agent"));
+                c
+            }
+            None => clean_command(&binary("dockyard-agent")),
+        };
+        // Executions are counted from the runner's "task finished" lines.
+        cmd.env("RUST_LOG", "info,dockyard_agent::runner=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args)
             .arg("--node-id")
             .arg(node_id)
             .arg("--slots")
@@ -174,10 +251,11 @@ impl HaCluster {
             .arg("--work-dir")
             .arg(self.dir().join("work").join(node_id))
             .args(["--gpus", "none", "--enable-sleep-engine"])
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
         self.env(&mut cmd);
+        let supervised = false;
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("start agent");
         self.agents.push((
             node_id.to_string(),
@@ -185,9 +263,14 @@ impl HaCluster {
                 name,
                 child: Some(child),
                 log,
+                supervised,
             },
         ));
         i
+    }
+
+    pub fn etcd_urls(&self) -> String {
+        self.etcd.iter().map(|e| e.client_url.clone()).collect::<Vec<_>>().join(",")
     }
 
     pub fn endpoints(&self) -> String {
@@ -223,6 +306,15 @@ impl HaCluster {
     }
     pub fn resume_coordinator(&self, i: usize) {
         self.coordinators[i].1.signal("CONT");
+    }
+    pub fn kill_agent(&mut self, i: usize) {
+        self.agents[i].1.kill();
+    }
+    pub fn agent_pid(&self, i: usize) -> Option<i32> {
+        self.agents[i].1.pid()
+    }
+    pub fn coordinator_pid(&self, i: usize) -> Option<i32> {
+        self.coordinators[i].1.pid()
     }
     pub fn pause_agent(&self, i: usize) {
         self.agents[i].1.signal("STOP");
@@ -329,7 +421,7 @@ impl HaCluster {
 
     /// Every commit record in etcd for `job`: (epoch, task indices).
     pub async fn commits(&self, job: &str) -> Vec<(u64, Vec<u32>)> {
-        let mut client = etcd_client::Client::connect([self.etcd.client_url.as_str()], None)
+        let mut client = etcd_client::Client::connect(self.etcd.iter().map(|e| e.client_url.as_str()).collect::<Vec<_>>(), None)
             .await
             .expect("etcd");
         let prefix = format!("/dockyard/{CLUSTER}/commits/{job}/");
@@ -391,4 +483,32 @@ pub fn audit(commits: &[(u64, Vec<u32>)], total: u32) -> (usize, usize) {
     let doubles = seen.values().filter(|c| **c > 1).count();
     let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
     (doubles, lost)
+}
+
+/// Completed executions per task id, from the agents' logs ("task finished" lines).
+pub fn executions(logs_dir: &Path) -> std::collections::HashMap<String, usize> {
+    let mut out = std::collections::HashMap::new();
+    for f in crate::files_under(logs_dir) {
+        if !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("task finished")) {
+            if let Some(rest) = line.split("task=").nth(1) {
+                let id: String = rest.chars().take_while(|c| !matches!(c, ' ' | '}' | ':')).collect();
+                *out.entry(id).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Resident memory of a process in KiB (Linux).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

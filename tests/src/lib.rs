@@ -23,7 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tonic::transport::Channel;
 
+pub mod fault_engine;
+pub mod faults;
 pub mod ha;
+pub mod pki;
+pub mod proxy;
 pub mod servers;
 
 pub use dockyard_proto::v1 as pb;
@@ -149,6 +153,8 @@ pub struct AgentOptions {
     pub fake_gpus: u32,
     /// More agent flags, as given.
     pub extra_args: Vec<String>,
+    /// `--work-dir`; `None` = `<cluster dir>/work/<node id>`.
+    pub work_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -162,6 +168,7 @@ impl AgentOptions {
             shutdown_grace_s: None,
             fake_gpus: 0,
             extra_args: Vec::new(),
+            work_dir: None,
         }
     }
 
@@ -175,6 +182,7 @@ impl AgentOptions {
             shutdown_grace_s: None,
             fake_gpus: 0,
             extra_args: Vec::new(),
+            work_dir: None,
         }
     }
 
@@ -198,6 +206,11 @@ impl AgentOptions {
         self
     }
 
+    pub fn work_dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.work_dir = Some(d.into());
+        self
+    }
+
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self
@@ -212,6 +225,12 @@ pub struct ClusterBuilder {
     retry_base_ms: u64,
     reconcile_grace_ms: u64,
     agents: Vec<AgentOptions>,
+    /// More coordinator flags, as given (e.g. `--admin-token-file F`, `--tls-cert F`).
+    coordinator_args: Vec<String>,
+    /// Bearer token the harness's own calls (and `cli`, as DOCKYARD_TOKEN) carry.
+    token: Option<String>,
+    /// The coordinator serves TLS: endpoints are `https://`, verified against this CA.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterBuilder {
@@ -222,6 +241,9 @@ impl Default for ClusterBuilder {
             retry_base_ms: 100,
             reconcile_grace_ms: 3000,
             agents: Vec::new(),
+            coordinator_args: Vec::new(),
+            token: None,
+            tls_ca: None,
         }
     }
 }
@@ -245,6 +267,25 @@ impl ClusterBuilder {
 
     pub fn reconcile_grace_ms(mut self, ms: u64) -> Self {
         self.reconcile_grace_ms = ms;
+        self
+    }
+
+    /// Adds a coordinator flag (or its value), as given.
+    pub fn coordinator_arg(mut self, a: impl Into<String>) -> Self {
+        self.coordinator_args.push(a.into());
+        self
+    }
+
+    /// The bearer token the harness's own calls carry (with authentication on).
+    pub fn token(mut self, t: impl Into<String>) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+
+    /// The coordinator serves TLS (pass `--tls-cert/--tls-key` with `coordinator_arg`):
+    /// endpoints become `https://`, and the harness's calls verify against `ca` (a PEM file).
+    pub fn tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(ca.into());
         self
     }
 
@@ -386,7 +427,8 @@ impl TestCluster {
 
     /// `http://host:port`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.settings.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// Node id of agent `i`.
@@ -422,6 +464,7 @@ impl TestCluster {
                 .arg(s.retry_base_ms.to_string())
                 .arg("--reconcile-grace-ms")
                 .arg(s.reconcile_grace_ms.to_string())
+                .args(&s.coordinator_args)
                 .stdout(Stdio::piped())
                 .stderr(stderr);
             let mut child = cmd
@@ -526,7 +569,7 @@ impl TestCluster {
             .arg("--slots")
             .arg(opts.slots.to_string())
             .arg("--work-dir")
-            .arg(self.dir().join("work").join(node_id))
+            .arg(opts.work_dir.clone().unwrap_or_else(|| self.dir().join("work").join(node_id)))
             .stdout(stdout)
             .stderr(stderr);
         if opts.sleep_engine {
@@ -638,19 +681,31 @@ impl TestCluster {
 
     // ----- gRPC -----
 
+    /// Wraps a message in a request carrying the cluster's token (see [`ClusterBuilder::token`]).
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        match &self.settings.token {
+            Some(t) => with_token(msg, t),
+            None => tonic::Request::new(msg),
+        }
+    }
+
+    /// One attempt at a channel (TLS when the cluster serves it).
+    async fn try_channel(&self) -> Result<Channel, String> {
+        let mut ep = Channel::from_shared(self.endpoint()).map_err(|e| e.to_string())?;
+        if let Some(ca) = &self.settings.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            ep = ep.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        ep.connect().await.map_err(|e| e.to_string())
+    }
+
     /// A fresh channel to the coordinator.
     pub async fn channel(&self) -> Channel {
         let ep = self.endpoint();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = async {
-                Channel::from_shared(ep.clone())
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+            let r = self.try_channel().await;
             match r {
                 Ok(ch) => return ch,
                 Err(e) if Instant::now() >= deadline => panic!("cannot connect to {ep}: {e}"),
@@ -672,7 +727,7 @@ impl TestCluster {
         let r = self
             .jobs()
             .await
-            .submit_job(req)
+            .submit_job(self.req(req))
             .await
             .unwrap_or_else(|s| panic!("SubmitJob refused: {s:?}"))
             .into_inner();
@@ -688,7 +743,7 @@ impl TestCluster {
     pub async fn get_job(&self, job: &str) -> pb::Job {
         self.jobs()
             .await
-            .get_job(pb::GetJobRequest { job_id: job.to_string() })
+            .get_job(self.req(pb::GetJobRequest { job_id: job.to_string() }))
             .await
             .unwrap_or_else(|s| panic!("GetJob {job}: {s:?}"))
             .into_inner()
@@ -701,10 +756,11 @@ impl TestCluster {
         let mut token = String::new();
         loop {
             let r = c
-                .list_jobs(pb::ListJobsRequest {
+                .list_jobs(self.req(pb::ListJobsRequest {
                     page_size: 1000,
                     page_token: token,
-                })
+                    org: String::new(),
+                }))
                 .await
                 .unwrap_or_else(|s| panic!("ListJobs: {s:?}"))
                 .into_inner();
@@ -719,11 +775,11 @@ impl TestCluster {
     pub async fn results(&self, job: &str) -> pb::ListResultsResponse {
         self.jobs()
             .await
-            .list_results(pb::ListResultsRequest {
+            .list_results(self.req(pb::ListResultsRequest {
                 job_id: job.to_string(),
                 page_size: 1000,
                 page_token: String::new(),
-            })
+            }))
             .await
             .unwrap_or_else(|s| panic!("ListResults {job}: {s:?}"))
             .into_inner()
@@ -732,10 +788,10 @@ impl TestCluster {
     pub async fn cancel(&self, job: &str) -> pb::Job {
         self.jobs()
             .await
-            .cancel_job(pb::CancelJobRequest {
+            .cancel_job(self.req(pb::CancelJobRequest {
                 job_id: job.to_string(),
                 reason: "cancelled by test".into(),
-            })
+            }))
             .await
             .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"))
             .into_inner()
@@ -744,7 +800,7 @@ impl TestCluster {
     pub async fn stats(&self) -> pb::QueueStatsResponse {
         self.admin()
             .await
-            .queue_stats(pb::QueueStatsRequest {})
+            .queue_stats(self.req(pb::QueueStatsRequest {}))
             .await
             .unwrap_or_else(|s| panic!("QueueStats: {s:?}"))
             .into_inner()
@@ -753,7 +809,7 @@ impl TestCluster {
     pub async fn nodes(&self) -> Vec<pb::Node> {
         self.admin()
             .await
-            .list_nodes(pb::ListNodesRequest {})
+            .list_nodes(self.req(pb::ListNodesRequest {}))
             .await
             .unwrap_or_else(|s| panic!("ListNodes: {s:?}"))
             .into_inner()
@@ -767,7 +823,7 @@ impl TestCluster {
     pub async fn drain(&self, id: &str) -> pb::Node {
         self.admin()
             .await
-            .drain_node(pb::DrainNodeRequest { node_id: id.to_string() })
+            .drain_node(self.req(pb::DrainNodeRequest { node_id: id.to_string() }))
             .await
             .unwrap_or_else(|s| panic!("DrainNode {id}: {s:?}"))
             .into_inner()
@@ -776,7 +832,7 @@ impl TestCluster {
     pub async fn undrain(&self, id: &str) -> pb::Node {
         self.admin()
             .await
-            .undrain_node(pb::DrainNodeRequest { node_id: id.to_string() })
+            .undrain_node(self.req(pb::DrainNodeRequest { node_id: id.to_string() }))
             .await
             .unwrap_or_else(|s| panic!("UndrainNode {id}: {s:?}"))
             .into_inner()
@@ -810,13 +866,9 @@ impl TestCluster {
     }
 
     async fn try_nodes(&self) -> Result<Vec<pb::Node>, String> {
-        let ch = Channel::from_shared(self.endpoint())
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let ch = self.try_channel().await?;
         AdminServiceClient::new(ch)
-            .list_nodes(pb::ListNodesRequest {})
+            .list_nodes(self.req(pb::ListNodesRequest {}))
             .await
             .map(|r| r.into_inner().nodes)
             .map_err(|s| format!("{s:?}"))
@@ -849,13 +901,9 @@ impl TestCluster {
         let mut last: String;
         loop {
             let r = async {
-                let ch = Channel::from_shared(self.endpoint())
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let ch = self.try_channel().await?;
                 JobServiceClient::new(ch)
-                    .get_job(pb::GetJobRequest { job_id: job.to_string() })
+                    .get_job(self.req(pb::GetJobRequest { job_id: job.to_string() }))
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| format!("{s:?}"))
@@ -885,6 +933,10 @@ impl TestCluster {
         let bin = binary("dockyard");
         let mut cmd = tokio::process::Command::from(clean_command(&bin));
         cmd.arg("--endpoint").arg(self.endpoint()).args(args).kill_on_drop(true);
+        // An environment variable, so a test's own `--token` still wins.
+        if let Some(t) = &self.settings.token {
+            cmd.env("DOCKYARD_TOKEN", t);
+        }
         tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
             .unwrap_or_else(|_| panic!("dockyard {args:?} did not finish within 60 s"))
@@ -929,6 +981,14 @@ impl std::fmt::Debug for TestCluster {
 }
 
 // ----- request builders and predicates -----
+
+/// `msg` in a request carrying `authorization: Bearer TOKEN`.
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let v = format!("Bearer {token}").parse().expect("a token is printable ASCII");
+    r.metadata_mut().insert("authorization", v);
+    r
+}
 
 /// A sleep-engine SubmitJob request.
 pub fn sleep_request(count: u32, sleep_ms: u32, priority: i32) -> pb::SubmitJobRequest {

@@ -63,15 +63,44 @@ pub struct EtcdServer {
 
 impl EtcdServer {
     pub fn start(dir: &Path) -> EtcdServer {
+        let mut v = Self::start_cluster(dir, 1);
+        v.remove(0)
+    }
+
+    /// `n` members forming one etcd cluster, started together.
+    pub fn start_cluster(dir: &Path, n: usize) -> Vec<EtcdServer> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, pp))| format!("m{i}=http://127.0.0.1:{pp}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("dockyard-test-{}", ports[0].0);
+        let mut members: Vec<EtcdServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (cp, pp))| EtcdServer::member(dir, &format!("m{i}"), *cp, *pp, &initial, &token))
+            .collect();
+        // Members wait for each other before serving: start all, then wait for each.
+        for m in &mut members {
+            m.spawn_nowait();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        members
+    }
+
+    fn member(dir: &Path, name: &str, cp: u16, pp: u16, initial_cluster: &str, token: &str) -> EtcdServer {
         let bin = server_binary("etcd", "apt-get install etcd-server");
-        let data = dir.join("etcd-data");
+        let data = dir.join(format!("etcd-{name}"));
         std::fs::create_dir_all(&data).expect("etcd data dir");
-        let (cp, pp) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{cp}");
         let peer_url = format!("http://127.0.0.1:{pp}");
         let args = vec![
             "--name".into(),
-            "test".into(),
+            name.to_string(),
             "--data-dir".into(),
             data.display().to_string(),
             "--listen-client-urls".into(),
@@ -83,36 +112,46 @@ impl EtcdServer {
             "--initial-advertise-peer-urls".into(),
             peer_url.clone(),
             "--initial-cluster".into(),
-            format!("test={peer_url}"),
+            initial_cluster.to_string(),
+            "--initial-cluster-token".into(),
+            token.to_string(),
             "--log-level".into(),
             "warn".into(),
         ];
-        let mut s = EtcdServer {
+        EtcdServer {
             client_url,
             child: None,
             args,
             bin,
-            log: dir.join("etcd.log"),
+            log: dir.join(format!("etcd-{name}.log")),
             client_addr: SocketAddr::from(([127, 0, 0, 1], cp)),
-        };
-        s.spawn();
-        s
+        }
     }
 
-    fn spawn(&mut self) {
+    fn spawn_nowait(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("etcd log");
-        let mut child = Command::new(&self.bin)
+        let child = Command::new(&self.bin)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("cannot start etcd");
-        wait_tcp(self.client_addr, &mut child, "etcd", &self.log);
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            wait_tcp(self.client_addr, c, "etcd", &self.log);
+        }
+    }
+
+    fn spawn(&mut self) {
+        self.spawn_nowait();
+        self.wait_ready();
     }
 
     /// Stops the member (SIGKILL); `restart` brings it back with the same data.

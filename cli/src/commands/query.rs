@@ -7,7 +7,7 @@ use dockyard_proto::v1 as pb;
 use crate::client::{explain, Client};
 use crate::output::{self, Format};
 
-pub async fn jobs(c: &Client, limit: u32, f: Format) -> Result<()> {
+pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -18,6 +18,7 @@ pub async fn jobs(c: &Client, limit: u32, f: Format) -> Result<()> {
             .list_jobs(c.req(pb::ListJobsRequest {
                 page_size: page,
                 page_token: token,
+                org: org.clone(),
             }))
             .await
             .map_err(explain)?

@@ -48,6 +48,17 @@ impl LocalStore {
     }
 }
 
+/// Removes a temporary file when dropped. A put whose caller goes away (a request future
+/// dropped at an `.await`) never reaches its own cleanup; without this, a half-written
+/// `.tmp` file would stay in the store. After the rename there is nothing left to remove.
+struct TmpFile(PathBuf);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn storage(p: &Path, e: std::io::Error) -> DockyardError {
     DockyardError::Storage(format!("{}: {e}", p.display()))
 }
@@ -60,6 +71,7 @@ impl ArtifactStore for LocalStore {
             tokio::fs::create_dir_all(dir).await.map_err(|e| storage(dir, e))?;
         }
         let tmp = self.tmp_path(&dst);
+        let _tmp_guard = TmpFile(tmp.clone());
         let result = async {
             let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| storage(&tmp, e))?;
             f.write_all(&data).await.map_err(|e| storage(&tmp, e))?;
@@ -83,6 +95,7 @@ impl ArtifactStore for LocalStore {
             tokio::fs::create_dir_all(dir).await.map_err(|e| storage(dir, e))?;
         }
         let tmp = self.tmp_path(&dst);
+        let _tmp_guard = TmpFile(tmp.clone());
         let result = async {
             let mut src = tokio::fs::File::open(path).await.map_err(|e| storage(path, e))?;
             let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| storage(&tmp, e))?;

@@ -2,6 +2,7 @@
 
 mod key;
 mod local;
+#[cfg(feature = "cloud")]
 mod s3;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 
 pub use key::ArtifactKey;
 pub use local::LocalStore;
+#[cfg(feature = "cloud")]
 pub use s3::{S3Options, S3Preset, S3Store, PART_SIZE as S3_PART_SIZE};
 
 use crate::error::DockyardError;
@@ -42,6 +44,7 @@ pub trait ArtifactStore: Send + Sync + 'static {
 /// Opens a store from a URI: `file:///abs/dir`, `file://relative/dir`, or
 /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&preset=minio&path_style=true]` (see `S3Store`).
 pub async fn open(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
+    #[cfg(feature = "cloud")]
     if uri.starts_with("s3://") {
         return Ok(Arc::new(S3Store::open(uri).await?));
     }

@@ -5,6 +5,7 @@
 //! campaign: each record is validated on its own and a broken one becomes an `Err` item,
 //! after which reading resumes at the next record boundary the format offers.
 
+mod gzip;
 mod mol2;
 mod pdb;
 mod pdbqt_records;
@@ -14,18 +15,69 @@ mod smiles;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+
+use super::clip;
 
 /// Longest accepted line. Real molecule files have short lines; the cap keeps a binary
 /// file without newlines from being buffered whole.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
-/// Largest accepted record; above this a single "molecule" is garbage or not a ligand.
+/// Largest accepted record by default; above this a single "molecule" is garbage or not a ligand.
 pub const MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Longest record name kept (characters). Names come from the file (an SDF title line can
+/// be a megabyte of junk) and end up in job specs, reports and gRPC status messages.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Longest error reason kept (characters); a backstop for reasons that quote the file.
+const MAX_REASON_CHARS: usize = 500;
+
+/// Below this many decompressed bytes the gzip ratio is not checked: a tiny file of
+/// repetitive text has a high ratio and is harmless, and a bomb is caught at this size.
+pub const GZIP_RATIO_GRACE_BYTES: u64 = 1 << 20;
+
+/// What reading one library file may cost. Record size is a property of one molecule (an
+/// oversized record is an invalid record and reading goes on); the gzip caps are about the
+/// file as a whole (reading stops: see [`RecordErrorKind::Limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest record, in bytes of text.
+    pub max_record_bytes: usize,
+    /// Most bytes a gzip file may expand to.
+    pub max_decompressed_bytes: u64,
+    /// Most decompressed bytes per compressed byte of a gzip file, checked once
+    /// [`GZIP_RATIO_GRACE_BYTES`] have come out. Molecule text compresses 3-10 fold; a
+    /// file of zeros, 1000 fold.
+    pub max_gzip_ratio: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_record_bytes: MAX_RECORD_BYTES,
+            max_decompressed_bytes: 32 << 30,
+            max_gzip_ratio: 100,
+        }
+    }
+}
+
+/// A cap on a whole file that reading ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FileLimit {
+    /// [`ReadLimits::max_decompressed_bytes`].
+    #[error("gzip data expands to more than {0} bytes")]
+    DecompressedBytes(u64),
+    /// [`ReadLimits::max_gzip_ratio`].
+    #[error("gzip data expands more than {0} times its compressed size (a gzip bomb?)")]
+    GzipRatio(u64),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LibraryFormat {
@@ -90,6 +142,29 @@ pub struct RecordError {
     /// 1-based line of the problem where known, else the record's first line.
     pub line: usize,
     pub reason: String,
+    pub kind: RecordErrorKind,
+}
+
+/// Whether reading goes on after a [`RecordError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordErrorKind {
+    /// A malformed record; reading goes on with the next one.
+    #[default]
+    Invalid,
+    /// A record over [`ReadLimits::max_record_bytes`]; reading goes on with the next one.
+    TooLarge,
+    /// The file cannot be read on (I/O error, corrupt gzip data); the iteration ends.
+    Unreadable,
+    /// The file breaks a cap on the whole file; the iteration ends.
+    Limit(FileLimit),
+}
+
+impl RecordError {
+    /// True when this error ends the iteration: the rest of the file was never read, so
+    /// skipping this "record" would silently drop an unknown part of the library.
+    pub fn ends_file(&self) -> bool {
+        matches!(self.kind, RecordErrorKind::Unreadable | RecordErrorKind::Limit(_))
+    }
 }
 
 /// Reads `reader` record by record. `stem` names untitled records (`<stem>_<n>`).
@@ -97,7 +172,18 @@ pub struct RecordError {
 /// A bad record yields `Err` and reading goes on with the next record; an I/O error yields
 /// one `Err` and ends the iteration.
 pub fn read_library<R: BufRead>(reader: R, format: LibraryFormat, stem: &str) -> impl Iterator<Item = Result<MolRecord, RecordError>> {
-    LibraryReader::new(reader, format, stem)
+    LibraryReader::new(reader, format, stem, ReadLimits::default())
+}
+
+/// [`read_library`] with a record size cap other than [`MAX_RECORD_BYTES`] (the gzip caps
+/// of `limits` apply where the caller gunzips: [`library_from_reader`]).
+pub fn read_library_with<R: BufRead>(
+    reader: R,
+    format: LibraryFormat,
+    stem: &str,
+    limits: ReadLimits,
+) -> impl Iterator<Item = Result<MolRecord, RecordError>> {
+    LibraryReader::new(reader, format, stem, limits)
 }
 
 /// The boxed iterator returned by [`open_library`].
@@ -105,8 +191,37 @@ pub type RecordIter = Box<dyn Iterator<Item = Result<MolRecord, RecordError>> + 
 
 /// Opens a library file, picking the format from its name and gunzipping `.gz` files.
 pub fn open_library(path: &Path) -> io::Result<(LibraryFormat, RecordIter)> {
+    open_library_with(path, ReadLimits::default())
+}
+
+/// [`open_library`] under `limits`.
+pub fn open_library_with(path: &Path, limits: ReadLimits) -> io::Result<(LibraryFormat, RecordIter)> {
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let format = LibraryFormat::from_name(file_name).ok_or_else(|| {
+    // Checked before opening, so an unknown extension is reported as such even for a missing file.
+    format_of(path, file_name)?;
+    library_from_reader(File::open(path)?, file_name, limits)
+}
+
+/// Reads a library from `reader`, with the format (and gzip) taken from `file_name` as
+/// [`open_library`] does.
+pub fn library_from_reader<R: Read + Send + 'static>(
+    reader: R,
+    file_name: &str,
+    limits: ReadLimits,
+) -> io::Result<(LibraryFormat, RecordIter)> {
+    let format = format_of(Path::new(file_name), file_name)?;
+    let stem = library_stem(file_name);
+    let iter: RecordIter = if file_name.to_ascii_lowercase().ends_with(".gz") {
+        let guarded = gzip::GuardedGzip::new(BufReader::new(reader), limits);
+        Box::new(read_library_with(BufReader::new(guarded), format, &stem, limits))
+    } else {
+        Box::new(read_library_with(BufReader::new(reader), format, &stem, limits))
+    };
+    Ok((format, iter))
+}
+
+fn format_of(path: &Path, file_name: &str) -> io::Result<LibraryFormat> {
+    LibraryFormat::from_name(file_name).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -114,17 +229,7 @@ pub fn open_library(path: &Path) -> io::Result<(LibraryFormat, RecordIter)> {
                 path.display()
             ),
         )
-    })?;
-    let stem = library_stem(file_name);
-    let file = File::open(path)?;
-    let iter: RecordIter = if file_name.to_ascii_lowercase().ends_with(".gz") {
-        // MultiGzDecoder because bgzip and `cat a.gz b.gz` produce several gzip members.
-        let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
-        Box::new(read_library(BufReader::new(decoder), format, &stem))
-    } else {
-        Box::new(read_library(BufReader::new(file), format, &stem))
-    };
-    Ok((format, iter))
+    })
 }
 
 /// File name without directory, `.gz` and the format extension: `lib.sdf.gz` -> `lib`.
@@ -151,6 +256,8 @@ enum LineText {
 struct LineReader<R> {
     reader: R,
     line_no: usize,
+    /// Longest line kept: [`MAX_LINE_BYTES`], or less when records are capped lower.
+    max_line: usize,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -174,7 +281,7 @@ impl<R: BufRead> LineReader<R> {
                 };
                 if !too_long {
                     // +2 leaves room for the "\r\n" that is stripped below.
-                    if buf.len() + take > MAX_LINE_BYTES + 2 {
+                    if buf.len() + take > self.max_line + 2 {
                         too_long = true;
                         buf = Vec::new();
                     } else {
@@ -206,7 +313,7 @@ impl<R: BufRead> LineReader<R> {
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
-        if buf.len() > MAX_LINE_BYTES {
+        if buf.len() > self.max_line {
             return Ok(Some(LineText::TooLong));
         }
         if buf.contains(&0) {
@@ -226,7 +333,14 @@ pub(crate) struct Chunk {
     pub lines: Vec<String>,
     bytes: usize,
     /// First unreadable line or size overflow: the record is an error whatever it holds.
-    problem: Option<(usize, String)>,
+    problem: Option<Problem>,
+}
+
+/// Why a record is an error before it is parsed.
+struct Problem {
+    line: usize,
+    reason: String,
+    kind: RecordErrorKind,
 }
 
 impl Chunk {
@@ -239,7 +353,7 @@ impl Chunk {
         }
     }
 
-    fn push(&mut self, line_no: usize, text: LineText) {
+    fn push(&mut self, line_no: usize, text: LineText, max_record_bytes: usize) {
         if self.lines.is_empty() && self.problem.is_none() {
             self.first_line = line_no;
         }
@@ -247,17 +361,36 @@ impl Chunk {
             // Once broken, only the boundary matters; storing more would defeat the size cap.
             return;
         }
+        let too_large = || Problem {
+            line: line_no,
+            reason: format!("record larger than the {max_record_bytes}-byte limit"),
+            kind: RecordErrorKind::TooLarge,
+        };
         match text {
             LineText::Text(s) => {
                 self.bytes += s.len() + 1;
-                if self.bytes > MAX_RECORD_BYTES {
-                    self.problem = Some((line_no, format!("record larger than {MAX_RECORD_BYTES} bytes")));
+                if self.bytes > max_record_bytes {
+                    self.problem = Some(too_large());
                 } else {
                     self.lines.push(s);
                 }
             }
-            LineText::TooLong => self.problem = Some((line_no, format!("line longer than {MAX_LINE_BYTES} bytes"))),
-            LineText::NotText(why) => self.problem = Some((line_no, why.to_string())),
+            // The line cap is the record cap when that is lower: then the record is too large.
+            LineText::TooLong if max_record_bytes <= MAX_LINE_BYTES => self.problem = Some(too_large()),
+            LineText::TooLong => {
+                self.problem = Some(Problem {
+                    line: line_no,
+                    reason: format!("line longer than {MAX_LINE_BYTES} bytes"),
+                    kind: RecordErrorKind::Invalid,
+                })
+            }
+            LineText::NotText(why) => {
+                self.problem = Some(Problem {
+                    line: line_no,
+                    reason: why.to_string(),
+                    kind: RecordErrorKind::Invalid,
+                })
+            }
         }
     }
 
@@ -322,6 +455,7 @@ pub(crate) trait RecordFormat {
 
 struct LibraryReader<R> {
     lines: LineReader<R>,
+    limits: ReadLimits,
     format: LibraryFormat,
     splitter: Box<dyn RecordFormat + Send>,
     stem: String,
@@ -332,7 +466,7 @@ struct LibraryReader<R> {
 }
 
 impl<R: BufRead> LibraryReader<R> {
-    fn new(reader: R, format: LibraryFormat, stem: &str) -> Self {
+    fn new(reader: R, format: LibraryFormat, stem: &str, limits: ReadLimits) -> Self {
         let splitter: Box<dyn RecordFormat + Send> = match format {
             LibraryFormat::Sdf => Box::new(sdf::SdfFormat),
             LibraryFormat::Mol2 => Box::new(mol2::Mol2Format),
@@ -341,7 +475,12 @@ impl<R: BufRead> LibraryReader<R> {
             LibraryFormat::Pdbqt => Box::new(pdbqt_records::PdbqtFormat::default()),
         };
         Self {
-            lines: LineReader { reader, line_no: 0 },
+            lines: LineReader {
+                reader,
+                line_no: 0,
+                max_line: MAX_LINE_BYTES.min(limits.max_record_bytes),
+            },
+            limits,
             format,
             splitter,
             stem: stem.to_string(),
@@ -364,18 +503,23 @@ impl<R: BufRead> LibraryReader<R> {
             return None;
         }
         let title = self.splitter.title(&chunk).filter(|t| !t.is_empty());
-        let name = title.clone().unwrap_or_else(|| self.default_name());
+        let name = title.map(|t| clip(&t, MAX_NAME_CHARS)).unwrap_or_else(|| self.default_name());
         let result = match &chunk.problem {
-            Some((line, reason)) => Err(RecordError {
+            Some(p) => Err(RecordError {
                 index: self.index,
                 name,
-                line: *line,
-                reason: reason.clone(),
+                line: p.line,
+                reason: p.reason.clone(),
+                kind: p.kind,
             }),
             None => match self.splitter.parse(&chunk) {
                 Ok(parsed) => Ok(MolRecord {
                     index: self.index,
-                    name: parsed.name.filter(|n| !n.is_empty()).unwrap_or(name),
+                    name: parsed
+                        .name
+                        .filter(|n| !n.is_empty())
+                        .map(|n| clip(&n, MAX_NAME_CHARS))
+                        .unwrap_or(name),
                     line: chunk.first_line,
                     format: self.format,
                     text: parsed.text,
@@ -386,7 +530,8 @@ impl<R: BufRead> LibraryReader<R> {
                     index: self.index,
                     name,
                     line: if line == 0 { chunk.first_line } else { line },
-                    reason,
+                    reason: clip(&reason, MAX_REASON_CHARS),
+                    kind: RecordErrorKind::Invalid,
                 }),
             },
         };
@@ -413,11 +558,17 @@ impl<R: BufRead> Iterator for LibraryReader<R> {
                     }
                     Err(e) => {
                         self.done = true;
+                        let limit = e.get_ref().and_then(|inner| inner.downcast_ref::<FileLimit>()).copied();
+                        let (kind, reason) = match limit {
+                            Some(l) => (RecordErrorKind::Limit(l), l.to_string()),
+                            None => (RecordErrorKind::Unreadable, format!("read error: {e}")),
+                        };
                         return Some(Err(RecordError {
                             index: self.index,
                             name: self.default_name(),
                             line: self.lines.line_no + 1,
-                            reason: format!("read error: {e}"),
+                            reason,
+                            kind,
                         }));
                     }
                 },
@@ -434,12 +585,12 @@ impl<R: BufRead> Iterator for LibraryReader<R> {
                     }
                 }
                 Boundary::Ends => {
-                    self.chunk.push(line_no, text);
+                    self.chunk.push(line_no, text, self.limits.max_record_bytes);
                     if let Some(item) = self.finish() {
                         return Some(item);
                     }
                 }
-                Boundary::Starts | Boundary::Inside => self.chunk.push(line_no, text),
+                Boundary::Starts | Boundary::Inside => self.chunk.push(line_no, text, self.limits.max_record_bytes),
             }
         }
     }

@@ -8,7 +8,20 @@ pub use pdbqt::{
     parse_vina_poses, split_models, text_from_bytes, validate_ligand, validate_receptor, LigandSummary, PdbqtError, ReceptorSummary,
 };
 
-pub use library::{open_library, read_library, LibraryFormat, MolRecord, RecordError, RecordIter};
+pub use library::{
+    library_from_reader, open_library, open_library_with, read_library, read_library_with, FileLimit, LibraryFormat, MolRecord, ReadLimits,
+    RecordError, RecordErrorKind, RecordIter,
+};
+
+/// At most `max` characters of `s`, marked with "..." when cut. Text quoted from a file in
+/// an error message, or used as a name, must not make that message (a gRPC status header,
+/// a stored job record) as large as the file.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}...", &s[..end]),
+    }
+}
 
 /// One docked pose as reported by the engine, in the order the engine wrote it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,10 @@
 
 use std::collections::HashSet;
 
-use super::Pose;
+use super::{clip, Pose};
+
+/// Characters of a file's text quoted in an error message.
+const QUOTED_CHARS: usize = 40;
 
 /// Why a PDBQT text was refused. `line` is 1-based; 0 means the file as a whole.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -273,9 +276,12 @@ pub fn validate_ligand(text: &str) -> Result<LigandSummary, PdbqtError> {
                     return Err(branch_not_closed(open));
                 }
                 let value = line.split_whitespace().nth(1).unwrap_or("");
-                let count = value
-                    .parse::<u32>()
-                    .map_err(|_| PdbqtError::new(n, format!("TORSDOF value '{value}' is not a non-negative integer")))?;
+                let count = value.parse::<u32>().map_err(|_| {
+                    PdbqtError::new(
+                        n,
+                        format!("TORSDOF value '{}' is not a non-negative integer", clip(value, QUOTED_CHARS)),
+                    )
+                })?;
                 torsdof = Some(count);
                 state = LigandState::Done;
             }
@@ -461,7 +467,7 @@ fn parse_vina_result(n: usize, rest: &str) -> Result<VinaResult, PdbqtError> {
             n,
             format!(
                 "REMARK VINA RESULT needs three numbers (affinity, rmsd l.b., rmsd u.b.), got '{}'",
-                rest.trim()
+                clip(rest.trim(), QUOTED_CHARS)
             ),
         )
     };
@@ -589,7 +595,10 @@ fn parse_atom(n: usize, line: &str) -> Result<AtomRecord, PdbqtError> {
     if !VINA_ATOM_TYPES.contains(&atom_type) {
         return Err(PdbqtError::new(
             n,
-            format!("unknown AutoDock atom type '{atom_type}' (types are case-sensitive)"),
+            format!(
+                "unknown AutoDock atom type '{}' (types are case-sensitive)",
+                clip(atom_type, QUOTED_CHARS)
+            ),
         ));
     }
     let serial = line.get(6..11).unwrap_or("").trim().parse::<u32>().ok();

@@ -1,12 +1,17 @@
-//! `dockyard.v1.AdminService`.
+//! `dockyard.v1.AdminService`. Everything but `GetLeader` needs the admin role; the auth
+//! layer has checked that before a handler runs.
+
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use dockyard_common::ids::NodeId;
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::{NodeId, OrgId};
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_server::AdminService;
 
+use crate::auth::{Auth, Limits, TokenRecord};
 use crate::cluster::election::LeaderView;
 use crate::scheduler::{Command, SchedulerHandle};
 
@@ -15,6 +20,44 @@ pub struct AdminApi {
     pub leader: watch::Receiver<LeaderView>,
     pub coordinator_id: String,
     pub cluster: String,
+    pub auth: Arc<Auth>,
+}
+
+fn token_info(t: TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        token_id: t.id,
+        org: t.org.unwrap_or_default(),
+        admin: t.admin,
+        description: t.description,
+        created_at_ms: t.created_at_ms,
+        revoked: t.revoked,
+        revoked_at_ms: t.revoked_at_ms,
+    }
+}
+
+fn org_of(field: &str) -> Result<OrgId, DockyardError> {
+    OrgId::parse(field.trim()).map_err(|e| match e {
+        DockyardError::InvalidArgument { reason, .. } => DockyardError::invalid("org", reason),
+        other => other,
+    })
+}
+
+impl AdminApi {
+    async fn quota(&self, org: OrgId) -> Result<pb::Quota, DockyardError> {
+        let l = self.auth.quotas().get(&org);
+        let bytes = self.auth.store().usage(&org).await?;
+        let o = org.clone();
+        let (queued, running) = self.scheduler.ask(|reply| Command::OrgUsage { org: o, reply }).await?;
+        Ok(pb::Quota {
+            org: org.to_string(),
+            max_queued_tasks: l.max_queued_tasks,
+            max_running_tasks: l.max_running_tasks,
+            max_bytes_stored: l.max_bytes_stored,
+            queued_tasks: queued,
+            running_tasks: running,
+            bytes_stored: bytes,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -51,5 +94,43 @@ impl AdminService for AdminApi {
             coordinator_id: self.coordinator_id.clone(),
             cluster: self.cluster.clone(),
         }))
+    }
+
+    async fn create_token(&self, r: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let req = r.into_inner();
+        let org = if req.org.trim().is_empty() { None } else { Some(org_of(&req.org)?) };
+        let (rec, token) = self.auth.create_token(org, req.admin, &req.description).await?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token_id: rec.id,
+            token,
+            org: rec.org.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_token(&self, r: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::TokenInfo>, Status> {
+        let rec = self.auth.revoke_token(r.get_ref().token_id.trim()).await?;
+        Ok(Response::new(token_info(rec)))
+    }
+
+    async fn list_tokens(&self, _r: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let tokens = self.auth.list_tokens().into_iter().map(token_info).collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn set_quota(&self, r: Request<pb::SetQuotaRequest>) -> Result<Response<pb::Quota>, Status> {
+        let req = r.into_inner();
+        let org = org_of(&req.org)?;
+        let l = Limits {
+            max_queued_tasks: req.max_queued_tasks,
+            max_running_tasks: req.max_running_tasks,
+            max_bytes_stored: req.max_bytes_stored,
+        };
+        self.auth.set_limits(&org, l).await?;
+        Ok(Response::new(self.quota(org).await?))
+    }
+
+    async fn get_quota(&self, r: Request<pb::GetQuotaRequest>) -> Result<Response<pb::Quota>, Status> {
+        let org = org_of(&r.get_ref().org)?;
+        Ok(Response::new(self.quota(org).await?))
     }
 }

@@ -18,6 +18,8 @@ use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_server::AgentService;
 use dockyard_proto::PROTOCOL_VERSION;
 
+use crate::auth::guard::until_revoked;
+use crate::auth::{Auth, Caller};
 use crate::scheduler::{Command, GpuInfo, Registration, SchedulerHandle};
 
 /// Outbound messages buffered per agent. Credit-based dispatch keeps this small; an agent
@@ -31,6 +33,7 @@ pub struct AgentApi {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub upload_dir: PathBuf,
     pub max_artifact_bytes: u64,
+    pub auth: Arc<Auth>,
 }
 
 fn registration(r: pb::Register) -> Result<Registration, DockyardError> {
@@ -87,6 +90,7 @@ impl AgentService for AgentApi {
 
     async fn connect(&self, request: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let caller = Caller::of(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
@@ -124,7 +128,9 @@ impl AgentService for AgentApi {
             debug!(node = %node, conn, reason = %reason, "agent stream ended");
             let _ = scheduler.send(Command::Disconnected { node, conn, reason }).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Join tokens and certificates cannot be revoked today; a stored token could be, and
+        // its stream would end here like a client's.
+        Ok(Response::new(until_revoked(Box::pin(ReceiverStream::new(rx)), &self.auth, &caller)))
     }
 
     type FetchArtifactStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
@@ -165,6 +171,8 @@ impl AgentService for AgentApi {
         let mut stream = request.into_inner();
         tokio::fs::create_dir_all(&self.upload_dir).await.map_err(DockyardError::from)?;
         let tmp = self.upload_dir.join(format!("artifact-{:016x}", rand::random::<u64>()));
+        // Removed even when the client goes away mid-stream (the request future is then dropped).
+        let _tmp_guard = crate::submit::RemoveOnDrop(tmp.clone());
         let result = async {
             let mut key = None;
             let mut f = tokio::fs::File::create(&tmp).await.map_err(DockyardError::from)?;

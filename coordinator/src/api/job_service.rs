@@ -20,9 +20,11 @@ use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::job_service_server::JobService;
 
 use super::convert::{job_view, ligand_result};
+use crate::auth::guard::until_revoked;
+use crate::auth::{Auth, Caller};
 use crate::scheduler::{Command, SchedulerHandle};
 use crate::store::Store;
-use crate::submit::build_spec;
+use crate::submit::{build_spec, SubmitLimits};
 
 pub struct JobApi {
     pub scheduler: SchedulerHandle,
@@ -30,11 +32,51 @@ pub struct JobApi {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub upload_dir: PathBuf,
     pub max_upload_bytes: u64,
+    pub auth: Arc<Auth>,
+    pub limits: SubmitLimits,
 }
 
-/// Until authentication lands, every caller belongs to the default organisation.
-fn caller_org<T>(_req: &Request<T>) -> OrgId {
-    OrgId::default_org()
+/// A ListJobs call reads at most this many job ids (then hands back a page token, however
+/// few of them were the caller's), so one call stays cheap on a coordinator with many jobs.
+const MAX_SCANNED_PER_PAGE: usize = 10_000;
+
+/// Another organisation's job gets exactly the answer a job that does not exist gets, so
+/// ids cannot be probed across tenants.
+fn no_such_job(job: &JobId) -> DockyardError {
+    DockyardError::not_found(format!("job {job}"))
+}
+
+/// May `caller` read the artifact `key`? Only job outputs (`orgs/<org>/jobs/...`) of an
+/// organisation the caller sees; inputs and anything else are not served here.
+fn artifact_visible(caller: &Caller, key: &ArtifactKey) -> bool {
+    let parts: Vec<&str> = key.as_str().split('/').collect();
+    parts.len() >= 4 && parts[0] == "orgs" && parts[2] == "jobs" && caller.sees(parts[1])
+}
+
+/// Bytes a submission brings inline (uploads were counted when they were uploaded).
+fn inline_bytes(req: &pb::SubmitJobRequest) -> u64 {
+    req.receptor
+        .iter()
+        .chain(req.ligands.iter())
+        .chain(req.autobox_ligand.iter())
+        .map(|f| match &f.source {
+            Some(pb::input_file::Source::Content(b)) => b.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+impl JobApi {
+    /// The job's current view, if `caller` may see it.
+    async fn visible_job(&self, caller: &Caller, job: &JobId) -> Result<pb::Job, DockyardError> {
+        let j = job.clone();
+        let view = self.scheduler.ask(|reply| Command::GetJob { job: j, reply }).await?;
+        if caller.sees(&view.org) {
+            Ok(view)
+        } else {
+            Err(no_such_job(job))
+        }
+    }
 }
 
 fn final_state(s: i32) -> bool {
@@ -47,13 +89,16 @@ fn final_state(s: i32) -> bool {
 #[tonic::async_trait]
 impl JobService for JobApi {
     async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let org = caller_org(&request);
+        let org = Caller::of(&request)?.org();
         let req = request.into_inner();
         let now = now_ms();
         let job_id = JobId::generate(now);
-        let span = info_span!("submit_job", job = %job_id, engine = %req.engine, ligands = req.ligands.len());
-        async move {
-            let sub = build_spec(&req, org, self.artifacts.clone(), &self.upload_dir, now).await?;
+        let span = info_span!("submit_job", job = %job_id, org = %org, engine = %req.engine, ligands = req.ligands.len());
+        // Counted (and refused when over the limit) before anything is stored.
+        let bytes = inline_bytes(&req);
+        self.auth.charge_bytes(&org, bytes).await?;
+        let result = async {
+            let sub = build_spec(&req, org.clone(), self.artifacts.clone(), &self.upload_dir, now, &self.limits).await?;
             if !sub.skipped.is_empty() {
                 self.store.put_skipped(&job_id, &sub.skipped)?;
             }
@@ -72,37 +117,56 @@ impl JobService for JobApi {
             }))
         }
         .instrument(span)
-        .await
-        .map_err(|e: DockyardError| e.into())
+        .await;
+        if result.is_err() {
+            self.auth.refund_bytes(&org, bytes).await;
+        }
+        result.map_err(|e: DockyardError| e.into())
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = Caller::of(&request)?;
         let job = JobId::parse(&request.get_ref().job_id)?;
-        Ok(Response::new(self.scheduler.ask(|reply| Command::GetJob { job, reply }).await?))
+        Ok(Response::new(self.visible_job(&caller, &job).await?))
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let size = match req.page_size {
             0 => 50,
             n => n.min(1000),
         } as usize;
-        let before = if req.page_token.is_empty() {
+        let mut cursor = if req.page_token.is_empty() {
             None
         } else {
             Some(JobId::parse(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?)
         };
-        let ids = self.store.job_ids(before.as_ref(), size)?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in &ids {
-            if let (Some(spec), Some(st)) = (self.store.spec(id)?, self.store.status(id)?) {
-                jobs.push(job_view(id, &spec, &st));
+        let filter = if req.org.is_empty() { None } else { Some(OrgId::parse(&req.org)?) };
+        let wanted = |org: &OrgId| caller.sees(org.as_str()) && filter.as_ref().is_none_or(|f| f == org);
+        let mut jobs = Vec::with_capacity(size);
+        let (mut more, mut scanned) = (true, 0usize);
+        'pages: while more && scanned < MAX_SCANNED_PER_PAGE {
+            let ids = self.store.job_ids(cursor.as_ref(), size)?;
+            more = ids.len() == size;
+            scanned += ids.len();
+            let n = ids.len();
+            for (i, id) in ids.into_iter().enumerate() {
+                cursor = Some(id.clone());
+                if let (Some(spec), Some(st)) = (self.store.spec(&id)?, self.store.status(&id)?) {
+                    if wanted(&spec.org) {
+                        jobs.push(job_view(&id, &spec, &st));
+                    }
+                }
+                if jobs.len() == size {
+                    more = more || i + 1 < n;
+                    break 'pages;
+                }
             }
         }
-        let next_page_token = if ids.len() == size {
-            ids.last().map(|i| i.to_string()).unwrap_or_default()
-        } else {
-            String::new()
+        let next_page_token = match (more, cursor) {
+            (true, Some(c)) => c.to_string(),
+            _ => String::new(),
         };
         Ok(Response::new(pb::ListJobsResponse { jobs, next_page_token }))
     }
@@ -111,7 +175,9 @@ impl JobService for JobApi {
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         const TOP_HITS: usize = 5;
+        let caller = Caller::of(&request)?;
         let job = JobId::parse(&request.get_ref().job_id)?;
+        self.visible_job(&caller, &job).await?;
         let mut rx = self.scheduler.ask(|reply| Command::Watch { job: job.clone(), reply }).await?;
         let (tx, out) = tokio::sync::mpsc::channel(4);
         let store = self.store.clone();
@@ -153,12 +219,19 @@ impl JobService for JobApi {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        Ok(Response::new(until_revoked(
+            Box::pin(ReceiverStream::new(out)),
+            &self.auth,
+            &caller,
+        )))
     }
 
     async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let job = JobId::parse(&req.job_id)?;
+        // Checked first: another organisation's job must not even be cancelled.
+        self.visible_job(&caller, &job).await?;
         Ok(Response::new(
             self.scheduler
                 .ask(|reply| Command::Cancel {
@@ -171,12 +244,11 @@ impl JobService for JobApi {
     }
 
     async fn list_results(&self, request: Request<pb::ListResultsRequest>) -> Result<Response<pb::ListResultsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let job = JobId::parse(&req.job_id)?;
-        let status = self
-            .store
-            .status(&job)?
-            .ok_or_else(|| DockyardError::not_found(format!("job {job}")))?;
+        let visible = self.store.spec(&job)?.is_some_and(|spec| caller.sees(spec.org.as_str()));
+        let status = self.store.status(&job)?.filter(|_| visible).ok_or_else(|| no_such_job(&job))?;
         let size = match req.page_size {
             0 => 100,
             n => n.min(1000),
@@ -195,14 +267,9 @@ impl JobService for JobApi {
     }
 
     async fn get_job_report(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobReport>, Status> {
+        let caller = Caller::of(&request)?;
         let job_id = JobId::parse(&request.get_ref().job_id)?;
-        let job = self
-            .scheduler
-            .ask(|reply| Command::GetJob {
-                job: job_id.clone(),
-                reply,
-            })
-            .await?;
+        let job = self.visible_job(&caller, &job_id).await?;
         let failures = crate::report::failure_groups(&self.store, &job_id)?;
         let skipped = self.store.skipped(&job_id)?;
         Ok(Response::new(pb::JobReport {
@@ -216,23 +283,37 @@ impl JobService for JobApi {
     type GetArtifactStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactData, Status>> + Send>>;
 
     async fn get_artifact(&self, request: Request<pb::GetArtifactRequest>) -> Result<Response<Self::GetArtifactStream>, Status> {
-        let org = caller_org(&request);
+        let caller = Caller::of(&request)?;
+        // Refuses `..`, absolute keys and odd bytes before anything else.
         let key = ArtifactKey::new(request.get_ref().key.as_str())?;
-        // Only the caller's own job outputs; anything else looks like it does not exist.
-        if !key.starts_with(&format!("orgs/{org}/jobs/")) {
+        // Only job outputs of the caller's organisation; anything else looks like it does not exist.
+        if !artifact_visible(&caller, &key) {
             return Err(DockyardError::not_found(format!("artifact {key}")).into());
         }
         let data = self.artifacts.get(&key).await?;
         let chunks: Vec<Result<pb::ArtifactData, Status>> =
             data.chunks(1 << 20).map(|c| Ok(pb::ArtifactData { data: c.to_vec() })).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(Response::new(until_revoked(
+            Box::pin(tokio_stream::iter(chunks)),
+            &self.auth,
+            &caller,
+        )))
     }
 
     async fn upload_input(&self, request: Request<Streaming<pb::UploadInputChunk>>) -> Result<Response<pb::UploadInputResponse>, Status> {
-        let org = caller_org(&request);
+        let org = Caller::of(&request)?.org();
         let mut stream = request.into_inner();
+        // What the organisation may still store: refuse as soon as the upload passes it,
+        // not after it has been written out in full.
+        let limit = self.auth.quotas().get(&org).max_bytes_stored;
+        let room = match limit {
+            0 => u64::MAX,
+            l => l.saturating_sub(self.auth.store().usage(&org).await?),
+        };
         tokio::fs::create_dir_all(&self.upload_dir).await.map_err(DockyardError::from)?;
         let tmp = self.upload_dir.join(format!("upload-{:016x}", rand::random::<u64>()));
+        // Removed even when the client goes away mid-stream (the request future is then dropped).
+        let _tmp_guard = crate::submit::RemoveOnDrop(tmp.clone());
         let result = async {
             let mut f = tokio::fs::File::create(&tmp).await.map_err(DockyardError::from)?;
             let mut hasher = Sha256::new();
@@ -251,6 +332,13 @@ impl JobService for JobApi {
                             ))
                             .into());
                         }
+                        if size > room {
+                            return Err(DockyardError::ResourceExhausted(format!(
+                                "quota max_bytes_stored exceeded for organisation {org}: {} bytes stored + {size} uploaded so far > limit {limit}",
+                                limit - room
+                            ))
+                            .into());
+                        }
                         hasher.update(&d);
                         f.write_all(&d).await.map_err(DockyardError::from)?;
                     }
@@ -263,7 +351,12 @@ impl JobService for JobApi {
             }
             let hex = hex::encode(hasher.finalize());
             let key = input_key(&org, &hex)?;
-            self.artifacts.put_file(&key, &tmp).await?;
+            // Charged atomically now: a concurrent upload may have used the room seen above.
+            self.auth.charge_bytes(&org, size).await?;
+            if let Err(e) = self.artifacts.put_file(&key, &tmp).await {
+                self.auth.refund_bytes(&org, size).await;
+                return Err(e.into());
+            }
             Ok::<_, Status>(pb::UploadInputResponse {
                 upload_id: format!("sha256:{hex}"),
                 size,
@@ -273,5 +366,48 @@ impl JobService for JobApi {
         // A failed or partial upload leaves nothing behind.
         let _ = tokio::fs::remove_file(&tmp).await;
         Ok(Response::new(result?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn artifacts_are_visible_only_under_the_callers_job_outputs() {
+        let chem = Caller {
+            role: Role::Org(OrgId::parse("chem").expect("org")),
+            token_id: None,
+        };
+        let key = |k: &str| ArtifactKey::new(k).expect("key");
+        assert!(artifact_visible(&chem, &key("orgs/chem/jobs/j/tasks/0/a1e1/lig.pdbqt")));
+        assert!(!artifact_visible(&chem, &key("orgs/bio/jobs/j/tasks/0/a1e1/lig.pdbqt")));
+        assert!(!artifact_visible(&chem, &key("orgs/chem/inputs/sha256/aa")));
+        assert!(!artifact_visible(&chem, &key("orgs/chem")));
+        assert!(artifact_visible(&Caller::local_admin(), &key("orgs/bio/jobs/j/x")));
+        assert!(!artifact_visible(&Caller::agent(), &key("orgs/bio/jobs/j/x")));
+    }
+
+    #[test]
+    fn inline_inputs_are_counted_uploads_are_not() {
+        let req = pb::SubmitJobRequest {
+            receptor: Some(pb::InputFile {
+                name: "r.pdbqt".into(),
+                source: Some(pb::input_file::Source::Content(vec![0; 10])),
+            }),
+            ligands: vec![
+                pb::InputFile {
+                    name: "l.pdbqt".into(),
+                    source: Some(pb::input_file::Source::Content(vec![0; 5])),
+                },
+                pb::InputFile {
+                    name: "u.pdbqt".into(),
+                    source: Some(pb::input_file::Source::UploadId("sha256:00".into())),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(inline_bytes(&req), 15);
     }
 }

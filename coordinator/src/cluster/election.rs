@@ -42,7 +42,19 @@ pub async fn campaign(
     shutdown: CancellationToken,
 ) -> Result<Option<Leadership>, DockyardError> {
     let keys = etcd.keys();
-    let mut client = etcd.connect().await?;
+    // etcd may be down when a (restarted) coordinator starts: wait for it, as a standby.
+    let mut client = loop {
+        match etcd.connect().await {
+            Ok(c) => break c,
+            Err(e) => {
+                warn!(error = %e, "cannot reach etcd; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
     let ttl_s = ttl.as_secs().max(1) as i64;
     let lease = loop {
         match client.lease_grant(ttl_s, None).await {

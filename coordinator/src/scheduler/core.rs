@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use dockyard_common::error::DockyardError;
-use dockyard_common::ids::{Attempt, Epoch, JobId, NodeId, TaskId};
+use dockyard_common::ids::{Attempt, Epoch, JobId, NodeId, OrgId, TaskId};
 use dockyard_common::queue_key::QueueKey;
 use dockyard_common::spec::JobSpec;
 use dockyard_proto::v1 as pb;
@@ -194,6 +194,10 @@ impl Core {
             Command::QueueStats { reply } => {
                 let _ = reply.send(Ok(self.queue_stats()));
             }
+            Command::OrgUsage { org, reply } => {
+                let running = self.running_by_org().get(&org).copied().unwrap_or(0);
+                let _ = reply.send(Ok((self.queued_of(&org), running)));
+            }
             Command::NodeVanished { node } => {
                 self.members.remove(&node);
                 if self.nodes.nodes.get(&node).is_some_and(|n| n.is_connected()) {
@@ -293,6 +297,28 @@ impl Core {
             // Dropping the sender ends every WatchJob stream after its final snapshot.
             self.jobs.remove(&id);
         }
+    }
+
+    /// Tasks of `org` waiting to run (queued or waiting out a retry backoff).
+    pub(super) fn queued_of(&self, org: &OrgId) -> u64 {
+        self.jobs
+            .values()
+            .filter(|j| &j.spec.org == org)
+            .map(|j| u64::from(j.status.tasks.queued))
+            .sum()
+    }
+
+    /// Running tasks per organisation (orphans after a restart count: they hold slots).
+    pub(super) fn running_by_org(&self) -> HashMap<OrgId, u64> {
+        let mut out: HashMap<OrgId, u64> = HashMap::new();
+        for (tid, t) in &self.tasks {
+            if matches!(t.live, Live::Running { .. } | Live::Orphan { .. }) {
+                if let Some(j) = self.jobs.get(&tid.job) {
+                    *out.entry(j.spec.org.clone()).or_default() += 1;
+                }
+            }
+        }
+        out
     }
 
     fn queue_stats(&self) -> pb::QueueStatsResponse {

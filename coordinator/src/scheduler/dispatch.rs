@@ -1,5 +1,7 @@
 //! Matching queued work to free capacity, and building assignments.
 
+use std::collections::HashMap;
+
 use tracing::debug;
 
 use dockyard_common::ids::{Attempt, Epoch, NodeId, TaskId};
@@ -26,11 +28,23 @@ impl Core {
             .map(|n| n.reg.node.clone())
             .collect();
         let started_ms = now_ms();
+        // Organisations with a cap on running tasks, and what they run now; both empty (and
+        // free) unless an admin set such a cap.
+        let caps = self.cfg.quotas.running_caps();
+        let mut running = if caps.is_empty() { HashMap::new() } else { self.running_by_org() };
         while !active.is_empty() && !self.queue.is_empty() {
             let mut still = Vec::with_capacity(active.len());
             for nid in active {
                 let Some(node) = self.nodes.nodes.get(&nid) else { continue };
-                let Some((class, qk, entry)) = self.queue.peek_best(|c| node.fits_now(c)) else {
+                let jobs = &self.jobs;
+                let under_cap = |e: &Entry| {
+                    caps.is_empty()
+                        || jobs.get(e.job()).is_none_or(|j| {
+                            caps.get(&j.spec.org)
+                                .is_none_or(|cap| running.get(&j.spec.org).copied().unwrap_or(0) < *cap)
+                        })
+                };
+                let Some((class, qk, entry)) = self.queue.peek_best_where(|c| node.fits_now(c), under_cap) else {
                     continue;
                 };
                 self.queue.pop(&class, &qk);
@@ -56,6 +70,9 @@ impl Core {
                 );
                 self.stats.dispatched += 1;
                 if let Some(job) = self.jobs.get_mut(&tid.job) {
+                    if !caps.is_empty() {
+                        *running.entry(job.spec.org.clone()).or_default() += 1;
+                    }
                     job.status.tasks.queued = job.status.tasks.queued.saturating_sub(1);
                     job.status.tasks.running += 1;
                     if job.status.state == JobState::Queued {

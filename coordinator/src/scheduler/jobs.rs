@@ -29,6 +29,18 @@ impl Core {
         if spec.task_count() == 0 && spec.ligands.is_empty() {
             return Err(DockyardError::invalid("ligands", "the job has no work: the library is empty"));
         }
+        // Checked before the result cache serves anything, so a refused job writes nothing.
+        let max = self.cfg.quotas.get(&spec.org).max_queued_tasks;
+        if max > 0 {
+            let (queued, adds) = (self.queued_of(&spec.org), u64::from(spec.task_count()));
+            if queued + adds > max {
+                return Err(DockyardError::ResourceExhausted(format!(
+                    "quota max_queued_tasks exceeded for organisation {}: {queued} tasks queued + {adds} in this job > limit {max}; \
+                     wait for queued work to start or ask an admin to raise the limit",
+                    spec.org
+                )));
+            }
+        }
         let served = self.serve_from_cache(tx, &id, &mut spec);
         let n = spec.task_count();
         let class = class_of(&spec);

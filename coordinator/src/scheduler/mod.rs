@@ -22,7 +22,7 @@ use tracing::{error, info};
 
 use dockyard_common::cluster::NodeRecord;
 use dockyard_common::error::DockyardError;
-use dockyard_common::ids::{JobId, NodeId};
+use dockyard_common::ids::{JobId, NodeId, OrgId};
 use dockyard_common::spec::JobSpec;
 use dockyard_proto::v1 as pb;
 
@@ -30,6 +30,7 @@ pub use self::backoff::Backoff;
 pub use self::core::Core;
 pub use self::nodes::{GpuInfo, Outbound, Registration};
 use self::txn::Txn;
+use crate::auth::QuotaTable;
 use crate::cluster::election::EXIT_DEPOSED;
 use crate::cluster::journal::Journal;
 use crate::store::Store;
@@ -54,6 +55,9 @@ pub struct SchedulerConfig {
     pub cluster_epoch: Option<u64>,
     /// The artifact store URI, told to agents so they can use an s3:// store directly.
     pub artifacts_uri: String,
+    /// Per-organisation limits (queued tasks at submission, running tasks at dispatch),
+    /// shared with the admin API that sets them.
+    pub quotas: QuotaTable,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +70,7 @@ impl Default for SchedulerConfig {
             coordinator_id: "coordinator".into(),
             cluster_epoch: None,
             artifacts_uri: String::new(),
+            quotas: QuotaTable::default(),
         }
     }
 }
@@ -114,6 +119,11 @@ pub enum Command {
     },
     QueueStats {
         reply: Reply<pb::QueueStatsResponse>,
+    },
+    /// An organisation's (queued, running) task counts, for GetQuota.
+    OrgUsage {
+        org: OrgId,
+        reply: Reply<(u64, u64)>,
     },
     /// The agent's membership key vanished from etcd (cluster mode).
     NodeVanished {
@@ -358,6 +368,62 @@ mod tests {
     async fn priority_beats_fair_share_and_submission_order() {
         let order = assignment_order(vec![sleep_job("a", 2, 0), sleep_job("b", 2, 5), sleep_job("a", 1, 9)]).await;
         assert_eq!(short(&order), "32211");
+    }
+
+    #[tokio::test]
+    async fn a_running_cap_holds_an_org_back_while_others_fill_the_slots() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let cfg = SchedulerConfig::default();
+        let a = OrgId::parse("a").expect("org");
+        cfg.quotas.set(
+            a.clone(),
+            crate::auth::Limits {
+                max_running_tasks: 1,
+                ..Default::default()
+            },
+        );
+        let (h, _join) = spawn(store, cfg, CancellationToken::new()).await.expect("spawn");
+        // Org a queues first (and has the higher priority): uncapped it would take all 3 slots.
+        for (i, spec) in [sleep_job("a", 3, 5), sleep_job("b", 3, 0)].into_iter().enumerate() {
+            let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
+            h.ask(|reply| Command::Submit { job: id, spec, reply }).await.expect("submit");
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let reg = Registration {
+            node: NodeId::parse("n1").expect("node"),
+            slots: 3,
+            memory_bytes: 1 << 30,
+            gpus: Vec::new(),
+            engines: vec![pb::EngineInfo {
+                name: "sleep".into(),
+                version: "t".into(),
+                test_only: true,
+            }],
+            tools: Vec::new(),
+            labels: BTreeMap::new(),
+            hostname: "h".into(),
+            agent_version: "t".into(),
+            running: Vec::new(),
+        };
+        h.ask(|reply| Command::Register { reg, outbound: tx, reply })
+            .await
+            .expect("register");
+        let mut orgs = Vec::new();
+        while orgs.len() < 3 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("assignment in time")
+                .expect("open")
+                .expect("ok");
+            if let Some(pb::coordinator_message::Kind::Assign(x)) = msg.kind {
+                orgs.extend(x.tasks.into_iter().map(|t| t.org));
+            }
+        }
+        orgs.sort();
+        assert_eq!(orgs, vec!["a", "b", "b"]);
+        let (queued, running) = h.ask(|reply| Command::OrgUsage { org: a, reply }).await.expect("usage");
+        assert_eq!((queued, running), (2, 1));
     }
 
     #[tokio::test]

@@ -75,14 +75,29 @@ impl ReadyQueue {
     }
 
     /// The best head among the classes `fits` accepts.
-    pub fn peek_best(&self, mut fits: impl FnMut(&TaskClass) -> bool) -> Option<(TaskClass, QueueKey, Entry)> {
+    pub fn peek_best(&self, fits: impl FnMut(&TaskClass) -> bool) -> Option<(TaskClass, QueueKey, Entry)> {
+        self.peek_best_where(fits, |_| true)
+    }
+
+    /// The best entry `eligible` accepts among the classes `fits` accepts. Entries it turns
+    /// down (an organisation at its running cap) are passed over, not removed, so they keep
+    /// their place and fair-share time for when the organisation is below its cap again.
+    pub fn peek_best_where(
+        &self,
+        mut fits: impl FnMut(&TaskClass) -> bool,
+        mut eligible: impl FnMut(&Entry) -> bool,
+    ) -> Option<(TaskClass, QueueKey, Entry)> {
         let mut best: Option<(TaskClass, QueueKey, Entry)> = None;
         for (class, m) in &self.classes {
-            let Some((k, t)) = m.first_key_value() else { continue };
-            if best.as_ref().is_some_and(|(_, bk, _)| bk <= k) {
+            // Every entry of the class sorts at or after its head.
+            let Some((head, _)) = m.first_key_value() else { continue };
+            if best.as_ref().is_some_and(|(_, bk, _)| bk <= head) || !fits(class) {
                 continue;
             }
-            if fits(class) {
+            let Some((k, t)) = m.iter().find(|(_, e)| eligible(e)) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(_, bk, _)| k < bk) {
                 best = Some((*class, *k, t.clone()));
             }
         }
@@ -166,6 +181,21 @@ mod tests {
         }
         // b arrives after a has been served up to vtime 4: it starts at 4, not 0.
         assert_eq!(q.assign_vtime(0, &b, 1), 4);
+    }
+
+    #[test]
+    fn ineligible_entries_are_passed_over_not_removed() {
+        let mut q = ReadyQueue::default();
+        let capped = JobId::generate(1);
+        let other = JobId::generate(2);
+        q.push(class(), QueueKey::new(0, 0, 1), Entry::Job(capped.clone()));
+        q.push(class(), QueueKey::new(0, 1, 2), Entry::Job(other.clone()));
+        let (_, _, e) = q.peek_best_where(|_| true, |e| e.job() != &capped).expect("other");
+        assert_eq!(e, Entry::Job(other));
+        assert_eq!(q.len(), 2);
+        assert!(q.peek_best_where(|_| true, |_| false).is_none());
+        let (_, _, e) = q.peek_best(|_| true).expect("head");
+        assert_eq!(e, Entry::Job(capped));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use dockyard_common::molecule::LibraryFormat;
 use dockyard_common::spec::DockBox;
 use dockyard_proto::v1 as pb;
 
-use super::{display_name, materialise};
+use super::{check_whole_file_size, display_name, materialise, SubmitLimits};
 use crate::api::convert::dock_box;
 
 /// smina's default `--autobox_add`.
@@ -24,6 +24,7 @@ pub async fn resolve_box(
     org: &OrgId,
     store: &dyn ArtifactStore,
     dir: &Path,
+    limits: &SubmitLimits,
 ) -> Result<DockBox, DockyardError> {
     let (b, field) = match &req.autobox_ligand {
         Some(f) => {
@@ -44,6 +45,7 @@ pub async fn resolve_box(
             let name = display_name(&f.name);
             let format = LibraryFormat::from_name(&name)
                 .ok_or_else(|| DockyardError::invalid("autobox_ligand", format!("'{name}': unknown format")))?;
+            check_whole_file_size("autobox_ligand", f, org, store, limits).await?;
             let path = materialise("autobox_ligand", f, org, store, dir).await?;
             let text = tokio::fs::read_to_string(&path)
                 .await

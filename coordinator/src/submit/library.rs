@@ -12,11 +12,13 @@ use dockyard_common::artifact::{input_key, sha256_hex, ArtifactKey, ArtifactStor
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::molecule::coords::atom_coords;
-use dockyard_common::molecule::{open_library, read_library, validate_receptor, LibraryFormat, MolRecord, RecordError};
+use dockyard_common::molecule::{
+    open_library_with, read_library, validate_receptor, FileLimit, LibraryFormat, MolRecord, ReadLimits, RecordError, RecordErrorKind,
+};
 use dockyard_common::spec::InputRef;
 use dockyard_proto::v1 as pb;
 
-use super::{display_name, materialise};
+use super::{check_whole_file_size, display_name, flag_hint, input_size, materialise, SubmitLimits};
 
 /// Errors listed in a rejection; the rest are counted.
 const MAX_LISTED_ERRORS: usize = 5;
@@ -31,7 +33,13 @@ pub struct ReceptorInput {
     pub coords: Vec<[f64; 3]>,
 }
 
-pub async fn read_receptor(f: &pb::InputFile, org: &OrgId, store: &dyn ArtifactStore, dir: &Path) -> Result<ReceptorInput, DockyardError> {
+pub async fn read_receptor(
+    f: &pb::InputFile,
+    org: &OrgId,
+    store: &dyn ArtifactStore,
+    dir: &Path,
+    limits: &SubmitLimits,
+) -> Result<ReceptorInput, DockyardError> {
     let name = display_name(&f.name);
     let format = match LibraryFormat::from_name(&name) {
         Some(fmt @ (LibraryFormat::Pdbqt | LibraryFormat::Pdb)) if !name.to_ascii_lowercase().ends_with(".gz") => fmt,
@@ -42,6 +50,7 @@ pub async fn read_receptor(f: &pb::InputFile, org: &OrgId, store: &dyn ArtifactS
             ))
         }
     };
+    check_whole_file_size("receptor", f, org, store, limits).await?;
     let path = materialise("receptor", f, org, store, dir).await?;
     let bytes = Bytes::from(tokio::fs::read(&path).await?);
     let text = std::str::from_utf8(&bytes).map_err(|e| DockyardError::invalid("receptor", format!("'{name}' is not a text file ({e})")))?;
@@ -85,6 +94,75 @@ pub struct Stored {
     pub ligands: Vec<InputRef>,
     pub skipped: Vec<pb::SkippedRecord>,
     pub skipped_total: u32,
+    /// The record objects this submission added to the store: the caller keeps them once
+    /// the whole submission is valid, or deletes them.
+    pub(crate) created: Created,
+}
+
+/// Objects a submission stored that did not exist before. Deleted again unless kept: on a
+/// rejection right away, and when the request is abandoned midway (its future dropped at an
+/// `.await`, so no code after it runs) from the drop, on a spawned task.
+pub(crate) struct Created {
+    store: Arc<dyn ArtifactStore>,
+    keys: Vec<ArtifactKey>,
+    /// The put under way, on its own task so that it is never dropped halfway (a store
+    /// write cut off at an `.await` can leave a temporary file behind).
+    in_flight: Option<tokio::task::JoinHandle<Result<(), DockyardError>>>,
+}
+
+impl Created {
+    fn new(store: Arc<dyn ArtifactStore>) -> Self {
+        Created {
+            store,
+            keys: Vec::new(),
+            in_flight: None,
+        }
+    }
+
+    /// Stores a new object, tracked before it is written: if the request is abandoned
+    /// meanwhile, the drop waits for the put and then deletes what it wrote.
+    async fn put(&mut self, key: ArtifactKey, body: Bytes) -> Result<(), DockyardError> {
+        self.keys.push(key.clone());
+        let store = Arc::clone(&self.store);
+        let handle = self
+            .in_flight
+            .insert(tokio::spawn(async move { store.put(&key, body).await.map(|_| ()) }));
+        let result = handle.await;
+        self.in_flight = None;
+        result.unwrap_or_else(|e| Err(DockyardError::Internal(format!("storing a ligand record: {e}"))))
+    }
+
+    /// The submission is complete: the objects stay.
+    pub(crate) fn keep(mut self) {
+        self.keys.clear();
+    }
+
+    pub(crate) async fn delete_all(mut self) {
+        for k in std::mem::take(&mut self.keys) {
+            let _ = self.store.delete(&k).await;
+        }
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let keys = std::mem::take(&mut self.keys);
+        let in_flight = self.in_flight.take();
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            rt.spawn(async move {
+                if let Some(put) = in_flight {
+                    let _ = put.await;
+                }
+                for k in keys {
+                    let _ = store.delete(&k).await;
+                }
+            });
+        }
+    }
 }
 
 enum Item {
@@ -103,9 +181,10 @@ pub async fn store_ligands(
     org: &OrgId,
     store: Arc<dyn ArtifactStore>,
     dir: &Path,
+    limits: &SubmitLimits,
 ) -> Result<Stored, DockyardError> {
-    let mut paths = Vec::with_capacity(files.len());
     let mut names = Vec::with_capacity(files.len());
+    let mut total = 0u64;
     for (i, f) in files.iter().enumerate() {
         let name = display_name(&f.name);
         if LibraryFormat::from_name(&name).is_none() {
@@ -114,13 +193,33 @@ pub async fn store_ligands(
                 format!("'{name}': unknown format; use {FORMATS}"),
             ));
         }
-        paths.push(materialise(&format!("ligands[{i}]"), f, org, store.as_ref(), dir).await?);
+        // Summed before anything is copied to the scratch folder.
+        total = total.saturating_add(input_size(&format!("ligands[{i}]"), f, org, store.as_ref()).await?);
+        if total > limits.max_library_bytes {
+            return Err(DockyardError::invalid(
+                "ligands",
+                format!(
+                    "the library files add up to more than the {}-byte limit (at '{name}', ligands[{i}]); split the screen into several jobs or raise {}",
+                    limits.max_library_bytes,
+                    flag_hint("max-library-bytes")
+                ),
+            ));
+        }
         names.push(name);
     }
+    let mut paths = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        paths.push(materialise(&format!("ligands[{i}]"), f, org, store.as_ref(), dir).await?);
+    }
+    let read_limits = ReadLimits {
+        max_record_bytes: limits.max_record_bytes,
+        max_decompressed_bytes: limits.max_decompressed_bytes,
+        max_gzip_ratio: limits.max_gzip_ratio,
+    };
     let (tx, mut rx) = mpsc::channel::<Item>(256);
     let reader = tokio::task::spawn_blocking(move || {
         for (i, path) in paths.iter().enumerate() {
-            let iter = match open_library(path) {
+            let iter = match open_library_with(path, read_limits) {
                 Ok((_, iter)) => iter,
                 Err(e) => {
                     let _ = tx.blocking_send(Item::File(i, e.to_string()));
@@ -140,12 +239,12 @@ pub async fn store_ligands(
         }
     });
 
-    let mut created: Vec<ArtifactKey> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut out = Stored {
         ligands: Vec::new(),
         skipped: Vec::new(),
         skipped_total: 0,
+        created: Created::new(Arc::clone(&store)),
     };
     // Per file: (first ligand position, records seen), to name a lone untitled record after its file.
     let mut per_file: Vec<(usize, usize)> = vec![(usize::MAX, 0); names.len()];
@@ -177,11 +276,10 @@ pub async fn store_ligands(
                         }
                     };
                     if !exists {
-                        if let Err(e) = store.put(&key, body).await {
+                        if let Err(e) = out.created.put(key.clone(), body).await {
                             failure = Some(e);
                             break;
                         }
-                        created.push(key.clone());
                     }
                 }
                 out.ligands.push(InputRef {
@@ -191,7 +289,27 @@ pub async fn store_ligands(
                     format: r.format.extension().to_string(),
                 });
             }
-            Item::Bad(i, e) => {
+            Item::Bad(i, e) if e.ends_file() => {
+                // The rest of the file was never read: not a record that can be skipped.
+                let hint = match e.kind {
+                    RecordErrorKind::Limit(FileLimit::GzipRatio(_)) => {
+                        format!("; refused (a genuine file needs {} raised)", flag_hint("max-gzip-ratio"))
+                    }
+                    RecordErrorKind::Limit(FileLimit::DecompressedBytes(_)) => {
+                        format!("; refused (a larger file needs {} raised)", flag_hint("max-decompressed-bytes"))
+                    }
+                    _ => String::new(),
+                };
+                failure = Some(DockyardError::invalid(
+                    format!("ligands[{i}]"),
+                    format!("'{}' line {}: {}{hint}", names[i], e.line, e.reason),
+                ));
+                break;
+            }
+            Item::Bad(i, mut e) => {
+                if e.kind == RecordErrorKind::TooLarge {
+                    e.reason = format!("{} (set by {})", e.reason, flag_hint("max-record-bytes"));
+                }
                 let text = format!("'{}' line {}, record {} '{}': {}", names[i], e.line, e.index + 1, e.name, e.reason);
                 if skip_invalid {
                     out.skipped_total += 1;
@@ -250,9 +368,7 @@ pub async fn store_ligands(
     }
     if let Some(e) = failure {
         // Nothing half-submitted is left behind.
-        for k in created {
-            let _ = store.delete(&k).await;
-        }
+        out.created.delete_all().await;
         return Err(e);
     }
     Ok(out)

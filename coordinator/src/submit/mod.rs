@@ -1,6 +1,10 @@
 //! Turns a SubmitJob request into a validated `JobSpec`: every field and every molecule
 //! record is checked before anything is queued; inputs are stored content-addressed, one
 //! artifact per ligand record, and a rejected submission removes what it stored.
+//!
+//! What a submission may make the coordinator read and store is capped ([`SubmitLimits`]):
+//! file sizes are checked before a file is copied to the scratch folder, gzip files while
+//! they are decompressed. A refusal names the file, the limit and the flag that sets it.
 
 mod geometry;
 mod library;
@@ -18,6 +22,85 @@ use dockyard_common::spec::{
 use dockyard_proto::v1 as pb;
 
 pub use library::Stored;
+
+/// Caps on one submission; each has a coordinator flag (see `config.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubmitLimits {
+    /// Largest ligand record (one molecule), in bytes of text: `--max-record-bytes`.
+    pub max_record_bytes: usize,
+    /// Most bytes all ligand files of one job may hold, as sent (gzipped or not): `--max-library-bytes`.
+    pub max_library_bytes: u64,
+    /// Most bytes one gzipped ligand file may expand to: `--max-decompressed-bytes`.
+    pub max_decompressed_bytes: u64,
+    /// Most decompressed bytes per compressed byte of a gzipped ligand file: `--max-gzip-ratio`.
+    pub max_gzip_ratio: u64,
+    /// Largest receptor or autobox ligand file (read whole into memory): `--max-receptor-bytes`.
+    pub max_receptor_bytes: u64,
+}
+
+impl Default for SubmitLimits {
+    fn default() -> Self {
+        SubmitLimits {
+            // A drug-like ligand is a few kilobytes of SDF; 1 MiB is ~12,000 atoms, far past
+            // what a docking engine takes as a ligand.
+            max_record_bytes: 1 << 20,
+            max_library_bytes: 16 << 30,
+            // A 4 GiB upload (the --max-upload-bytes default) of gzipped SMILES or SDF
+            // expands to about 16-32 GiB.
+            max_decompressed_bytes: 32 << 30,
+            // Molecule text compresses 3-10 fold; 10 MB of zeros, 1000 fold.
+            max_gzip_ratio: 100,
+            // The largest PDB entries (ribosomes) are ~50 MB as PDB text.
+            max_receptor_bytes: 256 << 20,
+        }
+    }
+}
+
+/// How a refusal names the setting to change: the flag and its environment variable.
+pub(crate) fn flag_hint(flag: &str) -> String {
+    format!(
+        "the coordinator's --{flag} / DOCKYARD_{}",
+        flag.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// A folder removed when dropped, unless [`ScratchDir::remove`] already did. A request
+/// future is dropped at an `.await` when its client goes away, which skips cleanup code
+/// written after that `.await`; the drop still runs.
+pub(crate) struct ScratchDir {
+    path: Option<PathBuf>,
+}
+
+impl ScratchDir {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        ScratchDir { path: Some(path) }
+    }
+
+    pub(crate) async fn remove(mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = tokio::fs::remove_dir_all(&p).await;
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            // Blocking, but only on the rare path where the request was abandoned.
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// A temporary file removed when dropped (see [`ScratchDir`] for why a drop guard): for
+/// the upload handlers' `upload-*` / `artifact-*` files in the upload folder.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// A validated job and what was left out of it.
 pub struct Submission {
@@ -43,6 +126,48 @@ pub(crate) fn display_name(s: &str) -> String {
     } else {
         base
     }
+}
+
+/// Size of an input before it is fetched: the inline bytes, or the stored upload's size.
+async fn input_size(field: &str, f: &pb::InputFile, org: &OrgId, store: &dyn ArtifactStore) -> Result<u64, DockyardError> {
+    match &f.source {
+        Some(pb::input_file::Source::Content(b)) => Ok(b.len() as u64),
+        Some(pb::input_file::Source::UploadId(id)) => {
+            let key = upload_key(org, id).map_err(|e| DockyardError::invalid(format!("{field}.upload_id"), e.to_string()))?;
+            match store.head(&key).await? {
+                Some(meta) => Ok(meta.size),
+                None => Err(DockyardError::invalid(
+                    format!("{field}.upload_id"),
+                    format!("{id} was never uploaded"),
+                )),
+            }
+        }
+        // materialise() says what is missing.
+        None => Ok(0),
+    }
+}
+
+/// Refuses a file read whole into memory (receptor, autobox ligand) over the receptor cap.
+async fn check_whole_file_size(
+    field: &str,
+    f: &pb::InputFile,
+    org: &OrgId,
+    store: &dyn ArtifactStore,
+    limits: &SubmitLimits,
+) -> Result<(), DockyardError> {
+    let size = input_size(field, f, org, store).await?;
+    if size > limits.max_receptor_bytes {
+        return Err(DockyardError::invalid(
+            field,
+            format!(
+                "'{}' is {size} bytes, over the {}-byte limit (set by {})",
+                display_name(&f.name),
+                limits.max_receptor_bytes,
+                flag_hint("max-receptor-bytes")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Materialises an input (inline or uploaded) as a local file whose name keeps the
@@ -205,6 +330,7 @@ pub async fn build_spec(
     store: Arc<dyn ArtifactStore>,
     scratch: &Path,
     now_ms: i64,
+    limits: &SubmitLimits,
 ) -> Result<Submission, DockyardError> {
     let mut spec = scalars(req, &org, now_ms)?;
     if spec.engine == EngineKind::Sleep {
@@ -241,23 +367,27 @@ pub async fn build_spec(
         ));
     }
     let dir = scratch.join(format!("submit-{:016x}", rand::random::<u64>()));
+    let scratch_dir = ScratchDir::new(dir.clone());
     let result = async {
-        let rec = library::read_receptor(receptor, &org, store.as_ref(), &dir).await?;
-        spec.dock_box = geometry::resolve_box(req, &rec.coords, &org, store.as_ref(), &dir).await?;
-        let lib = library::store_ligands(&req.ligands, req.skip_invalid, &org, Arc::clone(&store), &dir).await;
-        let lib = match lib {
-            Ok(l) => l,
-            Err(e) => return Err(e),
-        };
+        let rec = library::read_receptor(receptor, &org, store.as_ref(), &dir, limits).await?;
+        spec.dock_box = geometry::resolve_box(req, &rec.coords, &org, store.as_ref(), &dir, limits).await?;
+        let lib = library::store_ligands(&req.ligands, req.skip_invalid, &org, Arc::clone(&store), &dir, limits).await?;
         // Only now is everything valid: store the receptor too.
-        let rref = library::store_receptor(rec, &org, store.as_ref()).await?;
+        let rref = match library::store_receptor(rec, &org, store.as_ref()).await {
+            Ok(r) => r,
+            Err(e) => {
+                lib.created.delete_all().await;
+                return Err(e);
+            }
+        };
+        lib.created.keep();
         spec.receptor = Some(rref);
         spec.skipped = lib.skipped_total;
         spec.ligands = lib.ligands;
         Ok(lib.skipped)
     }
     .await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
+    scratch_dir.remove().await;
     let skipped = result?;
     Ok(Submission { spec, skipped })
 }
@@ -273,6 +403,39 @@ mod tests {
             cnn_scoring: cnn.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn limit_flags_resolve_with_defaults_and_zero_is_refused() {
+        let args = crate::config::CoordinatorArgs {
+            max_record_bytes: Some(5000),
+            max_gzip_ratio: Some(20),
+            max_message_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        let (c, _) = args.resolve().expect("limits");
+        let d = SubmitLimits::default();
+        assert_eq!(
+            c.limits,
+            SubmitLimits {
+                max_record_bytes: 5000,
+                max_gzip_ratio: 20,
+                ..d
+            }
+        );
+        assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.max_upload_bytes, 4 << 30);
+        let e = crate::config::CoordinatorArgs {
+            max_gzip_ratio: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("a ratio of 0 refuses every gzip file");
+        assert!(e.to_string().contains("max_gzip_ratio"), "{e}");
+        assert_eq!(
+            flag_hint("max-gzip-ratio"),
+            "the coordinator's --max-gzip-ratio / DOCKYARD_MAX_GZIP_RATIO"
+        );
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub enum EngineError {
     BadInput(String),
     #[error("engine i/o error: {0}")]
     Io(String),
+    /// The run hit a limit the agent puts on engine processes (file size, memory); the
+    /// message says which, e.g. "engine exceeded the file-size limit of 1024 MB".
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
@@ -124,11 +128,16 @@ impl EngineError {
     /// Whether running the same task again (possibly on another node) may succeed.
     ///
     /// A spawn failure is a property of this node (missing binary, process limits), never
-    /// of the task, so another attempt can succeed elsewhere. Bad input fails the same way
-    /// every time, and a cancellation was asked for.
+    /// of the task, so another attempt can succeed elsewhere; so are a full disk (`Io`) and
+    /// the agent's limits, which other nodes may set differently. Bad input fails the same
+    /// way every time, and a cancellation was asked for.
     pub fn retryable(&self) -> bool {
         match self {
-            EngineError::Timeout(_) | EngineError::Crashed { .. } | EngineError::Spawn(_) | EngineError::Io(_) => true,
+            EngineError::Timeout(_)
+            | EngineError::Crashed { .. }
+            | EngineError::Spawn(_)
+            | EngineError::Io(_)
+            | EngineError::LimitExceeded(_) => true,
             EngineError::BadInput(_) | EngineError::Cancelled => false,
         }
     }
@@ -227,6 +236,7 @@ mod tests {
         .retryable());
         assert!(EngineError::Spawn("EAGAIN".into()).retryable());
         assert!(EngineError::Io("disk full".into()).retryable());
+        assert!(EngineError::LimitExceeded("engine exceeded the file-size limit of 1 MB".into()).retryable());
         assert!(!EngineError::BadInput("x".into()).retryable());
         assert!(!EngineError::Cancelled.retryable());
     }

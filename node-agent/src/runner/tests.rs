@@ -282,3 +282,149 @@ async fn bad_option_fails_permanently() {
     assert!(!f.retryable);
     assert_eq!(f.reason, "unsupported cnn_scoring 'sometimes'");
 }
+
+const RECEPTOR_1IEP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/vina-examples/1iep/1iep_receptor.pdbqt"
+);
+const LIGAND_1IEP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/vina-examples/1iep/1iep_ligand.pdbqt"
+);
+
+/// A store holding the 1iep receptor and ligand (with `ligand_extra` prepended), and an
+/// assignment docking one into the other with `engine`.
+async fn one_ligand_task(dir: &Path, engine: &str, ligand_extra: &str) -> (Arc<LocalStore>, pb::TaskAssignment) {
+    let store = Arc::new(LocalStore::open(dir.join("store")).expect("store"));
+    let receptor = std::fs::read(RECEPTOR_1IEP).expect("shared receptor");
+    let mut ligand = ligand_extra.as_bytes().to_vec();
+    ligand.extend(std::fs::read(LIGAND_1IEP).expect("shared ligand"));
+    for (key, data) in [("orgs/t/in/rec.pdbqt", receptor), ("orgs/t/in/lig0.pdbqt", ligand)] {
+        store
+            .put(&ArtifactKey::new(key).expect("key"), Bytes::from(data))
+            .await
+            .expect("put");
+    }
+    let a = pb::TaskAssignment {
+        task_id: "t1".into(),
+        attempt: 1,
+        engine: engine.into(),
+        r#box: Some(pb::DockingBox {
+            center: Some(pb::Vec3 {
+                x: 15.19,
+                y: 53.9,
+                z: 16.9,
+            }),
+            size: Some(pb::Vec3 { x: 20.0, y: 20.0, z: 20.0 }),
+        }),
+        receptor: Some(pb::ArtifactRef {
+            key: "orgs/t/in/rec.pdbqt".into(),
+            ..Default::default()
+        }),
+        ligands: vec![pb::LigandInput {
+            index: 0,
+            name: "lig0".into(),
+            artifact: Some(pb::ArtifactRef {
+                key: "orgs/t/in/lig0.pdbqt".into(),
+                ..Default::default()
+            }),
+        }],
+        output_prefix: "orgs/t/out/t1/".into(),
+        cpu_slots: 1,
+        timeout_s: 30,
+        ..Default::default()
+    };
+    (store, a)
+}
+
+fn scratch_folders(work: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(crate::sandbox::runs_dir(work)) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+struct PanickingEngine(crate::engine::EngineDescriptor);
+
+#[async_trait::async_trait]
+impl DockingEngine for PanickingEngine {
+    fn descriptor(&self) -> &crate::engine::EngineDescriptor {
+        &self.0
+    }
+
+    async fn run(&self, run: EngineRun) -> Result<crate::engine::EngineOutput, EngineError> {
+        std::fs::write(run.work_dir.join("partial.txt"), "half-done").expect("write");
+        panic!("engine adapter bug");
+    }
+}
+
+/// A panic in the runner fails the attempt (retryable) and still removes its scratch folder.
+#[tokio::test]
+async fn a_panic_fails_the_task_and_removes_the_scratch_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, a) = one_ligand_task(dir.path(), "panicky", "").await;
+    let engine = PanickingEngine(crate::engine::EngineDescriptor {
+        name: "panicky".into(),
+        version: "1".into(),
+        test_only: true,
+    });
+    let work = dir.path().join("work");
+    let ctx = Arc::new(RunnerContext::new(
+        vec![Arc::new(engine) as Arc<dyn DockingEngine>],
+        store,
+        work.clone(),
+    ));
+    let res = run_task(ctx, a, CancellationToken::new()).await;
+    let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+        panic!("expected a failure: {res:?}");
+    };
+    assert!(f.retryable);
+    assert_eq!(f.reason, "agent error: the task runner panicked: engine adapter bug");
+    assert_eq!(scratch_folders(&work), Vec::<PathBuf>::new());
+    assert!(work.join("cache").is_dir(), "the receptor cache is kept");
+}
+
+/// The node's limits reach the engine: a run writing past the file-size limit fails with
+/// the limit as the reason (retryable), and its scratch folder is removed.
+#[tokio::test]
+async fn the_file_size_limit_fails_the_task_with_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, a) = one_ligand_task(dir.path(), "vina", "REMARK DOCKYARD_FAULT=fill-disk\n").await;
+    let work = dir.path().join("work");
+    let vina = crate::engine::VinaEngine::new(fixture("fault_engine.sh"), "1.2.5");
+    let ctx = Arc::new(
+        RunnerContext::new(vec![Arc::new(vina) as Arc<dyn DockingEngine>], store, work.clone()).with_sandbox(SandboxConfig {
+            max_file_bytes: Some(2 << 20),
+            ..SandboxConfig::default()
+        }),
+    );
+    let res = run_task(ctx, a, CancellationToken::new()).await;
+    let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+        panic!("expected a failure: {res:?}");
+    };
+    assert!(f.retryable);
+    assert_eq!(f.reason, "engine exceeded the file-size limit of 2 MB");
+    assert_eq!(scratch_folders(&work), Vec::<PathBuf>::new());
+}
+
+/// A crashing engine fails the task (retryable) with the signal in the reason.
+#[tokio::test]
+async fn a_crashing_engine_fails_the_task_retryably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, a) = one_ligand_task(dir.path(), "vina", "REMARK DOCKYARD_FAULT=crash\n").await;
+    let work = dir.path().join("work");
+    let vina = crate::engine::VinaEngine::new(fixture("fault_engine.sh"), "1.2.5");
+    let ctx = Arc::new(RunnerContext::new(
+        vec![Arc::new(vina) as Arc<dyn DockingEngine>],
+        store,
+        work.clone(),
+    ));
+    let res = run_task(ctx, a, CancellationToken::new()).await;
+    let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+        panic!("expected a failure: {res:?}");
+    };
+    assert!(f.retryable);
+    assert!(f.reason.starts_with("engine crashed (killed by signal 11)"), "{}", f.reason);
+    assert!(f.reason.contains("about to crash"), "{}", f.reason);
+    assert_eq!(scratch_folders(&work), Vec::<PathBuf>::new());
+}

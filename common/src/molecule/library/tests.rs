@@ -101,6 +101,7 @@ fn error_display() {
         name: "X".into(),
         line: 17,
         reason: "bad".into(),
+        kind: RecordErrorKind::Invalid,
     };
     assert_eq!(e.to_string(), "record 3 'X' line 17: bad");
 }

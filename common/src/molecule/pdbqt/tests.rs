@@ -514,3 +514,21 @@ fn remark_name_forms() {
     assert_eq!(remark_name("REMARK  Names are here"), None);
     assert_eq!(remark_name("REMARK SMILES CCO"), None);
 }
+
+/// Fuzz regressions (fuzz/regressions/pdbqt, vina_poses): text quoted from the file in an
+/// error message is clipped, so a megabyte-long token cannot make a megabyte-long message.
+#[test]
+fn quoted_file_text_in_errors_is_clipped() {
+    let atom = "ATOM      1  C   LIG     1       0.000   0.000   0.000  0.00  0.00    +0.000 C";
+    let long_type = format!("{}{}", &atom[..atom.len() - 1], "X".repeat(100_000));
+    let e = err_ligand(&format!("ROOT\n{long_type}\nENDROOT\nTORSDOF 0\n"));
+    assert!(
+        e.reason.contains("unknown AutoDock atom type 'XXX") && e.reason.len() < 200,
+        "{}",
+        e.reason.len()
+    );
+    let e = err_ligand(&format!("ROOT\n{atom}\nENDROOT\nTORSDOF {}\n", "9".repeat(100_000) + "x"));
+    assert!(e.reason.contains("TORSDOF value") && e.reason.len() < 200, "{}", e.reason.len());
+    let e = parse_vina_poses(&format!("MODEL 1\nREMARK VINA RESULT: {}\nENDMDL\n", "nan ".repeat(100_000))).expect_err("NaN result");
+    assert!(e.reason.contains("VINA RESULT") && e.reason.len() < 200, "{}", e.reason.len());
+}

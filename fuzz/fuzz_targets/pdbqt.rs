@@ -1,0 +1,5 @@
+//! `cargo fuzz run pdbqt`: see fuzz/README.md. The check lives in dockyard-common so that
+//! `cargo test` replays fuzz/regressions/pdbqt/ without a fuzzer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dockyard_common::fuzzing::pdbqt(data));

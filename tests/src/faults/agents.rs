@@ -1,0 +1,243 @@
+//! Agents that die, stall, lose their network, replay results, or run on a skewed clock.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+
+use super::{job, settle, submit_sleep, succeeded, wait_for, Report, Size};
+use crate::ha::{rss_kib, HaCluster, HaOptions};
+use crate::pb;
+use crate::proxy::{Mode, Proxy};
+
+async fn cluster(opts: HaOptions) -> HaCluster {
+    HaCluster::start(HaOptions { s3: false, ..opts }).await
+}
+
+async fn requeued(c: &HaCluster) -> u64 {
+    match c.leader_index().await {
+        Some(l) => c.stats(l).await.map_or(0, |s| s.requeued_total),
+        None => 0,
+    }
+}
+
+/// Scenario 1: An agent is SIGKILLed with tasks running: its stream breaks, its tasks are requeued.
+pub async fn agent_kill(size: Size) -> Result<Report> {
+    let mut r = Report::new("agent_kill");
+    let mut c = cluster(HaOptions {
+        coordinators: 1,
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(20)).await;
+    c.add_agent("a0", 2, &[]);
+    c.add_agent("a1", 2, &[]);
+    c.wait_nodes(l, 2).await;
+    let total = size.tasks();
+    let id = submit_sleep(&c, total, size.task_ms()).await?;
+    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
+    })
+    .await?;
+    c.kill_agent(0);
+    let t = Instant::now();
+    wait_for("a requeue", Duration::from_secs(30), || async {
+        (requeued(&c).await > 0).then_some(())
+    })
+    .await?;
+    r.detect_s = t.elapsed().as_secs_f64();
+    settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// Scenario 2: An agent is paused (SIGSTOP) past its lease, then resumed: its tasks run elsewhere,
+/// and what it reports when it wakes up is dropped, not committed twice.
+pub async fn agent_pause(size: Size) -> Result<Report> {
+    let mut r = Report::new("agent_pause_past_lease");
+    let mut c = cluster(HaOptions {
+        coordinators: 1,
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(20)).await;
+    c.add_agent("a0", 2, &[]);
+    c.add_agent("a1", 2, &[]);
+    c.wait_nodes(l, 2).await;
+    let total = size.tasks();
+    let id = submit_sleep(&c, total, size.task_ms()).await?;
+    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
+    })
+    .await?;
+    c.pause_agent(0);
+    let t = Instant::now();
+    wait_for("a requeue", Duration::from_secs(30), || async {
+        (requeued(&c).await > 0).then_some(())
+    })
+    .await?;
+    r.detect_s = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.resume_agent(0);
+    settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// A single coordinator whose agent `a0` dials it through a proxy; `a1` dials directly.
+/// The stream lease is long, so only HTTP/2 keepalive can notice a silent partition.
+async fn proxied(lease_ms: u64) -> (HaCluster, Proxy, usize) {
+    let mut c = cluster(HaOptions {
+        coordinators: 1,
+        lease_ms,
+        heartbeat_ms: 1000,
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(20)).await;
+    let target = c.coordinator_endpoint(l).trim_start_matches("http://").parse().expect("addr");
+    let proxy = Proxy::start(target).await;
+    let direct = c.coordinator_endpoint(l).to_string();
+    c.add_static_agent("a0", 2, &proxy.endpoint(), &[]);
+    c.add_static_agent("a1", 2, &direct, &[]);
+    c.wait_nodes(l, 2).await;
+    (c, proxy, l)
+}
+
+async fn partition(name: &str, mode: Mode, size: Size) -> Result<Report> {
+    let mut r = Report::new(name);
+    let (c, proxy, _) = proxied(60_000).await;
+    let total = size.tasks();
+    let id = submit_sleep(&c, total, size.task_ms()).await?;
+    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
+    })
+    .await?;
+    proxy.set(mode);
+    let t = Instant::now();
+    wait_for("the partitioned agent's tasks requeued", Duration::from_secs(40), || async {
+        (requeued(&c).await > 0).then_some(())
+    })
+    .await?;
+    r.detect_s = t.elapsed().as_secs_f64();
+    settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    proxy.set(Mode::Pass);
+    r.note = "stream lease 60 s: detection is HTTP/2 keepalive (5 s ping, 5 s timeout)".into();
+    Ok(r)
+}
+
+/// Scenario 8a: Silent partition, both directions.
+pub async fn partition_both(size: Size) -> Result<Report> {
+    partition("partition_both_ways", Mode::Blackhole, size).await
+}
+
+/// Scenario 8b: One way only: the agent keeps sending heartbeats but hears nothing back.
+pub async fn partition_one_way(size: Size) -> Result<Report> {
+    partition("partition_one_way", Mode::BlackholeDown, size).await
+}
+
+/// Scenario 9: 200 ms latency and 5% of chunks stalled a second (lost and retransmitted) on one
+/// agent's link, with the default stream lease (10 s): no false eviction.
+pub async fn lossy_slow(size: Size) -> Result<Report> {
+    let mut r = Report::new("lossy_slow_network");
+    let (c, proxy, _) = proxied(10_000).await;
+    proxy.set(Mode::Slow {
+        delay_ms: 200,
+        loss: 0.05,
+        stall_ms: 1000,
+    });
+    let total = size.tasks();
+    let t = Instant::now();
+    let id = submit_sleep(&c, total, size.task_ms()).await?;
+    settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    let evictions = requeued(&c).await;
+    ensure!(
+        evictions == 0,
+        "{evictions} tasks requeued on a slow but working link (false eviction)"
+    );
+    r.note = "no eviction over a 200 ms / 5% loss link".into();
+    Ok(r)
+}
+
+/// Scenario 12: Every connection is reset mid-screen: agents reconnect and replay their recent
+/// results; the coordinator drops what it already has.
+pub async fn duplicate_results(size: Size) -> Result<Report> {
+    let mut r = Report::new("results_delivered_twice_and_replayed");
+    let (c, proxy, l) = proxied(10_000).await;
+    let total = size.tasks();
+    let id = submit_sleep(&c, total, size.task_ms() / 4).await?;
+    wait_for("a third of the tasks", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| succeeded(j) >= total / 3)
+    })
+    .await?;
+    let t = Instant::now();
+    proxy.reset_all();
+    settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    let s = c.stats(l).await.unwrap_or_default();
+    ensure!(s.duplicate_results_dropped > 0, "no replayed result reached the coordinator: {s:?}");
+    r.note = format!("{} replayed results dropped as duplicates", s.duplicate_results_dropped);
+    Ok(r)
+}
+
+/// Scenario 13: An agent whose clock is minutes ahead (libfaketime): leases use the coordinator's
+/// monotonic clock, so nothing changes.
+pub async fn clock_skew(size: Size) -> Result<Report> {
+    let mut r = Report::new("agent_clock_skew");
+    let faketime = crate::servers::server_binary("faketime", "apt-get install faketime");
+    let mut c = cluster(HaOptions {
+        coordinators: 1,
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(20)).await;
+    let etcd = c.etcd_urls();
+    let ft = faketime.display().to_string();
+    c.spawn_agent_with(
+        Some(&[&ft, "-f", "+10m"]),
+        "skewed",
+        2,
+        &["--etcd", &etcd, "--cluster", crate::ha::CLUSTER],
+        &[],
+    );
+    c.wait_nodes(l, 1).await;
+    let total = size.tasks();
+    let t = Instant::now();
+    let id = submit_sleep(&c, total, size.task_ms() / 4).await?;
+    settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    ensure!(requeued(&c).await == 0, "tasks were requeued from an agent with a skewed clock");
+    r.note = "agent 10 min ahead: no eviction, no requeue".into();
+    Ok(r)
+}
+
+/// Scenario 21: One agent stops reading its stream (its link holds back everything the coordinator
+/// sends): the other agent keeps the work flowing and the coordinator's memory stays flat.
+pub async fn stops_reading(size: Size) -> Result<Report> {
+    let mut r = Report::new("agent_stops_reading");
+    let (c, proxy, l) = proxied(60_000).await;
+    let pid = c.coordinator_pid(l).ok_or_else(|| anyhow::anyhow!("no coordinator pid"))?;
+    let total = size.tasks() * 5;
+    let id = submit_sleep(&c, total, 0).await?;
+    wait_for("some tasks", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| succeeded(j) >= 20)
+    })
+    .await?;
+    let before = rss_kib(pid).unwrap_or(0);
+    proxy.set(Mode::BlackholeDown);
+    let t = Instant::now();
+    settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    let after = rss_kib(pid).unwrap_or(0);
+    let nodes = c.admin(l).await.list_nodes(pb::ListNodesRequest {}).await?.into_inner().nodes;
+    let a0 = nodes.iter().find(|n| n.node_id == "a0").map(|n| n.state);
+    r.detect_s = 0.0;
+    r.note = format!("coordinator RSS {before} KiB → {after} KiB; stalled agent state {a0:?}");
+    ensure!(
+        after < before + 64 * 1024,
+        "coordinator memory grew by {} KiB",
+        after.saturating_sub(before)
+    );
+    Ok(r)
+}
