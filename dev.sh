@@ -124,6 +124,8 @@ case "${1:-}" in
         exec target/debug/dockyard demo "${@:2}"
         ;;
     test)
+        # A full build every time: incremental state would only cost disk (tens of GB).
+        export CARGO_INCREMENTAL=0
         setup
         setup_test_tools
         preflight_servers

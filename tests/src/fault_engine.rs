@@ -83,3 +83,19 @@ pub fn zombie_children(agent: i32) -> Vec<i32> {
         .filter(|&p| stat(p) == Some(('Z', agent)))
         .collect()
 }
+
+/// What the stand-in left behind under `agent`: its processes still running or unreaped,
+/// and zombie children of the agent. Empty when everything is gone.
+pub fn leftovers(fault: &Fault, agent: i32) -> Vec<String> {
+    let mut left: Vec<String> = fault
+        .pids()
+        .iter()
+        .filter_map(|(role, pid)| lingering(*pid, fault, agent).map(|w| format!("{role} {w}")))
+        .collect();
+    left.extend(
+        zombie_children(agent)
+            .into_iter()
+            .map(|z| format!("{z} is an unreaped child of the agent")),
+    );
+    left
+}

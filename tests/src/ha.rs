@@ -421,14 +421,27 @@ impl HaCluster {
 
     /// Every commit record in etcd for `job`: (epoch, task indices).
     pub async fn commits(&self, job: &str) -> Vec<(u64, Vec<u32>)> {
-        let mut client = etcd_client::Client::connect(self.etcd.iter().map(|e| e.client_url.as_str()).collect::<Vec<_>>(), None)
-            .await
-            .expect("etcd");
         let prefix = format!("/dockyard/{CLUSTER}/commits/{job}/");
-        let r = client
-            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-            .await
-            .expect("etcd get");
+        // Asks each live member in turn: a scenario may have stopped some of them.
+        let mut last = String::new();
+        let mut found = None;
+        for e in self.etcd.iter().cycle().take(3 * self.etcd.len()) {
+            let got = match etcd_client::Client::connect([e.client_url.as_str()], None).await {
+                Ok(mut c) => c.get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix())).await,
+                Err(err) => Err(err),
+            };
+            match got {
+                Ok(r) => {
+                    found = Some(r);
+                    break;
+                }
+                Err(err) => {
+                    last = err.to_string();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let r = found.unwrap_or_else(|| panic!("no etcd member answered: {last}"));
         r.kvs()
             .iter()
             .map(|kv| {

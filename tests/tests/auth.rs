@@ -233,6 +233,20 @@ async fn organisations_see_only_their_own_jobs() {
 }
 
 #[tokio::test]
+async fn a_token_stops_working_when_it_expires() {
+    let secrets = tempfile::tempdir().expect("tmp");
+    let (b, join) = auth_on(secrets.path());
+    let c = b.agent(sleep_agent(1, &join)).start().await;
+    let o = c.cli(&["admin", "token", "create", "--org", "chem", "--ttl-s", "1"]).await;
+    assert!(o.status.success(), "token create failed: {}", err(&o));
+    let tok = out(&o).trim().to_string();
+    let job = submit_as(&c, &tok, sleep_request(1, 10, 0)).await.expect("a fresh token works");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (code, m) = code_of(get_as(&c, &tok, &job).await);
+    assert!(code == Code::Unauthenticated && m.contains("expired"), "{code:?} {m}");
+}
+
+#[tokio::test]
 async fn revoking_a_token_ends_its_calls_and_open_streams() {
     let secrets = tempfile::tempdir().expect("tmp");
     let (b, join) = auth_on(secrets.path());
@@ -244,6 +258,7 @@ async fn revoking_a_token_ends_its_calls_and_open_streams() {
                 org: "chem".into(),
                 description: "to be revoked".into(),
                 admin: false,
+                ttl_s: 0,
             },
             ADMIN,
         ))
@@ -536,6 +551,7 @@ async fn tokens_and_quotas_survive_a_failover() {
                 org: org.into(),
                 description: String::new(),
                 admin: false,
+                ttl_s: 0,
             },
             ADMIN,
         );

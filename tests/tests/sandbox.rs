@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dockyard_tests::fault_engine::{lingering, zombie_children, Fault};
+use dockyard_tests::fault_engine::{leftovers, lingering, Fault};
 use dockyard_tests::{
     describe_job, input, ligand_1iep, pb, processes_mentioning, read_shared, state, vina_1iep_request, AgentOptions, TestCluster, WAIT,
 };
@@ -54,19 +54,11 @@ async fn assert_nothing_left(c: &TestCluster, fault: &Fault) {
     let agent = agent_pid(c);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left: Vec<String> = fault
-            .pids()
-            .iter()
-            .filter_map(|(role, pid)| lingering(*pid, fault, agent).map(|w| format!("{role} {w}")))
-            .collect();
-        let zombies = zombie_children(agent);
-        if left.is_empty() && zombies.is_empty() {
+        let left = leftovers(fault, agent);
+        if left.is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "processes of finished tasks survive: {left:?}; zombie children of the agent: {zombies:?}"
-        );
+        assert!(Instant::now() < deadline, "processes of finished tasks survive: {left:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

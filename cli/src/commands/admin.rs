@@ -34,6 +34,9 @@ pub enum TokenCmd {
         /// Free text for operators: who or what uses the token.
         #[arg(long, default_value = "")]
         description: String,
+        /// Seconds until the token expires [default: never].
+        #[arg(long, default_value_t = 0)]
+        ttl_s: u64,
     },
     /// Revoke a token: its calls fail and its open streams end within seconds.
     #[command(after_help = "Example:\n  dockyard admin token revoke 3f9a0c21d4e5b678")]
@@ -63,6 +66,10 @@ pub enum QuotaCmd {
         /// Bytes of inputs stored (uploads and inline submission inputs).
         #[arg(long)]
         max_bytes: Option<u64>,
+        /// Share of the cluster's connected slots the organisation may fill, in percent
+        /// (0 = no share limit; with --max-running too, the lower wins).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+        max_running_share: Option<u32>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -82,12 +89,14 @@ pub async fn run(c: &Client, cmd: AdminCmd) -> Result<()> {
             org,
             admin: as_admin,
             description,
+            ttl_s,
         }) => {
             let r = admin
                 .create_token(c.req(pb::CreateTokenRequest {
                     org: org.unwrap_or_default(),
                     description,
                     admin: as_admin,
+                    ttl_s,
                 }))
                 .await
                 .map_err(explain)?
@@ -122,6 +131,7 @@ pub async fn run(c: &Client, cmd: AdminCmd) -> Result<()> {
             max_queued_tasks,
             max_running,
             max_bytes,
+            max_running_share,
             format,
         }) => {
             let cur = admin
@@ -135,6 +145,7 @@ pub async fn run(c: &Client, cmd: AdminCmd) -> Result<()> {
                     max_queued_tasks: max_queued_tasks.unwrap_or(cur.max_queued_tasks),
                     max_running_tasks: max_running.unwrap_or(cur.max_running_tasks),
                     max_bytes_stored: max_bytes.unwrap_or(cur.max_bytes_stored),
+                    max_running_share_pct: max_running_share.unwrap_or(cur.max_running_share_pct),
                 }))
                 .await
                 .map_err(explain)?
@@ -168,6 +179,7 @@ fn print_quota(q: &pb::Quota, f: Format) {
             "max_queued_tasks": q.max_queued_tasks, "queued_tasks": q.queued_tasks,
             "max_running_tasks": q.max_running_tasks, "running_tasks": q.running_tasks,
             "max_bytes_stored": q.max_bytes_stored, "bytes_stored": q.bytes_stored,
+            "max_running_share_pct": q.max_running_share_pct,
         });
         println!("{v}");
         return;
@@ -175,6 +187,9 @@ fn print_quota(q: &pb::Quota, f: Format) {
     println!("organisation {}", q.org);
     println!("  queued tasks:  {} of {}", q.queued_tasks, limit(q.max_queued_tasks));
     println!("  running tasks: {} of {}", q.running_tasks, limit(q.max_running_tasks));
+    if q.max_running_share_pct > 0 {
+        println!("  running share: at most {}% of the cluster's slots", q.max_running_share_pct);
+    }
     println!("  bytes stored:  {} of {}", q.bytes_stored, limit(q.max_bytes_stored));
 }
 

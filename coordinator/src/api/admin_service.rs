@@ -32,6 +32,7 @@ fn token_info(t: TokenRecord) -> pb::TokenInfo {
         created_at_ms: t.created_at_ms,
         revoked: t.revoked,
         revoked_at_ms: t.revoked_at_ms,
+        expires_at_ms: t.expires_at_ms,
     }
 }
 
@@ -53,6 +54,7 @@ impl AdminApi {
             max_queued_tasks: l.max_queued_tasks,
             max_running_tasks: l.max_running_tasks,
             max_bytes_stored: l.max_bytes_stored,
+            max_running_share_pct: l.max_running_share_pct,
             queued_tasks: queued,
             running_tasks: running,
             bytes_stored: bytes,
@@ -99,7 +101,7 @@ impl AdminService for AdminApi {
     async fn create_token(&self, r: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let req = r.into_inner();
         let org = if req.org.trim().is_empty() { None } else { Some(org_of(&req.org)?) };
-        let (rec, token) = self.auth.create_token(org, req.admin, &req.description).await?;
+        let (rec, token) = self.auth.create_token_for(org, req.admin, &req.description, req.ttl_s).await?;
         Ok(Response::new(pb::CreateTokenResponse {
             token_id: rec.id,
             token,
@@ -124,7 +126,15 @@ impl AdminService for AdminApi {
             max_queued_tasks: req.max_queued_tasks,
             max_running_tasks: req.max_running_tasks,
             max_bytes_stored: req.max_bytes_stored,
+            max_running_share_pct: req.max_running_share_pct,
         };
+        if l.max_running_share_pct > 100 {
+            return Err(DockyardError::invalid(
+                "max_running_share_pct",
+                format!("{} is not a percentage (1-100, 0 = none)", l.max_running_share_pct),
+            )
+            .into());
+        }
         self.auth.set_limits(&org, l).await?;
         Ok(Response::new(self.quota(org).await?))
     }

@@ -149,12 +149,12 @@ impl QuotaTable {
         }
     }
 
-    /// Organisations with a cap on running tasks; empty (the usual case) costs dispatch nothing.
-    pub fn running_caps(&self) -> HashMap<OrgId, u64> {
+    /// Organisations with a cap on running tasks, given the cluster's connected slots; empty
+    /// (the usual case) costs dispatch nothing.
+    pub fn running_caps(&self, cluster_slots: u64) -> HashMap<OrgId, u64> {
         self.read()
             .iter()
-            .filter(|(_, l)| l.max_running_tasks > 0)
-            .map(|(o, l)| (o.clone(), l.max_running_tasks))
+            .filter_map(|(o, l)| l.running_cap(cluster_slots).map(|c| (o.clone(), c)))
             .collect()
     }
 }
@@ -366,6 +366,11 @@ impl Auth {
                 "token {id} was revoked; ask an admin for a new one (dockyard admin token create --org ORG)"
             )));
         }
+        if rec.expires_at_ms > 0 && now_ms() >= rec.expires_at_ms {
+            return Err(DockyardError::Unauthenticated(format!(
+                "token {id} has expired; ask an admin for a new one (dockyard admin token create --org ORG --ttl-s N)"
+            )));
+        }
         let role = match (&rec.org, rec.admin) {
             (_, true) => Role::Admin,
             (Some(org), false) => Role::Org(OrgId::parse(org)?),
@@ -383,6 +388,24 @@ impl Auth {
 
     /// Makes a token; returns its record and the one-time secret token.
     pub async fn create_token(&self, org: Option<OrgId>, admin: bool, description: &str) -> Result<(TokenRecord, String), DockyardError> {
+        self.create_token_for(org, admin, description, 0).await
+    }
+
+    /// Like [`create_token`](Self::create_token), expiring `ttl_s` seconds from now (0: never).
+    pub async fn create_token_for(
+        &self,
+        org: Option<OrgId>,
+        admin: bool,
+        description: &str,
+        ttl_s: u64,
+    ) -> Result<(TokenRecord, String), DockyardError> {
+        // Ten years: beyond that, "never" (0) says it better, and the sum cannot overflow.
+        if ttl_s > 10 * 365 * 86_400 {
+            return Err(DockyardError::invalid(
+                "ttl_s",
+                format!("{ttl_s} s is more than ten years; use 0 for a token that does not expire"),
+            ));
+        }
         if admin == org.is_some() {
             return Err(DockyardError::invalid(
                 "org",
@@ -402,6 +425,7 @@ impl Auth {
             secret_sha256: digest,
             revoked: false,
             revoked_at_ms: 0,
+            expires_at_ms: if ttl_s == 0 { 0 } else { now_ms() + (ttl_s as i64) * 1000 },
         };
         self.store.put_token(&rec).await?;
         self.apply_token(rec.clone());

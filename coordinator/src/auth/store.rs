@@ -23,11 +23,25 @@ pub struct Limits {
     pub max_running_tasks: u64,
     #[serde(default)]
     pub max_bytes_stored: u64,
+    /// Running tasks as a share of the cluster's connected slots, in percent; 0 = none.
+    #[serde(default)]
+    pub max_running_share_pct: u32,
 }
 
 impl Limits {
     pub fn is_unlimited(&self) -> bool {
         *self == Limits::default()
+    }
+
+    /// The running-task cap with `cluster_slots` connected: the lower of the absolute cap and
+    /// the share (rounded down, at least one slot); `None` when neither is set.
+    pub fn running_cap(&self, cluster_slots: u64) -> Option<u64> {
+        let share = (self.max_running_share_pct > 0).then(|| (cluster_slots * u64::from(self.max_running_share_pct.min(100)) / 100).max(1));
+        let abs = (self.max_running_tasks > 0).then_some(self.max_running_tasks);
+        match (abs, share) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
     }
 }
 
@@ -188,6 +202,7 @@ mod tests {
             secret_sha256: "00".into(),
             revoked: false,
             revoked_at_ms: 0,
+            expires_at_ms: 0,
         };
         s.put_token(&t).await.expect("put");
         let l = Limits {
@@ -203,5 +218,27 @@ mod tests {
         assert_eq!(s.add_usage(&org, 50, 100).await.expect("add"), Charge::OverLimit(60));
         assert_eq!(s.add_usage(&org, -20, 100).await.expect("refund"), Charge::Added(40));
         assert_eq!(s.usage(&org).await.expect("usage"), 40);
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::Limits;
+
+    #[test]
+    fn the_lower_of_the_absolute_cap_and_the_share_wins() {
+        let share = Limits {
+            max_running_share_pct: 25,
+            ..Limits::default()
+        };
+        assert_eq!(share.running_cap(16), Some(4));
+        assert_eq!(share.running_cap(2), Some(1), "at least one slot");
+        let both = Limits {
+            max_running_tasks: 3,
+            ..share
+        };
+        assert_eq!(both.running_cap(16), Some(3));
+        assert_eq!(both.running_cap(8), Some(2));
+        assert_eq!(Limits::default().running_cap(16), None);
     }
 }

@@ -26,6 +26,9 @@ pub struct TokenRecord {
     pub revoked: bool,
     #[serde(default)]
     pub revoked_at_ms: i64,
+    /// 0 = never.
+    #[serde(default)]
+    pub expires_at_ms: i64,
 }
 
 impl TokenRecord {
@@ -87,6 +90,7 @@ mod tests {
             secret_sha256: digest,
             revoked: false,
             revoked_at_ms: 0,
+            expires_at_ms: 0,
         };
         assert!(rec.matches(secret));
         let (_, other, _) = generate();

@@ -30,7 +30,8 @@ impl Core {
         let started_ms = now_ms();
         // Organisations with a cap on running tasks, and what they run now; both empty (and
         // free) unless an admin set such a cap.
-        let caps = self.cfg.quotas.running_caps();
+        let cluster_slots: u64 = self.nodes.connected().map(|n| u64::from(n.reg.slots)).sum();
+        let caps = self.cfg.quotas.running_caps(cluster_slots);
         let mut running = if caps.is_empty() { HashMap::new() } else { self.running_by_org() };
         while !active.is_empty() && !self.queue.is_empty() {
             let mut still = Vec::with_capacity(active.len());

@@ -370,19 +370,14 @@ mod tests {
         assert_eq!(short(&order), "32211");
     }
 
-    #[tokio::test]
-    async fn a_running_cap_holds_an_org_back_while_others_fill_the_slots() {
+    /// Org a (capped by `limits`) and org b each queue 3 tasks for one 3-slot node: the orgs
+    /// of the first three assignments, and a's (queued, running) then.
+    async fn first_three_with_org_a_capped(limits: crate::auth::Limits) -> (Vec<String>, (u64, u64)) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("store");
         let cfg = SchedulerConfig::default();
         let a = OrgId::parse("a").expect("org");
-        cfg.quotas.set(
-            a.clone(),
-            crate::auth::Limits {
-                max_running_tasks: 1,
-                ..Default::default()
-            },
-        );
+        cfg.quotas.set(a.clone(), limits);
         let (h, _join) = spawn(store, cfg, CancellationToken::new()).await.expect("spawn");
         // Org a queues first (and has the higher priority): uncapped it would take all 3 slots.
         for (i, spec) in [sleep_job("a", 3, 5), sleep_job("b", 3, 0)].into_iter().enumerate() {
@@ -421,9 +416,31 @@ mod tests {
             }
         }
         orgs.sort();
+        let usage = h.ask(|reply| Command::OrgUsage { org: a, reply }).await.expect("usage");
+        (orgs, usage)
+    }
+
+    #[tokio::test]
+    async fn a_running_cap_holds_an_org_back_while_others_fill_the_slots() {
+        let (orgs, usage) = first_three_with_org_a_capped(crate::auth::Limits {
+            max_running_tasks: 1,
+            ..Default::default()
+        })
+        .await;
         assert_eq!(orgs, vec!["a", "b", "b"]);
-        let (queued, running) = h.ask(|reply| Command::OrgUsage { org: a, reply }).await.expect("usage");
-        assert_eq!((queued, running), (2, 1));
+        assert_eq!(usage, (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_running_share_caps_an_org_at_its_part_of_the_cluster() {
+        // 34% of 3 slots rounds down to one slot.
+        let (orgs, usage) = first_three_with_org_a_capped(crate::auth::Limits {
+            max_running_share_pct: 34,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(orgs, vec!["a", "b", "b"]);
+        assert_eq!(usage, (2, 1));
     }
 
     #[tokio::test]

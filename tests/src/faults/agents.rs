@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 
-use super::{job, settle, submit_sleep, succeeded, wait_for, Report, Size};
+use super::{job, screen_under_way, settle, submit_sleep, succeeded, wait_for, with_two_agents, Report, Size};
 use crate::ha::{rss_kib, HaCluster, HaOptions};
 use crate::pb;
 use crate::proxy::{Mode, Proxy};
@@ -23,21 +23,13 @@ async fn requeued(c: &HaCluster) -> u64 {
 /// Scenario 1: An agent is SIGKILLed with tasks running: its stream breaks, its tasks are requeued.
 pub async fn agent_kill(size: Size) -> Result<Report> {
     let mut r = Report::new("agent_kill");
-    let mut c = cluster(HaOptions {
+    let (mut c, _) = with_two_agents(HaOptions {
         coordinators: 1,
+        s3: false,
         ..HaOptions::default()
     })
     .await;
-    let l = c.wait_leader(Duration::from_secs(20)).await;
-    c.add_agent("a0", 2, &[]);
-    c.add_agent("a1", 2, &[]);
-    c.wait_nodes(l, 2).await;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     c.kill_agent(0);
     let t = Instant::now();
     wait_for("a requeue", Duration::from_secs(30), || async {
@@ -54,21 +46,13 @@ pub async fn agent_kill(size: Size) -> Result<Report> {
 /// and what it reports when it wakes up is dropped, not committed twice.
 pub async fn agent_pause(size: Size) -> Result<Report> {
     let mut r = Report::new("agent_pause_past_lease");
-    let mut c = cluster(HaOptions {
+    let (c, _) = with_two_agents(HaOptions {
         coordinators: 1,
+        s3: false,
         ..HaOptions::default()
     })
     .await;
-    let l = c.wait_leader(Duration::from_secs(20)).await;
-    c.add_agent("a0", 2, &[]);
-    c.add_agent("a1", 2, &[]);
-    c.wait_nodes(l, 2).await;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     c.pause_agent(0);
     let t = Instant::now();
     wait_for("a requeue", Duration::from_secs(30), || async {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 
 use super::{Report, Size};
-use crate::fault_engine::{lingering, zombie_children, Fault};
+use crate::fault_engine::{leftovers, Fault};
 use crate::{input, ligand_1iep, pb, processes_mentioning, read_shared, vina_1iep_request, AgentOptions, TestCluster};
 
 async fn cluster(work_dir: Option<&Path>) -> Result<(TestCluster, Fault)> {
@@ -45,16 +45,11 @@ async fn nothing_left(c: &TestCluster, fault: &Fault) -> Result<()> {
     let agent = agent_pid(c)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left: Vec<String> = fault
-            .pids()
-            .iter()
-            .filter_map(|(role, pid)| lingering(*pid, fault, agent).map(|w| format!("{role} {w}")))
-            .collect();
-        let zombies = zombie_children(agent);
-        if left.is_empty() && zombies.is_empty() {
+        let left = leftovers(fault, agent);
+        if left.is_empty() {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "left behind: {left:?}; unreaped: {zombies:?}");
+        ensure!(Instant::now() < deadline, "left behind: {left:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

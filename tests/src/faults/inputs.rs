@@ -147,6 +147,10 @@ async fn auth_cluster(secrets: &Path) -> TestCluster {
 }
 
 async fn org_token(c: &TestCluster, org: &str) -> Result<(String, String)> {
+    org_token_ttl(c, org, 0).await
+}
+
+async fn org_token_ttl(c: &TestCluster, org: &str, ttl_s: u64) -> Result<(String, String)> {
     let r = c
         .admin()
         .await
@@ -155,6 +159,7 @@ async fn org_token(c: &TestCluster, org: &str) -> Result<(String, String)> {
                 org: org.into(),
                 description: "fault suite".into(),
                 admin: false,
+                ttl_s,
             },
             ADMIN,
         ))
@@ -252,7 +257,7 @@ pub async fn wrong_org(_size: Size) -> Result<Report> {
     Ok(r)
 }
 
-/// Scenario 17: A revoked token, no token, a forged token, a coordinator certificate from the wrong
+/// Scenario 17: A revoked token, an expired one, no token, a forged token, a coordinator certificate from the wrong
 /// CA, and an agent without a client certificate: all refused.
 pub async fn bad_credentials(_size: Size) -> Result<Report> {
     let mut r = Report::new("bad_credentials");
@@ -288,6 +293,23 @@ pub async fn bad_credentials(_size: Size) -> Result<Report> {
         .err()
         .context("no token accepted")?;
     ensure!(st.code() == tonic::Code::Unauthenticated, "no token: {:?}", st.code());
+    // A token that expires one second after it is made: it works, then it does not.
+    let (_, short) = org_token_ttl(&c, "gamma", 1).await?;
+    jobs.get_job(with_token(pb::GetJobRequest { job_id: id.clone() }, &short))
+        .await
+        .context("a fresh short-lived token was refused")?;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let st = jobs
+        .get_job(with_token(pb::GetJobRequest { job_id: id.clone() }, &short))
+        .await
+        .err()
+        .context("an expired token still works")?;
+    ensure!(
+        st.code() == tonic::Code::Unauthenticated && st.message().contains("expired"),
+        "expired: {:?} {}",
+        st.code(),
+        st.message()
+    );
     let forged = format!("{}{}", &tok[..tok.len() - 4], "0000");
     let st = jobs
         .get_job(with_token(pb::GetJobRequest { job_id: id }, &forged))
@@ -313,6 +335,5 @@ pub async fn bad_credentials(_size: Size) -> Result<Report> {
         t.nodes().await.iter().all(|n| n.node_id != "no-cert"),
         "an agent without a client certificate registered"
     );
-    r.note = "tokens do not expire (no TTL yet): revocation is the way to end one".into();
     Ok(r)
 }

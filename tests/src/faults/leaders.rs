@@ -6,17 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use rand::Rng;
 
-use super::{job, settle, submit_sleep, succeeded, wait_for, Report, Size};
+use super::{job, screen_under_way, settle, submit_sleep, succeeded, wait_for, with_two_agents, Report, Size};
 use crate::ha::{HaCluster, HaOptions};
 use crate::{pb, sleep_request, AgentOptions, TestCluster};
 
 async fn ha(opts: HaOptions) -> Result<(HaCluster, usize)> {
-    let mut c = HaCluster::start(opts).await;
-    let l = c.wait_leader(Duration::from_secs(30)).await;
-    c.add_agent("a0", 2, &[]);
-    c.add_agent("a1", 2, &[]);
-    c.wait_nodes(l, 2).await;
-    Ok((c, l))
+    Ok(with_two_agents(opts).await)
 }
 
 /// Kills the leader at the moment `when` picks, then checks a standby finishes the screen.
@@ -69,12 +64,7 @@ pub async fn leader_kill_before_commit(size: Size) -> Result<Report> {
 pub async fn leader_pause(size: Size) -> Result<Report> {
     let mut r = Report::new("leader_pause_past_lease");
     let (mut c, old) = ha(HaOptions::default()).await?;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     let epoch = c.leader_info(old).await.map_or(0, |i| i.epoch);
     c.pause_coordinator(old);
     let t = Instant::now();
@@ -208,12 +198,7 @@ pub async fn etcd_down(size: Size) -> Result<Report> {
         ..HaOptions::default()
     })
     .await?;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     c.etcd[0].stop();
     let t = Instant::now();
     // The leader cannot renew its lease: it must stop acting as leader within the TTL.
@@ -242,12 +227,7 @@ pub async fn etcd_member_lost(size: Size) -> Result<Report> {
         ..HaOptions::default()
     })
     .await?;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     c.etcd[0].stop();
     let t = Instant::now();
     settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;

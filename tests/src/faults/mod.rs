@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::ha::{audit, executions, HaCluster};
+use crate::ha::{audit, executions, HaCluster, HaOptions};
 use crate::{pb, sleep_request};
 
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +135,29 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A cluster built from `opts` with two 2-slot agents, `a0` and `a1`, connected to its
+/// leader; returns it and the leader's index.
+pub async fn with_two_agents(opts: HaOptions) -> (HaCluster, usize) {
+    let mut c = HaCluster::start(opts).await;
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    c.add_agent("a0", 2, &[]);
+    c.add_agent("a1", 2, &[]);
+    c.wait_nodes(l, 2).await;
+    (c, l)
+}
+
+/// Submits a screen of the scenario's size and waits until a quarter of it is done;
+/// returns the job id and its task count.
+pub async fn screen_under_way(c: &HaCluster, size: Size) -> Result<(String, u32)> {
+    let total = size.tasks();
+    let id = submit_sleep(c, total, size.task_ms()).await?;
+    wait_for("a quarter of the tasks", Duration::from_secs(60), || async {
+        job(c, &id).await.filter(|j| succeeded(j) >= total / 4)
+    })
+    .await?;
+    Ok((id, total))
 }
 
 pub async fn submit_sleep(c: &HaCluster, count: u32, ms: u32) -> Result<String> {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use bytes::Bytes;
 
-use super::{job, settle, submit_sleep, succeeded, wait_for, Report, Size};
-use crate::ha::{HaCluster, HaOptions};
+use super::{screen_under_way, settle, with_two_agents, Report, Size};
+use crate::ha::HaOptions;
 use crate::proxy::{Mode, Proxy};
 use crate::servers::{S3Server, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY};
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore, S3Options, S3Store};
@@ -15,21 +15,12 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore, S3Options, S3Store};
 /// and comes back: commits wait and retry; nothing is lost or doubled.
 pub async fn s3_down(size: Size) -> Result<Report> {
     let mut r = Report::new("s3_down_then_back");
-    let mut c = HaCluster::start(HaOptions {
+    let (mut c, _) = with_two_agents(HaOptions {
         coordinators: 1,
         ..HaOptions::default()
     })
     .await;
-    let l = c.wait_leader(Duration::from_secs(20)).await;
-    c.add_agent("a0", 2, &[]);
-    c.add_agent("a1", 2, &[]);
-    c.wait_nodes(l, 2).await;
-    let total = size.tasks();
-    let id = submit_sleep(&c, total, size.task_ms()).await?;
-    wait_for("a quarter", Duration::from_secs(60), || async {
-        job(&c, &id).await.filter(|j| succeeded(j) >= total / 4)
-    })
-    .await?;
+    let (id, total) = screen_under_way(&c, size).await?;
     let s3 = c.s3.as_mut().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     s3.stop();
     let t = Instant::now();
