@@ -136,6 +136,8 @@ case "${1:-}" in
         cargo clippy --workspace --all-targets -q -- -D warnings
         fuzz_short
         # The fault-injection suite, every scenario once at small sizes (docs/reliability.md).
+        # It starts the release binaries, which `cargo run` of the suite alone does not build.
+        cargo build --release --workspace --bins
         cargo run --release -q -p dockyard-tests --bin faults -- --short
         ;;
     *)

@@ -25,7 +25,9 @@ async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnc
     let t = Instant::now();
     c.wait_new_leader(old, Duration::from_secs(30)).await;
     r.detect_s = t.elapsed().as_secs_f64();
-    settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;
+    // Full sizes run 400 tasks of up to 2 s on 4 slots: patience grows with the screen.
+    let patience = Duration::from_secs(120) + Duration::from_millis(u64::from(total) * u64::from(task_ms) / 2);
+    settle(&c, &id, total, patience, &mut r).await?;
     r.recover_s = t.elapsed().as_secs_f64();
     Ok(r)
 }
