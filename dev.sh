@@ -2,6 +2,7 @@
 # The two commands a newcomer needs, on a fresh Debian machine:
 #   ./dev.sh demo   dock the bundled examples with the real AutoDock Vina (no services needed)
 #   ./dev.sh test   run the whole test suite (what CI runs)
+#   ./dev.sh bench  (not a test) dispatch throughput beside Celery+Redis and Ray
 # Both first install what is missing: Debian packages, grpcurl, and a Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -143,8 +144,47 @@ case "${1:-}" in
         cargo build --release --workspace --bins
         cargo run --release -q -p dockyard-tests --bin faults -- --short
         ;;
+    bench)
+        # Dispatch throughput side by side with the peers users pick today, interleaved so
+        # that drifts in machine load hit all of them alike (docs/benchmarks.md).
+        setup
+        command -v redis-server >/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null; }
+        python3 -c 'import celery, redis, packaging' 2>/dev/null || pip3 install -q "celery[redis]" packaging
+        python3 -c 'import ray' 2>/dev/null || pip3 install -q ray
+        peers=${DOCKYARD_PEERS_DIR:-../shared/bench/peers}
+        [ -x "$peers/celery_bench.sh" ] || { echo "dev.sh: no peer scripts in $peers (set DOCKYARD_PEERS_DIR)" >&2; exit 1; }
+        cargo build -q --release --workspace --bins
+        reps=${2:-3} tasks=${3:-100000} peer_n=${4:-20000}
+        out=$(mktemp -d)
+        for rep in $(seq "$reps"); do
+            echo "rep=$rep $(target/release/dockyard bench dispatch --tasks "$tasks" --agents 2 2>/dev/null | tail -1)" | tee -a "$out/raw"
+            echo "rep=$rep $("$peers/celery_bench.sh" reliable "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
+            echo "rep=$rep $(timeout 300 python3 "$peers/ray_bench.py" --n "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
+        done
+        python3 - "$out/raw" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    kv = dict(re.findall(r"(\S+?)=(\S+)", line))
+    name = "dockyard" if "tasks_per_s" in kv else "celery_reliable" if "celery_reliable_noop_tasks_per_s" in kv else "ray" if "ray_noop_tasks_per_s" in kv else None
+    if name is None:
+        continue
+    rate = float(kv.get("tasks_per_s") or kv.get("celery_reliable_noop_tasks_per_s") or kv.get("ray_noop_tasks_per_s"))
+    cpu = float(kv.get("cpu_us_per_task", "nan"))
+    runs.setdefault(name, []).append((rate, cpu))
+med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in runs.items()}
+print("| system | runs | tasks/s (median) | CPU us/task (median) |")
+print("|---|---|---|---|")
+for n, (r, c) in med.items():
+    print(f"| {n} | {len(runs[n])} | {r:,.0f} | {c:,.1f} |")
+if "dockyard" in med and "celery_reliable" in med:
+    print(f"dockyard/celery_reliable: {med['dockyard'][0] / med['celery_reliable'][0]:.0f}x tasks/s, {med['celery_reliable'][1] / med['dockyard'][1]:.0f}x less CPU per task")
+if "dockyard" in med and "ray" in med:
+    print(f"dockyard/ray: {med['dockyard'][0] / med['ray'][0]:.0f}x tasks/s, {med['ray'][1] / med['dockyard'][1]:.0f}x less CPU per task")
+PY
+        ;;
     *)
-        echo "usage: ./dev.sh demo | test" >&2
+        echo "usage: ./dev.sh demo | test | bench [REPS=3] [TASKS=100000] [PEER_TASKS=20000]" >&2
         exit 2
         ;;
 esac

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
-use commands::bench::{DispatchArgs, DockingArgs};
+use commands::bench::{DispatchArgs, DockingArgs, ScaleArgs};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -125,6 +125,14 @@ enum Cmd {
     },
     /// Queue depth and dispatch counters.
     Stats,
+    /// Live view: nodes, queue depth, throughput, running jobs and the best hits so far.
+    #[command(after_help = "Examples:
+  dockyard top                  # q, Esc or Ctrl-C to quit
+  dockyard top --interval 5 --top 20
+  dockyard top --once           # one frame as plain text, for scripts
+Nodes, queue depth and cluster throughput need the admin token; an organisation token sees
+its own jobs and hits.")]
+    Top(commands::top::TopArgs),
     /// Tokens and quotas (needs the admin token when authentication is on).
     #[command(
         subcommand,
@@ -171,6 +179,12 @@ enum BenchCmd {
   target/release/dockyard bench docking --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
       --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1")]
     Docking(DockingArgs),
+    /// Scale: a million-ligand screen submitted, the coordinator killed and restarted with it
+    /// queued, and a priority-9 task behind it.
+    #[command(after_help = "Example:
+  target/release/dockyard bench scale --ligands 1000000 --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
+      --center 15.190,53.903,16.917 --size 20,20,20")]
+    Scale(ScaleArgs),
 }
 
 #[derive(Deserialize, Default)]
@@ -240,6 +254,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         Cmd::Nodes { format } => commands::query::nodes(&connect().await?, format).await.map(|_| true),
         Cmd::Drain { node, format } => commands::query::drain(&connect().await?, &node, true, format).await.map(|_| true),
         Cmd::Undrain { node, format } => commands::query::drain(&connect().await?, &node, false, format).await.map(|_| true),
+        Cmd::Top(args) => commands::top::run(connect, &endpoint, &args).await.map(|_| true),
         Cmd::Stats => {
             let s = commands::query::stats(&connect().await?).await?;
             println!(
@@ -259,12 +274,18 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Scale(a)) => commands::bench::scale(&a).await.map(|_| true),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dockyard_common::telemetry::init("text", "warn");
+    // `run` and `demo` host a coordinator and an agent, so they export traces as those do;
+    // the exporter needs the runtime, hence the set-up after it.
+    let hosts_services = matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. });
+    if !hosts_services {
+        dockyard_common::telemetry::init("text", "warn");
+    }
     let rt = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
         Ok(rt) => rt,
         Err(e) => {
@@ -272,12 +293,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(main_inner(cli)) {
+    let telemetry = hosts_services.then(|| {
+        let _rt = rt.enter();
+        dockyard_common::telemetry::init_with_traces("text", "warn", "dockyard")
+    });
+    let code = match rt.block_on(main_inner(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("dockyard: {e:#}");
             ExitCode::from(1)
         }
+    };
+    if let Some(t) = telemetry {
+        rt.block_on(t.shutdown());
     }
+    code
 }

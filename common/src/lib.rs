@@ -12,6 +12,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+#[cfg(feature = "metrics-http")]
+pub mod metrics_http;
 pub mod molecule;
 pub mod queue_key;
 pub mod spec;

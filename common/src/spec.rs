@@ -171,11 +171,25 @@ pub struct InputRef {
     /// pdbqt, sdf, mol2, smi or pdb; empty (records from before formats) means pdbqt.
     #[serde(default)]
     pub format: String,
+    /// Set for a ligand stored in a pack (one object holding thousands of records): the
+    /// record is the `size` bytes from here. A million one-record objects cost a million
+    /// store writes at submission; packs cost a few hundred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl InputRef {
     pub fn is_pdbqt(&self) -> bool {
         self.format.is_empty() || self.format == "pdbqt"
+    }
+
+    /// What identifies this input's bytes (the result cache's key): the object's key, and
+    /// for a packed record its place in the pack (packs are content-addressed too).
+    pub fn content_id(&self) -> String {
+        match self.offset {
+            Some(o) => format!("{}@{o}+{}", self.key, self.size),
+            None => self.key.clone(),
+        }
     }
 }
 
@@ -307,6 +321,7 @@ mod tests {
                     key: format!("k{i}"),
                     size: 1,
                     format: String::new(),
+                    offset: None,
                 })
                 .collect(),
             sleep_tasks: 0,

@@ -32,6 +32,8 @@ pub struct CoordinatorConfig {
     pub auth: AuthConfig,
     /// Caps on what one submission may make the coordinator read and store.
     pub limits: SubmitLimits,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -46,6 +48,7 @@ impl CoordinatorConfig {
             cluster: None,
             auth: AuthConfig::default(),
             limits: SubmitLimits::default(),
+            metrics_listen: None,
         }
     }
 
@@ -96,6 +99,9 @@ pub struct CoordinatorArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464) [default: off].
+    #[arg(long, env = "DOCKYARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// etcd endpoints, comma-separated: turns on cluster mode (election, failover, etcd membership).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
@@ -163,6 +169,7 @@ pub struct CoordinatorFile {
     pub retry_base_ms: Option<u64>,
     pub reconcile_grace_ms: Option<u64>,
     pub log_format: Option<String>,
+    pub metrics_listen: Option<String>,
     pub etcd: Option<String>,
     pub cluster: Option<String>,
     pub advertise: Option<String>,
@@ -190,6 +197,7 @@ impl CoordinatorArgs {
         let data_dir = self.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from("dockyard-data"));
         let mut c = CoordinatorConfig::new(listen, data_dir);
         c.artifacts = self.artifacts.or(f.artifacts);
+        c.metrics_listen = self.metrics_listen.or(f.metrics_listen);
         let hb = self.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(2000);
         let lease = self.lease_ms.or(f.lease_ms).unwrap_or(10_000);
         if hb == 0 || lease < 2 * hb {

@@ -3,7 +3,7 @@
 use clap::Parser;
 use tracing::{error, info};
 
-use dockyard_coordinator::config::CoordinatorArgs;
+use dockyard_coordinator::config::{CoordinatorArgs, CoordinatorConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -15,7 +15,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    dockyard_common::telemetry::init(&log_format, "info");
+    let telemetry = dockyard_common::telemetry::init_with_traces(&log_format, "info", "dockyard-coordinator");
+    let code = serve(cfg).await;
+    telemetry.shutdown().await;
+    code
+}
+
+/// Runs the coordinator until it fails or a signal stops it.
+async fn serve(cfg: CoordinatorConfig) -> std::process::ExitCode {
     let mut running = match dockyard_coordinator::start(cfg).await {
         Ok(r) => r,
         Err(e) => {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -28,6 +29,7 @@ use crate::cluster::gate::LeaderGateLayer;
 use crate::cluster::journal::Journal;
 use crate::cluster::{membership, rebuild, ClusterConfig};
 use crate::config::CoordinatorConfig;
+use crate::metrics::CoordinatorMetrics;
 use crate::scheduler;
 use crate::store::Store;
 
@@ -40,6 +42,8 @@ pub struct RunningCoordinator {
     pub artifacts_uri: String,
     /// Serving TLS: clients use `https://`.
     pub tls: bool,
+    /// Where `/metrics` is served (`--metrics-listen`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: tokio::task::JoinHandle<()>,
@@ -78,12 +82,18 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let tls = crate::auth::tls::server_config(&cfg.auth)?;
     let auth = open_auth(&cfg, &store).await?;
     let artifacts_uri = cfg.artifacts_uri();
-    let artifacts = artifact::open(&artifacts_uri).await?;
+    let mut registry = Registry::with_prefix("dockyard");
+    let metrics = Arc::new(CoordinatorMetrics::new(&mut registry));
+    let artifacts = metrics.artifacts.wrap(artifact::open(&artifacts_uri).await?);
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| DockyardError::invalid("listen", format!("cannot listen on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr()?;
+    let metrics_addr = match &cfg.metrics_listen {
+        Some(listen) => Some(crate::metrics::serve(listen, registry, shutdown.clone()).await?),
+        None => None,
+    };
     let upload_dir = cfg.data_dir.join("uploads");
     let advertise = cfg
         .cluster
@@ -94,6 +104,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let mut sched_cfg = cfg.scheduler.clone();
     sched_cfg.artifacts_uri = artifacts_uri.clone();
     sched_cfg.quotas = auth.quotas().clone();
+    sched_cfg.metrics = metrics;
     if let Some(c) = &cfg.cluster {
         tokio::spawn(crate::auth::etcd::watch(c.etcd.clone(), Arc::clone(&auth), shutdown.clone()));
     }
@@ -194,6 +205,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         addr,
         artifacts_uri,
         tls: serves_tls,
+        metrics_addr,
         shutdown,
         server,
         scheduler,

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     /// Client certificate and key for mTLS (the coordinator's --tls-client-ca signed it).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl AgentConfig {
@@ -84,6 +86,7 @@ impl AgentConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: None,
         }
     }
 
@@ -158,6 +161,9 @@ pub struct AgentArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465) [default: off].
+    #[arg(long, env = "DOCKYARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// etcd endpoints, comma-separated: register this node there and find the leading
     /// coordinator through it (then --coordinator is not needed).
     #[arg(long, env = "DOCKYARD_ETCD")]
@@ -209,6 +215,7 @@ pub struct AgentFile {
     pub labels: Option<BTreeMap<String, String>>,
     pub shutdown_grace_s: Option<u64>,
     pub log_format: Option<String>,
+    pub metrics_listen: Option<String>,
     pub etcd: Option<String>,
     pub cluster: Option<String>,
     pub etcd_ttl_ms: Option<u64>,
@@ -267,6 +274,7 @@ impl AgentArgs {
         }
         c.enable_sleep_engine = self.enable_sleep_engine || f.enable_sleep_engine.unwrap_or(false);
         c.artifacts = self.artifacts.or(f.artifacts);
+        c.metrics_listen = self.metrics_listen.or(f.metrics_listen);
         c.labels = f.labels.unwrap_or_default();
         for l in self.labels {
             let (k, v) = l

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use dockyard_common::artifact;
 use dockyard_common::cluster::NodeRecord;
 use dockyard_common::error::DockyardError;
+use dockyard_common::spec::EngineKind;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 use dockyard_proto::PROTOCOL_VERSION;
@@ -24,6 +25,7 @@ use crate::dial::{AgentChannel, Dialer};
 use crate::engine::probe_engines;
 use crate::leader::LeaderFinder;
 use crate::membership;
+use crate::metrics::{self, AgentMetrics};
 use crate::prepare::Preparer;
 use crate::remote_store::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
@@ -63,6 +65,7 @@ struct AgentState {
     relay: Arc<CoordinatorRelayStore>,
     finder: LeaderFinder,
     leader_changes: Option<watch::Receiver<String>>,
+    metrics: Arc<AgentMetrics>,
 }
 
 /// Runs the agent until `shutdown` is cancelled and its tasks are finished or handed back.
@@ -75,6 +78,12 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     cfg.work_dir = tokio::fs::canonicalize(&cfg.work_dir)
         .await
         .map_err(|e| DockyardError::invalid("work_dir", format!("{}: {e}", cfg.work_dir.display())))?;
+    // The listener outlives SIGTERM (a draining agent stays observable) and stops however
+    // `run` returns.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    let (metrics, _) = metrics::start(cfg.metrics_listen.as_deref(), metrics_stop).await?;
+    metrics.set_slots(cfg.slots);
     let engines = probe_engines(&crate::engine::EngineProbe {
         vina: cfg.vina_path.clone(),
         smina: cfg.smina_path.clone(),
@@ -118,6 +127,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
             (swap.clone(), Some(swap))
         }
     };
+    let store = metrics.wrap_store(store);
     let finder = LeaderFinder::new(coordinators, cfg.etcd.clone(), dialer.clone());
     let leader_changes = finder.watch(shutdown.clone());
     // Optional: without obabel the node still docks PDBQT inputs, and says so by
@@ -208,6 +218,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         relay,
         finder,
         leader_changes,
+        metrics,
     };
     let mut backoff = Duration::from_millis(200);
     let mut gave_notice: Option<Instant> = None;
@@ -347,6 +358,7 @@ async fn session(st: &mut AgentState, channel: AgentChannel, url: &str, shutdown
     }
     st.max_epoch = epoch;
     info!(epoch, node = %st.cfg.node_id, coordinator = %url, "registered with coordinator");
+    st.metrics.connected();
     let mut leader_changes = st.leader_changes.clone();
     if let Some(rx) = leader_changes.as_mut() {
         rx.mark_unchanged();
@@ -490,8 +502,13 @@ fn on_message(st: &mut AgentState, m: pb::CoordinatorMessage, epoch: u64) {
                 st.running.insert(key, Running { cancel: cancel.clone() });
                 let ctx = st.ctx.clone();
                 let tx = st.results_tx.clone();
+                let metrics = Arc::clone(&st.metrics);
+                let engine = EngineKind::parse(&task.engine).ok();
+                metrics.task_started();
                 tokio::spawn(async move {
+                    let started = Instant::now();
                     let r = run_task(ctx, task, cancel).await;
+                    metrics.task_finished(engine, &r, started.elapsed());
                     let _ = tx.send(r).await;
                 });
             }

@@ -8,6 +8,7 @@ pub mod dial;
 pub mod engine;
 pub mod leader;
 pub mod membership;
+pub mod metrics;
 pub mod prepare;
 pub mod remote_store;
 pub mod runner;

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    dockyard_common::telemetry::init(&log_format, "info");
+    let telemetry = dockyard_common::telemetry::init_with_traces(&log_format, "info", "dockyard-agent");
     sandbox::configure(SandboxConfig::from_agent(&cfg));
     // Held until exit: the run folders under the work folder are this agent's to clear.
     let _claim = match sandbox::claim_work_dir(&cfg.work_dir) {
@@ -45,12 +45,14 @@ async fn main() -> std::process::ExitCode {
         }
         token.cancel();
     });
-    match dockyard_agent::run(cfg, shutdown).await {
+    let code = match dockyard_agent::run(cfg, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             eprintln!("dockyard-agent: {e}");
             std::process::ExitCode::from(1)
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -7,6 +7,8 @@
 //! outside it and persist. A panic inside the runner fails the attempt (retryable), never
 //! the agent.
 
+mod pack;
+
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
+use dockyard_common::telemetry::trace;
 use dockyard_proto::v1 as pb;
 
 use crate::engine::gnina::{CnnScoring, GninaOptions};
@@ -123,6 +126,8 @@ fn failed(a: &pb::TaskAssignment, retryable: bool, reason: String, wall: f64) ->
 /// Runs the attempt to completion (or cancellation) and always returns a result.
 pub async fn run_task(ctx: Arc<RunnerContext>, a: pb::TaskAssignment, cancel: CancellationToken) -> pb::TaskResult {
     let span = info_span!("task", task = %a.task_id, attempt = a.attempt, engine = %a.engine, ligands = a.ligands.len());
+    // Under the coordinator's span for this attempt, in the job's trace.
+    trace::set_remote_parent(&span, &a.trace_context);
     async move {
         let started = Instant::now();
         // Input-less tasks (the sleep engine) never create one: benchmarks run tens of
@@ -273,6 +278,9 @@ async fn execute(
         retryable: true,
         reason: "this node has no preparation tool (install openbabel)".into(),
     };
+    // The phase spans below are held, not entered: they time the phase for the trace while
+    // its awaits and logs stay in the task's span. Dropped (ended) where the phase ends.
+    let prepare_span = trace::span_if_exporting(|| info_span!("task.prepare", ligands = a.ligands.len()));
     let mut receptor_prep = None;
     let receptor = match &a.receptor {
         Some(r) => {
@@ -317,7 +325,13 @@ async fn execute(
             }
         };
         let path = scratch.join("in").join(format!("input_{}.{fmt}", l.index));
-        ctx.store.get_to_file(&ArtifactKey::new(art.key.as_str())?, &path).await?;
+        let key = ArtifactKey::new(art.key.as_str())?;
+        match art.offset {
+            Some(offset) => pack::slice_to_file(&ctx.cached(&key, "pack").await?, offset, art.size, &path).await?,
+            None => {
+                ctx.store.get_to_file(&key, &path).await?;
+            }
+        }
         let smiles = if fmt == "smi" { first_token(&path).await } else { String::new() };
         let mut preparation = if fmt == "pdbqt" {
             "none (pdbqt given)".to_string()
@@ -361,6 +375,7 @@ async fn execute(
             path,
         });
     }
+    drop(prepare_span);
     if ligands.is_empty() && !prep_failed.is_empty() {
         // Nothing left to dock: running the engine would only compute the receptor grid.
         prep_failed.sort_by_key(|o| o.index);
@@ -413,10 +428,12 @@ async fn execute(
             TaskOptions::Plain => engine.run(run).await,
         }
     })
+    .instrument(trace::span_if_exporting(|| info_span!("task.engine")))
     .await
     .map_err(RunError::Engine)?;
     // smina and gnina write SDF poses with their scores as data items.
     let sdf_poses = matches!(options, TaskOptions::Smina(_) | TaskOptions::Gnina(_));
+    let upload_span = trace::span_if_exporting(|| info_span!("task.upload"));
     let log_key = match &out.log_file {
         Some(f) if !a.output_prefix.is_empty() => {
             let k = ArtifactKey::new(format!("{}engine.log", a.output_prefix))?;
@@ -478,6 +495,7 @@ async fn execute(
         };
         ligands.push(outcome);
     }
+    drop(upload_span);
     if !prep_failed.is_empty() {
         ligands.extend(prep_failed);
         ligands.sort_by_key(|o| o.index);

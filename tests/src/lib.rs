@@ -231,6 +231,8 @@ pub struct ClusterBuilder {
     token: Option<String>,
     /// The coordinator serves TLS: endpoints are `https://`, verified against this CA.
     tls_ca: Option<PathBuf>,
+    /// Environment variables of the coordinator and agent processes (e.g. `OTEL_*`).
+    env: Vec<(String, String)>,
 }
 
 impl Default for ClusterBuilder {
@@ -244,6 +246,7 @@ impl Default for ClusterBuilder {
             coordinator_args: Vec::new(),
             token: None,
             tls_ca: None,
+            env: Vec::new(),
         }
     }
 }
@@ -286,6 +289,12 @@ impl ClusterBuilder {
     /// endpoints become `https://`, and the harness's calls verify against `ca` (a PEM file).
     pub fn tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(ca.into());
+        self
+    }
+
+    /// Sets an environment variable of every coordinator and agent process.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
         self
     }
 
@@ -465,6 +474,7 @@ impl TestCluster {
                 .arg("--reconcile-grace-ms")
                 .arg(s.reconcile_grace_ms.to_string())
                 .args(&s.coordinator_args)
+                .envs(s.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::piped())
                 .stderr(stderr);
             let mut child = cmd
@@ -570,6 +580,7 @@ impl TestCluster {
             .arg(opts.slots.to_string())
             .arg("--work-dir")
             .arg(opts.work_dir.clone().unwrap_or_else(|| self.dir().join("work").join(node_id)))
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdout(stdout)
             .stderr(stderr);
         if opts.sleep_engine {

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod query;
 pub mod run;
 pub mod submit;
+pub mod top;
 pub mod watch;

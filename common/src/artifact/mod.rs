@@ -4,6 +4,7 @@ mod key;
 mod local;
 #[cfg(feature = "cloud")]
 mod s3;
+mod timed;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub use key::ArtifactKey;
 pub use local::LocalStore;
 #[cfg(feature = "cloud")]
 pub use s3::{S3Options, S3Preset, S3Store, PART_SIZE as S3_PART_SIZE};
+pub use timed::{StoreObserver, StoreOp, TimedStore};
 
 use crate::error::DockyardError;
 

@@ -94,6 +94,8 @@ impl JobService for JobApi {
         let now = now_ms();
         let job_id = JobId::generate(now);
         let span = info_span!("submit_job", job = %job_id, org = %org, engine = %req.engine, ligands = req.ligands.len());
+        // The first span of the job's trace, under the job span recorded when it finishes.
+        dockyard_common::telemetry::trace::set_job_parent(&span, job_id.as_str());
         // Counted (and refused when over the limit) before anything is stored.
         let bytes = inline_bytes(&req);
         self.auth.charge_bytes(&org, bytes).await?;

@@ -14,6 +14,7 @@ use super::core::{Core, Live};
 use super::nodes::{NodeRt, Outbound, Registration};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
+use crate::metrics::AttemptFailure;
 use crate::store::{key, P_DRAINED};
 
 fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
@@ -34,6 +35,7 @@ impl Core {
         self.next_conn += 1;
         let node_id = reg.node.clone();
         let previous = self.nodes.nodes.remove(&node_id);
+        self.cfg.metrics.agent_connected(previous.is_some());
         // An operator's drain survives reconnects and restarts; an agent's GoingAway does not.
         let draining = self.nodes.drained.contains(&node_id);
         let mut node = NodeRt::new(reg.clone(), conn, outbound, now_ms());
@@ -96,6 +98,7 @@ impl Core {
                     .get(tid)
                     .is_some_and(|t| matches!(&t.live, Live::Running { node } if *node == node_id))
                 {
+                    self.cfg.metrics.attempt_failed(AttemptFailure::NodeReconnected);
                     self.requeue_or_fail(tx, tid, &format!("node {node_id} reconnected without this task"));
                 }
             }
@@ -169,7 +172,9 @@ impl Core {
         node.outbound = None;
         let running: Vec<TaskId> = node.running.keys().cloned().collect();
         for tid in &running {
-            node.release(tid);
+            if let Some(mut span) = node.release(tid).and_then(|s| s.span) {
+                span.fail(&format!("node lost: {reason}"));
+            }
         }
         warn!(node = %node_id, reason, tasks = running.len(), "agent lost; requeueing its tasks");
         for tid in running {
@@ -178,6 +183,7 @@ impl Core {
                 .get(&tid)
                 .is_some_and(|t| matches!(&t.live, Live::Running { node } if node == node_id))
             {
+                self.cfg.metrics.attempt_failed(AttemptFailure::NodeLost);
                 self.requeue_or_fail(tx, &tid, &format!("node {node_id} lost: {reason}"));
             }
         }
@@ -235,6 +241,7 @@ impl Core {
                 if self.tasks.get(&tid).is_some_and(|t| matches!(t.live, Live::Orphan { node: None })) {
                     self.queue_unclaimed(tx, &tid);
                 } else {
+                    self.cfg.metrics.attempt_failed(AttemptFailure::Orphaned);
                     self.requeue_or_fail(tx, &tid, "its agent did not report it after the coordinator restarted");
                 }
             }

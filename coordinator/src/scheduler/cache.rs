@@ -77,7 +77,7 @@ impl Core {
         let mut todo = Vec::with_capacity(spec.ligands.len());
         let mut hits = Vec::new();
         for l in std::mem::take(&mut spec.ligands) {
-            match self.store.get::<LigandResultRecord>(&cache_key(spec, &version, &l.key)) {
+            match self.store.get::<LigandResultRecord>(&cache_key(spec, &version, &l.content_id())) {
                 Ok(Some(rec)) => hits.push((l, rec)),
                 _ => todo.push(l),
             }

@@ -6,6 +6,7 @@ use tracing::debug;
 
 use dockyard_common::ids::{Attempt, Epoch, NodeId, TaskId};
 use dockyard_common::spec::JobSpec;
+use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
@@ -28,6 +29,10 @@ impl Core {
             .map(|n| n.reg.node.clone())
             .collect();
         let started_ms = now_ms();
+        // Read once per round: with traces off, a dispatch builds no trace data at all.
+        let traced = trace::enabled();
+        // One atomic add per round, not per task.
+        let dispatched_before = self.stats.dispatched;
         // Organisations with a cap on running tasks, and what they run now; both empty (and
         // free) unless an admin set such a cap.
         let cluster_slots: u64 = self.nodes.connected().map(|n| u64::from(n.reg.slots)).sum();
@@ -79,7 +84,15 @@ impl Core {
                     if job.status.state == JobState::Queued {
                         job.status.state = JobState::Running;
                     }
-                    let a = build_assignment(&job.spec, &tid, attempt, self.epoch, &class, gpus);
+                    let mut a = build_assignment(&job.spec, &tid, attempt, self.epoch, &class, gpus);
+                    if traced {
+                        if let Some((span, cx)) = trace::start_attempt(tid.job.as_str(), tid.index, attempt, nid.as_str(), &a.engine) {
+                            a.trace_context = cx;
+                            if let Some(slot) = self.nodes.nodes.get_mut(&nid).and_then(|n| n.running.get_mut(&tid)) {
+                                slot.span = Some(span);
+                            }
+                        }
+                    }
                     tx.assigns.entry(nid.clone()).or_default().push(a);
                     tx.dirty_jobs.insert(tid.job.clone());
                 }
@@ -89,6 +102,7 @@ impl Core {
             }
             active = still;
         }
+        self.cfg.metrics.dispatched(self.stats.dispatched - dispatched_before);
         if !tx.assigns.is_empty() {
             debug!(
                 nodes = tx.assigns.len(),
@@ -111,7 +125,9 @@ impl Core {
                 }
                 let key = job.fresh_key(index);
                 job.live.insert(index);
-                self.stats.latency.push(job.accepted_at.elapsed().as_secs_f64() * 1000.0);
+                let waited = job.accepted_at.elapsed();
+                self.stats.latency.push(waited.as_secs_f64() * 1000.0);
+                self.cfg.metrics.queued_for(waited);
                 let tid = TaskId::new(job_id, index);
                 self.tasks.insert(
                     tid.clone(),
@@ -127,7 +143,9 @@ impl Core {
             Entry::Task(tid) => {
                 let t = self.tasks.get_mut(&tid)?;
                 t.live = Live::Running { node: nid.clone() };
-                self.stats.latency.push(t.enqueued_at.elapsed().as_secs_f64() * 1000.0);
+                let waited = t.enqueued_at.elapsed();
+                self.stats.latency.push(waited.as_secs_f64() * 1000.0);
+                self.cfg.metrics.queued_for(waited);
                 let attempt = t.attempt;
                 Some((tid, attempt))
             }
@@ -152,6 +170,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
                 name: l.name.clone(),
                 size: l.size,
                 format: l.format.clone(),
+                offset: l.offset,
             }),
         })
         .collect();
@@ -180,6 +199,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             name: r.name.clone(),
             size: r.size,
             format: r.format.clone(),
+            offset: None,
         }),
         ligands,
         // The epoch keeps two leaders' attempts of one task (after a failover) apart.
@@ -188,5 +208,6 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         memory_bytes: class.memory_bytes,
         gpu_indices: gpus,
         timeout_s: spec.timeout_s,
+        trace_context: HashMap::new(),
     }
 }

@@ -9,6 +9,7 @@ use dockyard_common::cluster::JobIndexState;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, TaskId};
 use dockyard_common::spec::JobSpec;
+use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
@@ -182,6 +183,21 @@ impl Core {
         job.status.finished_at_ms = now_ms();
         job.status.unschedulable_reason = None;
         info!(job = %id, state = ?job.status.state, docked = job.status.ligands_docked, failed_ligands = job.status.ligands_failed, best = ?job.status.best_score, "job finished");
+        if trace::enabled() {
+            let failed = matches!(job.status.state, JobState::Failed | JobState::Cancelled);
+            trace::record_job(&trace::JobSummary {
+                job_id: id.as_str(),
+                org: &job.spec.org.to_string(),
+                engine: job.spec.engine.name(),
+                tasks: job.status.tasks.total,
+                state: &format!("{:?}", job.status.state).to_lowercase(),
+                error: failed.then(|| job.status.error.as_deref().unwrap_or("failed")),
+                ligands_docked: job.status.ligands_docked,
+                ligands_failed: job.status.ligands_failed,
+                submitted_ms: job.spec.created_at_ms,
+                finished_ms: job.status.finished_at_ms,
+            });
+        }
         self.finished_jobs.push(id.clone());
     }
 }

@@ -6,6 +6,7 @@ mod backoff;
 mod cache;
 mod core;
 mod dispatch;
+mod gauges;
 mod jobs;
 mod latency;
 mod load;
@@ -14,6 +15,7 @@ pub mod queue;
 mod results;
 mod txn;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +35,7 @@ use self::txn::Txn;
 use crate::auth::QuotaTable;
 use crate::cluster::election::EXIT_DEPOSED;
 use crate::cluster::journal::Journal;
+use crate::metrics::CoordinatorMetrics;
 use crate::store::Store;
 
 pub type Reply<T> = oneshot::Sender<Result<T, DockyardError>>;
@@ -58,6 +61,8 @@ pub struct SchedulerConfig {
     /// Per-organisation limits (queued tasks at submission, running tasks at dispatch),
     /// shared with the admin API that sets them.
     pub quotas: QuotaTable,
+    /// Prometheus handles; registered nowhere (but still cheap to update) by default.
+    pub metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +76,7 @@ impl Default for SchedulerConfig {
             cluster_epoch: None,
             artifacts_uri: String::new(),
             quotas: QuotaTable::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -217,6 +223,7 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
         }
         if last_tick.elapsed() >= TICK {
             core.tick(&mut tx);
+            core.publish_gauges();
             last_tick = Instant::now();
         }
         core.dispatch(&mut tx);
@@ -231,10 +238,12 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
         }
         if tx.writes > 0 {
             let batch = std::mem::take(&mut tx.batch);
+            let started = Instant::now();
             let durable = match store.apply(batch) {
                 Ok(()) => store.flush().await.map(|_| ()),
                 Err(e) => Err(e),
             };
+            core.cfg.metrics.sled_write(started.elapsed());
             if let Err(e) = durable {
                 // Memory and disk have diverged; acknowledging anything now could lose it.
                 error!(error = %e, "cannot persist scheduler state; stopping the coordinator");

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use dockyard_common::ids::{Attempt, NodeId, TaskId};
 use dockyard_common::spec::EngineKind;
+use dockyard_common::telemetry::trace::AttemptSpan;
 use dockyard_proto::v1 as pb;
 
 use super::queue::TaskClass;
@@ -38,13 +39,18 @@ pub struct Registration {
     pub running: Vec<(TaskId, Attempt)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Slot {
     pub attempt: Attempt,
     pub memory_bytes: u64,
     pub gpus: Vec<u32>,
     /// Cancelled by the coordinator: the slot stays taken until the agent confirms.
     pub cancelled: bool,
+    /// When the slot was taken (assigned, or reclaimed after a restart): the start of the
+    /// running-time metric.
+    pub taken_at: Instant,
+    /// The attempt's trace span when traces are exported; dropping the slot ends it.
+    pub span: Option<AttemptSpan>,
 }
 
 pub struct NodeRt {
@@ -129,6 +135,8 @@ impl NodeRt {
                 memory_bytes: c.memory_bytes,
                 gpus: gpus.clone(),
                 cancelled: false,
+                taken_at: Instant::now(),
+                span: None,
             },
         );
         gpus

@@ -8,6 +8,7 @@ use tracing::{debug, info, info_span, warn};
 use dockyard_common::ids::{Attempt, NodeId, TaskId};
 use dockyard_common::molecule::Pose;
 use dockyard_common::queue_key::QueueKey;
+use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
@@ -15,6 +16,7 @@ use super::core::{del_task, put_task, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
 use crate::cluster::outcome::{OutcomeKind, TaskOutcome};
+use crate::metrics::AttemptFailure;
 use crate::model::{LigandResultRecord, TaskRecord, TaskState};
 use crate::store::{self, encode, key, P_LIGERR};
 
@@ -24,10 +26,23 @@ impl Core {
             warn!(node = %node_id, task = %res.task_id, "result for a malformed task id dropped");
             return;
         };
+        if trace::enabled() {
+            // The attempt's span ends with its slot, released below; a failure is its status.
+            let failure = match &res.outcome {
+                Some(pb::task_result::Outcome::Ok(_)) => None,
+                Some(pb::task_result::Outcome::Failed(f)) => Some(f.reason.as_str()),
+                None => Some("the agent sent no outcome"),
+            };
+            let slot = self.nodes.nodes.get_mut(node_id).and_then(|n| n.running.get_mut(&tid));
+            if let (Some(reason), Some(span)) = (failure, slot.filter(|s| s.attempt == res.attempt).and_then(|s| s.span.as_mut())) {
+                span.fail(reason);
+            }
+        }
         // The agent is done with this attempt whatever happens to the result.
+        let mut ran_for = None;
         if let Some(n) = self.nodes.nodes.get_mut(node_id) {
             if n.running.get(&tid).is_some_and(|s| s.attempt == res.attempt) {
-                n.release(&tid);
+                ran_for = n.release(&tid).map(|s| s.taken_at.elapsed());
             }
         }
         let current = self
@@ -36,8 +51,12 @@ impl Core {
             .is_some_and(|t| t.attempt == res.attempt && matches!(&t.live, Live::Running { node } if node == node_id));
         if !current {
             self.stats.duplicates += 1;
+            self.cfg.metrics.duplicate();
             debug!(task = %tid, attempt = res.attempt, node = %node_id, "late or duplicate result dropped");
             return;
+        }
+        if let Some(d) = ran_for {
+            self.cfg.metrics.ran_for(d);
         }
         let span = info_span!("task_result", task = %tid, attempt = res.attempt, node = %node_id);
         let _g = span.enter();
@@ -56,12 +75,17 @@ impl Core {
                     f.reason
                 };
                 if f.retryable {
+                    self.cfg.metrics.attempt_failed(AttemptFailure::EngineRetryable);
                     self.requeue_or_fail(tx, &tid, &reason);
                 } else {
+                    self.cfg.metrics.attempt_failed(AttemptFailure::EnginePermanent);
                     self.fail_task(tx, &tid, &format!("permanent: {reason}"));
                 }
             }
-            None => self.requeue_or_fail(tx, &tid, "agent sent a result without an outcome"),
+            None => {
+                self.cfg.metrics.attempt_failed(AttemptFailure::NoOutcome);
+                self.requeue_or_fail(tx, &tid, "agent sent a result without an outcome")
+            }
         }
     }
 
@@ -98,7 +122,7 @@ impl Core {
                     shared_results.push(rec.clone());
                 }
                 if let (Some(v), Some(l)) = (version, job.spec.ligands.get(idx)) {
-                    Core::remember(tx, &job.spec, v, &l.key, &rec);
+                    Core::remember(tx, &job.spec, v, &l.content_id(), &rec);
                 }
                 job.status.ligands_docked += 1;
                 job.status.best_score = Some(job.status.best_score.map_or(lig.best_score, |b| b.min(lig.best_score)));
@@ -139,6 +163,7 @@ impl Core {
         del_task(tx, tid);
         tx.dirty_jobs.insert(tid.job.clone());
         self.stats.committed += 1;
+        self.cfg.metrics.succeeded();
         let id = tid.job.clone();
         self.maybe_finish(&id);
     }
@@ -146,6 +171,7 @@ impl Core {
     pub(super) fn fail_task(&mut self, tx: &mut Txn, tid: &TaskId, reason: &str) {
         let Some(t) = self.tasks.remove(tid) else { return };
         warn!(task = %tid, attempt = t.attempt, reason, "task failed");
+        self.cfg.metrics.failed();
         if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(&tid.job)) {
             let outcome = TaskOutcome {
                 index: tid.index,
@@ -253,6 +279,7 @@ impl Core {
         }
         tx.dirty_jobs.insert(tid.job.clone());
         self.stats.requeued += 1;
+        self.cfg.metrics.retried();
         info!(task = %tid, attempt, delay_ms = delay.as_millis() as u64, reason, "task requeued");
     }
 }

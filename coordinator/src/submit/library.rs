@@ -1,5 +1,5 @@
-//! Reading the receptor and the ligand library record by record, storing each valid ligand
-//! record as its own content-addressed artifact while the file streams in.
+//! Reading the receptor and the ligand library record by record, storing the valid ligand
+//! records in content-addressed packs while the file streams in.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -87,6 +87,7 @@ pub async fn store_receptor(r: ReceptorInput, org: &OrgId, store: &dyn ArtifactS
         key: key.to_string(),
         size,
         format: r.format.extension().to_string(),
+        offset: None,
     })
 }
 
@@ -165,6 +166,51 @@ impl Drop for Created {
     }
 }
 
+/// A pack is stored once it holds this many bytes or records: a few hundred objects for a
+/// million-ligand screen, each small enough that an agent fetching it for one task of a
+/// few ligands wastes little (it keeps the pack in its input cache for the next task).
+const PACK_BYTES: usize = 1 << 20;
+const PACK_RECORDS: usize = 4096;
+
+/// The records read since the last pack was stored; the last `members` ligands of
+/// `Stored::ligands` point into it, their keys still empty.
+#[derive(Default)]
+struct Pack {
+    body: Vec<u8>,
+    members: usize,
+}
+
+impl Pack {
+    fn is_full(&self) -> bool {
+        self.body.len() >= PACK_BYTES || self.members >= PACK_RECORDS
+    }
+
+    /// Stores the pack under its content hash (unless an identical one is stored already)
+    /// and gives its members their key.
+    async fn flush(
+        &mut self,
+        org: &OrgId,
+        store: &Arc<dyn ArtifactStore>,
+        seen: &mut HashSet<String>,
+        out: &mut Stored,
+    ) -> Result<(), DockyardError> {
+        if self.members == 0 {
+            return Ok(());
+        }
+        let body = Bytes::from(std::mem::take(&mut self.body));
+        let key = input_key(org, &sha256_hex(&body))?;
+        if seen.insert(key.to_string()) && store.head(&key).await?.is_none() {
+            out.created.put(key.clone(), body).await?;
+        }
+        let from = out.ligands.len() - self.members;
+        for l in &mut out.ligands[from..] {
+            l.key = key.to_string();
+        }
+        self.members = 0;
+        Ok(())
+    }
+}
+
 enum Item {
     Record(usize, MolRecord),
     Bad(usize, RecordError),
@@ -240,6 +286,7 @@ pub async fn store_ligands(
     });
 
     let mut seen: HashSet<String> = HashSet::new();
+    let mut pack = Pack::default();
     let mut out = Stored {
         ligands: Vec::new(),
         skipped: Vec::new(),
@@ -258,36 +305,22 @@ pub async fn store_ligands(
                     slot.0 = out.ligands.len();
                 }
                 slot.1 += 1;
-                let body = Bytes::from(r.text.into_bytes());
-                let key = match input_key(org, &sha256_hex(&body)) {
-                    Ok(k) => k,
-                    Err(e) => {
+                let size = r.text.len() as u64;
+                out.ligands.push(InputRef {
+                    name: r.name,
+                    key: String::new(),
+                    size,
+                    format: r.format.extension().to_string(),
+                    offset: Some(pack.body.len() as u64),
+                });
+                pack.body.extend_from_slice(r.text.as_bytes());
+                pack.members += 1;
+                if pack.is_full() {
+                    if let Err(e) = pack.flush(org, &store, &mut seen, &mut out).await {
                         failure = Some(e);
                         break;
                     }
-                };
-                let size = body.len() as u64;
-                if seen.insert(key.to_string()) {
-                    let exists = match store.head(&key).await {
-                        Ok(h) => h.is_some(),
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    };
-                    if !exists {
-                        if let Err(e) = out.created.put(key.clone(), body).await {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
                 }
-                out.ligands.push(InputRef {
-                    name: r.name,
-                    key: key.to_string(),
-                    size,
-                    format: r.format.extension().to_string(),
-                });
             }
             Item::Bad(i, e) if e.ends_file() => {
                 // The rest of the file was never read: not a record that can be skipped.
@@ -337,6 +370,11 @@ pub async fn store_ligands(
     }
     drop(rx);
     let _ = reader.await;
+    if failure.is_none() {
+        if let Err(e) = pack.flush(org, &store, &mut seen, &mut out).await {
+            failure = Some(e);
+        }
+    }
     if failure.is_none() && !errors.is_empty() {
         let field = errors[0].split(':').next().unwrap_or("ligands").to_string();
         let listed: Vec<String> = errors

@@ -1,0 +1,127 @@
+//! `--metrics-listen`: a real coordinator and agent serve Prometheus text at `/metrics`
+//! that follows a screen from queued to done.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use dockyard_tests::{describe_job, pb, state, AgentOptions, TestCluster, WAIT};
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").to_string()
+}
+
+/// `GET /metrics` over plain HTTP/1.1; the body of a 200 reply.
+async fn scrape(addr: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the metrics listener at {addr}: {e}"));
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("send the request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.expect("read the reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{body}");
+    body.to_string()
+}
+
+/// The value of the series named exactly `series` (name and labels), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn must(text: &str, series: &str) -> f64 {
+    value(text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// Scrapes until `ok` holds (gauges follow the scheduler's 200 ms tick); the last text.
+async fn scrape_until(addr: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(addr).await;
+        if ok(&text) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            panic!("metrics at {addr} never showed {what}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn coordinator_and_agent_metrics_follow_a_screen() {
+    let coordinator_metrics = free_addr();
+    let agent_metrics = free_addr();
+    let mut c = TestCluster::builder()
+        .coordinator_arg("--metrics-listen")
+        .coordinator_arg(&coordinator_metrics)
+        .start()
+        .await;
+
+    // No agent yet: the tasks wait, and the queue gauge says so.
+    let tasks = 12;
+    let job = c.submit_sleep(tasks, 20, 4).await;
+    let depth = r#"dockyard_queue_depth{priority="4",org="default"}"#;
+    scrape_until(&coordinator_metrics, "the queued tasks", |t| {
+        value(t, depth) == Some(f64::from(tasks))
+    })
+    .await;
+
+    let slots = 3;
+    let i = c
+        .add_agent_and_wait(AgentOptions::sleep(slots).arg("--metrics-listen").arg(&agent_metrics))
+        .await;
+    let node = c.node_id(i).to_string();
+    let j = c.wait_job_final(&job, WAIT).await;
+    assert_eq!(state(&j), pb::JobState::Succeeded, "{}", describe_job(&j));
+
+    let busy = format!(r#"dockyard_node_slots_busy{{node="{node}"}}"#);
+    let text = scrape_until(&coordinator_metrics, "a drained queue and idle slots", |t| {
+        value(t, depth) == Some(0.0) && value(t, &busy) == Some(0.0)
+    })
+    .await;
+    let n = f64::from(tasks);
+    assert_eq!(must(&text, "dockyard_tasks_dispatched_total"), n, "{text}");
+    assert_eq!(must(&text, "dockyard_tasks_succeeded_total"), n, "{text}");
+    assert_eq!(must(&text, "dockyard_task_queued_seconds_count"), n, "{text}");
+    assert_eq!(must(&text, "dockyard_task_running_seconds_count"), n, "{text}");
+    assert!(must(&text, "dockyard_sled_write_seconds_count") > 0.0, "{text}");
+    assert_eq!(
+        must(&text, &format!(r#"dockyard_node_slots{{node="{node}"}}"#)),
+        f64::from(slots),
+        "{text}"
+    );
+    assert_eq!(must(&text, r#"dockyard_agent_stream_connects_total{kind="first"}"#), 1.0, "{text}");
+    assert_eq!(
+        must(&text, r#"dockyard_task_attempt_failures_total{reason="node_lost"}"#),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"dockyard_artifact_operation_seconds_count{op="get"}"#).is_some(),
+        "{text}"
+    );
+
+    let text = scrape(&agent_metrics).await;
+    assert_eq!(
+        must(&text, r#"dockyard_agent_tasks_total{engine="sleep",outcome="succeeded"}"#),
+        n,
+        "{text}"
+    );
+    assert_eq!(must(&text, r#"dockyard_agent_task_run_seconds_count{engine="sleep"}"#), n, "{text}");
+    assert_eq!(must(&text, "dockyard_agent_slots"), f64::from(slots), "{text}");
+    assert_eq!(must(&text, "dockyard_agent_slots_busy"), 0.0, "{text}");
+    assert_eq!(must(&text, "dockyard_agent_stream_connects_total"), 1.0, "{text}");
+}
