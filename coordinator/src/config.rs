@@ -290,6 +290,13 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_the_example_documents_exists() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
+        let f: CoordinatorFile = dockyard_common::config::load_with_examples_enabled(&p).expect("every documented key is a setting");
+        assert!(f.etcd.is_some() && f.tls_client_ca.is_some() && f.max_gzip_ratio == Some(100));
+    }
+
+    #[test]
     fn flags_win_over_the_file_and_bad_leases_are_refused() {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
         let args = CoordinatorArgs {

@@ -340,6 +340,13 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_the_example_documents_exists() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+        let f: AgentFile = dockyard_common::config::load_with_examples_enabled(&p).expect("every documented key is a setting");
+        assert!(f.etcd.is_some() && f.tls_key.is_some() && f.engine_grace_ms == Some(5000));
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let e = AgentArgs {
             coordinator: Some("127.0.0.1:50051".into()),
