@@ -176,6 +176,10 @@ pub struct InputRef {
     /// store writes at submission; packs cost a few hundred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// SHA-256 (hex) of a packed record's own bytes: the same ligand in another library
+    /// lands in another pack, and the result cache must still recognise it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_sha: String,
 }
 
 impl InputRef {
@@ -183,12 +187,15 @@ impl InputRef {
         self.format.is_empty() || self.format == "pdbqt"
     }
 
-    /// What identifies this input's bytes (the result cache's key): the object's key, and
-    /// for a packed record its place in the pack (packs are content-addressed too).
+    /// What identifies this input's bytes (the result cache's key). For a packed record it
+    /// is the key the record would have on its own (`orgs/<org>/inputs/<sha>`, the pack's
+    /// folder), so the cache recognises a ligand whatever library brought it, and results
+    /// cached before packs existed still count.
     pub fn content_id(&self) -> String {
-        match self.offset {
-            Some(o) => format!("{}@{o}+{}", self.key, self.size),
-            None => self.key.clone(),
+        match (self.offset, self.key.rsplit_once('/')) {
+            (Some(_), Some((folder, _))) if !self.record_sha.is_empty() => format!("{folder}/{}", self.record_sha),
+            (Some(o), _) => format!("{}@{o}+{}", self.key, self.size),
+            (None, _) => self.key.clone(),
         }
     }
 }
@@ -299,6 +306,26 @@ impl JobSpec {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_packed_record_is_known_by_the_key_it_would_have_alone() {
+        let org = OrgId::default_org();
+        let sha = crate::artifact::sha256_hex(b"CCO ethanol");
+        let pack = crate::artifact::input_key(&org, &crate::artifact::sha256_hex(b"CCO ethanol\nCCN x")).expect("key");
+        let mut l = InputRef {
+            name: "ethanol".into(),
+            key: pack.to_string(),
+            size: 11,
+            format: "smi".into(),
+            offset: Some(0),
+            record_sha: sha.clone(),
+        };
+        assert_eq!(l.content_id(), crate::artifact::input_key(&org, &sha).expect("key").to_string());
+        l.record_sha.clear();
+        assert_eq!(l.content_id(), format!("{pack}@0+11"));
+        l.offset = None;
+        assert_eq!(l.content_id(), pack.to_string());
+    }
+
     fn spec(ligands: usize, batch: u32) -> JobSpec {
         JobSpec {
             name: "t".into(),
@@ -322,6 +349,7 @@ mod tests {
                     size: 1,
                     format: String::new(),
                     offset: None,
+                    record_sha: String::new(),
                 })
                 .collect(),
             sleep_tasks: 0,

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use dockyard_tests::{
-    counts, describe_job, input, ligand_1iep, pb, read_shared, require_vina, state, vina_1iep_request, AgentOptions, TestCluster,
+    counts, describe_job, input, ligand_1iep, pb, read_shared, require_vina, shared_data, state, vina_1iep_request, AgentOptions,
+    TestCluster,
 };
 
 #[tokio::test]
@@ -85,6 +86,23 @@ async fn a_repeated_docking_is_served_from_the_result_cache() {
     let r2 = &c.results(&second).await.results[0];
     assert!(r2.cached && !r1.cached, "{r1:?} {r2:?}");
     assert_eq!((r2.score, r2.ligand.as_str()), (r1.score, "1iep_ligand"));
+
+    // The same ligand in another library lands in another pack of records: still a hit.
+    let other = read_shared(&shared_data("ligands/pdbqt-meeko/MOSES_TEST_003929.pdbqt"));
+    let mut mixed = vina_1iep_request(vec![
+        input("MOSES_TEST_003929.pdbqt", other),
+        input("1iep_ligand.pdbqt", read_shared(&ligand_1iep())),
+    ]);
+    // One ligand per task: a miss would make two tasks.
+    mixed.batch_size = 1;
+    let mixed = c.submit(mixed).await;
+    let j4 = c.get_job(&mixed).await;
+    assert_eq!(
+        (counts(&j4).total, j4.ligands_docked),
+        (1, 1),
+        "only the new ligand is docked: {}",
+        describe_job(&j4)
+    );
 
     let mut fresh = req();
     fresh.fresh = true;

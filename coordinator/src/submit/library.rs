@@ -88,6 +88,7 @@ pub async fn store_receptor(r: ReceptorInput, org: &OrgId, store: &dyn ArtifactS
         size,
         format: r.format.extension().to_string(),
         offset: None,
+        record_sha: String::new(),
     })
 }
 
@@ -312,6 +313,7 @@ pub async fn store_ligands(
                     size,
                     format: r.format.extension().to_string(),
                     offset: Some(pack.body.len() as u64),
+                    record_sha: sha256_hex(r.text.as_bytes()),
                 });
                 pack.body.extend_from_slice(r.text.as_bytes());
                 pack.members += 1;
