@@ -109,7 +109,7 @@ impl JobService for JobApi {
                 .scheduler
                 .ask(|reply| Command::Submit {
                     job: job_id.clone(),
-                    spec,
+                    spec: Box::new(spec),
                     reply,
                 })
                 .await?;

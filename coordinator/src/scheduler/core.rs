@@ -137,7 +137,7 @@ pub(super) fn del_task(tx: &mut Txn, tid: &TaskId) {
 impl Core {
     pub fn apply(&mut self, c: Command, tx: &mut Txn) {
         match c {
-            Command::Submit { job, spec, reply } => match self.submit(tx, job, spec) {
+            Command::Submit { job, spec, reply } => match self.submit(tx, job, *spec) {
                 Ok(id) => {
                     let view = self.view(&id);
                     tx.after(move || {

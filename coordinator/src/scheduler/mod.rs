@@ -84,7 +84,8 @@ impl Default for SchedulerConfig {
 pub enum Command {
     Submit {
         job: JobId,
-        spec: JobSpec,
+        // Boxed: a spec is large and every other command is small.
+        spec: Box<JobSpec>,
         reply: Reply<pb::Job>,
     },
     Cancel {
@@ -302,7 +303,13 @@ mod tests {
         for (i, spec) in jobs.into_iter().enumerate() {
             total += spec.sleep_tasks;
             let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
-            h.ask(|reply| Command::Submit { job: id, spec, reply }).await.expect("submit");
+            h.ask(|reply| Command::Submit {
+                job: id,
+                spec: Box::new(spec),
+                reply,
+            })
+            .await
+            .expect("submit");
         }
         let (tx, mut rx) = mpsc::channel(64);
         let reg = Registration {
@@ -391,7 +398,13 @@ mod tests {
         // Org a queues first (and has the higher priority): uncapped it would take all 3 slots.
         for (i, spec) in [sleep_job("a", 3, 5), sleep_job("b", 3, 0)].into_iter().enumerate() {
             let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
-            h.ask(|reply| Command::Submit { job: id, spec, reply }).await.expect("submit");
+            h.ask(|reply| Command::Submit {
+                job: id,
+                spec: Box::new(spec),
+                reply,
+            })
+            .await
+            .expect("submit");
         }
         let (tx, mut rx) = mpsc::channel(64);
         let reg = Registration {
