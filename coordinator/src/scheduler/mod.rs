@@ -291,17 +291,9 @@ mod tests {
         }
     }
 
-    /// Runs a one-slot node against the real actor and returns the job of each task in the
-    /// order it was assigned (completing each task before the next can be assigned).
-    async fn assignment_order(jobs: Vec<JobSpec>) -> Vec<String> {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path()).expect("store");
-        let (h, _join) = spawn(store, SchedulerConfig::default(), CancellationToken::new())
-            .await
-            .expect("spawn");
-        let mut total = 0;
+    /// Submits the jobs in order, with ids 1, 2, ...
+    async fn submit_all(h: &SchedulerHandle, jobs: Vec<JobSpec>) {
         for (i, spec) in jobs.into_iter().enumerate() {
-            total += spec.sleep_tasks;
             let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
             h.ask(|reply| Command::Submit {
                 job: id,
@@ -311,10 +303,13 @@ mod tests {
             .await
             .expect("submit");
         }
-        let (tx, mut rx) = mpsc::channel(64);
-        let reg = Registration {
+    }
+
+    /// A node offering the test-only sleep engine.
+    fn sleep_node(slots: u32) -> Registration {
+        Registration {
             node: NodeId::parse("n1").expect("node"),
-            slots: 1,
+            slots,
             memory_bytes: 1 << 30,
             gpus: Vec::new(),
             engines: vec![pb::EngineInfo {
@@ -327,7 +322,21 @@ mod tests {
             hostname: "h".into(),
             agent_version: "t".into(),
             running: Vec::new(),
-        };
+        }
+    }
+
+    /// Runs a one-slot node against the real actor and returns the job of each task in the
+    /// order it was assigned (completing each task before the next can be assigned).
+    async fn assignment_order(jobs: Vec<JobSpec>) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let (h, _join) = spawn(store, SchedulerConfig::default(), CancellationToken::new())
+            .await
+            .expect("spawn");
+        let total = jobs.iter().map(|j| j.sleep_tasks).sum::<u32>();
+        submit_all(&h, jobs).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let reg = sleep_node(1);
         let conn = h
             .ask(|reply| Command::Register { reg, outbound: tx, reply })
             .await
@@ -396,33 +405,9 @@ mod tests {
         cfg.quotas.set(a.clone(), limits);
         let (h, _join) = spawn(store, cfg, CancellationToken::new()).await.expect("spawn");
         // Org a queues first (and has the higher priority): uncapped it would take all 3 slots.
-        for (i, spec) in [sleep_job("a", 3, 5), sleep_job("b", 3, 0)].into_iter().enumerate() {
-            let id = JobId::parse(&format!("{:020x}", i + 1)).expect("id");
-            h.ask(|reply| Command::Submit {
-                job: id,
-                spec: Box::new(spec),
-                reply,
-            })
-            .await
-            .expect("submit");
-        }
+        submit_all(&h, vec![sleep_job("a", 3, 5), sleep_job("b", 3, 0)]).await;
         let (tx, mut rx) = mpsc::channel(64);
-        let reg = Registration {
-            node: NodeId::parse("n1").expect("node"),
-            slots: 3,
-            memory_bytes: 1 << 30,
-            gpus: Vec::new(),
-            engines: vec![pb::EngineInfo {
-                name: "sleep".into(),
-                version: "t".into(),
-                test_only: true,
-            }],
-            tools: Vec::new(),
-            labels: BTreeMap::new(),
-            hostname: "h".into(),
-            agent_version: "t".into(),
-            running: Vec::new(),
-        };
+        let reg = sleep_node(3);
         h.ask(|reply| Command::Register { reg, outbound: tx, reply })
             .await
             .expect("register");
