@@ -114,6 +114,7 @@ impl SandboxConfig {
             address_space,
             file_size: self.max_file_bytes,
             grace: Some(self.grace),
+            threads: Some(threads),
         }
     }
 }
@@ -336,7 +337,8 @@ mod tests {
             ProcessLimits {
                 address_space: None,
                 file_size: None,
-                grace: Some(Duration::from_millis(250))
+                grace: Some(Duration::from_millis(250)),
+                threads: Some(2),
             }
         );
         cfg.engine_memory_limit = Some(300 << 20);

@@ -95,11 +95,19 @@ pub struct ProcessLimits {
     pub file_size: Option<u64>,
     /// Replaces [`ProcessSpec::grace`].
     pub grace: Option<Duration>,
+    /// Cores the task was given: OpenMP programs (obabel's force fields, for one) get as
+    /// many threads, 1 outside a task. Unset, OpenMP takes every core of the node in each
+    /// process, and with one task per core its spin-waiting workers fight each other: two
+    /// SMILES preparations side by side on a 2-core node took 30-120 s each instead of
+    /// 0.2 s. An `OMP_NUM_THREADS` the agent was started with, or the spec sets, wins.
+    pub threads: Option<u32>,
 }
 
 tokio::task_local! {
     static LIMITS: ProcessLimits;
 }
+
+const OMP_THREADS_VAR: &str = "OMP_NUM_THREADS";
 
 /// Runs `fut` with `limits` applied to every [`run_process`] it makes (in the same task).
 pub async fn with_limits<F: Future>(limits: ProcessLimits, fut: F) -> F::Output {
@@ -199,6 +207,9 @@ pub async fn run_process(spec: ProcessSpec) -> Result<ProcessOutcome, EngineErro
         .stderr(stderr)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(RUN_TAG_VAR, &tag);
+    if std::env::var_os(OMP_THREADS_VAR).is_none() && !spec.env.iter().any(|(k, _)| k == OMP_THREADS_VAR) {
+        cmd.env(OMP_THREADS_VAR, limits.threads.unwrap_or(1).max(1).to_string());
+    }
     sys::confine(&mut cmd, limits.address_space, limits.file_size);
 
     let start = Instant::now();
@@ -999,6 +1010,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn openmp_gets_the_tasks_cores_and_one_outside_a_task() {
+        if std::env::var_os(OMP_THREADS_VAR).is_some() {
+            // The agent's own setting wins, so there is nothing to check here.
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let threads = |limits: Option<ProcessLimits>, env: Vec<(OsString, OsString)>| {
+            let dir = dir.path().to_path_buf();
+            async move {
+                let mut s = spec(&dir, "echo \"omp=$OMP_NUM_THREADS\"", Duration::from_secs(30));
+                s.env = env;
+                let log = s.log_path.clone();
+                let _ = std::fs::remove_file(&log);
+                match limits {
+                    Some(l) => with_limits(l, run_process(s)).await,
+                    None => run_process(s).await,
+                }
+                .expect("runs");
+                let text = std::fs::read_to_string(&log).expect("log");
+                text.lines().find_map(|l| l.strip_prefix("omp=")).unwrap_or("").to_string()
+            }
+        };
+        let task = ProcessLimits {
+            threads: Some(3),
+            ..ProcessLimits::default()
+        };
+        assert_eq!(threads(Some(task), Vec::new()).await, "3");
+        assert_eq!(threads(None, Vec::new()).await, "1");
+        let own = vec![(OsString::from(OMP_THREADS_VAR), OsString::from("7"))];
+        assert_eq!(threads(Some(task), own).await, "7");
+    }
+
+    #[tokio::test]
     async fn memory_limit_fails_the_run_with_the_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let limits = ProcessLimits {
@@ -1029,6 +1073,7 @@ mod tests {
             address_space: Some(3 << 20),
             file_size: Some(5 << 20),
             grace: None,
+            threads: None,
         };
         assert_eq!(limit_reason(ExitKind::Signal(libc::SIGXFSZ), &none, b""), None);
         assert_eq!(
