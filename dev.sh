@@ -141,8 +141,10 @@ case "${1:-}" in
         fuzz_short
         # The fault-injection suite, every scenario once at small sizes (docs/reliability.md).
         # It starts the release binaries, which `cargo run` of the suite alone does not build.
+        # Run as built with the workspace: `cargo run -p` would resolve other features and
+        # rebuild the dependencies for nothing.
         cargo build --release --workspace --bins
-        cargo run --release -q -p dockyard-tests --bin faults -- --short
+        "${CARGO_TARGET_DIR:-target}/release/faults" --short
         ;;
     bench)
         # Dispatch throughput side by side with the peers users pick today, interleaved so

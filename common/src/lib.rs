@@ -7,6 +7,7 @@ pub mod artifact;
 #[cfg(feature = "cloud")]
 pub mod cluster;
 pub mod config;
+pub mod digest;
 pub mod error;
 /// Checks shared by the cargo-fuzz targets in `fuzz/` and the replay of their findings.
 #[doc(hidden)]

@@ -1,9 +1,13 @@
 //! Job specifications: validated domain types built from client requests.
 
+mod ligand_table;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256;
 use crate::error::DockyardError;
 use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
@@ -166,25 +170,27 @@ impl DockParams {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRef {
     pub name: String,
-    pub key: String,
+    /// Shared (not copied) by the records of one pack: a million-ligand spec holds a few
+    /// hundred keys, not a million.
+    pub key: Arc<str>,
     pub size: u64,
     /// pdbqt, sdf, mol2, smi or pdb; empty (records from before formats) means pdbqt.
     #[serde(default)]
-    pub format: String,
+    pub format: Arc<str>,
     /// Set for a ligand stored in a pack (one object holding thousands of records): the
     /// record is the `size` bytes from here. A million one-record objects cost a million
     /// store writes at submission; packs cost a few hundred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// SHA-256 (hex) of a packed record's own bytes: the same ligand in another library
-    /// lands in another pack, and the result cache must still recognise it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub record_sha: String,
+    /// SHA-256 of a packed record's own bytes: the same ligand in another library lands in
+    /// another pack, and the result cache must still recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_sha: Option<Sha256>,
 }
 
 impl InputRef {
     pub fn is_pdbqt(&self) -> bool {
-        self.format.is_empty() || self.format == "pdbqt"
+        self.format.is_empty() || &*self.format == "pdbqt"
     }
 
     /// What identifies this input's bytes (the result cache's key). For a packed record it
@@ -192,10 +198,10 @@ impl InputRef {
     /// folder), so the cache recognises a ligand whatever library brought it, and results
     /// cached before packs existed still count.
     pub fn content_id(&self) -> String {
-        match (self.offset, self.key.rsplit_once('/')) {
-            (Some(_), Some((folder, _))) if !self.record_sha.is_empty() => format!("{folder}/{}", self.record_sha),
-            (Some(o), _) => format!("{}@{o}+{}", self.key, self.size),
-            (None, _) => self.key.clone(),
+        match (self.offset, self.key.rsplit_once('/'), self.record_sha) {
+            (Some(_), Some((folder, _)), Some(sha)) => format!("{folder}/{sha}"),
+            (Some(o), _, _) => format!("{}@{o}+{}", self.key, self.size),
+            (None, _, _) => self.key.to_string(),
         }
     }
 }
@@ -220,6 +226,8 @@ pub struct JobSpec {
     pub dock_box: DockBox,
     pub params: DockParams,
     pub receptor: Option<InputRef>,
+    /// Written as a pack table plus one short row per ligand (see `ligand_table`).
+    #[serde(with = "ligand_table")]
     pub ligands: Vec<InputRef>,
     /// Sleep engine: tasks to create.
     pub sleep_tasks: u32,
@@ -309,18 +317,21 @@ mod tests {
     #[test]
     fn a_packed_record_is_known_by_the_key_it_would_have_alone() {
         let org = OrgId::default_org();
-        let sha = crate::artifact::sha256_hex(b"CCO ethanol");
+        let sha = Sha256::of(b"CCO ethanol");
         let pack = crate::artifact::input_key(&org, &crate::artifact::sha256_hex(b"CCO ethanol\nCCN x")).expect("key");
         let mut l = InputRef {
             name: "ethanol".into(),
-            key: pack.to_string(),
+            key: pack.to_string().into(),
             size: 11,
             format: "smi".into(),
             offset: Some(0),
-            record_sha: sha.clone(),
+            record_sha: Some(sha),
         };
-        assert_eq!(l.content_id(), crate::artifact::input_key(&org, &sha).expect("key").to_string());
-        l.record_sha.clear();
+        assert_eq!(
+            l.content_id(),
+            crate::artifact::input_key(&org, &sha.to_hex()).expect("key").to_string()
+        );
+        l.record_sha = None;
         assert_eq!(l.content_id(), format!("{pack}@0+11"));
         l.offset = None;
         assert_eq!(l.content_id(), pack.to_string());
@@ -345,11 +356,11 @@ mod tests {
             ligands: (0..ligands)
                 .map(|i| InputRef {
                     name: format!("l{i}"),
-                    key: format!("k{i}"),
+                    key: format!("k{i}").into(),
                     size: 1,
-                    format: String::new(),
+                    format: "".into(),
                     offset: None,
-                    record_sha: String::new(),
+                    record_sha: None,
                 })
                 .collect(),
             sleep_tasks: 0,

@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | `m/` | name | meta (epoch, sequence) |
 //! | `s/` | job id | JobSpec |
-//! | `j/` | job id | JobStatus, including the cursor that stands for every never-dispatched task |
-//! | `t/` | task key | TaskRecord, only for tasks running, retrying, failed or cancelled |
+//! | `j/` | job id | JobStatus: the cursor that stands for every never-dispatched task, and the first attempts in flight |
+//! | `t/` | task key | TaskRecord, only for tasks retrying (or running a retry), unclaimed, failed or cancelled |
 //! | `r/` | job id + score key + ligand index | LigandResultRecord |
 //! | `e/` | job id + ligand index | ligand error text |
 //! | `n/` | node id | present while an operator has the node drained |

@@ -199,6 +199,7 @@ pub async fn rebuild(
             cursor: total,
             vtime0: *vtime,
             seq0: seq + 1,
+            flight: Default::default(),
         };
         *vtime += u64::from(total);
         seq += u64::from(total);

@@ -25,7 +25,7 @@ pub(super) fn cache_key(spec: &JobSpec, version: &str, ligand_key: &str) -> Vec<
     };
     part(spec.engine.name().as_bytes());
     part(version.as_bytes());
-    part(spec.receptor.as_ref().map(|r| r.key.as_str()).unwrap_or("").as_bytes());
+    part(spec.receptor.as_ref().map(|r| &*r.key).unwrap_or("").as_bytes());
     for v in spec.dock_box.center.iter().chain(spec.dock_box.size.iter()) {
         part(&v.to_bits().to_be_bytes());
     }
@@ -74,12 +74,23 @@ impl Core {
         let Some(version) = self.agreed_version(spec.engine) else {
             return Vec::new();
         };
-        let mut todo = Vec::with_capacity(spec.ligands.len());
-        let mut hits = Vec::new();
-        for l in std::mem::take(&mut spec.ligands) {
-            match self.store.get::<LigandResultRecord>(&cache_key(spec, &version, &l.content_id())) {
-                Ok(Some(rec)) => hits.push((l, rec)),
-                _ => todo.push(l),
+        let mut found: Vec<(usize, LigandResultRecord)> = Vec::new();
+        for (i, l) in spec.ligands.iter().enumerate() {
+            if let Ok(Some(rec)) = self.store.get::<LigandResultRecord>(&cache_key(spec, &version, &l.content_id())) {
+                found.push((i, rec));
+            }
+        }
+        // A new library usually has no hits: its (possibly million-entry) list stays as it is.
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let mut todo = Vec::with_capacity(spec.ligands.len() - found.len());
+        let mut hits = Vec::with_capacity(found.len());
+        let mut found = found.into_iter().peekable();
+        for (i, l) in std::mem::take(&mut spec.ligands).into_iter().enumerate() {
+            match found.next_if(|(at, _)| *at == i) {
+                Some((_, rec)) => hits.push((l, rec)),
+                None => todo.push(l),
             }
         }
         let base = todo.len();

@@ -54,26 +54,30 @@ impl Core {
                     continue;
                 };
                 self.queue.pop(&class, &qk);
-                let Some((tid, attempt)) = self.take_entry(entry, &class, &nid) else {
+                let Some((tid, attempt, fresh)) = self.take_entry(entry, &class, &nid) else {
                     continue;
                 };
                 let gpus = match self.nodes.nodes.get_mut(&nid) {
                     Some(n) => n.take(tid.clone(), attempt, &class),
                     None => continue,
                 };
-                put_task(
-                    tx,
-                    &tid,
-                    &TaskRecord {
-                        attempt,
-                        state: TaskState::Running {
-                            node: nid.clone(),
-                            epoch: self.epoch,
-                            started_ms,
+                // A first attempt is in the job's flight list (written with the job row);
+                // a retry already has a record, now saying where it runs.
+                if !fresh {
+                    put_task(
+                        tx,
+                        &tid,
+                        &TaskRecord {
+                            attempt,
+                            state: TaskState::Running {
+                                node: nid.clone(),
+                                epoch: self.epoch,
+                                started_ms,
+                            },
+                            last_error: None,
                         },
-                        last_error: None,
-                    },
-                );
+                    );
+                }
                 self.stats.dispatched += 1;
                 if let Some(job) = self.jobs.get_mut(&tid.job) {
                     if !caps.is_empty() {
@@ -112,8 +116,9 @@ impl Core {
         }
     }
 
-    /// Turns a popped queue entry into a running task attempt.
-    fn take_entry(&mut self, entry: Entry, class: &TaskClass, nid: &NodeId) -> Option<(TaskId, Attempt)> {
+    /// Turns a popped queue entry into a running task attempt; `true` for a task's first
+    /// dispatch (never recorded before).
+    fn take_entry(&mut self, entry: Entry, class: &TaskClass, nid: &NodeId) -> Option<(TaskId, Attempt, bool)> {
         match entry {
             Entry::Job(job_id) => {
                 let job = self.jobs.get_mut(&job_id)?;
@@ -125,6 +130,7 @@ impl Core {
                 }
                 let key = job.fresh_key(index);
                 job.live.insert(index);
+                job.status.fly(nid, index);
                 let waited = job.accepted_at.elapsed();
                 self.stats.latency.push(waited.as_secs_f64() * 1000.0);
                 self.cfg.metrics.queued_for(waited);
@@ -138,7 +144,7 @@ impl Core {
                         enqueued_at: job.accepted_at,
                     },
                 );
-                Some((tid, 1))
+                Some((tid, 1, true))
             }
             Entry::Task(tid) => {
                 let t = self.tasks.get_mut(&tid)?;
@@ -147,7 +153,7 @@ impl Core {
                 self.stats.latency.push(waited.as_secs_f64() * 1000.0);
                 self.cfg.metrics.queued_for(waited);
                 let attempt = t.attempt;
-                Some((tid, attempt))
+                Some((tid, attempt, false))
             }
         }
     }
@@ -166,10 +172,10 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             index: (start + i) as u32,
             name: l.name.clone(),
             artifact: Some(pb::ArtifactRef {
-                key: l.key.clone(),
+                key: l.key.to_string(),
                 name: l.name.clone(),
                 size: l.size,
-                format: l.format.clone(),
+                format: l.format.to_string(),
                 offset: l.offset,
             }),
         })
@@ -195,10 +201,10 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
             no_gpu: spec.params.extra.no_gpu,
         }),
         receptor: spec.receptor.as_ref().map(|r| pb::ArtifactRef {
-            key: r.key.clone(),
+            key: r.key.to_string(),
             name: r.name.clone(),
             size: r.size,
-            format: r.format.clone(),
+            format: r.format.to_string(),
             offset: None,
         }),
         ligands,

@@ -66,6 +66,7 @@ impl Core {
             cursor: 0,
             vtime0,
             seq0,
+            flight: Default::default(),
         };
         tx.put(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
         info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
@@ -156,6 +157,8 @@ impl Core {
             c.queued = c.queued.saturating_sub(was_queued);
             c.running = c.running.saturating_sub(was_running);
             c.cancelled += cancelled;
+            // Every live task was given a Cancelled record above.
+            job.status.flight.clear();
             job.status.error.get_or_insert(reason.clone());
             info!(job = %id, cancelled, reason = %reason, "job cancelled");
         }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use dockyard_common::error::DockyardError;
+use dockyard_common::ids::{NodeId, TaskId};
 use dockyard_common::queue_key::QueueKey;
 use dockyard_common::time::now_ms;
 
@@ -100,6 +101,31 @@ impl Core {
                     enqueued_at: Instant::now(),
                 },
             );
+        }
+        // First attempts in flight when the coordinator stopped: like a Running record.
+        for (id, job) in core.jobs.iter_mut() {
+            let flying: Vec<(NodeId, u32)> = job
+                .status
+                .flight
+                .iter()
+                .flat_map(|(n, set)| set.iter().map(move |i| (n.clone(), *i)))
+                .collect();
+            for (node, index) in flying {
+                // A record, when there is one, is the later word.
+                if !job.live.insert(index) {
+                    continue;
+                }
+                orphans += 1;
+                core.tasks.insert(
+                    TaskId::new(id.clone(), index),
+                    LiveTask {
+                        attempt: 1,
+                        key: job.fresh_key(index),
+                        live: Live::Orphan { node: Some(node) },
+                        enqueued_at: Instant::now(),
+                    },
+                );
+            }
         }
         if orphans > 0 {
             core.orphan_deadline = Some(Instant::now() + core.cfg.reconcile_grace);

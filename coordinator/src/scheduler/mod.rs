@@ -260,7 +260,7 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
 mod tests {
     use std::collections::BTreeMap;
 
-    use dockyard_common::ids::OrgId;
+    use dockyard_common::ids::{OrgId, TaskId};
     use dockyard_common::spec::{DockBox, DockParams, EngineKind};
 
     use super::*;
@@ -353,22 +353,7 @@ mod tests {
             };
             for t in a.tasks {
                 order.push(t.job_id.clone());
-                let res = pb::TaskResult {
-                    task_id: t.task_id,
-                    attempt: t.attempt,
-                    epoch: t.epoch,
-                    outcome: Some(pb::task_result::Outcome::Ok(pb::TaskSuccess { ligands: Vec::new() })),
-                    cpu_seconds: 0.0,
-                    wall_seconds: 0.0,
-                };
-                let msg = pb::agent_message::Kind::Results(pb::TaskResults { results: vec![res] });
-                h.send(Command::Agent {
-                    node: NodeId::parse("n1").expect("node"),
-                    conn,
-                    msg,
-                })
-                .await
-                .expect("send");
+                report_success(&h, conn, &t).await;
             }
         }
         order
@@ -448,6 +433,116 @@ mod tests {
         .await;
         assert_eq!(orgs, vec!["a", "b", "b"]);
         assert_eq!(usage, (2, 1));
+    }
+
+    type Outbound = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+    /// Waits for `n` task assignments.
+    async fn assigned(rx: &mut Outbound, n: usize) -> Vec<pb::TaskAssignment> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("assignment in time")
+                .expect("open")
+                .expect("ok");
+            if let Some(pb::coordinator_message::Kind::Assign(a)) = msg.kind {
+                out.extend(a.tasks);
+            }
+        }
+        out
+    }
+
+    async fn report_success(h: &SchedulerHandle, conn: u64, t: &pb::TaskAssignment) {
+        let res = pb::TaskResult {
+            task_id: t.task_id.clone(),
+            attempt: t.attempt,
+            epoch: t.epoch,
+            outcome: Some(pb::task_result::Outcome::Ok(pb::TaskSuccess { ligands: Vec::new() })),
+            cpu_seconds: 0.0,
+            wall_seconds: 0.0,
+        };
+        let msg = pb::agent_message::Kind::Results(pb::TaskResults { results: vec![res] });
+        h.send(Command::Agent {
+            node: NodeId::parse("n1").expect("node"),
+            conn,
+            msg,
+        })
+        .await
+        .expect("send");
+    }
+
+    #[tokio::test]
+    async fn first_attempts_are_kept_in_the_job_row_and_reclaimed_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let stop = CancellationToken::new();
+        let (h, join) = spawn(store.clone(), SchedulerConfig::default(), stop.clone()).await.expect("spawn");
+        submit_all(&h, vec![sleep_job("a", 2, 0)]).await;
+        let job = JobId::parse(&format!("{:020x}", 1)).expect("id");
+        let (tx, mut rx) = mpsc::channel(64);
+        let reg = sleep_node(2);
+        let conn = h
+            .ask(|reply| Command::Register { reg, outbound: tx, reply })
+            .await
+            .expect("register");
+        let tasks = assigned(&mut rx, 2).await;
+        let n1 = NodeId::parse("n1").expect("node");
+        let status = store.status(&job).expect("read").expect("status");
+        assert_eq!(
+            status.flight.get(&n1).map(|s| s.iter().copied().collect::<Vec<_>>()),
+            Some(vec![0, 1])
+        );
+        assert!(
+            store.job_task_records(&job).expect("read").is_empty(),
+            "no record per dispatched task"
+        );
+
+        let first = tasks.iter().find(|t| t.task_id.ends_with(".0")).expect("task 0");
+        report_success(&h, conn, first).await;
+        // A submission is answered once its batch (and everything before it) is durable.
+        h.ask(|reply| Command::Submit {
+            job: JobId::parse(&format!("{:020x}", 2)).expect("id"),
+            spec: Box::new(sleep_job("b", 1, 0)),
+            reply,
+        })
+        .await
+        .expect("barrier");
+        let status = store.status(&job).expect("read").expect("status");
+        assert_eq!(status.flight.get(&n1).map(|s| s.iter().copied().collect::<Vec<_>>()), Some(vec![1]));
+        assert_eq!(status.tasks.succeeded, 1);
+        assert!(store.job_task_records(&job).expect("read").is_empty());
+
+        stop.cancel();
+        join.await.expect("stopped");
+        drop(rx);
+        let (h, _join) = spawn(store.clone(), SchedulerConfig::default(), CancellationToken::new())
+            .await
+            .expect("restart");
+        let second = tasks.iter().find(|t| t.task_id.ends_with(".1")).expect("task 1");
+        let mut reg = sleep_node(2);
+        reg.running = vec![(TaskId::parse(&second.task_id).expect("tid"), 1)];
+        let (tx, _rx) = mpsc::channel(64);
+        let conn = h
+            .ask(|reply| Command::Register { reg, outbound: tx, reply })
+            .await
+            .expect("register");
+        report_success(&h, conn, second).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let view = h.ask(|reply| Command::GetJob { job: job.clone(), reply }).await.expect("job");
+            if view.state == pb::JobState::Succeeded as i32 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reclaimed task's result did not finish the job: {view:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = store.status(&job).expect("read").expect("status");
+        assert!(status.flight.is_empty());
+        assert_eq!(status.tasks.succeeded, 2);
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ impl Core {
                     .jobs
                     .get(&tid.job)
                     .and_then(|j| self.node_engine_version(node_id, j.spec.engine));
-                self.commit_success(tx, &tid, ok, res.cpu_seconds, version.as_deref())
+                self.commit_success(tx, &tid, node_id, ok, res.cpu_seconds, version.as_deref())
             }
             Some(pb::task_result::Outcome::Failed(f)) => {
                 let reason = if f.reason.is_empty() {
@@ -89,7 +89,7 @@ impl Core {
         }
     }
 
-    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
+    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, node: &NodeId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
         let replicate = self.cfg.cluster_epoch.is_some();
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
@@ -158,9 +158,11 @@ impl Core {
         job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
         job.status.tasks.succeeded += 1;
         job.live.remove(&tid.index);
+        // Below the cursor, neither a record nor a place in the flight list means "succeeded".
+        if !job.status.land(Some(node), tid.index) {
+            del_task(tx, tid);
+        }
         self.tasks.remove(tid);
-        // No record below the job's cursor means "succeeded".
-        del_task(tx, tid);
         tx.dirty_jobs.insert(tid.job.clone());
         self.stats.committed += 1;
         self.cfg.metrics.succeeded();
@@ -201,6 +203,7 @@ impl Core {
             }
             c.failed += 1;
             job.live.remove(&tid.index);
+            job.status.land(None, tid.index);
             job.status.error.get_or_insert_with(|| format!("task {tid}: {reason}"));
         }
         tx.dirty_jobs.insert(tid.job.clone());
@@ -216,6 +219,7 @@ impl Core {
         let key = job.fresh_key(tid.index);
         job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
         job.status.tasks.queued += 1;
+        job.status.land(None, tid.index);
         let Some(t) = self.tasks.get_mut(tid) else { return };
         t.key = key;
         t.live = Live::Queued;
@@ -276,6 +280,8 @@ impl Core {
         if let Some(job) = self.jobs.get_mut(&tid.job) {
             job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
             job.status.tasks.queued += 1;
+            // The record written above speaks for the task from now on.
+            job.status.land(None, tid.index);
         }
         tx.dirty_jobs.insert(tid.job.clone());
         self.stats.requeued += 1;

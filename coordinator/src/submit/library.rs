@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use dockyard_common::artifact::{input_key, sha256_hex, ArtifactKey, ArtifactStore};
+use dockyard_common::digest::Sha256;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::molecule::coords::atom_coords;
@@ -84,11 +85,11 @@ pub async fn store_receptor(r: ReceptorInput, org: &OrgId, store: &dyn ArtifactS
     store.put(&key, r.bytes).await?;
     Ok(InputRef {
         name: r.name,
-        key: key.to_string(),
+        key: key.to_string().into(),
         size,
-        format: r.format.extension().to_string(),
+        format: r.format.extension().into(),
         offset: None,
-        record_sha: String::new(),
+        record_sha: None,
     })
 }
 
@@ -204,8 +205,9 @@ impl Pack {
             out.created.put(key.clone(), body).await?;
         }
         let from = out.ligands.len() - self.members;
+        let key: Arc<str> = key.to_string().into();
         for l in &mut out.ligands[from..] {
-            l.key = key.to_string();
+            l.key = Arc::clone(&key);
         }
         self.members = 0;
         Ok(())
@@ -287,6 +289,7 @@ pub async fn store_ligands(
     });
 
     let mut seen: HashSet<String> = HashSet::new();
+    let unset: Arc<str> = Arc::from("");
     let mut pack = Pack::default();
     let mut out = Stored {
         ligands: Vec::new(),
@@ -307,13 +310,18 @@ pub async fn store_ligands(
                 }
                 slot.1 += 1;
                 let size = r.text.len() as u64;
+                let format = match out.ligands.last() {
+                    Some(l) if &*l.format == r.format.extension() => Arc::clone(&l.format),
+                    _ => r.format.extension().into(),
+                };
                 out.ligands.push(InputRef {
                     name: r.name,
-                    key: String::new(),
+                    // Set when the pack is stored.
+                    key: Arc::clone(&unset),
                     size,
-                    format: r.format.extension().to_string(),
+                    format,
                     offset: Some(pack.body.len() as u64),
-                    record_sha: sha256_hex(r.text.as_bytes()),
+                    record_sha: Some(Sha256::of(r.text.as_bytes())),
                 });
                 pack.body.extend_from_slice(r.text.as_bytes());
                 pack.members += 1;
