@@ -105,32 +105,26 @@ impl JobStatus {
     /// Takes task `index` out of the flight list (it finished, or a record now speaks for it);
     /// false if it was not there. `node` is where to look first.
     pub fn land(&mut self, node: Option<&NodeId>, index: u32) -> bool {
-        if let Some(n) = node {
-            if let Some(set) = self.flight.get_mut(n) {
-                if set.remove(&index) {
-                    if set.is_empty() {
-                        self.flight.remove(n);
-                    }
-                    return true;
-                }
-            }
+        if node.is_some_and(|n| take_from(&mut self.flight, n, index)) {
+            return true;
         }
-        let mut found = false;
-        let mut emptied = None;
-        for (n, set) in self.flight.iter_mut() {
-            if set.remove(&index) {
-                found = true;
-                if set.is_empty() {
-                    emptied = Some(n.clone());
-                }
-                break;
-            }
-        }
-        if let Some(n) = emptied {
-            self.flight.remove(&n);
-        }
-        found
+        let Some(holder) = self.flight.iter().find(|(_, set)| set.contains(&index)).map(|(n, _)| n.clone()) else {
+            return false;
+        };
+        take_from(&mut self.flight, &holder, index)
     }
+}
+
+/// Removes `index` from `node`'s set, and the set once it is empty.
+fn take_from(flight: &mut BTreeMap<NodeId, BTreeSet<u32>>, node: &NodeId, index: u32) -> bool {
+    let Some(set) = flight.get_mut(node) else { return false };
+    if !set.remove(&index) {
+        return false;
+    }
+    if set.is_empty() {
+        flight.remove(node);
+    }
+    true
 }
 
 /// Only tasks that are not plain "fresh in the queue" or "succeeded" have a record.

@@ -82,8 +82,7 @@ pub fn input_key(org: &crate::ids::OrgId, sha256_hex: &str) -> Result<ArtifactKe
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
+    crate::digest::Sha256::of(data).to_hex()
 }
 
 #[cfg(test)]

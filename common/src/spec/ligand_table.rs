@@ -18,22 +18,31 @@ use crate::digest::Sha256;
 type Row<'a> = (&'a str, u32, u64, Option<u64>, Option<Sha256>);
 type OwnedRow = (String, u32, u64, Option<u64>, Option<Sha256>);
 
-fn same_pack(a: &InputRef, b: &InputRef) -> bool {
-    a.key == b.key && a.format == b.format
+/// Each ligand with the number of its pack: consecutive ligands with the same key and
+/// format share one table entry.
+fn numbered(ligands: &[InputRef]) -> impl Iterator<Item = (u32, &InputRef)> {
+    let mut pack = 0u32;
+    let mut prev: Option<&InputRef> = None;
+    ligands.iter().map(move |l| {
+        if prev.is_some_and(|p| p.key != l.key || p.format != l.format) {
+            pack += 1;
+        }
+        prev = Some(l);
+        (pack, l)
+    })
 }
 
-/// Consecutive ligands of one pack form one table entry.
 struct Packs<'a>(&'a [InputRef]);
 
 impl serde::Serialize for Packs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
-        let mut prev: Option<&InputRef> = None;
-        for l in self.0 {
-            if !prev.is_some_and(|p| same_pack(p, l)) {
+        let mut written: Option<u32> = None;
+        for (pack, l) in numbered(self.0) {
+            if written != Some(pack) {
                 seq.serialize_element(&(&*l.key, &*l.format))?;
+                written = Some(pack);
             }
-            prev = Some(l);
         }
         seq.end()
     }
@@ -44,15 +53,7 @@ struct Rows<'a>(&'a [InputRef]);
 impl serde::Serialize for Rows<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        let mut pack = 0u32;
-        let mut prev: Option<&InputRef> = None;
-        for l in self.0 {
-            if let Some(p) = prev {
-                if !same_pack(p, l) {
-                    pack += 1;
-                }
-            }
-            prev = Some(l);
+        for (pack, l) in numbered(self.0) {
             let row: Row = (&l.name, pack, l.size, l.offset, l.record_sha);
             seq.serialize_element(&row)?;
         }
