@@ -21,15 +21,15 @@ use dockyard_proto::PROTOCOL_VERSION;
 
 use crate::capacity;
 use crate::config::AgentConfig;
-use crate::dial::{AgentChannel, Dialer};
+use crate::link::dial::{AgentChannel, Dialer};
 use crate::engine::probe_engines;
-use crate::leader::LeaderFinder;
-use crate::membership;
+use crate::link::leader::LeaderFinder;
+use crate::link::membership;
 use crate::metrics::{self, AgentMetrics};
 use crate::prepare::Preparer;
-use crate::remote_store::CoordinatorRelayStore;
+use crate::artifacts::relay::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
-use crate::swap_store::SwapStore;
+use crate::artifacts::swap::SwapStore;
 
 /// Results sent within this window are replayed after a reconnect: the stream may have
 /// died before they arrived. The coordinator drops the ones it already has.

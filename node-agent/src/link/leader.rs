@@ -13,7 +13,7 @@ use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_client::AdminServiceClient;
 
-use crate::dial::Dialer;
+use crate::link::dial::Dialer;
 
 #[derive(Clone)]
 pub struct LeaderFinder {

@@ -13,7 +13,7 @@ use dockyard_common::error::DockyardError;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 
-use crate::dial::AgentChannel;
+use crate::link::dial::AgentChannel;
 
 const CHUNK: usize = 1 << 20;
 
