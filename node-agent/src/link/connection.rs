@@ -19,17 +19,17 @@ use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 use dockyard_proto::PROTOCOL_VERSION;
 
+use crate::artifacts::relay::CoordinatorRelayStore;
+use crate::artifacts::swap::SwapStore;
 use crate::capacity;
 use crate::config::AgentConfig;
-use crate::link::dial::{AgentChannel, Dialer};
 use crate::engine::probe_engines;
+use crate::link::dial::{AgentChannel, Dialer};
 use crate::link::leader::LeaderFinder;
 use crate::link::membership;
 use crate::metrics::{self, AgentMetrics};
 use crate::prepare::Preparer;
-use crate::artifacts::relay::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
-use crate::artifacts::swap::SwapStore;
 
 /// Results sent within this window are replayed after a reconnect: the stream may have
 /// died before they arrived. The coordinator drops the ones it already has.
