@@ -11,7 +11,7 @@ use std::io::Cursor;
 
 use prost::Message;
 
-use crate::artifact::ArtifactKey;
+use crate::artifact::{ArtifactKey, ParsedKey, TaskFile};
 use crate::ids::{JobId, OrgId, TaskId};
 use crate::molecule::coords::atom_coords;
 use crate::molecule::library::{MAX_NAME_CHARS, MAX_RECORD_BYTES};
@@ -193,8 +193,11 @@ fn assignment(a: &pb::TaskAssignment) {
     }
     for l in &a.ligands {
         // The keys the agent writes its outputs under.
-        key(&format!("{}lig_{}.pdbqt", a.output_prefix, l.index));
-        key(&format!("{}engine.log", a.output_prefix));
+        for file in [TaskFile::PosesPdbqt(l.index), TaskFile::PosesSdf(l.index), TaskFile::EngineLog] {
+            if let Ok(k) = ArtifactKey::task_file(&a.output_prefix, file) {
+                key(k.as_str());
+            }
+        }
     }
     if let Some(b) = &a.r#box {
         let (c, s) = (b.center.unwrap_or_default(), b.size.unwrap_or_default());
@@ -215,6 +218,10 @@ fn key(k: &str) {
         assert!(!s.starts_with('/') && !s.ends_with('/') && s.len() <= 1024, "{s:?}");
         assert!(s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."), "{s:?}");
         assert!(s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+        // A key whose layout is read gives back exactly itself when rebuilt from its parts.
+        if let Ok(parsed) = ParsedKey::of(&key) {
+            assert_eq!(parsed.key(), key);
+        }
     }
 }
 

@@ -318,7 +318,7 @@ mod tests {
     fn a_packed_record_is_known_by_the_key_it_would_have_alone() {
         let org = OrgId::default_org();
         let sha = Sha256::of(b"CCO ethanol");
-        let pack = crate::artifact::input_key(&org, &crate::artifact::sha256_hex(b"CCO ethanol\nCCN x")).expect("key");
+        let pack = crate::artifact::ArtifactKey::input(&org, &crate::artifact::sha256_hex(b"CCO ethanol\nCCN x")).expect("key");
         let mut l = InputRef {
             name: "ethanol".into(),
             key: pack.to_string().into(),
@@ -329,7 +329,7 @@ mod tests {
         };
         assert_eq!(
             l.content_id(),
-            crate::artifact::input_key(&org, &sha.to_hex()).expect("key").to_string()
+            crate::artifact::ArtifactKey::input(&org, &sha.to_hex()).expect("key").to_string()
         );
         l.record_sha = None;
         assert_eq!(l.content_id(), format!("{pack}@0+11"));

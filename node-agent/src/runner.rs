@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore};
+use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore, TaskFile};
 use dockyard_common::error::DockyardError;
 use dockyard_common::telemetry::trace;
 use dockyard_proto::v1 as pb;
@@ -436,7 +436,7 @@ async fn execute(
     let upload_span = trace::span_if_exporting(|| info_span!("task.upload"));
     let log_key = match &out.log_file {
         Some(f) if !a.output_prefix.is_empty() => {
-            let k = ArtifactKey::new(format!("{}engine.log", a.output_prefix))?;
+            let k = ArtifactKey::task_file(&a.output_prefix, TaskFile::EngineLog)?;
             ctx.store.put_file(&k, f).await?;
             k.to_string()
         }
@@ -449,11 +449,11 @@ async fn execute(
         let (smiles, preparation) = notes.remove(&l.index).unwrap_or_default();
         let outcome = match l.result {
             Ok(d) => {
-                let k = ArtifactKey::new(format!("{}lig_{}.pdbqt", a.output_prefix, l.index))?;
+                let k = ArtifactKey::task_file(&a.output_prefix, TaskFile::PosesPdbqt(l.index))?;
                 ctx.store.put_file(&k, &d.pose_file).await?;
                 let sdf_key = if sdf_poses {
                     // Already SDF: stored as is under the SDF name too.
-                    let k = ArtifactKey::new(format!("{}lig_{}.sdf", a.output_prefix, l.index))?;
+                    let k = ArtifactKey::task_file(&a.output_prefix, TaskFile::PosesSdf(l.index))?;
                     ctx.store.put_file(&k, &d.pose_file).await?;
                     k.to_string()
                 } else {
@@ -645,7 +645,7 @@ async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, pose_file: &Path
     let sdf = work.join(format!("lig_{index}.sdf"));
     let res: Result<String, String> = async {
         prep.pdbqt_to_sdf(pose_file, &sdf).await.map_err(|e: PrepareError| e.to_string())?;
-        let k = ArtifactKey::new(format!("{prefix}lig_{index}.sdf")).map_err(|e| e.to_string())?;
+        let k = ArtifactKey::task_file(prefix, TaskFile::PosesSdf(index)).map_err(|e| e.to_string())?;
         ctx.store.put_file(&k, &sdf).await.map_err(|e| e.to_string())?;
         Ok(k.to_string())
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use key::ArtifactKey;
+pub use key::{ArtifactKey, JobFile, OutputPrefix, ParsedKey, TaskFile};
 pub use local::LocalStore;
 #[cfg(feature = "cloud")]
 pub use s3::{S3Options, S3Preset, S3Store, PART_SIZE as S3_PART_SIZE};
@@ -74,11 +74,6 @@ pub fn resolve(uri: &str) -> Result<Arc<dyn ArtifactStore>, DockyardError> {
         "artifacts",
         format!("'{uri}' is not a supported store URI (file://DIR or s3://BUCKET/PREFIX)"),
     ))
-}
-
-/// Content address of input bytes, under the organisation's namespace.
-pub fn input_key(org: &crate::ids::OrgId, sha256_hex: &str) -> Result<ArtifactKey, DockyardError> {
-    ArtifactKey::new(format!("orgs/{org}/inputs/sha256/{sha256_hex}"))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

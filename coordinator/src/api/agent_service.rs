@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore, JobFile, ParsedKey};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{NodeId, TaskId};
 use dockyard_proto::v1 as pb;
@@ -77,11 +77,13 @@ fn registration(r: pb::Register) -> Result<Registration, DockyardError> {
 /// Agents may write only under a task's output prefix.
 fn output_key(key: &str) -> Result<ArtifactKey, DockyardError> {
     let k = ArtifactKey::new(key)?;
-    let parts: Vec<&str> = key.split('/').collect();
-    if parts.len() < 6 || parts[0] != "orgs" || parts[2] != "jobs" || parts[4] != "tasks" {
-        return Err(DockyardError::invalid("key", format!("'{key}' is not under a task output prefix")));
+    match ParsedKey::of(&k) {
+        Ok(ParsedKey::Job {
+            file: JobFile::TaskOutput { .. },
+            ..
+        }) => Ok(k),
+        _ => Err(DockyardError::invalid("key", format!("'{key}' is not under a task output prefix"))),
     }
-    Ok(k)
 }
 
 #[tonic::async_trait]
@@ -137,7 +139,7 @@ impl AgentService for AgentApi {
 
     async fn fetch_artifact(&self, request: Request<pb::FetchArtifactRequest>) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let key = ArtifactKey::new(request.get_ref().key.as_str())?;
-        if !key.starts_with("orgs/") {
+        if !key.in_org_namespace() {
             return Err(DockyardError::invalid("key", "only organisation artifacts can be fetched").into());
         }
         let data = self.artifacts.get(&key).await?;
@@ -219,8 +221,13 @@ mod tests {
 
     #[test]
     fn agents_write_only_under_task_outputs() {
-        assert!(output_key("orgs/default/jobs/abc/tasks/0/a1/lig_0.pdbqt").is_ok());
+        let job = "018f2a3b4c5d0123abcd";
+        assert!(output_key(&format!("orgs/default/jobs/{job}/tasks/0/a1e2/lig_0.pdbqt")).is_ok());
+        assert!(output_key(&format!("orgs/default/jobs/{job}/tasks/0/a1/lig_0.pdbqt")).is_ok());
         assert!(output_key("orgs/default/inputs/sha256/aa").is_err());
         assert!(output_key("orgs/default/jobs/../tasks/0/x").is_err());
+        assert!(output_key(&format!("orgs/default/jobs/{job}/spec.json")).is_err());
+        assert!(output_key(&format!("orgs/default/jobs/{job}/commits/00000000000000000001-000000000001.json")).is_err());
+        assert!(output_key(&format!("orgs/default/jobs/{job}/tasks/0/a1e2")).is_err());
     }
 }

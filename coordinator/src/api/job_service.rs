@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info_span, Instrument};
 
-use dockyard_common::artifact::{input_key, ArtifactKey, ArtifactStore};
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore, ParsedKey};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, OrgId};
 use dockyard_common::time::now_ms;
@@ -49,8 +49,7 @@ fn no_such_job(job: &JobId) -> DockyardError {
 /// May `caller` read the artifact `key`? Only job outputs (`orgs/<org>/jobs/...`) of an
 /// organisation the caller sees; inputs and anything else are not served here.
 fn artifact_visible(caller: &Caller, key: &ArtifactKey) -> bool {
-    let parts: Vec<&str> = key.as_str().split('/').collect();
-    parts.len() >= 4 && parts[0] == "orgs" && parts[2] == "jobs" && caller.sees(parts[1])
+    matches!(ParsedKey::of(key), Ok(ParsedKey::Job { org, .. }) if caller.sees(org.as_str()))
 }
 
 /// Bytes a submission brings inline (uploads were counted when they were uploaded).
@@ -352,7 +351,7 @@ impl JobService for JobApi {
                 return Err(DockyardError::invalid("data", "the upload is empty").into());
             }
             let hex = hex::encode(hasher.finalize());
-            let key = input_key(&org, &hex)?;
+            let key = ArtifactKey::input(&org, &hex)?;
             // Charged atomically now: a concurrent upload may have used the room seen above.
             self.auth.charge_bytes(&org, size).await?;
             if let Err(e) = self.artifacts.put_file(&key, &tmp).await {
@@ -382,13 +381,18 @@ mod tests {
             role: Role::Org(OrgId::parse("chem").expect("org")),
             token_id: None,
         };
-        let key = |k: &str| ArtifactKey::new(k).expect("key");
-        assert!(artifact_visible(&chem, &key("orgs/chem/jobs/j/tasks/0/a1e1/lig.pdbqt")));
-        assert!(!artifact_visible(&chem, &key("orgs/bio/jobs/j/tasks/0/a1e1/lig.pdbqt")));
+        let key = |k: &str| ArtifactKey::new(k.replace("JOB", "018f2a3b4c5d0123abcd")).expect("key");
+        assert!(artifact_visible(&chem, &key("orgs/chem/jobs/JOB/tasks/0/a1e1/lig.pdbqt")));
+        assert!(artifact_visible(&chem, &key("orgs/chem/jobs/JOB/tasks/0/a1/lig.pdbqt")));
+        assert!(artifact_visible(&chem, &key("orgs/chem/jobs/JOB/spec.json")));
+        assert!(!artifact_visible(&chem, &key("orgs/bio/jobs/JOB/tasks/0/a1e1/lig.pdbqt")));
         assert!(!artifact_visible(&chem, &key("orgs/chem/inputs/sha256/aa")));
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert!(!artifact_visible(&chem, &key(&format!("orgs/chem/inputs/sha256/{sha}"))));
         assert!(!artifact_visible(&chem, &key("orgs/chem")));
-        assert!(artifact_visible(&Caller::local_admin(), &key("orgs/bio/jobs/j/x")));
-        assert!(!artifact_visible(&Caller::agent(), &key("orgs/bio/jobs/j/x")));
+        assert!(!artifact_visible(&chem, &key("orgs/chem/jobs/not-a-job/x")));
+        assert!(artifact_visible(&Caller::local_admin(), &key("orgs/bio/jobs/JOB/x")));
+        assert!(!artifact_visible(&Caller::agent(), &key("orgs/bio/jobs/JOB/x")));
     }
 
     #[test]

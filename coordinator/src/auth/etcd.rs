@@ -18,8 +18,10 @@ use dockyard_common::cluster::{etcd_err, EtcdSettings, Keys};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 
-use super::store::{next_usage, Charge, Limits, TokenStore};
+use super::quota::Limits;
+use super::store::TokenStore;
 use super::token::TokenRecord;
+use super::usage::{next_usage, Charge};
 use super::Auth;
 
 pub struct EtcdTokens {

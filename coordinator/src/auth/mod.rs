@@ -10,19 +10,20 @@
 //!   SHA-256 (sled on one coordinator, etcd in cluster mode). Every coordinator keeps an
 //!   in-memory copy, refreshed by the etcd watch in cluster mode; a revocation bumps a
 //!   `watch` channel that open streams select on ([`guard::until_revoked`]).
-//! - Limits per organisation ([`Limits`]) are read by the scheduler (queued tasks at
-//!   submission, running tasks at dispatch) through the shared [`QuotaTable`]; bytes stored
-//!   are a persisted counter in the store.
+//! - Limits per organisation ([`Limits`], in [`quota`]) are read by the scheduler (queued
+//!   tasks at submission, running tasks at dispatch) through the shared [`QuotaTable`];
+//!   bytes stored are a persisted counter in the store, charged in [`usage`].
 
 pub mod etcd;
 pub mod guard;
 pub mod layer;
+pub mod quota;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod usage;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -33,8 +34,10 @@ use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::time::now_ms;
 
-pub use self::store::{Charge, Limits, SledTokens, TokenStore};
+pub use self::quota::{Limits, QuotaTable};
+pub use self::store::{SledTokens, TokenStore};
 pub use self::token::TokenRecord;
+pub use self::usage::Charge;
 
 /// Files behind authentication and TLS, as configured (read when the server starts).
 #[derive(Clone, Debug, Default)]
@@ -115,47 +118,6 @@ impl Caller {
             Role::Org(o) => o.as_str() == org,
             Role::Agent => false,
         }
-    }
-}
-
-/// Every organisation's limits, shared by the admin API (writes) and the scheduler actor
-/// (reads, synchronously, on every dispatch round).
-#[derive(Clone, Default)]
-pub struct QuotaTable(Arc<RwLock<HashMap<OrgId, Limits>>>);
-
-impl fmt::Debug for QuotaTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "QuotaTable({} organisations)", self.read().len())
-    }
-}
-
-impl QuotaTable {
-    // A panic while holding the lock cannot leave a half-written map (inserts are atomic
-    // from the reader's view), so a poisoned lock is still usable.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<OrgId, Limits>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn get(&self, org: &OrgId) -> Limits {
-        self.read().get(org).copied().unwrap_or_default()
-    }
-
-    pub fn set(&self, org: OrgId, l: Limits) {
-        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if l.is_unlimited() {
-            m.remove(&org);
-        } else {
-            m.insert(org, l);
-        }
-    }
-
-    /// Organisations with a cap on running tasks, given the cluster's connected slots; empty
-    /// (the usual case) costs dispatch nothing.
-    pub fn running_caps(&self, cluster_slots: u64) -> HashMap<OrgId, u64> {
-        self.read()
-            .iter()
-            .filter_map(|(o, l)| l.running_cap(cluster_slots).map(|c| (o.clone(), c)))
-            .collect()
     }
 }
 
@@ -462,39 +424,6 @@ impl Auth {
         v.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         v
     }
-
-    pub async fn set_limits(&self, org: &OrgId, l: Limits) -> Result<(), DockyardError> {
-        self.store.put_limits(org, &l).await?;
-        self.quotas.set(org.clone(), l);
-        info!(org = %org, max_queued_tasks = l.max_queued_tasks, max_running_tasks = l.max_running_tasks, max_bytes_stored = l.max_bytes_stored, "quota set");
-        Ok(())
-    }
-
-    /// Counts `bytes` of new inputs against the organisation's `max_bytes_stored`.
-    pub async fn charge_bytes(&self, org: &OrgId, bytes: u64) -> Result<(), DockyardError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        let limit = self.quotas.get(org).max_bytes_stored;
-        let delta = i64::try_from(bytes).unwrap_or(i64::MAX);
-        match self.store.add_usage(org, delta, limit).await? {
-            Charge::Added(_) => Ok(()),
-            Charge::OverLimit(cur) => Err(DockyardError::ResourceExhausted(format!(
-                "quota max_bytes_stored exceeded for organisation {org}: {cur} bytes stored + {bytes} new > limit {limit}"
-            ))),
-        }
-    }
-
-    /// Gives back a charge whose inputs were not kept (the submission failed).
-    pub async fn refund_bytes(&self, org: &OrgId, bytes: u64) {
-        if bytes == 0 {
-            return;
-        }
-        let delta = -i64::try_from(bytes).unwrap_or(i64::MAX);
-        if let Err(e) = self.store.add_usage(org, delta, 0).await {
-            tracing::warn!(org = %org, bytes, error = %e, "cannot refund stored bytes; the usage counter stays high");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -611,29 +540,5 @@ mod tests {
             code(a.authenticate(Access::Client, Some("join-secret-0123456789"), false).await),
             tonic::Code::PermissionDenied
         );
-    }
-
-    #[tokio::test]
-    async fn stored_bytes_are_charged_against_the_limit() {
-        let (_d, a) = auth(false, false).await;
-        let org = OrgId::parse("chem").expect("org");
-        a.set_limits(
-            &org,
-            Limits {
-                max_bytes_stored: 100,
-                ..Limits::default()
-            },
-        )
-        .await
-        .expect("limits");
-        a.charge_bytes(&org, 80).await.expect("fits");
-        let e = a.charge_bytes(&org, 30).await.expect_err("over");
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-        assert!(
-            e.to_string().contains("max_bytes_stored") && e.to_string().contains("80 bytes stored"),
-            "{e}"
-        );
-        a.refund_bytes(&org, 80).await;
-        a.charge_bytes(&org, 30).await.expect("fits after the refund");
     }
 }

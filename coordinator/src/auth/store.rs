@@ -5,52 +5,13 @@
 //! tokens and a new leader inherits them).
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 
+use super::quota::Limits;
 use super::token::TokenRecord;
-
-/// An organisation's limits; 0 means unlimited for each.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    #[serde(default)]
-    pub max_queued_tasks: u64,
-    /// Tasks running at once: an absolute number of slots (not a share of the cluster, which
-    /// would change meaning whenever a node joins or leaves).
-    #[serde(default)]
-    pub max_running_tasks: u64,
-    #[serde(default)]
-    pub max_bytes_stored: u64,
-    /// Running tasks as a share of the cluster's connected slots, in percent; 0 = none.
-    #[serde(default)]
-    pub max_running_share_pct: u32,
-}
-
-impl Limits {
-    pub fn is_unlimited(&self) -> bool {
-        *self == Limits::default()
-    }
-
-    /// The running-task cap with `cluster_slots` connected: the lower of the absolute cap and
-    /// the share (rounded down, at least one slot); `None` when neither is set.
-    pub fn running_cap(&self, cluster_slots: u64) -> Option<u64> {
-        let share = (self.max_running_share_pct > 0).then(|| (cluster_slots * u64::from(self.max_running_share_pct.min(100)) / 100).max(1));
-        let abs = (self.max_running_tasks > 0).then_some(self.max_running_tasks);
-        match (abs, share) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
-        }
-    }
-}
-
-/// What `add_usage` did: the new total, or (when it would pass the limit) the unchanged one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Charge {
-    Added(u64),
-    OverLimit(u64),
-}
+use super::usage::{next_usage, Charge};
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -64,15 +25,6 @@ pub trait TokenStore: Send + Sync + 'static {
     /// pass `limit` (0 = no limit). Negative deltas (refunds) never fail and stop at 0.
     async fn add_usage(&self, org: &OrgId, delta: i64, limit: u64) -> Result<Charge, DockyardError>;
     async fn usage(&self, org: &OrgId) -> Result<u64, DockyardError>;
-}
-
-/// New counter value for `cur + delta`, or `None` when it would pass `limit`.
-pub(crate) fn next_usage(cur: u64, delta: i64, limit: u64) -> Option<u64> {
-    if delta < 0 {
-        return Some(cur.saturating_sub(delta.unsigned_abs()));
-    }
-    let next = cur.saturating_add(delta as u64);
-    (limit == 0 || next <= limit).then_some(next)
 }
 
 const P_TOKEN: &[u8] = b"t/";
@@ -181,14 +133,6 @@ mod tests {
         (dir, SledTokens::new(tree))
     }
 
-    #[test]
-    fn usage_arithmetic_respects_the_limit_and_never_goes_negative() {
-        assert_eq!(next_usage(10, 5, 15), Some(15));
-        assert_eq!(next_usage(10, 6, 15), None);
-        assert_eq!(next_usage(10, 1 << 40, 0), Some(10 + (1 << 40)));
-        assert_eq!(next_usage(3, -10, 1), Some(0));
-    }
-
     #[tokio::test]
     async fn sled_adapter_round_trips_tokens_limits_and_usage() {
         let (_d, s) = store();
@@ -218,27 +162,5 @@ mod tests {
         assert_eq!(s.add_usage(&org, 50, 100).await.expect("add"), Charge::OverLimit(60));
         assert_eq!(s.add_usage(&org, -20, 100).await.expect("refund"), Charge::Added(40));
         assert_eq!(s.usage(&org).await.expect("usage"), 40);
-    }
-}
-
-#[cfg(test)]
-mod share_tests {
-    use super::Limits;
-
-    #[test]
-    fn the_lower_of_the_absolute_cap_and_the_share_wins() {
-        let share = Limits {
-            max_running_share_pct: 25,
-            ..Limits::default()
-        };
-        assert_eq!(share.running_cap(16), Some(4));
-        assert_eq!(share.running_cap(2), Some(1), "at least one slot");
-        let both = Limits {
-            max_running_tasks: 3,
-            ..share
-        };
-        assert_eq!(both.running_cap(16), Some(3));
-        assert_eq!(both.running_cap(8), Some(2));
-        assert_eq!(Limits::default().running_cap(16), None);
     }
 }

@@ -14,7 +14,6 @@ use tracing::{debug, warn};
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::cluster::{is_transient, CommitRecord, JobIndexRecord, Keys};
 use dockyard_common::error::DockyardError;
-use dockyard_common::ids::{JobId, OrgId};
 use dockyard_common::time::now_ms;
 
 use super::election::Leadership;
@@ -30,10 +29,6 @@ pub enum JournalError {
     Fenced(u64),
     #[error("{0}")]
     Failed(DockyardError),
-}
-
-pub fn spec_key(org: &OrgId, job: &JobId) -> Result<ArtifactKey, DockyardError> {
-    ArtifactKey::new(format!("orgs/{org}/jobs/{job}/spec.json"))
 }
 
 pub struct Journal {
@@ -92,7 +87,7 @@ impl Journal {
         let mut puts: Vec<(ArtifactKey, Bytes)> = Vec::new();
         let mut ops = Vec::new();
         for (id, change) in &w.jobs {
-            let key = spec_key(&change.org, id).map_err(JournalError::Failed)?;
+            let key = ArtifactKey::job_spec(&change.org, id);
             if let Some(spec) = &change.spec {
                 let body = serde_json::to_vec(spec.as_ref()).map_err(|e| JournalError::Failed(DockyardError::Internal(e.to_string())))?;
                 puts.push((key.clone(), Bytes::from(body)));
@@ -117,7 +112,7 @@ impl Journal {
         let epoch = self.leadership.epoch;
         for (id, (org, outcomes)) in &w.outcomes {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let key = ArtifactKey::new(format!("orgs/{org}/jobs/{id}/commits/{epoch:020}-{seq:012}.json")).map_err(JournalError::Failed)?;
+            let key = ArtifactKey::job_commit(org, id, epoch, seq);
             puts.push((key.clone(), Bytes::from(json(outcomes)?)));
             let rec = CommitRecord {
                 artifact_key: key.as_str().to_string(),

@@ -209,7 +209,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         }),
         ligands,
         // The epoch keeps two leaders' attempts of one task (after a failover) apart.
-        output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}e{}/", spec.org, tid.job, tid.index, attempt, epoch),
+        output_prefix: dockyard_common::artifact::OutputPrefix::task(&spec.org, tid, attempt, epoch).into(),
         cpu_slots: 1,
         memory_bytes: class.memory_bytes,
         gpu_indices: gpus,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use dockyard_common::artifact::{input_key, sha256_hex, ArtifactKey, ArtifactStore};
+use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore};
 use dockyard_common::digest::Sha256;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
@@ -80,7 +80,7 @@ pub async fn read_receptor(
 }
 
 pub async fn store_receptor(r: ReceptorInput, org: &OrgId, store: &dyn ArtifactStore) -> Result<InputRef, DockyardError> {
-    let key = input_key(org, &sha256_hex(&r.bytes))?;
+    let key = ArtifactKey::input(org, &sha256_hex(&r.bytes))?;
     let size = r.bytes.len() as u64;
     store.put(&key, r.bytes).await?;
     Ok(InputRef {
@@ -200,7 +200,7 @@ impl Pack {
             return Ok(());
         }
         let body = Bytes::from(std::mem::take(&mut self.body));
-        let key = input_key(org, &sha256_hex(&body))?;
+        let key = ArtifactKey::input(org, &sha256_hex(&body))?;
         if seen.insert(key.to_string()) && store.head(&key).await?.is_none() {
             out.created.put(key.clone(), body).await?;
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dockyard_common::artifact::{input_key, ArtifactKey, ArtifactStore};
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
@@ -115,7 +115,7 @@ pub fn upload_key(org: &OrgId, upload_id: &str) -> Result<ArtifactKey, DockyardE
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| DockyardError::invalid("upload_id", format!("'{upload_id}' is not an id returned by UploadInput")))?;
-    input_key(org, &hex.to_ascii_lowercase())
+    ArtifactKey::input(org, &hex.to_ascii_lowercase())
 }
 
 pub(crate) fn display_name(s: &str) -> String {
