@@ -17,6 +17,8 @@ pub mod ids;
 pub mod metrics_http;
 pub mod molecule;
 pub mod queue_key;
+#[cfg(feature = "settings")]
+pub mod settings;
 pub mod spec;
 pub mod telemetry;
 pub mod time;

@@ -1,15 +1,17 @@
-//! Coordinator settings: flags, `DOCKYARD_*` environment, TOML file, defaults (that order).
+//! Coordinator settings, each declared once in [`CoordinatorSettings`]: its flag, its
+//! `DOCKYARD_*` variable, its `--config` file key and its default. Flags win over the
+//! environment, which wins over the file, which wins over the default
+//! (`dockyard_common::settings`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
-
-use dockyard_common::config::load_toml;
-use dockyard_common::error::DockyardError;
+use clap::{ArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 
 use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
+use dockyard_common::error::DockyardError;
+use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
 
 use crate::auth::AuthConfig;
 use crate::cluster::ClusterConfig;
@@ -37,21 +39,6 @@ pub struct CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
-    pub fn new(listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
-        CoordinatorConfig {
-            listen: listen.into(),
-            data_dir: data_dir.into(),
-            artifacts: None,
-            scheduler: SchedulerConfig::default(),
-            max_message_bytes: 64 << 20,
-            max_upload_bytes: 4 << 30,
-            cluster: None,
-            auth: AuthConfig::default(),
-            limits: SubmitLimits::default(),
-            metrics_listen: None,
-        }
-    }
-
     pub fn artifacts_uri(&self) -> String {
         self.artifacts
             .clone()
@@ -69,54 +56,71 @@ Every flag can also be set as DOCKYARD_<FLAG> (e.g. DOCKYARD_DATA_DIR) or as a k
 --config TOML file (e.g. data_dir = \"/var/lib/dockyard\"); flags win over the environment,
 which wins over the file.";
 
-#[derive(Parser, Debug, Default)]
+/// The `dockyard-coordinator` command line.
+#[derive(Parser, Debug)]
 #[command(name = "dockyard-coordinator", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct CoordinatorArgs {
-    /// TOML config file.
-    #[arg(long, env = "DOCKYARD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to serve gRPC on [default: 127.0.0.1:50051].
-    #[arg(long, env = "DOCKYARD_LISTEN")]
-    pub listen: Option<String>,
-    /// Folder for durable state (sled) [default: ./dockyard-data].
-    #[arg(long, env = "DOCKYARD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub file: ConfigFlag,
+    #[command(flatten)]
+    pub settings: CoordinatorSettings,
+}
+
+impl CoordinatorArgs {
+    /// What a parsed command line (and the `--config` file it names) runs the coordinator
+    /// with: the config and the log format.
+    pub fn load(matches: &ArgMatches) -> Result<(CoordinatorConfig, String), DockyardError> {
+        let s: CoordinatorSettings = settings::load(matches)?;
+        Ok((s.resolve()?, s.log_format))
+    }
+}
+
+/// Every coordinator setting. A field's name is its file key and (with `-` for `_`) its flag.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorSettings {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "DOCKYARD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Folder for durable state (sled).
+    #[arg(long, env = "DOCKYARD_DATA_DIR", default_value = "dockyard-data")]
+    pub data_dir: PathBuf,
     /// Artifact store URI [default: file://<data-dir>/artifacts].
     #[arg(long, env = "DOCKYARD_ARTIFACTS")]
     pub artifacts: Option<String>,
-    /// How often agents heartbeat, in milliseconds [default: 2000].
-    #[arg(long, env = "DOCKYARD_HEARTBEAT_MS")]
-    pub heartbeat_ms: Option<u64>,
-    /// An agent silent this long is lost and its tasks requeued, in ms [default: 10000].
-    #[arg(long, env = "DOCKYARD_LEASE_MS")]
-    pub lease_ms: Option<u64>,
-    /// First retry delay in ms; doubles per attempt, with jitter [default: 500].
-    #[arg(long, env = "DOCKYARD_RETRY_BASE_MS")]
-    pub retry_base_ms: Option<u64>,
-    /// After a restart, how long running tasks wait for their agent to report, in ms [default: 15000].
-    #[arg(long, env = "DOCKYARD_RECONCILE_GRACE_MS")]
-    pub reconcile_grace_ms: Option<u64>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    /// How often agents heartbeat, in milliseconds.
+    #[arg(long, env = "DOCKYARD_HEARTBEAT_MS", default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// An agent silent this long is lost and its tasks requeued, in ms.
+    #[arg(long, env = "DOCKYARD_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
+    /// First retry delay in ms; doubles per attempt, with jitter.
+    #[arg(long, env = "DOCKYARD_RETRY_BASE_MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
+    /// After a restart, how long running tasks wait for their agent to report, in ms.
+    #[arg(long, env = "DOCKYARD_RECONCILE_GRACE_MS", default_value_t = 15_000)]
+    pub reconcile_grace_ms: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "DOCKYARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464) [default: off].
     #[arg(long, env = "DOCKYARD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// etcd endpoints, comma-separated: turns on cluster mode (election, failover, etcd membership).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
-    /// Cluster name: the etcd key prefix /dockyard/<cluster>/ [default: default].
-    #[arg(long, env = "DOCKYARD_CLUSTER")]
-    pub cluster: Option<String>,
+    /// Cluster name: the etcd key prefix /dockyard/<cluster>/.
+    #[arg(long, env = "DOCKYARD_CLUSTER", default_value = DEFAULT_CLUSTER)]
+    pub cluster: String,
     /// Endpoint other processes use to reach this coordinator [default: http://<listen address>].
     #[arg(long, env = "DOCKYARD_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Election lease TTL in ms: how soon a dead leader is replaced [default: 5000].
-    #[arg(long, env = "DOCKYARD_ELECTION_TTL_MS")]
-    pub election_ttl_ms: Option<u64>,
-    /// After a takeover, how long unfinished tasks wait for their agents to reclaim them, in ms [default: 2000].
-    #[arg(long, env = "DOCKYARD_TAKEOVER_GRACE_MS")]
-    pub takeover_grace_ms: Option<u64>,
+    /// Election lease TTL in ms: how soon a dead leader is replaced.
+    #[arg(long, env = "DOCKYARD_ELECTION_TTL_MS", default_value_t = 5000)]
+    pub election_ttl_ms: u64,
+    /// After a takeover, how long unfinished tasks wait for their agents to reclaim them, in ms.
+    #[arg(long, env = "DOCKYARD_TAKEOVER_GRACE_MS", default_value_t = 2000)]
+    pub takeover_grace_ms: u64,
     /// File holding the bootstrap admin secret: turns authentication on (clients then need
     /// `authorization: Bearer TOKEN`; `dockyard admin token create --org ORG` makes org tokens).
     #[arg(long, env = "DOCKYARD_ADMIN_TOKEN_FILE")]
@@ -134,183 +138,222 @@ pub struct CoordinatorArgs {
     /// at the TLS level so clients without certificates share the port).
     #[arg(long, env = "DOCKYARD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Largest gRPC message accepted or sent by the job and agent services, in bytes [default: 67108864 (64 MiB)].
-    #[arg(long, env = "DOCKYARD_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Largest file one UploadInput (or agent artifact upload) may stream, in bytes [default: 4294967296 (4 GiB)].
-    #[arg(long, env = "DOCKYARD_MAX_UPLOAD_BYTES")]
-    pub max_upload_bytes: Option<u64>,
-    /// Largest ligand record (one molecule) in a library, in bytes [default: 1048576 (1 MiB)].
-    #[arg(long, env = "DOCKYARD_MAX_RECORD_BYTES")]
-    pub max_record_bytes: Option<usize>,
-    /// Most bytes the ligand files of one job may hold together, as sent [default: 17179869184 (16 GiB)].
-    #[arg(long, env = "DOCKYARD_MAX_LIBRARY_BYTES")]
-    pub max_library_bytes: Option<u64>,
-    /// Most bytes one gzipped ligand file may expand to [default: 34359738368 (32 GiB)].
-    #[arg(long, env = "DOCKYARD_MAX_DECOMPRESSED_BYTES")]
-    pub max_decompressed_bytes: Option<u64>,
-    /// Most bytes a gzipped ligand file may expand to per compressed byte (gzip bomb guard) [default: 100].
-    #[arg(long, env = "DOCKYARD_MAX_GZIP_RATIO")]
-    pub max_gzip_ratio: Option<u64>,
-    /// Largest receptor or autobox ligand file, in bytes [default: 268435456 (256 MiB)].
-    #[arg(long, env = "DOCKYARD_MAX_RECEPTOR_BYTES")]
-    pub max_receptor_bytes: Option<u64>,
+    /// Largest gRPC message accepted or sent by the job and agent services, in bytes (64 MiB).
+    #[arg(long, env = "DOCKYARD_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub max_message_bytes: usize,
+    /// Largest file one UploadInput (or agent artifact upload) may stream, in bytes (4 GiB).
+    #[arg(long, env = "DOCKYARD_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
+    pub max_upload_bytes: u64,
+    /// Largest ligand record (one molecule) in a library, in bytes (1 MiB).
+    // A drug-like ligand is a few kilobytes of SDF; 1 MiB is ~12,000 atoms, far past what a
+    // docking engine takes as a ligand.
+    #[arg(long, env = "DOCKYARD_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+    /// Most bytes the ligand files of one job may hold together, as sent (16 GiB).
+    #[arg(long, env = "DOCKYARD_MAX_LIBRARY_BYTES", default_value_t = 16 << 30)]
+    pub max_library_bytes: u64,
+    /// Most bytes one gzipped ligand file may expand to (32 GiB).
+    // A 4 GiB upload (the --max-upload-bytes default) of gzipped SMILES or SDF expands to
+    // about 16-32 GiB.
+    #[arg(long, env = "DOCKYARD_MAX_DECOMPRESSED_BYTES", default_value_t = 32 << 30)]
+    pub max_decompressed_bytes: u64,
+    /// Most bytes a gzipped ligand file may expand to per compressed byte (gzip bomb guard).
+    // Molecule text compresses 3-10 fold; 10 MB of zeros, 1000 fold.
+    #[arg(long, env = "DOCKYARD_MAX_GZIP_RATIO", default_value_t = 100)]
+    pub max_gzip_ratio: u64,
+    /// Largest receptor or autobox ligand file, in bytes (256 MiB).
+    // The largest PDB entries (ribosomes) are ~50 MB as PDB text.
+    #[arg(long, env = "DOCKYARD_MAX_RECEPTOR_BYTES", default_value_t = 256 << 20)]
+    pub max_receptor_bytes: u64,
 }
 
-/// The same keys as the flags, from the TOML file.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CoordinatorFile {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub artifacts: Option<String>,
-    pub heartbeat_ms: Option<u64>,
-    pub lease_ms: Option<u64>,
-    pub retry_base_ms: Option<u64>,
-    pub reconcile_grace_ms: Option<u64>,
-    pub log_format: Option<String>,
-    pub metrics_listen: Option<String>,
-    pub etcd: Option<String>,
-    pub cluster: Option<String>,
-    pub advertise: Option<String>,
-    pub election_ttl_ms: Option<u64>,
-    pub takeover_grace_ms: Option<u64>,
-    pub admin_token_file: Option<PathBuf>,
-    pub join_token_file: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_client_ca: Option<PathBuf>,
-    pub max_message_bytes: Option<usize>,
-    pub max_upload_bytes: Option<u64>,
-    pub max_record_bytes: Option<usize>,
-    pub max_library_bytes: Option<u64>,
-    pub max_decompressed_bytes: Option<u64>,
-    pub max_gzip_ratio: Option<u64>,
-    pub max_receptor_bytes: Option<u64>,
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        declared_defaults()
+    }
 }
 
-impl CoordinatorArgs {
-    /// Merges flags/env over the file over defaults; returns the config and the log format.
-    pub fn resolve(self) -> Result<(CoordinatorConfig, String), DockyardError> {
-        let f: CoordinatorFile = load_toml(self.config.as_deref())?;
-        let listen = self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:50051".into());
-        let data_dir = self.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from("dockyard-data"));
-        let mut c = CoordinatorConfig::new(listen, data_dir);
-        c.artifacts = self.artifacts.or(f.artifacts);
-        c.metrics_listen = self.metrics_listen.or(f.metrics_listen);
-        let hb = self.heartbeat_ms.or(f.heartbeat_ms).unwrap_or(2000);
-        let lease = self.lease_ms.or(f.lease_ms).unwrap_or(10_000);
-        if hb == 0 || lease < 2 * hb {
+impl CoordinatorSettings {
+    /// Checks the settings and turns them into the library's config.
+    pub fn resolve(&self) -> Result<CoordinatorConfig, DockyardError> {
+        let (hb, lease) = (self.heartbeat_ms, self.lease_ms);
+        if hb == 0 || lease < hb.saturating_mul(2) {
             return Err(DockyardError::invalid(
                 "lease_ms",
                 format!("{lease} must be at least twice heartbeat_ms ({hb})"),
             ));
         }
-        c.scheduler = SchedulerConfig {
-            heartbeat_interval: Duration::from_millis(hb),
-            lease: Duration::from_millis(lease),
-            backoff: Backoff {
-                base: Duration::from_millis(self.retry_base_ms.or(f.retry_base_ms).unwrap_or(500)),
-                ..Backoff::default()
-            },
-            reconcile_grace: Duration::from_millis(self.reconcile_grace_ms.or(f.reconcile_grace_ms).unwrap_or(15_000)),
-            coordinator_id: format!("coordinator@{}", c.listen),
-            ..SchedulerConfig::default()
+        let cluster = match &self.etcd {
+            None => None,
+            Some(urls) => Some(self.cluster_config(urls)?),
         };
-        if let Some(urls) = self.etcd.or(f.etcd) {
-            let cluster = self.cluster.or(f.cluster).unwrap_or_else(|| DEFAULT_CLUSTER.into());
-            let ttl = self.election_ttl_ms.or(f.election_ttl_ms).unwrap_or(5000);
-            if ttl < 1000 {
-                return Err(DockyardError::invalid(
-                    "election_ttl_ms",
-                    format!("{ttl} is below etcd's 1 s lease granularity"),
-                ));
-            }
-            c.cluster = Some(ClusterConfig {
-                etcd: EtcdSettings::parse(&urls, &cluster)?,
-                advertise: self.advertise.or(f.advertise).unwrap_or_default(),
-                election_ttl: Duration::from_millis(ttl),
-                takeover_grace: Duration::from_millis(self.takeover_grace_ms.or(f.takeover_grace_ms).unwrap_or(2000)),
-            });
-        }
-        c.auth = AuthConfig {
-            admin_token_file: self.admin_token_file.or(f.admin_token_file),
-            join_token_file: self.join_token_file.or(f.join_token_file),
-            tls_cert: self.tls_cert.or(f.tls_cert),
-            tls_key: self.tls_key.or(f.tls_key),
-            tls_client_ca: self.tls_client_ca.or(f.tls_client_ca),
-        };
-        let d = SubmitLimits::default();
-        c.max_message_bytes = self.max_message_bytes.or(f.max_message_bytes).unwrap_or(c.max_message_bytes);
-        c.max_upload_bytes = self.max_upload_bytes.or(f.max_upload_bytes).unwrap_or(c.max_upload_bytes);
-        c.limits = SubmitLimits {
-            max_record_bytes: self.max_record_bytes.or(f.max_record_bytes).unwrap_or(d.max_record_bytes),
-            max_library_bytes: self.max_library_bytes.or(f.max_library_bytes).unwrap_or(d.max_library_bytes),
-            max_decompressed_bytes: self
-                .max_decompressed_bytes
-                .or(f.max_decompressed_bytes)
-                .unwrap_or(d.max_decompressed_bytes),
-            max_gzip_ratio: self.max_gzip_ratio.or(f.max_gzip_ratio).unwrap_or(d.max_gzip_ratio),
-            max_receptor_bytes: self.max_receptor_bytes.or(f.max_receptor_bytes).unwrap_or(d.max_receptor_bytes),
-        };
-        let l = &c.limits;
         for (name, value) in [
-            ("max_message_bytes", c.max_message_bytes as u64),
-            ("max_upload_bytes", c.max_upload_bytes),
-            ("max_record_bytes", l.max_record_bytes as u64),
-            ("max_library_bytes", l.max_library_bytes),
-            ("max_decompressed_bytes", l.max_decompressed_bytes),
-            ("max_gzip_ratio", l.max_gzip_ratio),
-            ("max_receptor_bytes", l.max_receptor_bytes),
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("max_upload_bytes", self.max_upload_bytes),
+            ("max_record_bytes", self.max_record_bytes as u64),
+            ("max_library_bytes", self.max_library_bytes),
+            ("max_decompressed_bytes", self.max_decompressed_bytes),
+            ("max_gzip_ratio", self.max_gzip_ratio),
+            ("max_receptor_bytes", self.max_receptor_bytes),
         ] {
             if value == 0 {
                 return Err(DockyardError::invalid(name, "must be at least 1"));
             }
         }
-        let log_format = self.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
-        Ok((c, log_format))
+        Ok(CoordinatorConfig {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            artifacts: self.artifacts.clone(),
+            scheduler: SchedulerConfig {
+                heartbeat_interval: self.heartbeat_interval(),
+                lease: self.lease(),
+                backoff: self.backoff(),
+                reconcile_grace: self.reconcile_grace(),
+                coordinator_id: format!("coordinator@{}", self.listen),
+                ..SchedulerConfig::default()
+            },
+            max_message_bytes: self.max_message_bytes,
+            max_upload_bytes: self.max_upload_bytes,
+            cluster,
+            auth: AuthConfig {
+                admin_token_file: self.admin_token_file.clone(),
+                join_token_file: self.join_token_file.clone(),
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
+                tls_client_ca: self.tls_client_ca.clone(),
+            },
+            limits: self.limits(),
+            metrics_listen: self.metrics_listen.clone(),
+        })
+    }
+
+    fn cluster_config(&self, urls: &str) -> Result<ClusterConfig, DockyardError> {
+        let ttl = self.election_ttl_ms;
+        if ttl < 1000 {
+            return Err(DockyardError::invalid(
+                "election_ttl_ms",
+                format!("{ttl} is below etcd's 1 s lease granularity"),
+            ));
+        }
+        Ok(ClusterConfig {
+            etcd: EtcdSettings::parse(urls, &self.cluster)?,
+            advertise: self.advertise.clone().unwrap_or_default(),
+            election_ttl: Duration::from_millis(ttl),
+            takeover_grace: Duration::from_millis(self.takeover_grace_ms),
+        })
+    }
+
+    pub(crate) fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(self.retry_base_ms))
+    }
+
+    pub(crate) fn reconcile_grace(&self) -> Duration {
+        Duration::from_millis(self.reconcile_grace_ms)
+    }
+
+    pub(crate) fn limits(&self) -> SubmitLimits {
+        SubmitLimits {
+            max_record_bytes: self.max_record_bytes,
+            max_library_bytes: self.max_library_bytes,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_gzip_ratio: self.max_gzip_ratio,
+            max_receptor_bytes: self.max_receptor_bytes,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// The settings `dockyard-coordinator ARGS` would run with (and the environment's).
+    pub(crate) fn settings_from(args: &[&str]) -> Result<CoordinatorSettings, DockyardError> {
+        let m = CoordinatorArgs::command()
+            .try_get_matches_from(std::iter::once("dockyard-coordinator").chain(args.iter().copied()))
+            .map_err(|e| DockyardError::invalid("arguments", e.to_string()))?;
+        settings::load(&m)
+    }
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml")
+    }
+
+    fn example_arg() -> String {
+        example().to_str().expect("utf-8 repository path").to_string()
+    }
 
     #[test]
     fn example_config_in_deploy_parses() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
-        let args = CoordinatorArgs {
-            config: Some(p),
-            ..CoordinatorArgs::default()
-        };
-        let (c, fmt) = args.resolve().expect("deploy/config/coordinator.toml must parse");
+        let s = settings_from(&["--config", &example_arg()]).expect("deploy/config/coordinator.toml must parse");
+        let c = s.resolve().expect("and resolve");
         assert_eq!(c.listen, "0.0.0.0:50051");
         assert_eq!(c.scheduler.lease, Duration::from_secs(10));
-        assert_eq!(fmt, "json");
+        assert_eq!(s.log_format, "json");
     }
 
     #[test]
     fn every_setting_the_example_documents_exists() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
-        let f: CoordinatorFile = dockyard_common::config::load_with_examples_enabled(&p).expect("every documented key is a setting");
-        assert!(f.etcd.is_some() && f.tls_client_ca.is_some() && f.max_gzip_ratio == Some(100));
+        let f: CoordinatorSettings =
+            dockyard_common::config::load_with_examples_enabled(&example()).expect("every documented key is a setting");
+        assert!(f.etcd.is_some() && f.tls_client_ca.is_some());
+        // The example says it shows the input limits' defaults.
+        let d = CoordinatorSettings::default();
+        assert_eq!(f.limits(), d.limits());
+        assert_eq!((f.max_message_bytes, f.max_upload_bytes), (d.max_message_bytes, d.max_upload_bytes));
     }
 
     #[test]
     fn flags_win_over_the_file_and_bad_leases_are_refused() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
-        let args = CoordinatorArgs {
-            config: Some(p),
-            listen: Some("127.0.0.1:1".into()),
-            ..CoordinatorArgs::default()
-        };
-        assert_eq!(args.resolve().expect("ok").0.listen, "127.0.0.1:1");
-        let args = CoordinatorArgs {
-            heartbeat_ms: Some(1000),
-            lease_ms: Some(1500),
-            ..CoordinatorArgs::default()
-        };
-        let e = args.resolve().expect_err("lease too short");
+        let s = settings_from(&["--config", &example_arg(), "--listen", "127.0.0.1:1"]).expect("ok");
+        assert_eq!(s.listen, "127.0.0.1:1");
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/dockyard"), "the file's, under the flags");
+        let e = CoordinatorSettings {
+            heartbeat_ms: 1000,
+            lease_ms: 1500,
+            ..CoordinatorSettings::default()
+        }
+        .resolve()
+        .expect_err("lease too short");
         assert!(e.to_string().contains("lease_ms"), "{e}");
+    }
+
+    #[test]
+    fn declared_defaults_are_the_library_defaults() {
+        let c = CoordinatorSettings::default().resolve().expect("the defaults are valid");
+        assert_eq!(c.listen, "127.0.0.1:50051");
+        assert_eq!(c.data_dir, PathBuf::from("dockyard-data"));
+        assert_eq!(c.scheduler.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.scheduler.reconcile_grace, SchedulerConfig::default().reconcile_grace);
+        assert_eq!(c.limits, SubmitLimits::default());
+        assert_eq!(c.max_upload_bytes, 4 << 30);
+        assert!(c.cluster.is_none() && c.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn cluster_settings_need_etcd_and_a_whole_second_ttl() {
+        let c = settings_from(&["--etcd", "http://e1:2379", "--election-ttl-ms", "3000"])
+            .and_then(|s| s.resolve())
+            .expect("cluster mode");
+        let cluster = c.cluster.expect("on with --etcd");
+        assert_eq!(cluster.election_ttl, Duration::from_secs(3));
+        assert_eq!(cluster.takeover_grace, Duration::from_secs(2));
+        let e = CoordinatorSettings {
+            etcd: Some("http://e1:2379".into()),
+            election_ttl_ms: 999,
+            ..CoordinatorSettings::default()
+        }
+        .resolve()
+        .expect_err("ttl below 1 s");
+        assert!(e.to_string().contains("election_ttl_ms"), "{e}");
     }
 }

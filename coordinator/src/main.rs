@@ -1,6 +1,6 @@
 //! `dockyard-coordinator` binary.
 
-use clap::Parser;
+use clap::CommandFactory;
 use tracing::{error, info};
 
 use dockyard_coordinator::config::{CoordinatorArgs, CoordinatorConfig};
@@ -11,8 +11,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = CoordinatorArgs::parse();
-    let (cfg, log_format) = match args.resolve() {
+    // Clap prints --help and usage errors itself; the file and the checks come after.
+    let (cfg, log_format) = match CoordinatorArgs::load(&CoordinatorArgs::command().get_matches()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("dockyard-coordinator: {e}");

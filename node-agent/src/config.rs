@@ -1,19 +1,24 @@
-//! Agent settings: flags, `DOCKYARD_*` environment, TOML file, defaults (that order).
+//! Agent settings, each declared once in [`AgentSettings`]: its flag, its `DOCKYARD_*`
+//! variable, its `--config` file key and its default. Flags win over the environment, which
+//! wins over the file, which wins over the default (`dockyard_common::settings`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::{ArgMatches, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 
 use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
-use dockyard_common::config::load_toml;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::NodeId;
+use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
 
 use crate::capacity;
+use crate::engine::process::DEFAULT_GRACE;
 
+/// Validated settings the agent runs with.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub coordinator: String,
@@ -60,36 +65,6 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(coordinator: impl Into<String>, node_id: NodeId, work_dir: impl Into<PathBuf>) -> Self {
-        AgentConfig {
-            coordinator: coordinator.into(),
-            node_id,
-            slots: capacity::cpu_count(),
-            memory_bytes: capacity::memory_bytes(),
-            work_dir: work_dir.into(),
-            vina_path: None,
-            smina_path: None,
-            gnina_path: None,
-            enable_sleep_engine: false,
-            artifacts: None,
-            labels: BTreeMap::new(),
-            shutdown_grace: Duration::from_secs(30),
-            probe_gpus: true,
-            gpu_filter: None,
-            fake_gpus: 0,
-            etcd: None,
-            etcd_ttl: Duration::from_secs(5),
-            engine_memory_limit: None,
-            engine_max_file_bytes: DEFAULT_ENGINE_MAX_FILE_MB << 20,
-            engine_grace: crate::engine::process::DEFAULT_GRACE,
-            join_token_file: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            metrics_listen: None,
-        }
-    }
-
     /// `--coordinator` may name several coordinators, comma-separated.
     pub fn coordinators(&self) -> Vec<String> {
         self.coordinator
@@ -110,33 +85,62 @@ const EXAMPLES: &str = "Examples:
 Every flag can also be set as DOCKYARD_<FLAG> (e.g. DOCKYARD_COORDINATOR) or as a key in the
 --config TOML file (e.g. slots = 8); flags win over the environment, which wins over the file.";
 
-#[derive(Parser, Debug, Default)]
+/// The `dockyard-agent` command line.
+#[derive(Parser, Debug)]
 #[command(name = "dockyard-agent", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct AgentArgs {
-    /// TOML config file.
-    #[arg(long, env = "DOCKYARD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Coordinator URL [default: http://127.0.0.1:50051].
-    #[arg(long, env = "DOCKYARD_COORDINATOR")]
-    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub file: ConfigFlag,
+    #[command(flatten)]
+    pub settings: AgentSettings,
+    /// TEST DOUBLE: advertise N fake GPUs with no device behind them (scheduler tests only).
+    #[arg(long, hide = true)]
+    pub fake_gpus: Option<u32>,
+}
+
+impl AgentArgs {
+    /// What a parsed command line (and the `--config` file it names) runs the agent with:
+    /// the config and the log format.
+    pub fn load(matches: &ArgMatches) -> Result<(AgentConfig, String), DockyardError> {
+        let s: AgentSettings = settings::load(matches)?;
+        let mut c = s.resolve()?;
+        // A test double, not a setting: a flag only, never read from the file.
+        c.fake_gpus = AgentArgs::from_arg_matches(matches)
+            .map_err(|e| DockyardError::invalid("fake_gpus", e.to_string()))?
+            .fake_gpus
+            .unwrap_or(0);
+        Ok((c, s.log_format))
+    }
+}
+
+/// Default of `--engine-max-file-mb`.
+pub const DEFAULT_ENGINE_MAX_FILE_MB: u64 = 1024;
+/// Default of `--engine-grace-ms`: the grace every engine process gets outside the sandbox too.
+const DEFAULT_ENGINE_GRACE_MS: u64 = DEFAULT_GRACE.as_millis() as u64;
+
+/// Every agent setting. A field's name is its file key and (with `-` for `_`) its flag;
+/// `labels` is the exception: the flag `--label KEY=VALUE`, the file a `[labels]` table.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Coordinator URL; several, comma-separated, to follow a failover.
+    #[arg(long, env = "DOCKYARD_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
     /// Tasks run at once [default: number of CPUs].
     #[arg(long, env = "DOCKYARD_SLOTS")]
     pub slots: Option<u32>,
     /// Memory offered, in MB [default: all of it].
     #[arg(long, env = "DOCKYARD_MEMORY_MB")]
     pub memory_mb: Option<u64>,
-    /// Scratch folder for inputs, engine runs and the receptor cache [default: ./dockyard-work].
-    #[arg(long, env = "DOCKYARD_WORK_DIR")]
-    pub work_dir: Option<PathBuf>,
+    /// Scratch folder for inputs, engine runs and the receptor cache.
+    #[arg(long, env = "DOCKYARD_WORK_DIR", default_value = "dockyard-work")]
+    pub work_dir: PathBuf,
     /// Stable node name [default: host name].
     #[arg(long, env = "DOCKYARD_NODE_ID")]
     pub node_id: Option<String>,
     /// GPUs to offer: `none`, or indices like `0,1` [default: all that nvidia-smi reports].
     #[arg(long, env = "DOCKYARD_GPUS")]
     pub gpus: Option<String>,
-    /// TEST DOUBLE: advertise N fake GPUs with no device behind them (scheduler tests only).
-    #[arg(long, hide = true)]
-    pub fake_gpus: Option<u32>,
     /// Path of the vina binary [default: vina on PATH].
     #[arg(long, env = "DOCKYARD_VINA")]
     pub vina: Option<PathBuf>,
@@ -152,15 +156,16 @@ pub struct AgentArgs {
     /// Access the artifact store directly with this URI instead of through the coordinator.
     #[arg(long, env = "DOCKYARD_ARTIFACTS")]
     pub artifacts: Option<String>,
-    /// Label as KEY=VALUE (repeatable).
+    /// Label as KEY=VALUE (repeatable); added to the file's [labels].
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
-    /// Seconds running tasks may finish after SIGTERM before they are handed back [default: 30].
-    #[arg(long, env = "DOCKYARD_SHUTDOWN_GRACE_S")]
-    pub shutdown_grace_s: Option<u64>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "DOCKYARD_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    #[serde(with = "label_table")]
+    pub labels: Vec<Label>,
+    /// Seconds running tasks may finish after SIGTERM before they are handed back.
+    #[arg(long, env = "DOCKYARD_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "DOCKYARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465) [default: off].
     #[arg(long, env = "DOCKYARD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -168,22 +173,22 @@ pub struct AgentArgs {
     /// coordinator through it (then --coordinator is not needed).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
-    /// Cluster name (etcd key prefix /dockyard/<cluster>/) [default: default].
-    #[arg(long, env = "DOCKYARD_CLUSTER")]
-    pub cluster: Option<String>,
-    /// TTL of this node's etcd membership lease, in ms [default: 5000].
-    #[arg(long, env = "DOCKYARD_ETCD_TTL_MS")]
-    pub etcd_ttl_ms: Option<u64>,
+    /// Cluster name (etcd key prefix /dockyard/<cluster>/).
+    #[arg(long, env = "DOCKYARD_CLUSTER", default_value = DEFAULT_CLUSTER)]
+    pub cluster: String,
+    /// TTL of this node's etcd membership lease, in ms.
+    #[arg(long, env = "DOCKYARD_ETCD_TTL_MS", default_value_t = 5000)]
+    pub etcd_ttl_ms: u64,
     /// Address-space limit of each engine run, in MB (2^20 bytes); 0 = none [default: twice
     /// the task's memory estimate plus headroom; none for GPU engines].
     #[arg(long, env = "DOCKYARD_ENGINE_MEMORY_LIMIT_MB")]
     pub engine_memory_limit_mb: Option<u64>,
-    /// Largest file an engine run may write, in MB (2^20 bytes); 0 = none [default: 1024].
-    #[arg(long, env = "DOCKYARD_ENGINE_MAX_FILE_MB")]
-    pub engine_max_file_mb: Option<u64>,
-    /// Milliseconds between SIGTERM and SIGKILL when an engine run times out or is cancelled [default: 5000].
-    #[arg(long, env = "DOCKYARD_ENGINE_GRACE_MS")]
-    pub engine_grace_ms: Option<u64>,
+    /// Largest file an engine run may write, in MB (2^20 bytes); 0 = none.
+    #[arg(long, env = "DOCKYARD_ENGINE_MAX_FILE_MB", default_value_t = DEFAULT_ENGINE_MAX_FILE_MB)]
+    pub engine_max_file_mb: u64,
+    /// Milliseconds between SIGTERM and SIGKILL when an engine run times out or is cancelled.
+    #[arg(long, env = "DOCKYARD_ENGINE_GRACE_MS", default_value_t = DEFAULT_ENGINE_GRACE_MS)]
+    pub engine_grace_ms: u64,
     /// File holding the cluster join token (the coordinator's --join-token-file).
     #[arg(long, env = "DOCKYARD_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
@@ -198,47 +203,17 @@ pub struct AgentArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AgentFile {
-    pub coordinator: Option<String>,
-    pub slots: Option<u32>,
-    pub memory_mb: Option<u64>,
-    pub work_dir: Option<PathBuf>,
-    pub node_id: Option<String>,
-    pub vina: Option<PathBuf>,
-    pub smina: Option<PathBuf>,
-    pub gnina: Option<PathBuf>,
-    pub gpus: Option<String>,
-    pub enable_sleep_engine: Option<bool>,
-    pub artifacts: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
-    pub shutdown_grace_s: Option<u64>,
-    pub log_format: Option<String>,
-    pub metrics_listen: Option<String>,
-    pub etcd: Option<String>,
-    pub cluster: Option<String>,
-    pub etcd_ttl_ms: Option<u64>,
-    pub engine_memory_limit_mb: Option<u64>,
-    pub engine_max_file_mb: Option<u64>,
-    pub engine_grace_ms: Option<u64>,
-    pub join_token_file: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+impl Default for AgentSettings {
+    fn default() -> Self {
+        declared_defaults()
+    }
 }
 
-/// Default of `--engine-max-file-mb`.
-pub const DEFAULT_ENGINE_MAX_FILE_MB: u64 = 1024;
-
-impl AgentArgs {
-    pub fn resolve(self) -> Result<(AgentConfig, String), DockyardError> {
-        let f: AgentFile = load_toml(self.config.as_deref())?;
-        let coordinator = self
-            .coordinator
-            .or(f.coordinator)
-            .unwrap_or_else(|| "http://127.0.0.1:50051".into());
-        for url in coordinator.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+impl AgentSettings {
+    /// Checks the settings, probes what they leave to the machine (CPUs, memory, host name)
+    /// and turns them into the agent's config.
+    pub fn resolve(&self) -> Result<AgentConfig, DockyardError> {
+        for url in self.coordinator.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(DockyardError::invalid(
                     "coordinator",
@@ -246,140 +221,212 @@ impl AgentArgs {
                 ));
             }
         }
-        let node = self.node_id.or(f.node_id).unwrap_or_else(capacity::hostname);
-        let node_id = NodeId::parse(&node)?;
-        let work_dir = self.work_dir.or(f.work_dir).unwrap_or_else(|| PathBuf::from("dockyard-work"));
-        let mut c = AgentConfig::new(coordinator, node_id, work_dir);
-        if let Some(s) = self.slots.or(f.slots) {
-            if s == 0 || s > 4096 {
+        let node_id = NodeId::parse(&self.node_id.clone().unwrap_or_else(capacity::hostname))?;
+        let slots = match self.slots {
+            None => capacity::cpu_count(),
+            Some(s) if s == 0 || s > 4096 => {
                 return Err(DockyardError::invalid("slots", format!("{s} must be 1-4096")));
             }
-            c.slots = s;
-        }
-        if let Some(mb) = self.memory_mb.or(f.memory_mb) {
-            c.memory_bytes = mb * 1_000_000;
-        }
-        c.vina_path = self.vina.or(f.vina);
-        c.smina_path = self.smina.or(f.smina);
-        c.gnina_path = self.gnina.or(f.gnina);
-        c.fake_gpus = self.fake_gpus.unwrap_or(0);
-        match self.gpus.or(f.gpus).as_deref().map(str::trim) {
-            None | Some("all") => {}
-            Some("none") => c.probe_gpus = false,
+            Some(s) => s,
+        };
+        let memory_bytes = match self.memory_mb {
+            None => capacity::memory_bytes(),
+            Some(mb) => mb
+                .checked_mul(1_000_000)
+                .ok_or_else(|| DockyardError::invalid("memory_mb", format!("{mb} MB is too large")))?,
+        };
+        let (probe_gpus, gpu_filter) = match self.gpus.as_deref().map(str::trim) {
+            None | Some("all") => (true, None),
+            Some("none") => (false, None),
             Some(list) => {
                 let ids: Result<Vec<u32>, _> = list.split(',').map(|x| x.trim().parse::<u32>()).collect();
-                c.gpu_filter =
-                    Some(ids.map_err(|_| DockyardError::invalid("gpus", format!("'{list}' must be none, all, or indices like 0,1")))?);
+                let ids = ids.map_err(|_| DockyardError::invalid("gpus", format!("'{list}' must be none, all, or indices like 0,1")))?;
+                (true, Some(ids))
             }
-        }
-        c.enable_sleep_engine = self.enable_sleep_engine || f.enable_sleep_engine.unwrap_or(false);
-        c.artifacts = self.artifacts.or(f.artifacts);
-        c.metrics_listen = self.metrics_listen.or(f.metrics_listen);
-        c.labels = f.labels.unwrap_or_default();
-        for l in self.labels {
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| DockyardError::invalid("label", format!("'{l}' must be KEY=VALUE")))?;
-            c.labels.insert(k.to_string(), v.to_string());
-        }
-        if let Some(g) = self.shutdown_grace_s.or(f.shutdown_grace_s) {
-            c.shutdown_grace = Duration::from_secs(g);
-        }
-        if let Some(urls) = self.etcd.or(f.etcd) {
-            let cluster = self.cluster.or(f.cluster).unwrap_or_else(|| DEFAULT_CLUSTER.into());
-            c.etcd = Some(EtcdSettings::parse(&urls, &cluster)?);
-            let ttl = self.etcd_ttl_ms.or(f.etcd_ttl_ms).unwrap_or(5000);
-            if ttl < 1000 {
-                return Err(DockyardError::invalid(
-                    "etcd_ttl_ms",
-                    format!("{ttl} is below etcd's 1 s lease granularity"),
-                ));
+        };
+        let etcd = match &self.etcd {
+            None => None,
+            Some(urls) => {
+                let etcd = EtcdSettings::parse(urls, &self.cluster)?;
+                if self.etcd_ttl_ms < 1000 {
+                    return Err(DockyardError::invalid(
+                        "etcd_ttl_ms",
+                        format!("{} is below etcd's 1 s lease granularity", self.etcd_ttl_ms),
+                    ));
+                }
+                Some(etcd)
             }
-            c.etcd_ttl = Duration::from_millis(ttl);
-        }
+        };
         let mb = |name: &str, v: u64| {
             v.checked_mul(1 << 20)
                 .ok_or_else(|| DockyardError::invalid(name, format!("{v} MB is too large")))
         };
-        if let Some(v) = self.engine_memory_limit_mb.or(f.engine_memory_limit_mb) {
-            c.engine_memory_limit = Some(mb("engine_memory_limit_mb", v)?);
-        }
-        if let Some(v) = self.engine_max_file_mb.or(f.engine_max_file_mb) {
-            c.engine_max_file_bytes = mb("engine_max_file_mb", v)?;
-        }
-        if let Some(ms) = self.engine_grace_ms.or(f.engine_grace_ms) {
-            c.engine_grace = Duration::from_millis(ms);
-        }
-        c.join_token_file = self.join_token_file.or(f.join_token_file);
-        c.tls_ca = self.tls_ca.or(f.tls_ca);
-        c.tls_cert = self.tls_cert.or(f.tls_cert);
-        c.tls_key = self.tls_key.or(f.tls_key);
-        if c.tls_cert.is_some() != c.tls_key.is_some() {
+        let engine_memory_limit = match self.engine_memory_limit_mb {
+            None => None,
+            Some(v) => Some(mb("engine_memory_limit_mb", v)?),
+        };
+        let engine_max_file_bytes = mb("engine_max_file_mb", self.engine_max_file_mb)?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(DockyardError::invalid("tls_cert", "give both --tls-cert and --tls-key"));
         }
-        Ok((c, self.log_format.or(f.log_format).unwrap_or_else(|| "text".into())))
+        Ok(AgentConfig {
+            coordinator: self.coordinator.clone(),
+            node_id,
+            slots,
+            memory_bytes,
+            work_dir: self.work_dir.clone(),
+            vina_path: self.vina.clone(),
+            smina_path: self.smina.clone(),
+            gnina_path: self.gnina.clone(),
+            enable_sleep_engine: self.enable_sleep_engine,
+            artifacts: self.artifacts.clone(),
+            labels: self.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_s),
+            probe_gpus,
+            gpu_filter,
+            fake_gpus: 0,
+            etcd,
+            etcd_ttl: Duration::from_millis(self.etcd_ttl_ms),
+            engine_memory_limit,
+            engine_max_file_bytes,
+            engine_grace: Duration::from_millis(self.engine_grace_ms),
+            join_token_file: self.join_token_file.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+        })
+    }
+}
+
+/// A node label: `--label KEY=VALUE`, or `KEY = "VALUE"` in the file's `[labels]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for Label {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = s.split_once('=').ok_or_else(|| format!("'{s}' must be KEY=VALUE"))?;
+        Ok(Label {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Labels as the file writes them: a table, one key per label.
+mod label_table {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Label;
+
+    pub fn serialize<S: Serializer>(labels: &[Label], s: S) -> Result<S::Ok, S::Error> {
+        let table: BTreeMap<&str, &str> = labels.iter().map(|l| (l.key.as_str(), l.value.as_str())).collect();
+        table.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Label>, D::Error> {
+        let table = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(table.into_iter().map(|(key, value)| Label { key, value }).collect())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// What `dockyard-agent ARGS` would run with (and the environment's settings).
+    pub(crate) fn load(args: &[&str]) -> Result<AgentConfig, DockyardError> {
+        let m = AgentArgs::command()
+            .try_get_matches_from(std::iter::once("dockyard-agent").chain(args.iter().copied()))
+            .map_err(|e| DockyardError::invalid("arguments", e.to_string()))?;
+        AgentArgs::load(&m).map(|(c, _)| c)
+    }
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml")
+    }
 
     #[test]
     fn example_config_in_deploy_parses() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
-        let args = AgentArgs {
-            config: Some(p),
-            node_id: Some("n1".into()),
-            ..AgentArgs::default()
-        };
-        let (c, fmt) = args.resolve().expect("deploy/config/agent.toml must parse");
+        let p = example();
+        let m = AgentArgs::command()
+            .try_get_matches_from(["dockyard-agent", "--config", p.to_str().expect("utf-8 path"), "--node-id", "n1"])
+            .expect("flags");
+        let (c, fmt) = AgentArgs::load(&m).expect("deploy/config/agent.toml must parse");
         assert_eq!(c.coordinator, "http://127.0.0.1:50051");
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("r1"));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(fmt, "json");
     }
 
     #[test]
     fn every_setting_the_example_documents_exists() {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
-        let f: AgentFile = dockyard_common::config::load_with_examples_enabled(&p).expect("every documented key is a setting");
-        assert!(f.etcd.is_some() && f.tls_key.is_some() && f.engine_grace_ms == Some(5000));
+        let f: AgentSettings = dockyard_common::config::load_with_examples_enabled(&example()).expect("every documented key is a setting");
+        assert!(f.etcd.is_some() && f.tls_key.is_some());
+        // The two the example marks as the defaults.
+        let d = AgentSettings::default();
+        assert_eq!((f.engine_max_file_mb, f.engine_grace_ms), (d.engine_max_file_mb, d.engine_grace_ms));
+    }
+
+    #[test]
+    fn file_labels_and_flag_labels_add_up() {
+        let p = example();
+        let c = load(&[
+            "--config",
+            p.to_str().expect("utf-8 path"),
+            "--node-id",
+            "n1",
+            "--label",
+            "zone=z2",
+            "--label",
+            "rack=r9",
+        ])
+        .expect("loads");
+        let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(labels, ["rack=r9", "zone=z2"]);
+        let e = load(&["--node-id", "n", "--label", "rack"]).expect_err("not KEY=VALUE");
+        assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn declared_defaults_are_the_config_defaults() {
+        let c = AgentSettings {
+            node_id: Some("n".into()),
+            ..AgentSettings::default()
+        }
+        .resolve()
+        .expect("the defaults are valid");
+        assert_eq!(c.coordinator, "http://127.0.0.1:50051");
+        assert_eq!(c.work_dir, PathBuf::from("dockyard-work"));
+        assert_eq!(c.slots, capacity::cpu_count());
+        assert_eq!((c.shutdown_grace, c.etcd_ttl), (Duration::from_secs(30), Duration::from_secs(5)));
+        assert_eq!((c.engine_max_file_bytes, c.engine_grace), (1024 << 20, DEFAULT_GRACE));
+        assert!(c.probe_gpus && c.gpu_filter.is_none() && c.etcd.is_none() && c.engine_memory_limit.is_none());
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = AgentArgs {
-            coordinator: Some("127.0.0.1:50051".into()),
-            node_id: Some("n".into()),
-            ..AgentArgs::default()
-        }
-        .resolve()
-        .expect_err("no scheme");
+        let e = load(&["--coordinator", "127.0.0.1:50051", "--node-id", "n"]).expect_err("no scheme");
         assert!(e.to_string().contains("coordinator"), "{e}");
-        let e = AgentArgs {
-            slots: Some(0),
-            node_id: Some("n".into()),
-            ..AgentArgs::default()
-        }
-        .resolve()
-        .expect_err("zero slots");
+        let e = load(&["--slots", "0", "--node-id", "n"]).expect_err("zero slots");
         assert!(e.to_string().contains("slots"), "{e}");
-        let e = AgentArgs {
-            gpus: Some("0,x".into()),
-            node_id: Some("n".into()),
-            ..AgentArgs::default()
-        }
-        .resolve()
-        .expect_err("bad gpus");
+        let e = load(&["--gpus", "0,x", "--node-id", "n"]).expect_err("bad gpus");
         assert!(e.to_string().contains("gpus"), "{e}");
-        let c = AgentArgs {
-            gpus: Some("1, 3".into()),
-            node_id: Some("n".into()),
-            ..AgentArgs::default()
-        }
-        .resolve()
-        .expect("gpu list")
-        .0;
+        let e = load(&["--etcd", "http://e:2379", "--etcd-ttl-ms", "500", "--node-id", "n"]).expect_err("short ttl");
+        assert!(e.to_string().contains("etcd_ttl_ms"), "{e}");
+        let e = load(&["--tls-cert", "/c.pem", "--node-id", "n"]).expect_err("no key");
+        assert!(e.to_string().contains("tls_cert"), "{e}");
+        let c = load(&["--gpus", "1, 3", "--node-id", "n", "--fake-gpus", "2"]).expect("gpu list");
         assert_eq!(c.gpu_filter, Some(vec![1, 3]));
+        assert_eq!(c.fake_gpus, 2);
     }
 }

@@ -1,6 +1,6 @@
 //! `dockyard-agent` binary.
 
-use clap::Parser;
+use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -9,7 +9,8 @@ use dockyard_agent::sandbox::{self, SandboxConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let (cfg, log_format) = match AgentArgs::parse().resolve() {
+    // Clap prints --help and usage errors itself; the file and the checks come after.
+    let (cfg, log_format) = match AgentArgs::load(&AgentArgs::command().get_matches()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("dockyard-agent: {e}");

@@ -322,11 +322,12 @@ mod tests {
 
     #[test]
     fn configured_limits() {
-        let mut cfg = AgentConfig::new(
-            "http://127.0.0.1:1",
-            dockyard_common::ids::NodeId::parse("n").expect("id"),
-            "/tmp/w",
-        );
+        let mut cfg = crate::config::AgentSettings {
+            node_id: Some("n".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("the declared defaults");
         assert_eq!(SandboxConfig::from_agent(&cfg), SandboxConfig::default());
         cfg.engine_memory_limit = Some(0);
         cfg.engine_max_file_bytes = 0;
@@ -349,9 +350,7 @@ mod tests {
 
     #[test]
     fn limit_flags() {
-        use clap::Parser;
-        let args = crate::config::AgentArgs::parse_from([
-            "dockyard-agent",
+        let cfg = crate::config::tests::load(&[
             "--node-id",
             "n",
             "--engine-memory-limit-mb",
@@ -360,8 +359,8 @@ mod tests {
             "0",
             "--engine-grace-ms",
             "250",
-        ]);
-        let (cfg, _) = args.resolve().expect("resolves");
+        ])
+        .expect("resolves");
         assert_eq!(
             SandboxConfig::from_agent(&cfg),
             SandboxConfig {

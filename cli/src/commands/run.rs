@@ -7,9 +7,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use dockyard_agent::AgentConfig;
-use dockyard_common::ids::NodeId;
-use dockyard_coordinator::CoordinatorConfig;
+use dockyard_agent::config::AgentSettings;
+use dockyard_coordinator::config::CoordinatorSettings;
 
 use crate::client::Client;
 use crate::commands::{query, submit::SubmitArgs, watch};
@@ -34,20 +33,36 @@ pub struct EmbeddedArgs {
 /// Starts coordinator + agent, runs one job, prints the hits, stops everything.
 pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> {
     std::fs::create_dir_all(&emb.data_dir).with_context(|| format!("cannot create --data-dir {}", emb.data_dir.display()))?;
-    let coord = dockyard_coordinator::start(CoordinatorConfig::new("127.0.0.1:0", emb.data_dir.join("coordinator")))
+    // The declared defaults (not the environment, which is the standalone binaries'), but
+    // loopback on any port, and the agent beside the coordinator.
+    let ccfg = CoordinatorSettings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: emb.data_dir.join("coordinator"),
+        ..CoordinatorSettings::default()
+    }
+    .resolve()
+    .context("embedded coordinator settings")?;
+    let coord = dockyard_coordinator::start(ccfg)
         .await
         .context("cannot start the embedded coordinator")?;
-    let mut acfg = AgentConfig::new(
-        coord.endpoint(),
-        NodeId::parse("local").context("node id")?,
-        emb.data_dir.join("agent-work"),
-    );
-    if let Some(s) = emb.slots {
-        acfg.slots = s.max(1);
+    let acfg = AgentSettings {
+        coordinator: coord.endpoint(),
+        node_id: Some("local".into()),
+        work_dir: emb.data_dir.join("agent-work"),
+        slots: emb.slots.map(|s| s.max(1)),
+        enable_sleep_engine: sub.engine == "sleep",
+        // Same machine: the agent reads and writes the artifact folder directly.
+        artifacts: Some(coord.artifacts_uri.clone()),
+        ..AgentSettings::default()
     }
-    acfg.enable_sleep_engine = sub.engine == "sleep";
-    // Same machine: the agent reads and writes the artifact folder directly.
-    acfg.artifacts = Some(coord.artifacts_uri.clone());
+    .resolve();
+    let acfg = match acfg {
+        Ok(c) => c,
+        Err(e) => {
+            coord.shutdown().await;
+            return Err(anyhow::Error::new(e).context("embedded agent settings"));
+        }
+    };
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(dockyard_agent::run(acfg, agent_stop.clone()));
 

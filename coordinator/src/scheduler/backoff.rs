@@ -11,16 +11,15 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
+impl Backoff {
+    /// Capped at 30 s; the base is the coordinator's `--retry-base-ms`.
+    pub fn new(base: Duration) -> Self {
         Backoff {
-            base: Duration::from_millis(500),
+            base,
             max: Duration::from_secs(30),
         }
     }
-}
 
-impl Backoff {
     /// Delay before attempt `next_attempt` (2 = first retry).
     pub fn delay(&self, next_attempt: u32) -> Duration {
         let exp = next_attempt.saturating_sub(2).min(16);

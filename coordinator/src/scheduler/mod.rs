@@ -67,11 +67,13 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
+        // Timings as the coordinator declares them (config::CoordinatorSettings).
+        let d = crate::config::CoordinatorSettings::default();
         SchedulerConfig {
-            heartbeat_interval: Duration::from_secs(2),
-            lease: Duration::from_secs(10),
-            backoff: Backoff::default(),
-            reconcile_grace: Duration::from_secs(15),
+            heartbeat_interval: d.heartbeat_interval(),
+            lease: d.lease(),
+            backoff: d.backoff(),
+            reconcile_grace: d.reconcile_grace(),
             coordinator_id: "coordinator".into(),
             cluster_epoch: None,
             artifacts_uri: String::new(),

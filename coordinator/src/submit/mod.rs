@@ -39,20 +39,9 @@ pub struct SubmitLimits {
 }
 
 impl Default for SubmitLimits {
+    /// As the coordinator declares them (`config::CoordinatorSettings`).
     fn default() -> Self {
-        SubmitLimits {
-            // A drug-like ligand is a few kilobytes of SDF; 1 MiB is ~12,000 atoms, far past
-            // what a docking engine takes as a ligand.
-            max_record_bytes: 1 << 20,
-            max_library_bytes: 16 << 30,
-            // A 4 GiB upload (the --max-upload-bytes default) of gzipped SMILES or SDF
-            // expands to about 16-32 GiB.
-            max_decompressed_bytes: 32 << 30,
-            // Molecule text compresses 3-10 fold; 10 MB of zeros, 1000 fold.
-            max_gzip_ratio: 100,
-            // The largest PDB entries (ribosomes) are ~50 MB as PDB text.
-            max_receptor_bytes: 256 << 20,
-        }
+        crate::config::CoordinatorSettings::default().limits()
     }
 }
 
@@ -407,13 +396,17 @@ mod tests {
 
     #[test]
     fn limit_flags_resolve_with_defaults_and_zero_is_refused() {
-        let args = crate::config::CoordinatorArgs {
-            max_record_bytes: Some(5000),
-            max_gzip_ratio: Some(20),
-            max_message_bytes: Some(1 << 20),
-            ..Default::default()
-        };
-        let (c, _) = args.resolve().expect("limits");
+        use crate::config::tests::settings_from;
+        let c = settings_from(&[
+            "--max-record-bytes",
+            "5000",
+            "--max-gzip-ratio",
+            "20",
+            "--max-message-bytes",
+            "1048576",
+        ])
+        .and_then(|s| s.resolve())
+        .expect("limits");
         let d = SubmitLimits::default();
         assert_eq!(
             c.limits,
@@ -425,12 +418,9 @@ mod tests {
         );
         assert_eq!(c.max_message_bytes, 1 << 20);
         assert_eq!(c.max_upload_bytes, 4 << 30);
-        let e = crate::config::CoordinatorArgs {
-            max_gzip_ratio: Some(0),
-            ..Default::default()
-        }
-        .resolve()
-        .expect_err("a ratio of 0 refuses every gzip file");
+        let e = settings_from(&["--max-gzip-ratio", "0"])
+            .and_then(|s| s.resolve())
+            .expect_err("a ratio of 0 refuses every gzip file");
         assert!(e.to_string().contains("max_gzip_ratio"), "{e}");
         assert_eq!(
             flag_hint("max-gzip-ratio"),
