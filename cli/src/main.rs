@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use serde::Deserialize;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use commands::bench::{DispatchArgs, DockingArgs, ScaleArgs};
 use commands::run::EmbeddedArgs;
@@ -31,10 +31,30 @@ then the --config TOML file (keys: endpoint, token, tls_ca).";
 #[derive(Parser, Debug)]
 #[command(name = "dockyard", version, about = "Dockyard: molecular docking at cluster scale.", after_help = EXAMPLES)]
 struct Cli {
-    /// Coordinator URL, or several comma-separated (the leader is found among them)
-    /// [default: http://127.0.0.1:50051].
-    #[arg(long, global = true, env = "DOCKYARD_ENDPOINT", visible_alias = "coordinator")]
-    endpoint: Option<String>,
+    #[command(flatten)]
+    client: ClientSettings,
+    /// TOML config file with `endpoint`, `token` and `tls_ca`.
+    #[arg(long, global = true, env = "DOCKYARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where the client finds the coordinator and how it proves who it is: each setting declared
+/// once, as a flag, a `DOCKYARD_*` variable and a `--config` key, with its default
+/// (`dockyard_common::settings`).
+#[derive(clap::Args, Serialize, Deserialize, Debug)]
+#[serde(default, deny_unknown_fields)]
+struct ClientSettings {
+    /// Coordinator URL, or several comma-separated (the leader is found among them).
+    #[arg(
+        long,
+        global = true,
+        env = "DOCKYARD_ENDPOINT",
+        visible_alias = "coordinator",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    endpoint: String,
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "DOCKYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -42,11 +62,12 @@ struct Cli {
     /// [default: the system's roots].
     #[arg(long, global = true, env = "DOCKYARD_TLS_CA")]
     tls_ca: Option<PathBuf>,
-    /// TOML config file with `endpoint`, `token` and `tls_ca`.
-    #[arg(long, global = true, env = "DOCKYARD_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    cmd: Cmd,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        dockyard_common::settings::declared_defaults()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,19 +208,8 @@ enum BenchCmd {
     Scale(ScaleArgs),
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CliFile {
-    endpoint: Option<String>,
-    token: Option<String>,
-    tls_ca: Option<PathBuf>,
-}
-
-async fn main_inner(cli: Cli) -> Result<bool> {
-    let file: CliFile = dockyard_common::config::load_toml(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let endpoint = cli.endpoint.or(file.endpoint).unwrap_or_else(|| "http://127.0.0.1:50051".into());
-    let token = cli.token.or(file.token);
-    let tls_ca = cli.tls_ca.or(file.tls_ca);
+async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
+    let ClientSettings { endpoint, token, tls_ca } = settings;
     let connect = || client::Client::connect_tls(&endpoint, token.clone(), tls_ca.as_deref());
     match cli.cmd {
         Cmd::Submit { args, wait } => {
@@ -279,7 +289,18 @@ async fn main_inner(cli: Cli) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut Cli::command()).exit(),
+    };
+    let settings = match dockyard_common::settings::load::<ClientSettings>(&matches) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dockyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // `run` and `demo` host a coordinator and an agent, so they export traces as those do;
     // the exporter needs the runtime, hence the set-up after it.
     let hosts_services = matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. });
@@ -297,7 +318,7 @@ fn main() -> ExitCode {
         let _rt = rt.enter();
         dockyard_common::telemetry::init_with_traces("text", "warn", "dockyard")
     });
-    let code = match rt.block_on(main_inner(cli)) {
+    let code = match rt.block_on(main_inner(cli, settings)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -309,4 +330,31 @@ fn main() -> ExitCode {
         rt.block_on(t.shutdown());
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> ClientSettings {
+        let m = Cli::command()
+            .try_get_matches_from(std::iter::once("dockyard").chain(args.iter().copied()))
+            .expect("arguments parse");
+        dockyard_common::settings::load(&m).expect("settings load")
+    }
+
+    /// Flags win over the file, the file over the default, wherever the flags sit on the line.
+    #[test]
+    fn client_settings_layer_flags_over_file_over_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "endpoint = \"http://file:1\"\ntls_ca = \"/ca.pem\"\n").expect("write");
+        let f = file.to_str().expect("utf-8 path");
+        let s = settings(&["jobs", "--config", f]);
+        assert_eq!(s.endpoint, "http://file:1");
+        assert_eq!(s.tls_ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        let s = settings(&["--config", f, "jobs", "--endpoint", "http://flag:2", "--token", "t"]);
+        assert_eq!((s.endpoint.as_str(), s.token.as_deref()), ("http://flag:2", Some("t")));
+        assert_eq!(settings(&["jobs"]).endpoint, "http://127.0.0.1:50051");
+    }
 }
