@@ -1,6 +1,8 @@
 //! Job specifications: validated domain types built from client requests.
 
+mod engine;
 mod ligand_table;
+mod params;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,47 +14,8 @@ use crate::error::DockyardError;
 use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
-/// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    Vina,
-    Smina,
-    Gnina,
-    /// Does no docking: waits, for smoke tests and benchmarks.
-    Sleep,
-}
-
-impl EngineKind {
-    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
-
-    pub fn parse(s: &str) -> Result<Self, DockyardError> {
-        match s {
-            "vina" => Ok(EngineKind::Vina),
-            "smina" => Ok(EngineKind::Smina),
-            "gnina" => Ok(EngineKind::Gnina),
-            "sleep" => Ok(EngineKind::Sleep),
-            "" => Err(DockyardError::invalid("engine", "missing; one of vina, smina, gnina, sleep")),
-            other => Err(DockyardError::invalid(
-                "engine",
-                format!("unknown engine '{other}'; one of vina, smina, gnina, sleep"),
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Vina => "vina",
-            EngineKind::Smina => "smina",
-            EngineKind::Gnina => "gnina",
-            EngineKind::Sleep => "sleep",
-        }
-    }
-
-    pub fn test_only(self) -> bool {
-        self == EngineKind::Sleep
-    }
-}
+pub use engine::{EngineKind, EngineTraits};
+pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,67 +65,6 @@ impl DockBox {
 
     pub fn volume(&self) -> f64 {
         self.size.iter().product()
-    }
-}
-
-/// Engine parameters after defaults are applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DockParams {
-    pub exhaustiveness: u32,
-    pub num_modes: u32,
-    pub seed: i64,
-    /// 0 = engine default.
-    pub energy_range: f64,
-    pub sleep_ms: u32,
-    /// Engine options beyond Vina's (validated per engine at submission).
-    #[serde(default)]
-    pub extra: EngineOptions,
-}
-
-/// smina/gnina options; empty strings mean the engine's default.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct EngineOptions {
-    pub scoring: String,
-    pub mode: String,
-    pub cnn_scoring: String,
-    pub cnn_model: String,
-    pub no_gpu: bool,
-}
-
-/// Seed used when the client gives none: fixed so a rerun reproduces the same poses.
-pub const DEFAULT_SEED: i64 = 42;
-
-impl DockParams {
-    pub fn from_request(exhaustiveness: u32, num_modes: u32, seed: i64, energy_range: f64, sleep_ms: u32) -> Result<Self, DockyardError> {
-        let exhaustiveness = if exhaustiveness == 0 { 8 } else { exhaustiveness };
-        if exhaustiveness > 512 {
-            return Err(DockyardError::invalid(
-                "params.exhaustiveness",
-                format!("{exhaustiveness} must be 1-512"),
-            ));
-        }
-        let num_modes = if num_modes == 0 { 9 } else { num_modes };
-        if num_modes > 100 {
-            return Err(DockyardError::invalid("params.num_modes", format!("{num_modes} must be 1-100")));
-        }
-        if !energy_range.is_finite() || !(0.0..=100.0).contains(&energy_range) {
-            return Err(DockyardError::invalid(
-                "params.energy_range",
-                format!("{energy_range} must be 0-100 kcal/mol"),
-            ));
-        }
-        if sleep_ms > 3_600_000 {
-            return Err(DockyardError::invalid("params.sleep_ms", "must be at most one hour"));
-        }
-        let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-        Ok(DockParams {
-            exhaustiveness,
-            num_modes,
-            seed,
-            energy_range,
-            sleep_ms,
-            extra: EngineOptions::default(),
-        })
     }
 }
 
@@ -271,20 +173,18 @@ impl JobSpec {
 
     /// Whether some input must be converted (to PDBQT) on the agent before Vina can read it.
     pub fn needs_preparation(&self) -> bool {
-        self.engine == EngineKind::Vina
+        self.engine.traits().needs_pdbqt
             && (self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) || self.ligands.iter().any(|l| !l.is_pdbqt()))
     }
 
     /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
     /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
     pub fn task_memory_bytes(&self) -> u64 {
-        match self.engine {
-            EngineKind::Sleep => 0,
-            _ => {
-                let per_a3 = 470.0e6 / 8000.0;
-                (100.0e6 + per_a3 * self.dock_box.volume()) as u64
-            }
+        if !self.engine.traits().grid_memory {
+            return 0;
         }
+        let per_a3 = 470.0e6 / 8000.0;
+        (100.0e6 + per_a3 * self.dock_box.volume()) as u64
     }
 
     pub fn validate_scalars(priority: i32, batch_size: u32, max_attempts: u32, timeout_s: u32) -> Result<(), DockyardError> {
@@ -388,12 +288,6 @@ mod tests {
         };
         let e = b.validate().expect_err("size 0");
         assert!(e.to_string().contains("box.size.y"), "{e}");
-    }
-
-    #[test]
-    fn unknown_engine_is_rejected() {
-        let e = EngineKind::parse("autodock9").expect_err("unknown");
-        assert!(e.to_string().contains("engine"));
     }
 
     #[test]

@@ -19,17 +19,17 @@ use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::agent_service_client::AgentServiceClient;
 use dockyard_proto::PROTOCOL_VERSION;
 
+use crate::artifacts::relay::CoordinatorRelayStore;
+use crate::artifacts::swap::SwapStore;
 use crate::capacity;
 use crate::config::AgentConfig;
-use crate::link::dial::{AgentChannel, Dialer};
 use crate::engine::probe_engines;
+use crate::link::dial::{AgentChannel, Dialer};
 use crate::link::leader::LeaderFinder;
 use crate::link::membership;
 use crate::metrics::{self, AgentMetrics};
 use crate::prepare::Preparer;
-use crate::artifacts::relay::CoordinatorRelayStore;
 use crate::runner::{run_task, RunnerContext};
-use crate::artifacts::swap::SwapStore;
 
 /// Results sent within this window are replayed after a reconnect: the stream may have
 /// died before they arrived. The coordinator drops the ones it already has.
@@ -84,10 +84,13 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     let _metrics_stop = metrics_stop.clone().drop_guard();
     let (metrics, _) = metrics::start(cfg.metrics_listen.as_deref(), metrics_stop).await?;
     metrics.set_slots(cfg.slots);
+    let paths = [
+        (EngineKind::Vina, &cfg.vina_path),
+        (EngineKind::Smina, &cfg.smina_path),
+        (EngineKind::Gnina, &cfg.gnina_path),
+    ];
     let engines = probe_engines(&crate::engine::EngineProbe {
-        vina: cfg.vina_path.clone(),
-        smina: cfg.smina_path.clone(),
-        gnina: cfg.gnina_path.clone(),
+        paths: paths.into_iter().filter_map(|(k, p)| Some((k, p.clone()?))).collect(),
         enable_sleep: cfg.enable_sleep_engine,
     })
     .await;
@@ -143,9 +146,9 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         .map(|e| {
             let d = e.descriptor();
             pb::EngineInfo {
-                name: d.name.clone(),
+                name: d.name().to_string(),
                 version: d.version.clone(),
-                test_only: d.test_only,
+                test_only: d.test_only(),
             }
         })
         .collect();
@@ -175,13 +178,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
     let membership_stop = CancellationToken::new();
-    let mut runner = RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer);
-    for (name, path) in [("smina", &cfg.smina_path), ("gnina", &cfg.gnina_path)] {
-        if let Some(p) = path {
-            runner = runner.with_engine_program(name, p.clone());
-        }
-    }
-    let ctx = Arc::new(runner);
+    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer));
     if let Some(etcd) = &cfg.etcd {
         let record = NodeRecord {
             node_id: cfg.node_id.to_string(),
