@@ -113,6 +113,8 @@ pub const MAX_BATCH_SIZE: u32 = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_TIMEOUT_S: u32 = 3600;
 pub const MAX_SLEEP_TASKS: u32 = 10_000_000;
+/// More cores than any one machine a task could run on has.
+pub const MAX_CPUS_PER_TASK: u32 = 1024;
 
 /// Everything needed to run a job; persisted with the job and shipped (per task) to agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,6 +127,9 @@ pub struct JobSpec {
     pub max_attempts: u32,
     pub timeout_s: u32,
     pub gpus_per_task: u32,
+    /// Cores (agent slots) each task holds; its engine gets as many threads.
+    #[serde(default = "one_cpu", skip_serializing_if = "is_one_cpu")]
+    pub cpus_per_task: u32,
     pub dock_box: DockBox,
     pub params: DockParams,
     pub receptor: Option<InputRef>,
@@ -144,6 +149,15 @@ pub struct JobSpec {
     pub cached: u32,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
+}
+
+/// Jobs stored before `cpus_per_task` ran each task on one core.
+fn one_cpu() -> u32 {
+    1
+}
+
+fn is_one_cpu(n: &u32) -> bool {
+    *n == 1
 }
 
 impl JobSpec {
@@ -185,6 +199,19 @@ impl JobSpec {
         }
         let per_a3 = 470.0e6 / 8000.0;
         (100.0e6 + per_a3 * self.dock_box.volume()) as u64
+    }
+
+    /// Cores per task from the request: unset is one, 0 and more than
+    /// [`MAX_CPUS_PER_TASK`] are refused.
+    pub fn validate_cpus(cpus_per_task: Option<u32>) -> Result<u32, DockyardError> {
+        match cpus_per_task {
+            None => Ok(1),
+            Some(n @ 1..=MAX_CPUS_PER_TASK) => Ok(n),
+            Some(n) => Err(DockyardError::invalid(
+                "cpus_per_task",
+                format!("{n} must be 1-{MAX_CPUS_PER_TASK} (cores each task takes on an agent)"),
+            )),
+        }
     }
 
     pub fn validate_scalars(priority: i32, batch_size: u32, max_attempts: u32, timeout_s: u32) -> Result<(), DockyardError> {
@@ -247,6 +274,7 @@ mod tests {
             max_attempts: 3,
             timeout_s: 10,
             gpus_per_task: 0,
+            cpus_per_task: 1,
             dock_box: DockBox {
                 center: [0.0; 3],
                 size: [20.0; 3],
@@ -288,6 +316,29 @@ mod tests {
         };
         let e = b.validate().expect_err("size 0");
         assert!(e.to_string().contains("box.size.y"), "{e}");
+    }
+
+    #[test]
+    fn cpus_per_task_defaults_to_one_and_refuses_zero_and_absurd_counts() {
+        assert_eq!(JobSpec::validate_cpus(None).expect("unset"), 1);
+        assert_eq!(JobSpec::validate_cpus(Some(4)).expect("four"), 4);
+        for bad in [0, MAX_CPUS_PER_TASK + 1] {
+            let e = JobSpec::validate_cpus(Some(bad)).expect_err("refused");
+            assert!(
+                e.to_string().contains("cpus_per_task") && e.to_string().contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        // Specs stored before the field existed read back as one core each; one core is
+        // not written, so such specs keep their bytes.
+        let mut json = serde_json::to_value(spec(1, 1)).expect("json");
+        assert!(json.get("cpus_per_task").is_none(), "{json}");
+        json["cpus_per_task"] = 3.into();
+        let s: JobSpec = serde_json::from_value(json).expect("read");
+        assert_eq!(s.cpus_per_task, 3);
+        let mut json = serde_json::to_value(spec(1, 1)).expect("json");
+        json.as_object_mut().expect("object").remove("cpus_per_task");
+        assert_eq!(serde_json::from_value::<JobSpec>(json).expect("read").cpus_per_task, 1);
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         ligands,
         // The epoch keeps two leaders' attempts of one task (after a failover) apart.
         output_prefix: format!("orgs/{}/jobs/{}/tasks/{}/a{}e{}/", spec.org, tid.job, tid.index, attempt, epoch),
-        cpu_slots: 1,
+        cpu_slots: class.cpus,
         memory_bytes: class.memory_bytes,
         gpu_indices: gpus,
         timeout_s: spec.timeout_s,

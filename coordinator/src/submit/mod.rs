@@ -219,6 +219,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
             format!("{} must be 0-16", req.gpus_per_task),
         ));
     }
+    let cpus_per_task = JobSpec::validate_cpus(req.cpus_per_task)?;
     if !engine.traits().accepts_gpus && req.gpus_per_task > 0 {
         return Err(DockyardError::invalid(
             "gpus_per_task",
@@ -250,6 +251,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
         },
         timeout_s: if req.timeout_s == 0 { DEFAULT_TIMEOUT_S } else { req.timeout_s },
         gpus_per_task: req.gpus_per_task,
+        cpus_per_task,
         dock_box: DockBox {
             center: [0.0; 3],
             size: [1.0; 3],
