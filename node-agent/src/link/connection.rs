@@ -501,11 +501,13 @@ fn on_message(st: &mut AgentState, m: pb::CoordinatorMessage, epoch: u64) {
                 let tx = st.results_tx.clone();
                 let metrics = Arc::clone(&st.metrics);
                 let engine = EngineKind::parse(&task.engine).ok();
-                metrics.task_started();
+                // The task's cores: the slots it holds.
+                let slots = task.cpu_slots.max(1);
+                metrics.task_started(slots);
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let r = run_task(ctx, task, cancel).await;
-                    metrics.task_finished(engine, &r, started.elapsed());
+                    metrics.task_finished(slots, engine, &r, started.elapsed());
                     let _ = tx.send(r).await;
                 });
             }
