@@ -179,19 +179,15 @@ type Probe = fn(PathBuf) -> BoxFuture<'static, Result<Arc<dyn DockingEngine>, St
 
 /// The engines this agent can drive, one line each, probed in this order.
 const REGISTRY: &[(EngineKind, Probe)] = &[
-    (EngineKind::Vina, |p| {
-        Box::pin(async move { Ok(Arc::new(vina::probe(&p).await?) as Arc<dyn DockingEngine>) })
-    }),
-    (EngineKind::Smina, |p| {
-        Box::pin(async move { Ok(Arc::new(smina::probe(&p).await?) as Arc<dyn DockingEngine>) })
-    }),
-    (EngineKind::Gnina, |p| {
-        Box::pin(async move { Ok(Arc::new(gnina::probe(&p).await?) as Arc<dyn DockingEngine>) })
-    }),
-    (EngineKind::Sleep, |_| {
-        Box::pin(async { Ok(Arc::new(SleepEngine::new()) as Arc<dyn DockingEngine>) })
-    }),
+    (EngineKind::Vina, |p| Box::pin(async move { offered(vina::probe(&p).await) })),
+    (EngineKind::Smina, |p| Box::pin(async move { offered(smina::probe(&p).await) })),
+    (EngineKind::Gnina, |p| Box::pin(async move { offered(gnina::probe(&p).await) })),
+    (EngineKind::Sleep, |_| Box::pin(async { offered(Ok(SleepEngine::new())) })),
 ];
+
+fn offered<E: DockingEngine + 'static>(probed: Result<E, String>) -> Result<Arc<dyn DockingEngine>, String> {
+    probed.map(|e| Arc::new(e) as Arc<dyn DockingEngine>)
+}
 
 /// Where to look for each engine; an engine without a path is looked up by its name on PATH.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -283,6 +279,13 @@ mod tests {
             stderr_tail: "x".into(),
         };
         assert_eq!(e.to_string(), "engine crashed (exit code 1): x");
+    }
+
+    /// Every engine Dockyard knows is registered once, so an agent can offer it.
+    #[test]
+    fn every_engine_kind_is_registered_once() {
+        let kinds: Vec<EngineKind> = REGISTRY.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, EngineKind::ALL);
     }
 
     #[tokio::test]
