@@ -207,8 +207,14 @@ fn assignment(a: &pb::TaskAssignment) {
         }
         .validate();
     }
-    let p = a.params.clone().unwrap_or_default();
-    let _ = DockParams::from_request(p.exhaustiveness, p.num_modes, p.seed, p.energy_range, p.sleep_ms);
+    // What the agent reads the engine and its parameters with; what it accepts must cross
+    // the wire back unchanged.
+    if let Ok(engine) = EngineKind::parse(&a.engine) {
+        if let Ok(p) = DockParams::from_proto(engine, a.params.as_ref()) {
+            let again = DockParams::from_proto(engine, Some(&p.to_proto()));
+            assert!(again.as_ref().is_ok_and(|q| q.to_proto() == p.to_proto()), "{p:?} -> {again:?}");
+        }
+    }
 }
 
 /// A key that validates stays inside the store: no absolute path, no `..`, no odd bytes.

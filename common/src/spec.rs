@@ -1,6 +1,8 @@
 //! Job specifications: validated domain types built from client requests.
 
+mod engine;
 mod ligand_table;
+mod params;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,47 +14,8 @@ use crate::error::DockyardError;
 use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
-/// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    Vina,
-    Smina,
-    Gnina,
-    /// Does no docking: waits, for smoke tests and benchmarks.
-    Sleep,
-}
-
-impl EngineKind {
-    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
-
-    pub fn parse(s: &str) -> Result<Self, DockyardError> {
-        match s {
-            "vina" => Ok(EngineKind::Vina),
-            "smina" => Ok(EngineKind::Smina),
-            "gnina" => Ok(EngineKind::Gnina),
-            "sleep" => Ok(EngineKind::Sleep),
-            "" => Err(DockyardError::invalid("engine", "missing; one of vina, smina, gnina, sleep")),
-            other => Err(DockyardError::invalid(
-                "engine",
-                format!("unknown engine '{other}'; one of vina, smina, gnina, sleep"),
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Vina => "vina",
-            EngineKind::Smina => "smina",
-            EngineKind::Gnina => "gnina",
-            EngineKind::Sleep => "sleep",
-        }
-    }
-
-    pub fn test_only(self) -> bool {
-        self == EngineKind::Sleep
-    }
-}
+pub use engine::{EngineKind, EngineTraits};
+pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,67 +68,6 @@ impl DockBox {
     }
 }
 
-/// Engine parameters after defaults are applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DockParams {
-    pub exhaustiveness: u32,
-    pub num_modes: u32,
-    pub seed: i64,
-    /// 0 = engine default.
-    pub energy_range: f64,
-    pub sleep_ms: u32,
-    /// Engine options beyond Vina's (validated per engine at submission).
-    #[serde(default)]
-    pub extra: EngineOptions,
-}
-
-/// smina/gnina options; empty strings mean the engine's default.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct EngineOptions {
-    pub scoring: String,
-    pub mode: String,
-    pub cnn_scoring: String,
-    pub cnn_model: String,
-    pub no_gpu: bool,
-}
-
-/// Seed used when the client gives none: fixed so a rerun reproduces the same poses.
-pub const DEFAULT_SEED: i64 = 42;
-
-impl DockParams {
-    pub fn from_request(exhaustiveness: u32, num_modes: u32, seed: i64, energy_range: f64, sleep_ms: u32) -> Result<Self, DockyardError> {
-        let exhaustiveness = if exhaustiveness == 0 { 8 } else { exhaustiveness };
-        if exhaustiveness > 512 {
-            return Err(DockyardError::invalid(
-                "params.exhaustiveness",
-                format!("{exhaustiveness} must be 1-512"),
-            ));
-        }
-        let num_modes = if num_modes == 0 { 9 } else { num_modes };
-        if num_modes > 100 {
-            return Err(DockyardError::invalid("params.num_modes", format!("{num_modes} must be 1-100")));
-        }
-        if !energy_range.is_finite() || !(0.0..=100.0).contains(&energy_range) {
-            return Err(DockyardError::invalid(
-                "params.energy_range",
-                format!("{energy_range} must be 0-100 kcal/mol"),
-            ));
-        }
-        if sleep_ms > 3_600_000 {
-            return Err(DockyardError::invalid("params.sleep_ms", "must be at most one hour"));
-        }
-        let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-        Ok(DockParams {
-            exhaustiveness,
-            num_modes,
-            seed,
-            energy_range,
-            sleep_ms,
-            extra: EngineOptions::default(),
-        })
-    }
-}
-
 /// A stored input file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRef {
@@ -211,6 +113,8 @@ pub const MAX_BATCH_SIZE: u32 = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_TIMEOUT_S: u32 = 3600;
 pub const MAX_SLEEP_TASKS: u32 = 10_000_000;
+/// More cores than any one machine a task could run on has.
+pub const MAX_CPUS_PER_TASK: u32 = 1024;
 
 /// Everything needed to run a job; persisted with the job and shipped (per task) to agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +127,9 @@ pub struct JobSpec {
     pub max_attempts: u32,
     pub timeout_s: u32,
     pub gpus_per_task: u32,
+    /// Cores (agent slots) each task holds; its engine gets as many threads.
+    #[serde(default = "one_cpu", skip_serializing_if = "is_one_cpu")]
+    pub cpus_per_task: u32,
     pub dock_box: DockBox,
     pub params: DockParams,
     pub receptor: Option<InputRef>,
@@ -242,6 +149,15 @@ pub struct JobSpec {
     pub cached: u32,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
+}
+
+/// Jobs stored before `cpus_per_task` ran each task on one core.
+fn one_cpu() -> u32 {
+    1
+}
+
+fn is_one_cpu(n: &u32) -> bool {
+    *n == 1
 }
 
 impl JobSpec {
@@ -271,19 +187,30 @@ impl JobSpec {
 
     /// Whether some input must be converted (to PDBQT) on the agent before Vina can read it.
     pub fn needs_preparation(&self) -> bool {
-        self.engine == EngineKind::Vina
+        self.engine.traits().needs_pdbqt
             && (self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) || self.ligands.iter().any(|l| !l.is_pdbqt()))
     }
 
     /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
     /// spacing: measured ~570 MB for a 20 Å cube (engine-facts.md), so scale with volume.
     pub fn task_memory_bytes(&self) -> u64 {
-        match self.engine {
-            EngineKind::Sleep => 0,
-            _ => {
-                let per_a3 = 470.0e6 / 8000.0;
-                (100.0e6 + per_a3 * self.dock_box.volume()) as u64
-            }
+        if !self.engine.traits().grid_memory {
+            return 0;
+        }
+        let per_a3 = 470.0e6 / 8000.0;
+        (100.0e6 + per_a3 * self.dock_box.volume()) as u64
+    }
+
+    /// Cores per task from the request: unset is one, 0 and more than
+    /// [`MAX_CPUS_PER_TASK`] are refused.
+    pub fn validate_cpus(cpus_per_task: Option<u32>) -> Result<u32, DockyardError> {
+        match cpus_per_task {
+            None => Ok(1),
+            Some(n @ 1..=MAX_CPUS_PER_TASK) => Ok(n),
+            Some(n) => Err(DockyardError::invalid(
+                "cpus_per_task",
+                format!("{n} must be 1-{MAX_CPUS_PER_TASK} (cores each task takes on an agent)"),
+            )),
         }
     }
 
@@ -347,6 +274,7 @@ mod tests {
             max_attempts: 3,
             timeout_s: 10,
             gpus_per_task: 0,
+            cpus_per_task: 1,
             dock_box: DockBox {
                 center: [0.0; 3],
                 size: [20.0; 3],
@@ -391,9 +319,26 @@ mod tests {
     }
 
     #[test]
-    fn unknown_engine_is_rejected() {
-        let e = EngineKind::parse("autodock9").expect_err("unknown");
-        assert!(e.to_string().contains("engine"));
+    fn cpus_per_task_defaults_to_one_and_refuses_zero_and_absurd_counts() {
+        assert_eq!(JobSpec::validate_cpus(None).expect("unset"), 1);
+        assert_eq!(JobSpec::validate_cpus(Some(4)).expect("four"), 4);
+        for bad in [0, MAX_CPUS_PER_TASK + 1] {
+            let e = JobSpec::validate_cpus(Some(bad)).expect_err("refused");
+            assert!(
+                e.to_string().contains("cpus_per_task") && e.to_string().contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        // Specs stored before the field existed read back as one core each; one core is
+        // not written, so such specs keep their bytes.
+        let mut json = serde_json::to_value(spec(1, 1)).expect("json");
+        assert!(json.get("cpus_per_task").is_none(), "{json}");
+        json["cpus_per_task"] = 3.into();
+        let s: JobSpec = serde_json::from_value(json).expect("read");
+        assert_eq!(s.cpus_per_task, 3);
+        let mut json = serde_json::to_value(spec(1, 1)).expect("json");
+        json.as_object_mut().expect("object").remove("cpus_per_task");
+        assert_eq!(serde_json::from_value::<JobSpec>(json).expect("read").cpus_per_task, 1);
     }
 
     #[test]

@@ -130,14 +130,15 @@ impl AgentMetrics {
         self.connects.inc();
     }
 
-    /// A task starts running; call `task_finished` with its result when it ends.
-    pub fn task_started(&self) {
-        self.busy.inc();
+    /// A task holding `slots` slots (its cores) starts running; call `task_finished` with
+    /// the same slots and its result when it ends.
+    pub fn task_started(&self, slots: u32) {
+        self.busy.inc_by(i64::from(slots));
     }
 
     /// `engine`: `None` for a name this build does not know (counted as "other").
-    pub fn task_finished(&self, engine: Option<EngineKind>, r: &pb::TaskResult, took: Duration) {
-        self.busy.dec();
+    pub fn task_finished(&self, slots: u32, engine: Option<EngineKind>, r: &pb::TaskResult, took: Duration) {
+        self.busy.dec_by(i64::from(slots));
         let i = engine
             .and_then(|e| EngineKind::ALL.iter().position(|k| *k == e))
             .unwrap_or(EngineKind::ALL.len());
@@ -214,15 +215,16 @@ mod tests {
         let mut r = Registry::with_prefix("dockyard_agent");
         let m = Arc::new(AgentMetrics::new(&mut r));
         m.set_slots(4);
-        m.task_started();
-        m.task_started();
+        m.task_started(1);
+        m.task_started(2);
+        assert!(render(&r).contains("dockyard_agent_slots_busy 3"));
         let ok = Some(pb::task_result::Outcome::Ok(pb::TaskSuccess::default()));
-        m.task_finished(Some(EngineKind::Sleep), &result(ok), Duration::from_millis(20));
+        m.task_finished(1, Some(EngineKind::Sleep), &result(ok), Duration::from_millis(20));
         let bad = Some(pb::task_result::Outcome::Failed(pb::TaskFailure {
             retryable: false,
             reason: "bad input".into(),
         }));
-        m.task_finished(None, &result(bad), Duration::from_secs(2));
+        m.task_finished(2, None, &result(bad), Duration::from_secs(2));
         m.observe(StoreOp::GetToFile, Duration::from_millis(3), false);
         let text = render(&r);
         for want in [

@@ -45,3 +45,96 @@ async fn engines_given_by_path_are_advertised_with_versions_and_make_jobs_schedu
     c.wait_job(&job, |j| j.unschedulable_reason.is_empty(), Duration::from_secs(10))
         .await;
 }
+
+/// A test double for vina that logs, around each run of the fault-injection double (in its
+/// `ok` mode), the `--cpu` it was given and its OMP_NUM_THREADS: `start cpu=N omp=M`, then
+/// `end` two seconds later.
+fn threads_double(dir: &std::path::Path, log: &std::path::Path) -> std::path::PathBuf {
+    let fault = fixture("fault_engine.sh");
+    let script = format!(
+        "#!/bin/sh\n\
+         # TEST DOUBLE for vina: records the threads each run was given.\n\
+         if [ \"$1\" = --version ]; then exec '{fault}' --version; fi\n\
+         cpu=; prev=\n\
+         for a in \"$@\"; do [ \"$prev\" = --cpu ] && cpu=\"$a\"; prev=\"$a\"; done\n\
+         echo \"start cpu=$cpu omp=${{OMP_NUM_THREADS-unset}}\" >>'{log}'\n\
+         sleep 2\n\
+         echo end >>'{log}'\n\
+         DOCKYARD_FAULT_MODE=ok exec '{fault}' \"$@\"\n",
+        log = log.display()
+    );
+    let path = dir.join("vina-threads-double");
+    std::fs::write(&path, script).expect("write the double");
+    let mut perm = std::fs::metadata(&path).expect("double").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).expect("chmod the double");
+    path
+}
+
+/// Two single-ligand tasks, with `cpus` cores each when given.
+fn two_tasks(cpus: Option<u32>) -> pb::SubmitJobRequest {
+    let ligand = dockyard_tests::read_shared(&dockyard_tests::ligand_1iep());
+    let mut req = vina_1iep_request(vec![
+        dockyard_tests::input("a.pdbqt", ligand.clone()),
+        dockyard_tests::input("b.pdbqt", ligand),
+    ]);
+    req.batch_size = 1;
+    req.cpus_per_task = cpus;
+    // The same docking again: without this the result cache would serve it.
+    req.fresh = true;
+    req
+}
+
+/// `--cpus-per-task`: a task holds as many agent slots as its cores and its engine gets as
+/// many threads. On a 2-slot agent two 1-core tasks run side by side; two 2-core tasks run
+/// one after the other with `--cpu 2` and OMP_NUM_THREADS=2; a 3-core task is reported
+/// unschedulable.
+#[tokio::test]
+async fn a_two_core_task_holds_both_slots_and_its_engine_gets_two_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("runs.log");
+    let double = threads_double(dir.path(), &log);
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(2).arg("--vina").arg(double.display().to_string()))
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let runs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let job = c.submit(two_tasks(None)).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        dockyard_tests::state(&j),
+        pb::JobState::Succeeded,
+        "{}",
+        dockyard_tests::describe_job(&j)
+    );
+    let one_core: Vec<String> = runs().lines().map(str::to_string).collect();
+    assert_eq!(
+        one_core,
+        ["start cpu=1 omp=1", "start cpu=1 omp=1", "end", "end"],
+        "two 1-core tasks share the 2 slots"
+    );
+
+    std::fs::remove_file(&log).expect("clear the log");
+    let job = c.submit(two_tasks(Some(2))).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        dockyard_tests::state(&j),
+        pb::JobState::Succeeded,
+        "{}",
+        dockyard_tests::describe_job(&j)
+    );
+    let two_cores: Vec<String> = runs().lines().map(str::to_string).collect();
+    assert_eq!(
+        two_cores,
+        ["start cpu=2 omp=2", "end", "start cpu=2 omp=2", "end"],
+        "a 2-core task holds both slots: the second waits for the first"
+    );
+
+    let job = c.submit(two_tasks(Some(3))).await;
+    let j = c
+        .wait_job(&job, |j| !j.unschedulable_reason.is_empty(), Duration::from_secs(10))
+        .await;
+    assert!(j.unschedulable_reason.contains("3 CPU slots"), "{}", j.unschedulable_reason);
+}

@@ -66,3 +66,12 @@ async fn unknown_engine_is_refused() {
     req.engine = "autodock9".into();
     assert_refused(req, "engine", "autodock9").await;
 }
+
+#[tokio::test]
+async fn zero_or_absurd_cores_per_task_are_refused() {
+    let mut req = vina_1iep_request(vec![good_ligand()]);
+    req.cpus_per_task = Some(0);
+    assert_refused(req.clone(), "cpus_per_task", "0 must be 1-1024").await;
+    req.cpus_per_task = Some(100_000);
+    assert_refused(req, "cpus_per_task", "100000 must be 1-1024").await;
+}

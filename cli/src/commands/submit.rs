@@ -69,6 +69,9 @@ pub struct SubmitArgs {
     /// GPUs each task needs (tasks then go only to nodes with that many free GPUs).
     #[arg(long)]
     pub gpus: Option<u32>,
+    /// CPU cores each task takes on an agent (its slots); the engine gets as many threads [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cpus_per_task: Option<u32>,
     /// Scoring function (smina/gnina: vina, vinardo, dkoes_scoring, dkoes_fast, ad4_scoring, ...).
     #[arg(long)]
     pub scoring: Option<String>,
@@ -214,6 +217,7 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
         max_attempts: a.max_attempts.unwrap_or(0),
         timeout_s: a.timeout_s.unwrap_or(0),
         gpus_per_task: a.gpus.unwrap_or(0),
+        cpus_per_task: a.cpus_per_task,
         params: Some(pb::EngineParams {
             exhaustiveness: a.exhaustiveness.unwrap_or(0),
             num_modes: a.num_modes.unwrap_or(0),

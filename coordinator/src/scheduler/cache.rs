@@ -34,7 +34,7 @@ pub(super) fn cache_key(spec: &JobSpec, version: &str, ligand_key: &str) -> Vec<
     part(&p.num_modes.to_be_bytes());
     part(&p.seed.to_be_bytes());
     part(&p.energy_range.to_bits().to_be_bytes());
-    for s in [&p.extra.scoring, &p.extra.mode, &p.extra.cnn_scoring, &p.extra.cnn_model] {
+    for s in p.extra.names() {
         part(s.as_bytes());
     }
     part(ligand_key.as_bytes());

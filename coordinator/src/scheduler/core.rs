@@ -121,6 +121,7 @@ pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
     TaskClass {
         engine: spec.engine,
         gpus: spec.gpus_per_task,
+        cpus: spec.cpus_per_task.max(1),
         memory_bytes: spec.task_memory_bytes(),
         needs_prep: spec.needs_preparation(),
     }

@@ -188,18 +188,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         org: spec.org.to_string(),
         engine: spec.engine.name().to_string(),
         r#box: Some(spec.dock_box.to_proto()),
-        params: Some(pb::EngineParams {
-            exhaustiveness: spec.params.exhaustiveness,
-            num_modes: spec.params.num_modes,
-            seed: spec.params.seed,
-            energy_range: spec.params.energy_range,
-            sleep_ms: spec.params.sleep_ms,
-            scoring: spec.params.extra.scoring.clone(),
-            mode: spec.params.extra.mode.clone(),
-            cnn_scoring: spec.params.extra.cnn_scoring.clone(),
-            cnn_model: spec.params.extra.cnn_model.clone(),
-            no_gpu: spec.params.extra.no_gpu,
-        }),
+        params: Some(spec.params.to_proto()),
         receptor: spec.receptor.as_ref().map(|r| pb::ArtifactRef {
             key: r.key.to_string(),
             name: r.name.clone(),
@@ -210,7 +199,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         ligands,
         // The epoch keeps two leaders' attempts of one task (after a failover) apart.
         output_prefix: dockyard_common::artifact::OutputPrefix::task(&spec.org, tid, attempt, epoch).into(),
-        cpu_slots: 1,
+        cpu_slots: class.cpus,
         memory_bytes: class.memory_bytes,
         gpu_indices: gpus,
         timeout_s: spec.timeout_s,

@@ -20,11 +20,7 @@ impl Core {
             }
         }
         for n in self.nodes.nodes.values() {
-            let (total, busy) = if n.is_connected() {
-                (n.reg.slots, n.running.len() as u32)
-            } else {
-                (0, 0)
-            };
+            let (total, busy) = if n.is_connected() { (n.reg.slots, n.busy_slots()) } else { (0, 0) };
             s.nodes.push((&n.reg.node, total, busy));
         }
         self.cfg.metrics.gauges.publish(&s);

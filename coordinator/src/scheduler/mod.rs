@@ -277,6 +277,7 @@ mod tests {
             max_attempts: 3,
             timeout_s: 60,
             gpus_per_task: 0,
+            cpus_per_task: 1,
             dock_box: DockBox {
                 center: [0.0; 3],
                 size: [1.0; 3],

@@ -1,6 +1,7 @@
 //! Connected (and recently lost) agents with their free resources. Resources are typed
-//! like NativeLink's: slots, memory and GPUs are "minimum" properties counted down on
-//! dispatch and given back on completion; the engine is an "exact" property.
+//! like NativeLink's: slots (a task holds as many as its cores), memory and GPUs are
+//! "minimum" properties counted down on dispatch and given back on completion; the engine
+//! is an "exact" property.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -42,6 +43,8 @@ pub struct Registration {
 #[derive(Debug)]
 pub struct Slot {
     pub attempt: Attempt,
+    /// Agent slots (cores) the attempt holds.
+    pub cpus: u32,
     pub memory_bytes: u64,
     pub gpus: Vec<u32>,
     /// Cancelled by the coordinator: the slot stays taken until the agent confirms.
@@ -99,7 +102,12 @@ impl NodeRt {
     }
 
     pub fn free_slots(&self) -> u32 {
-        self.reg.slots.saturating_sub(self.running.len() as u32)
+        self.reg.slots.saturating_sub(self.busy_slots())
+    }
+
+    /// Slots held by running attempts: each holds its task's cores.
+    pub fn busy_slots(&self) -> u32 {
+        self.running.values().map(|s| s.cpus).sum()
     }
 
     pub fn can_prepare(&self) -> bool {
@@ -110,7 +118,7 @@ impl NodeRt {
     pub fn fits_now(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
             && (!c.needs_prep || self.can_prepare())
-            && self.free_slots() > 0
+            && self.free_slots() >= c.cpus.max(1)
             && self.free_memory >= c.memory_bytes
             && self.free_gpus.len() as u32 >= c.gpus
     }
@@ -119,7 +127,7 @@ impl NodeRt {
     pub fn fits_ever(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
             && (!c.needs_prep || self.can_prepare())
-            && self.reg.slots > 0
+            && self.reg.slots >= c.cpus.max(1)
             && self.reg.memory_bytes >= c.memory_bytes
             && self.reg.gpus.len() as u32 >= c.gpus
     }
@@ -132,6 +140,7 @@ impl NodeRt {
             task,
             Slot {
                 attempt,
+                cpus: c.cpus.max(1),
                 memory_bytes: c.memory_bytes,
                 gpus: gpus.clone(),
                 cancelled: false,
@@ -244,6 +253,16 @@ impl NodeTable {
         {
             return Some(format!("no node with engine '{}' has {} GPU(s)", c.engine.name(), c.gpus));
         }
+        if !self
+            .connected()
+            .any(|n| n.engines.contains(&c.engine) && n.reg.slots >= c.cpus.max(1))
+        {
+            return Some(format!(
+                "no node with engine '{}' has {} CPU slots for one task (--cpus-per-task)",
+                c.engine.name(),
+                c.cpus
+            ));
+        }
         Some(format!(
             "no node with engine '{}' has {} MB of memory for one task",
             c.engine.name(),
@@ -295,6 +314,7 @@ mod tests {
         TaskClass {
             engine: EngineKind::Vina,
             gpus,
+            cpus: 1,
             memory_bytes,
             needs_prep,
         }
@@ -317,6 +337,39 @@ mod tests {
         assert_eq!(g.free_memory, (8 << 30) - (1 << 30));
     }
 
+    /// A task holds as many slots as its cores: a 2-slot node runs one 2-core task at a
+    /// time (or two 1-core ones), never more than its slots.
+    #[test]
+    fn cores_are_matched_and_counted_like_memory() {
+        let two_cores = TaskClass {
+            cpus: 2,
+            ..class(false, 0, 0)
+        };
+        let one_core = class(false, 0, 0);
+        let mut n = node(&[], 0);
+        assert!(n.fits_ever(&two_cores) && n.fits_now(&two_cores));
+        n.take(TaskId::parse("0123456789abcdef0123.0").expect("id"), 1, &two_cores);
+        assert_eq!((n.free_slots(), n.busy_slots()), (0, 2));
+        assert!(!n.fits_now(&two_cores) && !n.fits_now(&one_core));
+        assert!(!n.accepts_work());
+        n.release(&TaskId::parse("0123456789abcdef0123.0").expect("id"));
+        assert_eq!(n.free_slots(), 2);
+        n.take(TaskId::parse("0123456789abcdef0123.1").expect("id"), 1, &one_core);
+        assert!(!n.fits_now(&two_cores), "one core left");
+        assert!(n.fits_now(&one_core));
+
+        let three_cores = TaskClass {
+            cpus: 3,
+            ..class(false, 0, 0)
+        };
+        assert!(!n.fits_ever(&three_cores));
+        let mut t = NodeTable::default();
+        t.nodes.insert(n.reg.node.clone(), n);
+        assert!(t.unschedulable_reason(&two_cores).is_none());
+        let why = t.unschedulable_reason(&three_cores).expect("no node has 3 slots");
+        assert!(why.contains("3 CPU slots"), "{why}");
+    }
+
     #[test]
     fn unschedulable_reasons_say_what_is_missing() {
         let mut t = NodeTable::default();
@@ -330,6 +383,7 @@ mod tests {
             .unschedulable_reason(&TaskClass {
                 engine: EngineKind::Gnina,
                 gpus: 0,
+                cpus: 1,
                 memory_bytes: 0,
                 needs_prep: false
             })

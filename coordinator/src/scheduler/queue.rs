@@ -12,6 +12,8 @@ use dockyard_common::spec::EngineKind;
 pub struct TaskClass {
     pub engine: EngineKind,
     pub gpus: u32,
+    /// Cores (agent slots) a task holds.
+    pub cpus: u32,
     pub memory_bytes: u64,
     /// Inputs must be converted on the agent (needs a preparation tool such as obabel).
     pub needs_prep: bool,
@@ -137,6 +139,7 @@ mod tests {
         TaskClass {
             engine: EngineKind::Sleep,
             gpus: 0,
+            cpus: 1,
             memory_bytes: 0,
             needs_prep: false,
         }
@@ -205,6 +208,7 @@ mod tests {
         let other = TaskClass {
             engine: EngineKind::Vina,
             gpus: 0,
+            cpus: 1,
             memory_bytes: 1,
             needs_prep: false,
         };

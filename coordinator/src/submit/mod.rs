@@ -17,7 +17,7 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
-    DockBox, DockParams, EngineKind, EngineOptions, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
+    DockBox, DockParams, EngineKind, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
 };
 use dockyard_proto::v1 as pb;
 
@@ -198,9 +198,7 @@ async fn materialise(field: &str, f: &pb::InputFile, org: &OrgId, store: &dyn Ar
 fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSpec, DockyardError> {
     let engine = EngineKind::parse(req.engine.trim())?;
     JobSpec::validate_scalars(req.priority, req.batch_size, req.max_attempts, req.timeout_s)?;
-    let p = req.params.clone().unwrap_or_default();
-    let mut params = DockParams::from_request(p.exhaustiveness, p.num_modes, p.seed, p.energy_range, p.sleep_ms)?;
-    params.extra = engine_options(engine, &p)?;
+    let params = DockParams::from_proto(engine, req.params.as_ref())?;
     if req.name.chars().count() > 200 {
         return Err(DockyardError::invalid("name", "at most 200 characters"));
     }
@@ -210,8 +208,12 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
             format!("{} must be 0-16", req.gpus_per_task),
         ));
     }
-    if engine == EngineKind::Vina && req.gpus_per_task > 0 {
-        return Err(DockyardError::invalid("gpus_per_task", "vina runs on CPUs only; use 0"));
+    let cpus_per_task = JobSpec::validate_cpus(req.cpus_per_task)?;
+    if !engine.traits().accepts_gpus && req.gpus_per_task > 0 {
+        return Err(DockyardError::invalid(
+            "gpus_per_task",
+            format!("{engine} runs on CPUs only; use 0"),
+        ));
     }
     for (k, v) in &req.labels {
         if k.is_empty() || k.len() > 63 || v.len() > 256 {
@@ -238,6 +240,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
         },
         timeout_s: if req.timeout_s == 0 { DEFAULT_TIMEOUT_S } else { req.timeout_s },
         gpus_per_task: req.gpus_per_task,
+        cpus_per_task,
         dock_box: DockBox {
             center: [0.0; 3],
             size: [1.0; 3],
@@ -251,64 +254,6 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
         cached: 0,
         labels: req.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
         created_at_ms: now_ms,
-    })
-}
-
-/// smina/gnina options, checked against what each engine accepts.
-fn engine_options(engine: EngineKind, p: &pb::EngineParams) -> Result<EngineOptions, DockyardError> {
-    const SCORING: [&str; 6] = ["vina", "vinardo", "dkoes_scoring", "dkoes_scoring_old", "dkoes_fast", "ad4_scoring"];
-    const MODES: [&str; 4] = ["dock", "minimize", "score_only", "local_only"];
-    const CNN_SCORING: [&str; 6] = ["none", "rescore", "refinement", "metrorescore", "metrorefine", "all"];
-    let smina_like = matches!(engine, EngineKind::Smina | EngineKind::Gnina);
-    if !p.scoring.is_empty() {
-        let ok = match engine {
-            // The vina adapter runs Vina's default scoring only.
-            EngineKind::Vina => p.scoring == "vina",
-            _ if smina_like => SCORING.contains(&p.scoring.as_str()),
-            _ => false,
-        };
-        if !ok {
-            return Err(DockyardError::invalid(
-                "params.scoring",
-                format!("'{}' is not a scoring function {} accepts", p.scoring, engine.name()),
-            ));
-        }
-    }
-    if !p.mode.is_empty() && !(MODES.contains(&p.mode.as_str()) && (smina_like || p.mode == "dock")) {
-        return Err(DockyardError::invalid(
-            "params.mode",
-            format!(
-                "'{}': {} accepts {}",
-                p.mode,
-                engine.name(),
-                if smina_like { MODES.join(", ") } else { "dock".into() }
-            ),
-        ));
-    }
-    if (!p.cnn_scoring.is_empty() || !p.cnn_model.is_empty() || p.no_gpu) && engine != EngineKind::Gnina {
-        return Err(DockyardError::invalid(
-            "params.cnn_scoring",
-            "CNN options are for the gnina engine only",
-        ));
-    }
-    if !p.cnn_scoring.is_empty() && !CNN_SCORING.contains(&p.cnn_scoring.as_str()) {
-        return Err(DockyardError::invalid(
-            "params.cnn_scoring",
-            format!("'{}' must be one of {}", p.cnn_scoring, CNN_SCORING.join(", ")),
-        ));
-    }
-    if !p.cnn_model.is_empty() && !p.cnn_model.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(DockyardError::invalid(
-            "params.cnn_model",
-            "a built-in model name (letters, digits, '_', '-')",
-        ));
-    }
-    Ok(EngineOptions {
-        scoring: p.scoring.clone(),
-        mode: p.mode.clone(),
-        cnn_scoring: p.cnn_scoring.clone(),
-        cnn_model: p.cnn_model.clone(),
-        no_gpu: p.no_gpu,
     })
 }
 
@@ -385,15 +330,6 @@ pub async fn build_spec(
 mod tests {
     use super::*;
 
-    fn params(scoring: &str, mode: &str, cnn: &str) -> pb::EngineParams {
-        pb::EngineParams {
-            scoring: scoring.into(),
-            mode: mode.into(),
-            cnn_scoring: cnn.into(),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn limit_flags_resolve_with_defaults_and_zero_is_refused() {
         use crate::config::tests::settings_from;
@@ -426,21 +362,5 @@ mod tests {
             flag_hint("max-gzip-ratio"),
             "the coordinator's --max-gzip-ratio / DOCKYARD_MAX_GZIP_RATIO"
         );
-    }
-
-    #[test]
-    fn engine_options_are_checked_per_engine() {
-        assert!(engine_options(EngineKind::Smina, &params("vinardo", "minimize", "")).is_ok());
-        assert!(engine_options(EngineKind::Gnina, &params("", "score_only", "refinement")).is_ok());
-        let e = engine_options(EngineKind::Vina, &params("vinardo", "", "")).expect_err("vina scoring");
-        assert!(e.to_string().contains("params.scoring"), "{e}");
-        let e = engine_options(EngineKind::Vina, &params("", "minimize", "")).expect_err("vina mode");
-        assert!(e.to_string().contains("params.mode"), "{e}");
-        let e = engine_options(EngineKind::Smina, &params("", "", "all")).expect_err("cnn on smina");
-        assert!(e.to_string().contains("gnina"), "{e}");
-        let e = engine_options(EngineKind::Gnina, &params("", "", "bogus")).expect_err("cnn value");
-        assert!(e.to_string().contains("params.cnn_scoring"), "{e}");
-        let e = engine_options(EngineKind::Smina, &params("made_up", "", "")).expect_err("scoring name");
-        assert!(e.to_string().contains("made_up"), "{e}");
     }
 }

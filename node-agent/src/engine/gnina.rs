@@ -8,40 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use dockyard_common::spec::CnnScoring;
+use dockyard_common::spec::EngineKind;
 
 use super::process::DEFAULT_GRACE;
 use super::smina::{self, SdfRunner, SminaOptions};
 use super::{DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun};
 
-/// `--cnn_scoring`: where the CNN is used. gnina's own default is `Rescore`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CnnScoring {
-    /// Empirical scoring only (smina behaviour, no GPU needed).
-    None,
-    /// CNN re-ranks the final poses (gnina's default).
-    Rescore,
-    /// CNN also refines poses; about 10x slower than `Rescore` on a GPU.
-    Refinement,
-    MetroRescore,
-    MetroRefine,
-    /// CNN throughout the search; about 1000x slower than `Rescore`.
-    All,
-}
-
-impl CnnScoring {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CnnScoring::None => "none",
-            CnnScoring::Rescore => "rescore",
-            CnnScoring::Refinement => "refinement",
-            CnnScoring::MetroRescore => "metrorescore",
-            CnnScoring::MetroRefine => "metrorefine",
-            CnnScoring::All => "all",
-        }
-    }
-}
-
-/// gnina options that [`EngineRun`] has no fields for.
+/// gnina's command-line options: the task's (from [`EngineRun`]) over the engine's own.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GninaOptions {
     /// Everything gnina shares with smina (scoring, mode, autobox).
@@ -56,6 +30,23 @@ pub struct GninaOptions {
     pub device: Option<u32>,
     /// `--no_gpu`: CNN on the CPU. Takes precedence over `device`.
     pub no_gpu: bool,
+}
+
+impl GninaOptions {
+    /// These options with what the task sets taking precedence: its scoring, mode and CNN
+    /// options, and the first GPU assigned to the run.
+    pub fn for_run(&self, run: &EngineRun) -> GninaOptions {
+        let task = &run.params.extra;
+        GninaOptions {
+            base: self.base.for_task(task),
+            cnn_scoring: task.cnn_scoring.or(self.cnn_scoring),
+            cnn: task.cnn_model.as_ref().map(|m| m.as_str().to_string()).or_else(|| self.cnn.clone()),
+            cnn_model: self.cnn_model.clone(),
+            // gnina hides the other GPUs itself (CUDA_VISIBLE_DEVICES, see `child_env`).
+            device: run.gpus.first().copied().or(self.device),
+            no_gpu: self.no_gpu || task.no_gpu,
+        }
+    }
 }
 
 /// smina's command line ([`smina::build_args`]) plus the gnina flags.
@@ -107,9 +98,8 @@ impl GninaEngine {
     pub fn new(program: impl Into<PathBuf>, version: impl Into<String>) -> Self {
         Self {
             descriptor: EngineDescriptor {
-                name: "gnina".to_string(),
+                kind: EngineKind::Gnina,
                 version: version.into(),
-                test_only: false,
             },
             program: program.into(),
             options: GninaOptions::default(),
@@ -117,7 +107,7 @@ impl GninaEngine {
         }
     }
 
-    /// Options used by [`DockingEngine::run`].
+    /// Options used by [`DockingEngine::run`] where the task sets none.
     pub fn with_options(mut self, options: GninaOptions) -> Self {
         self.options = options;
         self
@@ -154,7 +144,8 @@ impl DockingEngine for GninaEngine {
     }
 
     async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError> {
-        self.run_with(run, &self.options).await
+        let opts = self.options.for_run(&run);
+        self.run_with(run, &opts).await
     }
 }
 

@@ -12,12 +12,15 @@ pub mod sleep;
 pub mod smina;
 pub mod vina;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dockyard_common::molecule::Pose;
+use dockyard_common::spec::{DockParams, EngineKind};
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use gnina::GninaEngine;
@@ -43,19 +46,15 @@ pub struct EngineRun {
     pub center: [f64; 3],
     /// Box edge lengths, Angstrom.
     pub size: [f64; 3],
-    /// 0 = the engine's default (8 for Vina).
-    pub exhaustiveness: u32,
-    /// 0 = the engine's default (9 for Vina).
-    pub num_modes: u32,
-    /// 0 = a fixed default seed (see [`vina::DEFAULT_SEED`]), never a random one.
-    pub seed: i64,
-    /// 0 = the engine's default (3 kcal/mol for Vina).
-    pub energy_range: f64,
-    /// Only used by the test-only `sleep` engine.
-    pub sleep_ms: u32,
+    /// The task's search settings and engine options, as the coordinator validated them
+    /// (`DockParams::from_proto`). In the search settings 0 means the engine's default, and
+    /// a seed of 0 a fixed default seed (see [`vina::DEFAULT_SEED`]), never a random one.
+    pub params: DockParams,
+    /// Host indices of the GPUs assigned to this run (empty: none).
+    pub gpus: Vec<u32>,
     /// Empty scratch directory owned by this run; adapters write inputs, outputs and logs here.
     pub work_dir: PathBuf,
-    /// CPU threads the engine may use; 0 is treated as 1.
+    /// CPU threads the engine may use (the task's cores); 0 is treated as 1.
     pub cpu: u32,
     /// Wall-clock limit for the whole run; `Duration::ZERO` means none.
     pub timeout: Duration,
@@ -151,44 +150,69 @@ impl From<std::io::Error> for EngineError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineDescriptor {
-    pub name: String,
+    pub kind: EngineKind,
     pub version: String,
-    /// Test-only engines must never be offered for real jobs.
-    pub test_only: bool,
 }
 
+impl EngineDescriptor {
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Test-only engines must never be offered for real jobs.
+    pub fn test_only(&self) -> bool {
+        self.kind.test_only()
+    }
+}
+
+/// Every engine goes through this port: the runner hands it the task's [`EngineRun`]
+/// (options included) and knows nothing of the adapter behind it.
 #[async_trait]
 pub trait DockingEngine: Send + Sync {
     fn descriptor(&self) -> &EngineDescriptor;
     async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError>;
 }
 
-/// Where to look for each engine; `None` means the engine's name on PATH.
+/// Finds an engine's program (at the given path, else its name on PATH) and checks its
+/// version; `Err` says why this node cannot offer it.
+type Probe = fn(PathBuf) -> BoxFuture<'static, Result<Arc<dyn DockingEngine>, String>>;
+
+/// The engines this agent can drive, one line each, probed in this order.
+const REGISTRY: &[(EngineKind, Probe)] = &[
+    (EngineKind::Vina, |p| Box::pin(async move { offered(vina::probe(&p).await) })),
+    (EngineKind::Smina, |p| Box::pin(async move { offered(smina::probe(&p).await) })),
+    (EngineKind::Gnina, |p| Box::pin(async move { offered(gnina::probe(&p).await) })),
+    (EngineKind::Sleep, |_| Box::pin(async { offered(Ok(SleepEngine::new())) })),
+];
+
+fn offered<E: DockingEngine + 'static>(probed: Result<E, String>) -> Result<Arc<dyn DockingEngine>, String> {
+    probed.map(|e| Arc::new(e) as Arc<dyn DockingEngine>)
+}
+
+/// Where to look for each engine; an engine without a path is looked up by its name on PATH.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineProbe {
-    pub vina: Option<PathBuf>,
-    pub smina: Option<PathBuf>,
-    pub gnina: Option<PathBuf>,
-    /// Offer the test-only sleep engine.
+    pub paths: BTreeMap<EngineKind, PathBuf>,
+    /// Offer the test-only engines (sleep).
     pub enable_sleep: bool,
 }
 
-/// The engines usable on this node: Vina when `vina --version` answers with a supported
-/// version, smina and gnina when their `--version` names them (each at the configured
-/// path, or on PATH), and the test-only sleep engine when enabled.
+/// The engines usable on this node: each registered engine whose program answers its
+/// probe (Vina 1.2 or later; smina and gnina when `--version` names them), at the
+/// configured path or on PATH; test-only engines only when enabled.
 pub async fn probe_engines(probe: &EngineProbe) -> Vec<Arc<dyn DockingEngine>> {
     let mut engines: Vec<Arc<dyn DockingEngine>> = Vec::new();
-    let program = probe.vina.as_deref().unwrap_or_else(|| Path::new("vina"));
-    let found = vina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
-    report_probe("vina", program, probe.vina.is_some(), found, &mut engines);
-    let program = probe.smina.as_deref().unwrap_or_else(|| Path::new("smina"));
-    let found = smina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
-    report_probe("smina", program, probe.smina.is_some(), found, &mut engines);
-    let program = probe.gnina.as_deref().unwrap_or_else(|| Path::new("gnina"));
-    let found = gnina::probe(program).await.map(|e| Arc::new(e) as Arc<dyn DockingEngine>);
-    report_probe("gnina", program, probe.gnina.is_some(), found, &mut engines);
-    if probe.enable_sleep {
-        engines.push(Arc::new(SleepEngine::new()));
+    for (kind, find) in REGISTRY {
+        if kind.test_only() {
+            if probe.enable_sleep {
+                engines.extend(find(PathBuf::new()).await.ok());
+            }
+            continue;
+        }
+        let configured = probe.paths.get(kind);
+        let program = configured.cloned().unwrap_or_else(|| PathBuf::from(kind.name()));
+        let found = find(program.clone()).await;
+        report_probe(kind.name(), &program, configured.is_some(), found, &mut engines);
     }
     engines
 }
@@ -257,18 +281,27 @@ mod tests {
         assert_eq!(e.to_string(), "engine crashed (exit code 1): x");
     }
 
+    /// Every engine Dockyard knows is registered once, so an agent can offer it.
+    #[test]
+    fn every_engine_kind_is_registered_once() {
+        let kinds: Vec<EngineKind> = REGISTRY.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, EngineKind::ALL);
+    }
+
     #[tokio::test]
     async fn probe_without_vina_and_with_sleep() {
         let probe = |enable_sleep| EngineProbe {
-            vina: Some(PathBuf::from("/nonexistent/vina")),
-            smina: Some(PathBuf::from("/nonexistent/smina")),
-            gnina: Some(PathBuf::from("/nonexistent/gnina")),
+            paths: BTreeMap::from([
+                (EngineKind::Vina, PathBuf::from("/nonexistent/vina")),
+                (EngineKind::Smina, PathBuf::from("/nonexistent/smina")),
+                (EngineKind::Gnina, PathBuf::from("/nonexistent/gnina")),
+            ]),
             enable_sleep,
         };
         let engines = probe_engines(&probe(true)).await;
-        let names: Vec<_> = engines.iter().map(|e| e.descriptor().name.clone()).collect();
+        let names: Vec<_> = engines.iter().map(|e| e.descriptor().name()).collect();
         assert_eq!(names, vec!["sleep"]);
-        assert!(engines[0].descriptor().test_only);
+        assert!(engines[0].descriptor().test_only());
 
         let engines = probe_engines(&probe(false)).await;
         assert!(engines.is_empty());
@@ -278,36 +311,37 @@ mod tests {
     async fn probe_finds_smina_and_gnina() {
         let fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
         let engines = probe_engines(&EngineProbe {
-            vina: Some(PathBuf::from("/nonexistent/vina")),
-            smina: Some(smina::tests::fixture("fake_smina.sh")),
-            gnina: Some(fixtures.join("fake_gnina.sh")),
+            paths: BTreeMap::from([
+                (EngineKind::Vina, PathBuf::from("/nonexistent/vina")),
+                (EngineKind::Smina, smina::tests::fixture("fake_smina.sh")),
+                (EngineKind::Gnina, fixtures.join("fake_gnina.sh")),
+            ]),
             enable_sleep: false,
         })
         .await;
         let found: Vec<_> = engines
             .iter()
-            .map(|e| (e.descriptor().name.as_str(), e.descriptor().version.as_str()))
+            .map(|e| (e.descriptor().name(), e.descriptor().version.as_str()))
             .collect();
         assert_eq!(found, vec![("smina", "Oct 15 2019"), ("gnina", "1.1")]);
     }
 
     #[tokio::test]
-    async fn probe_finds_vina_on_path_when_installed() {
+    async fn probe_finds_vina_on_path() {
         let on_path = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join("vina").is_file()))
             .unwrap_or(false);
+        assert!(
+            on_path,
+            "this test needs AutoDock Vina 1.2 on PATH; install it (Debian: apt-get install autodock-vina)"
+        );
         let engines = probe_engines(&EngineProbe::default()).await;
         // smina or gnina may be on PATH too; only Vina is under test here.
-        let engines: Vec<_> = engines.into_iter().filter(|e| e.descriptor().name == "vina").collect();
-        if !on_path {
-            println!("SKIP: vina not on PATH");
-            assert!(engines.is_empty());
-            return;
-        }
+        let engines: Vec<_> = engines.into_iter().filter(|e| e.descriptor().kind == EngineKind::Vina).collect();
         assert_eq!(engines.len(), 1);
         let d = engines[0].descriptor();
-        assert_eq!(d.name, "vina");
+        assert_eq!(d.name(), "vina");
         assert!(d.version.starts_with("1.2."), "{d:?}");
-        assert!(!d.test_only);
+        assert!(!d.test_only());
     }
 }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use dockyard_common::molecule::Pose;
+use dockyard_common::spec::EngineKind;
 
 use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
 
@@ -23,9 +24,8 @@ impl SleepEngine {
     pub fn new() -> Self {
         Self {
             descriptor: EngineDescriptor {
-                name: "sleep".to_string(),
+                kind: EngineKind::Sleep,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                test_only: true,
             },
         }
     }
@@ -50,7 +50,7 @@ impl DockingEngine for SleepEngine {
 
     async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError> {
         let started = Instant::now();
-        let nap = tokio::time::sleep(std::time::Duration::from_millis(u64::from(run.sleep_ms)));
+        let nap = tokio::time::sleep(std::time::Duration::from_millis(u64::from(run.params.sleep_ms)));
         let limit = async {
             if run.timeout.is_zero() {
                 std::future::pending::<()>().await;
@@ -113,6 +113,7 @@ mod tests {
     use std::time::Duration;
 
     use dockyard_common::molecule::parse_vina_poses;
+    use dockyard_common::spec::DockParams;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
@@ -125,11 +126,11 @@ mod tests {
             ligands,
             center: [0.0; 3],
             size: [20.0; 3],
-            exhaustiveness: 0,
-            num_modes: 0,
-            seed: 0,
-            energy_range: 0.0,
-            sleep_ms,
+            params: DockParams {
+                sleep_ms,
+                ..DockParams::default()
+            },
+            gpus: Vec::new(),
             work_dir: dir.to_path_buf(),
             cpu: 1,
             timeout: Duration::from_secs(10),
@@ -155,8 +156,8 @@ mod tests {
             },
         ];
         let engine = SleepEngine::new();
-        assert_eq!(engine.descriptor().name, "sleep");
-        assert!(engine.descriptor().test_only);
+        assert_eq!(engine.descriptor().name(), "sleep");
+        assert!(engine.descriptor().test_only());
         assert_eq!(engine.descriptor().version, env!("CARGO_PKG_VERSION"));
 
         let started = Instant::now();

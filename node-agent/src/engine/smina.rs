@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dockyard_common::molecule::Pose;
+use dockyard_common::spec::{DockMode, EngineKind, EngineOptions};
 
 use super::log::{read_log_from, tail};
 use super::process::{run_process, ProcessSpec, DEFAULT_GRACE};
@@ -33,29 +34,40 @@ const INPUT_ERROR_MARKERS: &[&str] = &[
     "Open Babel Error",
 ];
 
-/// What smina does with the ligand; each maps to one flag (none for `Dock`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SminaMode {
-    #[default]
-    Dock,
-    /// `--minimize`: local energy minimisation of the input pose (writes `minimizedRMSD`).
-    Minimize,
-    /// `--score_only`: score the input pose as is.
-    ScoreOnly,
-    /// `--local_only`: local search in the box around the input pose.
-    LocalOnly,
-}
-
-/// smina options that [`EngineRun`] has no fields for.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// smina's command-line options: the task's (from [`EngineRun::params`]) over the
+/// engine's own (`with_options`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SminaOptions {
     /// `--scoring NAME` (e.g. `vinardo`, `dkoes_scoring`); `None` = smina's default (vina).
     pub scoring: Option<String>,
-    pub mode: SminaMode,
+    /// Each mode but `Dock` is one flag.
+    pub mode: DockMode,
     /// `--autobox_ligand FILE`: box around this molecule instead of `center`/`size`.
     pub autobox_ligand: Option<PathBuf>,
     /// `--autobox_add A`, only with `autobox_ligand`; `None` = smina's default (4 A).
     pub autobox_add: Option<f64>,
+}
+
+impl Default for SminaOptions {
+    fn default() -> Self {
+        SminaOptions {
+            scoring: None,
+            mode: DockMode::Dock,
+            autobox_ligand: None,
+            autobox_add: None,
+        }
+    }
+}
+
+impl SminaOptions {
+    /// These options with what the task sets (scoring, mode) taking precedence.
+    pub fn for_task(&self, task: &EngineOptions) -> SminaOptions {
+        SminaOptions {
+            scoring: task.scoring.map(|s| s.as_str().to_string()).or_else(|| self.scoring.clone()),
+            mode: task.mode.unwrap_or(self.mode),
+            ..self.clone()
+        }
+    }
 }
 
 /// The command line for one smina (or gnina) process over `run.ligands`, writing
@@ -95,28 +107,29 @@ pub fn build_args(run: &EngineRun, opts: &SminaOptions) -> Vec<OsString> {
         args.push("--scoring".into());
         args.push(scoring.into());
     }
+    let p = &run.params;
     match opts.mode {
-        SminaMode::Dock => {
+        DockMode::Dock => {
             // Search settings mean nothing to the single-pose modes.
-            if run.exhaustiveness > 0 {
+            if p.exhaustiveness > 0 {
                 args.push("--exhaustiveness".into());
-                args.push(run.exhaustiveness.to_string().into());
+                args.push(p.exhaustiveness.to_string().into());
             }
-            if run.num_modes > 0 {
+            if p.num_modes > 0 {
                 args.push("--num_modes".into());
-                args.push(run.num_modes.to_string().into());
+                args.push(p.num_modes.to_string().into());
             }
-            if run.energy_range > 0.0 {
+            if p.energy_range > 0.0 {
                 args.push("--energy_range".into());
-                args.push(run.energy_range.to_string().into());
+                args.push(p.energy_range.to_string().into());
             }
         }
-        SminaMode::Minimize => args.push("--minimize".into()),
-        SminaMode::ScoreOnly => args.push("--score_only".into()),
-        SminaMode::LocalOnly => args.push("--local_only".into()),
+        DockMode::Minimize => args.push("--minimize".into()),
+        DockMode::ScoreOnly => args.push("--score_only".into()),
+        DockMode::LocalOnly => args.push("--local_only".into()),
     }
     // Like Vina, smina's own seed 0 would be random; a fixed one keeps re-runs identical.
-    let seed = if run.seed == 0 { DEFAULT_SEED } else { run.seed };
+    let seed = if p.seed == 0 { DEFAULT_SEED } else { p.seed };
     args.push("--seed".into());
     args.push(seed.to_string().into());
     // smina's default takes every core of a shared node behind the scheduler's back.
@@ -139,9 +152,8 @@ impl SminaEngine {
     pub fn new(program: impl Into<PathBuf>, version: impl Into<String>) -> Self {
         Self {
             descriptor: EngineDescriptor {
-                name: "smina".to_string(),
+                kind: EngineKind::Smina,
                 version: version.into(),
-                test_only: false,
             },
             program: program.into(),
             options: SminaOptions::default(),
@@ -149,7 +161,7 @@ impl SminaEngine {
         }
     }
 
-    /// Options used by [`DockingEngine::run`].
+    /// Options used by [`DockingEngine::run`] where the task sets none.
     pub fn with_options(mut self, options: SminaOptions) -> Self {
         self.options = options;
         self
@@ -179,7 +191,8 @@ impl DockingEngine for SminaEngine {
     }
 
     async fn run(&self, run: EngineRun) -> Result<EngineOutput, EngineError> {
-        self.run_with(run, &self.options).await
+        let opts = self.options.for_task(&run.params.extra);
+        self.run_with(run, &opts).await
     }
 }
 
@@ -336,15 +349,13 @@ fn check_params(run: &EngineRun, autobox: bool) -> Result<(), EngineError> {
             return Err(EngineError::BadInput(format!("box size {:?} must be positive", run.size)));
         }
     }
-    if !run.energy_range.is_finite() || run.energy_range < 0.0 {
-        return Err(EngineError::BadInput(format!("energy range {} must be >= 0", run.energy_range)));
+    let p = &run.params;
+    if !p.energy_range.is_finite() || p.energy_range < 0.0 {
+        return Err(EngineError::BadInput(format!("energy range {} must be >= 0", p.energy_range)));
     }
     // smina/gnina read the seed as a C int.
-    if i32::try_from(run.seed).is_err() {
-        return Err(EngineError::BadInput(format!(
-            "seed {} is outside the 32-bit signed range",
-            run.seed
-        )));
+    if i32::try_from(p.seed).is_err() {
+        return Err(EngineError::BadInput(format!("seed {} is outside the 32-bit signed range", p.seed)));
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = run.ligands.iter().find(|l| !seen.insert(l.index)) {

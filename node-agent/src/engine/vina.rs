@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dockyard_common::molecule::{parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor};
+use dockyard_common::spec::EngineKind;
 
 use super::log::{probe_version, read_log_from, tail};
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
@@ -54,9 +55,8 @@ impl VinaEngine {
     pub fn new(program: impl Into<PathBuf>, version: impl Into<String>) -> Self {
         Self {
             descriptor: EngineDescriptor {
-                name: "vina".to_string(),
+                kind: EngineKind::Vina,
                 version: version.into(),
-                test_only: false,
             },
             program: program.into(),
             grace: DEFAULT_GRACE,
@@ -83,17 +83,18 @@ impl VinaEngine {
             args.push(format!("--size_{axis}").into());
             args.push(run.size[i].to_string().into());
         }
-        if run.exhaustiveness > 0 {
+        let p = &run.params;
+        if p.exhaustiveness > 0 {
             args.push("--exhaustiveness".into());
-            args.push(run.exhaustiveness.to_string().into());
+            args.push(p.exhaustiveness.to_string().into());
         }
-        if run.num_modes > 0 {
+        if p.num_modes > 0 {
             args.push("--num_modes".into());
-            args.push(run.num_modes.to_string().into());
+            args.push(p.num_modes.to_string().into());
         }
-        if run.energy_range > 0.0 {
+        if p.energy_range > 0.0 {
             args.push("--energy_range".into());
-            args.push(run.energy_range.to_string().into());
+            args.push(p.energy_range.to_string().into());
         }
         args.push("--seed".into());
         args.push(seed.to_string().into());
@@ -114,7 +115,7 @@ impl VinaEngine {
         log_path: &Path,
         started: Instant,
     ) -> Result<f64, EngineError> {
-        let seed = effective_seed(run.seed)?;
+        let seed = effective_seed(run.params.seed)?;
         let mut cpu_seconds = 0.0;
         while !pending.is_empty() {
             if run.cancel.is_cancelled() {
@@ -302,10 +303,13 @@ fn check_params(run: &EngineRun) -> Result<(), EngineError> {
     if run.size.iter().any(|s| !s.is_finite() || *s <= 0.0) {
         return Err(EngineError::BadInput(format!("box size {:?} must be positive", run.size)));
     }
-    if !run.energy_range.is_finite() || run.energy_range < 0.0 {
-        return Err(EngineError::BadInput(format!("energy range {} must be >= 0", run.energy_range)));
+    if !run.params.energy_range.is_finite() || run.params.energy_range < 0.0 {
+        return Err(EngineError::BadInput(format!(
+            "energy range {} must be >= 0",
+            run.params.energy_range
+        )));
     }
-    effective_seed(run.seed)?;
+    effective_seed(run.params.seed)?;
     let mut seen = HashSet::new();
     if let Some(dup) = run.ligands.iter().find(|l| !seen.insert(l.index)) {
         return Err(EngineError::BadInput(format!("ligand index {} appears twice", dup.index)));

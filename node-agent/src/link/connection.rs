@@ -84,10 +84,13 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     let _metrics_stop = metrics_stop.clone().drop_guard();
     let (metrics, _) = metrics::start(cfg.metrics_listen.as_deref(), metrics_stop).await?;
     metrics.set_slots(cfg.slots);
+    let paths = [
+        (EngineKind::Vina, &cfg.vina_path),
+        (EngineKind::Smina, &cfg.smina_path),
+        (EngineKind::Gnina, &cfg.gnina_path),
+    ];
     let engines = probe_engines(&crate::engine::EngineProbe {
-        vina: cfg.vina_path.clone(),
-        smina: cfg.smina_path.clone(),
-        gnina: cfg.gnina_path.clone(),
+        paths: paths.into_iter().filter_map(|(k, p)| Some((k, p.clone()?))).collect(),
         enable_sleep: cfg.enable_sleep_engine,
     })
     .await;
@@ -143,9 +146,9 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         .map(|e| {
             let d = e.descriptor();
             pb::EngineInfo {
-                name: d.name.clone(),
+                name: d.name().to_string(),
                 version: d.version.clone(),
-                test_only: d.test_only,
+                test_only: d.test_only(),
             }
         })
         .collect();
@@ -175,13 +178,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
     let membership_stop = CancellationToken::new();
-    let mut runner = RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer);
-    for (name, path) in [("smina", &cfg.smina_path), ("gnina", &cfg.gnina_path)] {
-        if let Some(p) = path {
-            runner = runner.with_engine_program(name, p.clone());
-        }
-    }
-    let ctx = Arc::new(runner);
+    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer));
     if let Some(etcd) = &cfg.etcd {
         let record = NodeRecord {
             node_id: cfg.node_id.to_string(),
@@ -504,11 +501,13 @@ fn on_message(st: &mut AgentState, m: pb::CoordinatorMessage, epoch: u64) {
                 let tx = st.results_tx.clone();
                 let metrics = Arc::clone(&st.metrics);
                 let engine = EngineKind::parse(&task.engine).ok();
-                metrics.task_started();
+                // The task's cores: the slots it holds.
+                let slots = task.cpu_slots.max(1);
+                metrics.task_started(slots);
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let r = run_task(ctx, task, cancel).await;
-                    metrics.task_finished(engine, &r, started.elapsed());
+                    metrics.task_finished(slots, engine, &r, started.elapsed());
                     let _ = tx.send(r).await;
                 });
             }

@@ -16,18 +16,18 @@ fn data(rel: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/")).join(rel)
 }
 
-/// The real obabel, or `None` (with a message) where it is not installed or the shared
-/// data is not present.
-async fn preparer(cache: &Path) -> Option<Preparer> {
-    if !data("ligands/ligands-20-3d.sdf").is_file() {
-        println!("SKIP: shared test data not present");
-        return None;
-    }
-    let p = Preparer::probe(None, cache.to_path_buf()).await;
-    if p.is_none() {
-        println!("SKIP: obabel not installed (apt-get install openbabel)");
-    }
-    p
+/// The real obabel; panics with what is missing (CI has obabel and the shared data, and a
+/// test that passes without running is no test).
+async fn preparer(cache: &Path) -> Preparer {
+    let sample = data("ligands/ligands-20-3d.sdf");
+    assert!(
+        sample.is_file(),
+        "shared test data missing: {} (the repository reads ../shared)",
+        sample.display()
+    );
+    Preparer::probe(None, cache.to_path_buf())
+        .await
+        .unwrap_or_else(|| panic!("this test needs obabel on PATH; install it (Debian: apt-get install openbabel)"))
 }
 
 /// The first record of an SDF file (through its `$$$$` line).
@@ -93,9 +93,7 @@ async fn missing_binary_is_a_retryable_error() {
 #[tokio::test]
 async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(p) = preparer(&dir.path().join("cache")).await else {
-        return;
-    };
+    let p = preparer(&dir.path().join("cache")).await;
     let smi = std::fs::read_to_string(data("ligands/ligands-20.smi")).expect("smi");
     let input = dir.path().join("lig.smi");
     std::fs::write(&input, format!("{}\n", smi.lines().next().expect("a line"))).expect("write");
@@ -123,9 +121,7 @@ async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
 #[tokio::test]
 async fn sdf_record_to_pdbqt_is_cached() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(p) = preparer(&dir.path().join("cache")).await else {
-        return;
-    };
+    let p = preparer(&dir.path().join("cache")).await;
     let sdf = std::fs::read_to_string(data("ligands/ligands-20-3d.sdf")).expect("sdf");
     let input = dir.path().join("one.sdf");
     std::fs::write(&input, first_sdf_record(&sdf)).expect("write");
@@ -154,9 +150,7 @@ async fn sdf_record_to_pdbqt_is_cached() {
 #[tokio::test]
 async fn pdb_receptor_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(p) = preparer(&dir.path().join("cache")).await else {
-        return;
-    };
+    let p = preparer(&dir.path().join("cache")).await;
     let pdb = dir.path().join("rec.pdb");
     let st = std::process::Command::new("obabel")
         .arg("-ipdbqt")
@@ -174,9 +168,7 @@ async fn pdb_receptor_round_trip() {
 #[tokio::test]
 async fn vina_poses_to_sdf() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(p) = preparer(&dir.path().join("cache")).await else {
-        return;
-    };
+    let p = preparer(&dir.path().join("cache")).await;
     let out = dir.path().join("poses.sdf");
     p.pdbqt_to_sdf(&data("engine-output-samples/vina-1.2.3_1iep_ex8_cpu1_seed1001.out.pdbqt"), &out)
         .await
@@ -191,16 +183,10 @@ async fn vina_poses_to_sdf() {
 #[tokio::test]
 async fn runner_prepares_sdf_ligand_for_vina() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(p) = preparer(&dir.path().join("work/prep-cache")).await else {
-        return;
-    };
-    let vina = match crate::engine::vina::probe(Path::new("vina")).await {
-        Ok(v) => v,
-        Err(e) => {
-            println!("SKIP: vina not available: {e}");
-            return;
-        }
-    };
+    let p = preparer(&dir.path().join("work/prep-cache")).await;
+    let vina = crate::engine::vina::probe(Path::new("vina"))
+        .await
+        .unwrap_or_else(|e| panic!("this test needs AutoDock Vina 1.2 on PATH ({e}); install it (Debian: apt-get install autodock-vina)"));
     let store = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
     let put = |key: &'static str, data: Vec<u8>| {
         let store = store.clone();

@@ -5,8 +5,14 @@ use bytes::Bytes;
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore, LocalStore};
 use tokio_util::sync::CancellationToken;
 
+use dockyard_common::spec::{DockMode, EngineOptions, Scoring};
+
+use super::upload::best_pose_fields;
 use super::*;
+use crate::engine::gnina::{CnnScoring, GninaOptions};
 use crate::engine::smina::tests::fixture;
+use crate::engine::smina::SminaOptions;
+use crate::engine::{EngineRun, GninaEngine};
 
 const GNINA_SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -18,51 +24,35 @@ fn params() -> pb::EngineParams {
 }
 
 #[test]
-fn smina_options_from_params() {
-    assert_eq!(
-        task_options("smina", &params(), &[]),
-        Ok(TaskOptions::Smina(SminaOptions::default()))
-    );
-    let p = pb::EngineParams {
-        scoring: "vinardo".into(),
-        mode: "minimize".into(),
-        ..params()
+fn smina_options_come_from_the_task() {
+    assert_eq!(SminaOptions::default().for_task(&EngineOptions::default()), SminaOptions::default());
+    let task = EngineOptions {
+        scoring: Some(Scoring::Vinardo),
+        mode: Some(DockMode::Minimize),
+        ..EngineOptions::default()
     };
     assert_eq!(
-        task_options("smina", &p, &[1]),
-        Ok(TaskOptions::Smina(SminaOptions {
+        SminaOptions::default().for_task(&task),
+        SminaOptions {
             scoring: Some("vinardo".into()),
-            mode: SminaMode::Minimize,
+            mode: DockMode::Minimize,
             ..SminaOptions::default()
-        }))
+        }
     );
-    for (mode, want) in [
-        ("dock", SminaMode::Dock),
-        ("score_only", SminaMode::ScoreOnly),
-        ("local_only", SminaMode::LocalOnly),
-    ] {
-        let p = pb::EngineParams {
-            mode: mode.into(),
-            ..params()
-        };
-        let Ok(TaskOptions::Smina(o)) = task_options("smina", &p, &[]) else {
-            panic!("{mode}");
-        };
-        assert_eq!(o.mode, want);
-    }
-    let p = pb::EngineParams {
-        mode: "anneal".into(),
-        ..params()
+    // The engine's own options hold where the task sets none.
+    let own = SminaOptions {
+        scoring: Some("dkoes_fast".into()),
+        mode: DockMode::LocalOnly,
+        ..SminaOptions::default()
     };
-    assert_eq!(task_options("smina", &p, &[]), Err("unsupported mode 'anneal'".into()));
+    assert_eq!(own.for_task(&EngineOptions::default()), own);
 }
 
 #[test]
-fn gnina_options_from_params() {
-    assert_eq!(
-        task_options("gnina", &params(), &[]),
-        Ok(TaskOptions::Gnina(GninaOptions::default()))
-    );
+fn gnina_options_come_from_the_task_and_its_gpu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = crate::engine::smina::tests::engine_run(dir.path(), vec![]);
+    assert_eq!(GninaOptions::default().for_run(&run), GninaOptions::default());
     let p = pb::EngineParams {
         scoring: "dkoes_scoring".into(),
         mode: "score_only".into(),
@@ -70,12 +60,14 @@ fn gnina_options_from_params() {
         cnn_model: "dense_ensemble".into(),
         ..params()
     };
+    run.params = DockParams::from_proto(EngineKind::Gnina, Some(&p)).expect("valid");
+    run.gpus = vec![2, 5];
     assert_eq!(
-        task_options("gnina", &p, &[2, 5]),
-        Ok(TaskOptions::Gnina(GninaOptions {
+        GninaOptions::default().for_run(&run),
+        GninaOptions {
             base: SminaOptions {
                 scoring: Some("dkoes_scoring".into()),
-                mode: SminaMode::ScoreOnly,
+                mode: DockMode::ScoreOnly,
                 ..SminaOptions::default()
             },
             cnn_scoring: Some(CnnScoring::None),
@@ -83,57 +75,68 @@ fn gnina_options_from_params() {
             cnn_model: None,
             device: Some(2),
             no_gpu: false,
-        }))
+        }
     );
-    let p = pb::EngineParams {
-        cnn_scoring: "refinement".into(),
-        no_gpu: true,
-        ..params()
-    };
-    let Ok(TaskOptions::Gnina(o)) = task_options("gnina", &p, &[3]) else {
-        panic!("gnina options");
-    };
-    assert_eq!(o.cnn_scoring, Some(CnnScoring::Refinement));
+    run.params.extra.no_gpu = true;
+    run.gpus = vec![3];
+    let o = GninaOptions::default().for_run(&run);
     assert!(o.no_gpu);
     assert_eq!(o.device, Some(3));
-    for (name, want) in [
-        ("rescore", CnnScoring::Rescore),
-        ("metrorescore", CnnScoring::MetroRescore),
-        ("metrorefine", CnnScoring::MetroRefine),
-        ("all", CnnScoring::All),
-    ] {
-        let p = pb::EngineParams {
-            cnn_scoring: name.into(),
-            ..params()
-        };
-        let Ok(TaskOptions::Gnina(o)) = task_options("gnina", &p, &[]) else {
-            panic!("{name}");
-        };
-        assert_eq!(o.cnn_scoring, Some(want));
-        assert_eq!(o.device, None);
-    }
-    let p = pb::EngineParams {
-        cnn_scoring: "sometimes".into(),
-        ..params()
-    };
-    assert_eq!(task_options("gnina", &p, &[]), Err("unsupported cnn_scoring 'sometimes'".into()));
 }
 
-#[test]
-fn vina_accepts_only_vina_scoring() {
-    assert_eq!(task_options("vina", &params(), &[]), Ok(TaskOptions::Plain));
-    let p = pb::EngineParams {
-        scoring: "vina".into(),
-        ..params()
+/// An option the engine does not take fails the task for good, before anything is fetched.
+#[tokio::test]
+async fn vina_refuses_another_scoring_function() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+    let vina = crate::engine::VinaEngine::new("/nonexistent/vina", "1.2.5");
+    let ctx = Arc::new(RunnerContext::new(
+        vec![Arc::new(vina) as Arc<dyn DockingEngine>],
+        store,
+        dir.path().join("work"),
+    ));
+    let a = pb::TaskAssignment {
+        task_id: "t1".into(),
+        attempt: 1,
+        engine: "vina".into(),
+        params: Some(pb::EngineParams {
+            scoring: "vinardo".into(),
+            ..params()
+        }),
+        receptor: Some(pb::ArtifactRef {
+            key: "orgs/t/in/never-stored.pdbqt".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
-    assert_eq!(task_options("vina", &p, &[]), Ok(TaskOptions::Plain));
-    let p = pb::EngineParams {
-        scoring: "vinardo".into(),
-        ..params()
+    let res = run_task(ctx, a, CancellationToken::new()).await;
+    let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+        panic!("expected a failure: {res:?}");
     };
-    let err = task_options("vina", &p, &[]).expect_err("vinardo");
-    assert!(err.contains("vinardo"), "{err}");
-    assert_eq!(task_options("sleep", &p, &[]), Ok(TaskOptions::Plain));
+    assert!(!f.retryable);
+    assert!(f.reason.contains("params.scoring") && f.reason.contains("vinardo"), "{}", f.reason);
+}
+
+/// An engine this node does not have (or no build knows) is retried elsewhere.
+#[tokio::test]
+async fn an_engine_missing_here_is_retryable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+    let ctx = Arc::new(RunnerContext::new(Vec::new(), store, dir.path().join("work")));
+    for engine in ["vina", "autodock9"] {
+        let a = pb::TaskAssignment {
+            task_id: "t1".into(),
+            attempt: 1,
+            engine: engine.into(),
+            ..Default::default()
+        };
+        let res = run_task(ctx.clone(), a, CancellationToken::new()).await;
+        let Some(pb::task_result::Outcome::Failed(f)) = res.outcome else {
+            panic!("expected a failure: {res:?}");
+        };
+        assert!(f.retryable);
+        assert_eq!(f.reason, format!("engine '{engine}' is not available on this node"));
+    }
 }
 
 #[test]
@@ -186,11 +189,10 @@ async fn gnina_task_gets_gpu_and_options() {
     .await;
     put("orgs/t/in/lig0.sdf", b"fake\n").await;
     let ctx = RunnerContext::new(
-        vec![Arc::new(GninaEngine::new("/nonexistent/gnina", "1.1")) as Arc<dyn DockingEngine>],
+        vec![Arc::new(GninaEngine::new(fixture("fake_gnina.sh"), "1.1")) as Arc<dyn DockingEngine>],
         store.clone(),
         dir.path().join("work"),
-    )
-    .with_engine_program("gnina", fixture("fake_gnina.sh"));
+    );
     let a = pb::TaskAssignment {
         task_id: "t1".into(),
         attempt: 1,
@@ -280,7 +282,11 @@ async fn bad_option_fails_permanently() {
         panic!("expected a failure: {res:?}");
     };
     assert!(!f.retryable);
-    assert_eq!(f.reason, "unsupported cnn_scoring 'sometimes'");
+    assert!(
+        f.reason.starts_with("invalid params.cnn_scoring: 'sometimes' must be one of"),
+        "{}",
+        f.reason
+    );
 }
 
 const RECEPTOR_1IEP: &str = concat!(
@@ -362,11 +368,10 @@ impl DockingEngine for PanickingEngine {
 #[tokio::test]
 async fn a_panic_fails_the_task_and_removes_the_scratch_folder() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, a) = one_ligand_task(dir.path(), "panicky", "").await;
+    let (store, a) = one_ligand_task(dir.path(), "sleep", "").await;
     let engine = PanickingEngine(crate::engine::EngineDescriptor {
-        name: "panicky".into(),
+        kind: EngineKind::Sleep,
         version: "1".into(),
-        test_only: true,
     });
     let work = dir.path().join("work");
     let ctx = Arc::new(RunnerContext::new(

@@ -66,7 +66,7 @@ fn args_add_cnn_and_gpu_flags() {
 #[tokio::test]
 async fn probe_reads_version_from_fake() {
     let engine = probe(&fake_gnina()).await.expect("probe");
-    assert_eq!(engine.descriptor().name, "gnina");
+    assert_eq!(engine.descriptor().name(), "gnina");
     assert_eq!(engine.descriptor().version, "1.1");
     // The smina double does not call itself gnina.
     assert!(probe(&fixture("fake_smina.sh")).await.is_err());

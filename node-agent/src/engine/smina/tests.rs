@@ -2,6 +2,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use tokio_util::sync::CancellationToken;
 
+use dockyard_common::spec::{DockMode, DockParams, EngineOptions};
+
 use super::*;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/engine-output-samples");
@@ -54,11 +56,15 @@ pub(crate) fn engine_run(dir: &Path, ligands: Vec<LigandFile>) -> EngineRun {
         ligands,
         center: [15.19, 53.903, 16.917],
         size: [20.0, 20.0, 20.0],
-        exhaustiveness: 4,
-        num_modes: 5,
-        seed: 0,
-        energy_range: 0.0,
-        sleep_ms: 0,
+        params: DockParams {
+            exhaustiveness: 4,
+            num_modes: 5,
+            seed: 0,
+            energy_range: 0.0,
+            sleep_ms: 0,
+            extra: EngineOptions::default(),
+        },
+        gpus: Vec::new(),
         work_dir,
         cpu: 2,
         timeout: Duration::from_secs(30),
@@ -88,11 +94,15 @@ fn run_for_args() -> EngineRun {
         ],
         center: [1.5, -2.0, 3.25],
         size: [20.0, 22.0, 24.0],
-        exhaustiveness: 16,
-        num_modes: 9,
-        seed: 7,
-        energy_range: 4.0,
-        sleep_ms: 0,
+        params: DockParams {
+            exhaustiveness: 16,
+            num_modes: 9,
+            seed: 7,
+            energy_range: 4.0,
+            sleep_ms: 0,
+            extra: EngineOptions::default(),
+        },
+        gpus: Vec::new(),
         work_dir: PathBuf::from("/w"),
         cpu: 0,
         timeout: Duration::ZERO,
@@ -114,12 +124,12 @@ fn args_dock_mode_with_box() {
 #[test]
 fn args_each_mode_scoring_and_autobox() {
     let mut run = run_for_args();
-    run.seed = 0;
+    run.params.seed = 0;
     run.ligands.truncate(1);
     let cases = [
-        (SminaMode::Minimize, "--minimize"),
-        (SminaMode::ScoreOnly, "--score_only"),
-        (SminaMode::LocalOnly, "--local_only"),
+        (DockMode::Minimize, "--minimize"),
+        (DockMode::ScoreOnly, "--score_only"),
+        (DockMode::LocalOnly, "--local_only"),
     ];
     for (mode, flag) in cases {
         let opts = SminaOptions {
@@ -168,9 +178,9 @@ fn version_parsing_is_lenient() {
 #[tokio::test]
 async fn probe_reads_version_from_fake() {
     let engine = probe(&fake_smina()).await.expect("probe");
-    assert_eq!(engine.descriptor().name, "smina");
+    assert_eq!(engine.descriptor().name(), "smina");
     assert_eq!(engine.descriptor().version, "Oct 15 2019");
-    assert!(!engine.descriptor().test_only);
+    assert!(!engine.descriptor().test_only());
     let err = probe(Path::new("/nonexistent/smina")).await.err().expect("missing");
     assert!(err.contains("/nonexistent/smina"), "{err}");
     // Something that answers, but not as smina.
@@ -231,7 +241,7 @@ async fn multi_molecule_output_and_positive_affinity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ligs = vec![ligand(dir.path(), 0, "fake\n", Some("gnina_workshop2021_minimized_sample.sdf"))];
     let opts = SminaOptions {
-        mode: SminaMode::Minimize,
+        mode: DockMode::Minimize,
         ..SminaOptions::default()
     };
     let out = SminaEngine::new(fake_smina(), "test")
@@ -372,7 +382,7 @@ async fn params_checked_before_running() {
     assert!(matches!(engine.run_with(run, &opts).await, Err(EngineError::Spawn(_))));
 
     let mut run = engine_run(dir.path(), vec![]);
-    run.seed = i64::from(i32::MAX) + 1;
+    run.params.seed = i64::from(i32::MAX) + 1;
     assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
 
     let mut run = engine_run(dir.path(), vec![]);

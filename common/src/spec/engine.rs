@@ -1,0 +1,157 @@
+//! The engines Dockyard drives and what each one accepts and needs: the one place that says
+//! how engines differ. The coordinator validates and schedules from these facts; the agent
+//! prepares inputs, limits processes and reads results from them. Adding an engine means a
+//! variant here, its name and its [`EngineTraits`]; nothing else in `common` matches on it.
+
+use serde::{Deserialize, Serialize};
+
+use super::params::{DockMode, Scoring};
+use crate::error::DockyardError;
+
+/// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Vina,
+    Smina,
+    Gnina,
+    /// Does no docking: waits, for smoke tests and benchmarks.
+    Sleep,
+}
+
+/// What an engine accepts and needs, beyond its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineTraits {
+    /// Scoring functions a task may ask for (empty: the option is refused).
+    pub scorings: &'static [Scoring],
+    /// What the engine may do with the ligand (`[Dock]`: only docking).
+    pub modes: &'static [DockMode],
+    /// Takes gnina's CNN options (`cnn_scoring`, `cnn_model`, `no_gpu`).
+    pub cnn_options: bool,
+    /// Reads PDBQT only: other input formats are converted on the agent (obabel) first.
+    pub needs_pdbqt: bool,
+    /// A job may ask for GPUs per task.
+    pub accepts_gpus: bool,
+    /// May open CUDA even with no GPU assigned, so no address-space limit can hold it.
+    pub may_use_cuda: bool,
+    /// Writes its poses as SDF with scores as data items (else Vina's PDBQT).
+    pub sdf_poses: bool,
+    /// The result field the best pose's score is reported under, for PDBQT engines whose
+    /// pose file carries no named fields.
+    pub score_field: Option<&'static str>,
+    /// Holds grid maps in memory, sized by the box (see `JobSpec::task_memory_bytes`).
+    pub grid_memory: bool,
+}
+
+const VINA: EngineTraits = EngineTraits {
+    // The vina adapter runs Vina's default scoring only.
+    scorings: &[Scoring::Vina],
+    modes: &[DockMode::Dock],
+    cnn_options: false,
+    needs_pdbqt: true,
+    accepts_gpus: false,
+    may_use_cuda: false,
+    sdf_poses: false,
+    score_field: Some("vina_affinity"),
+    grid_memory: true,
+};
+
+const SMINA: EngineTraits = EngineTraits {
+    scorings: Scoring::ALL,
+    modes: DockMode::ALL,
+    cnn_options: false,
+    needs_pdbqt: false,
+    accepts_gpus: true,
+    may_use_cuda: false,
+    sdf_poses: true,
+    score_field: None,
+    grid_memory: true,
+};
+
+const GNINA: EngineTraits = EngineTraits {
+    cnn_options: true,
+    may_use_cuda: true,
+    ..SMINA
+};
+
+const SLEEP: EngineTraits = EngineTraits {
+    scorings: &[],
+    modes: &[DockMode::Dock],
+    cnn_options: false,
+    needs_pdbqt: false,
+    accepts_gpus: true,
+    may_use_cuda: false,
+    sdf_poses: false,
+    score_field: None,
+    grid_memory: false,
+};
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Vina => "vina",
+            EngineKind::Smina => "smina",
+            EngineKind::Gnina => "gnina",
+            EngineKind::Sleep => "sleep",
+        }
+    }
+
+    pub fn traits(self) -> &'static EngineTraits {
+        match self {
+            EngineKind::Vina => &VINA,
+            EngineKind::Smina => &SMINA,
+            EngineKind::Gnina => &GNINA,
+            EngineKind::Sleep => &SLEEP,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, DockyardError> {
+        let names = || Self::ALL.map(Self::name).join(", ");
+        if s.is_empty() {
+            return Err(DockyardError::invalid("engine", format!("missing; one of {}", names())));
+        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| DockyardError::invalid("engine", format!("unknown engine '{s}'; one of {}", names())))
+    }
+
+    pub fn test_only(self) -> bool {
+        self == EngineKind::Sleep
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_parses_back_from_its_name() {
+        for k in EngineKind::ALL {
+            assert_eq!(EngineKind::parse(k.name()).expect("known"), k);
+        }
+        let e = EngineKind::parse("autodock9").expect_err("unknown");
+        assert!(
+            e.to_string().contains("engine") && e.to_string().contains("vina, smina, gnina, sleep"),
+            "{e}"
+        );
+        assert!(EngineKind::parse("").expect_err("missing").to_string().contains("missing"));
+    }
+
+    #[test]
+    fn only_gnina_takes_cnn_options_and_only_vina_needs_pdbqt() {
+        let cnn: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_options).collect();
+        assert_eq!(cnn, [EngineKind::Gnina]);
+        let pdbqt: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().needs_pdbqt).collect();
+        assert_eq!(pdbqt, [EngineKind::Vina]);
+        assert!(!EngineKind::Vina.traits().accepts_gpus);
+    }
+}
