@@ -182,6 +182,43 @@ pub struct LigandResultRecord {
     pub cached: bool,
 }
 
+/// A library record left out at submission (`skip_invalid`), for the job report. Rows
+/// written before this type was named are JSON arrays in field order, which serde reads
+/// into it just the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    pub file: String,
+    /// 1-based record number in the file.
+    pub record: u32,
+    pub name: String,
+    pub line: u32,
+    pub reason: String,
+}
+
+impl From<dockyard_proto::v1::SkippedRecord> for SkippedRecord {
+    fn from(s: dockyard_proto::v1::SkippedRecord) -> Self {
+        SkippedRecord {
+            file: s.file,
+            record: s.record,
+            name: s.name,
+            line: s.line,
+            reason: s.reason,
+        }
+    }
+}
+
+impl From<SkippedRecord> for dockyard_proto::v1::SkippedRecord {
+    fn from(s: SkippedRecord) -> Self {
+        dockyard_proto::v1::SkippedRecord {
+            file: s.file,
+            record: s.record,
+            name: s.name,
+            line: s.line,
+            reason: s.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +261,21 @@ mod tests {
         s.fly(&b, 7);
         let back: JobStatus = serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("read");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn skipped_rows_of_the_older_array_layout_still_read() {
+        let old = r#"[["lib.sdf",2,"bad",17,"atom 999 out of range"]]"#;
+        let rows: Vec<SkippedRecord> = serde_json::from_str(old).expect("read");
+        assert_eq!(
+            rows,
+            vec![SkippedRecord {
+                file: "lib.sdf".into(),
+                record: 2,
+                name: "bad".into(),
+                line: 17,
+                reason: "atom 999 out of range".into(),
+            }]
+        );
     }
 }

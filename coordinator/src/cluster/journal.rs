@@ -36,6 +36,12 @@ pub fn spec_key(org: &OrgId, job: &JobId) -> Result<ArtifactKey, DockyardError> 
     ArtifactKey::new(format!("orgs/{org}/jobs/{job}/spec.json"))
 }
 
+/// Beside the spec, written with it when `skip_invalid` left records out (the spec counts
+/// them in `skipped`, so a rebuild knows when to look).
+pub fn skipped_key(org: &OrgId, job: &JobId) -> Result<ArtifactKey, DockyardError> {
+    ArtifactKey::new(format!("orgs/{org}/jobs/{job}/skipped.json"))
+}
+
 pub struct Journal {
     client: Client,
     keys: Keys,
@@ -96,6 +102,10 @@ impl Journal {
             if let Some(spec) = &change.spec {
                 let body = serde_json::to_vec(spec.as_ref()).map_err(|e| JournalError::Failed(DockyardError::Internal(e.to_string())))?;
                 puts.push((key.clone(), Bytes::from(body)));
+                if !change.skipped.is_empty() {
+                    let k = skipped_key(&change.org, id).map_err(JournalError::Failed)?;
+                    puts.push((k, Bytes::from(json(&change.skipped)?)));
+                }
             }
             let rec = JobIndexRecord {
                 org: change.org.to_string(),

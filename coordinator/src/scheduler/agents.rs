@@ -15,7 +15,6 @@ use super::nodes::{NodeRt, Outbound, Registration};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
 use crate::metrics::AttemptFailure;
-use crate::store::{key, P_DRAINED};
 
 fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
@@ -146,16 +145,14 @@ impl Core {
             .get_mut(node)
             .ok_or_else(|| DockyardError::not_found(format!("node {node}")))?;
         n.draining = drain;
-        let k = key(P_DRAINED, node.as_str().as_bytes());
         if self.cfg.cluster_epoch.is_some() {
             tx.shared.drains.insert(node.clone(), drain);
         }
+        tx.batch.set_drained(node, drain);
         if drain {
             self.nodes.drained.insert(node.clone());
-            tx.put(k, Vec::new());
         } else {
             self.nodes.drained.remove(node);
-            tx.del(k);
         }
         tx.messages.push((
             node.clone(),

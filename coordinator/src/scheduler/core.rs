@@ -20,8 +20,8 @@ use super::txn::Txn;
 use super::{Command, SchedulerConfig};
 use crate::api::convert::job_view;
 use crate::cluster::outcome::JobChange;
-use crate::model::{JobState, JobStatus, TaskRecord};
-use crate::store::{encode, key, Store, P_JOB, P_TASK};
+use crate::model::{JobState, JobStatus};
+use crate::store::Store;
 use dockyard_common::cluster::{JobIndexState, NodeRecord};
 
 pub(super) struct ActiveJob {
@@ -126,18 +126,10 @@ pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
     }
 }
 
-pub(super) fn put_task(tx: &mut Txn, tid: &TaskId, rec: &TaskRecord) {
-    tx.put(key(P_TASK, &tid.to_key()), encode(rec));
-}
-
-pub(super) fn del_task(tx: &mut Txn, tid: &TaskId) {
-    tx.del(key(P_TASK, &tid.to_key()));
-}
-
 impl Core {
     pub fn apply(&mut self, c: Command, tx: &mut Txn) {
         match c {
-            Command::Submit { job, spec, reply } => match self.submit(tx, job, *spec) {
+            Command::Submit { job, spec, skipped, reply } => match self.submit(tx, job, *spec, skipped) {
                 Ok(id) => {
                     let view = self.view(&id);
                     tx.after(move || {
@@ -244,6 +236,7 @@ impl Core {
                     state,
                     reason,
                     spec: None,
+                    skipped: Vec::new(),
                     created_at_ms: job.spec.created_at_ms,
                 };
                 tx.shared.job(id, change);
@@ -252,7 +245,7 @@ impl Core {
         let dirty: Vec<JobId> = tx.dirty_jobs.iter().cloned().collect();
         for id in dirty {
             if let Some(job) = self.jobs.get(&id) {
-                tx.put(key(P_JOB, id.as_str().as_bytes()), encode(&job.status));
+                tx.batch.put_status(&id, &job.status);
             }
         }
     }

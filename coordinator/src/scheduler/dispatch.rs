@@ -10,7 +10,7 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{put_task, Core, Live, LiveTask};
+use super::core::{Core, Live, LiveTask};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
 use crate::model::{JobState, TaskRecord, TaskState};
@@ -64,8 +64,7 @@ impl Core {
                 // A first attempt is in the job's flight list (written with the job row);
                 // a retry already has a record, now saying where it runs.
                 if !fresh {
-                    put_task(
-                        tx,
+                    tx.batch.put_task(
                         &tid,
                         &TaskRecord {
                             attempt,

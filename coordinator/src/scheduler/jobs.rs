@@ -13,17 +13,22 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{class_of, put_task, ActiveJob, Core, Live};
+use super::core::{class_of, ActiveJob, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
 use crate::cluster::outcome::JobChange;
-use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
-use crate::store::{encode, key, P_SPEC};
+use crate::model::{JobState, JobStatus, SkippedRecord, TaskCounts, TaskRecord, TaskState};
 
 impl Core {
     /// Queues a whole job with two writes (spec and status): its tasks are implied by the
     /// status's cursor, however many there are.
-    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, mut spec: JobSpec) -> Result<JobId, DockyardError> {
+    pub(super) fn submit(
+        &mut self,
+        tx: &mut Txn,
+        id: JobId,
+        mut spec: JobSpec,
+        skipped: Vec<SkippedRecord>,
+    ) -> Result<JobId, DockyardError> {
         if self.jobs.contains_key(&id) || self.store.spec(&id)?.is_some() {
             return Err(DockyardError::FailedPrecondition(format!("job {id} already exists")));
         }
@@ -68,7 +73,10 @@ impl Core {
             seq0,
             flight: Default::default(),
         };
-        tx.put(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
+        tx.batch.put_spec(&id, &spec);
+        if !skipped.is_empty() {
+            tx.batch.put_skipped(&id, &skipped);
+        }
         info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
         let job = ActiveJob::new(&id, spec, status);
         if job.has_fresh() {
@@ -83,6 +91,7 @@ impl Core {
                 state: JobIndexState::Active,
                 reason: String::new(),
                 spec: Some(Arc::clone(&job.spec)),
+                skipped,
                 created_at_ms: job.spec.created_at_ms,
             };
             tx.shared.job(&id, change);
@@ -141,8 +150,7 @@ impl Core {
                 }
                 Live::Orphan { .. } => was_running += 1,
             }
-            put_task(
-                tx,
+            tx.batch.put_task(
                 &tid,
                 &TaskRecord {
                     attempt: t.attempt,
@@ -169,6 +177,7 @@ impl Core {
                 state: JobIndexState::Cancelled,
                 reason: reason.clone(),
                 spec: None,
+                skipped: Vec::new(),
                 created_at_ms: job.spec.created_at_ms,
             };
             tx.shared.job(id, change);

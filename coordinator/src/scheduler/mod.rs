@@ -36,6 +36,7 @@ use crate::auth::QuotaTable;
 use crate::cluster::election::EXIT_DEPOSED;
 use crate::cluster::journal::Journal;
 use crate::metrics::CoordinatorMetrics;
+use crate::model::SkippedRecord;
 use crate::store::Store;
 
 pub type Reply<T> = oneshot::Sender<Result<T, DockyardError>>;
@@ -86,6 +87,8 @@ pub enum Command {
         job: JobId,
         // Boxed: a spec is large and every other command is small.
         spec: Box<JobSpec>,
+        /// Library records `skip_invalid` left out, for the report: written with the job.
+        skipped: Vec<SkippedRecord>,
         reply: Reply<pb::Job>,
     },
     Cancel {
@@ -237,7 +240,7 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
                 }
             }
         }
-        if tx.writes > 0 {
+        if !tx.batch.is_empty() {
             let batch = std::mem::take(&mut tx.batch);
             let started = Instant::now();
             let durable = match store.apply(batch) {
@@ -298,6 +301,7 @@ mod tests {
             h.ask(|reply| Command::Submit {
                 job: id,
                 spec: Box::new(spec),
+                skipped: Vec::new(),
                 reply,
             })
             .await
@@ -504,6 +508,7 @@ mod tests {
         h.ask(|reply| Command::Submit {
             job: JobId::parse(&format!("{:020x}", 2)).expect("id"),
             spec: Box::new(sleep_job("b", 1, 0)),
+            skipped: Vec::new(),
             reply,
         })
         .await

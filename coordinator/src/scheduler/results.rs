@@ -12,13 +12,12 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{del_task, put_task, Core, Live};
+use super::core::{Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
 use crate::cluster::outcome::{OutcomeKind, TaskOutcome};
 use crate::metrics::AttemptFailure;
 use crate::model::{LigandResultRecord, TaskRecord, TaskState};
-use crate::store::{self, encode, key, P_LIGERR};
 
 impl Core {
     pub(super) fn on_result(&mut self, tx: &mut Txn, node_id: &NodeId, res: pb::TaskResult) {
@@ -117,7 +116,7 @@ impl Core {
                     fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
                     cached: false,
                 };
-                tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
+                tx.batch.put_result(&tid.job, &rec);
                 if replicate {
                     shared_results.push(rec.clone());
                 }
@@ -127,8 +126,6 @@ impl Core {
                 job.status.ligands_docked += 1;
                 job.status.best_score = Some(job.status.best_score.map_or(lig.best_score, |b| b.min(lig.best_score)));
             } else {
-                let mut k = key(P_LIGERR, tid.job.as_str().as_bytes());
-                k.extend_from_slice(&lig.index.to_be_bytes());
                 let why = if lig.error.is_empty() {
                     "no finite score".to_string()
                 } else {
@@ -137,7 +134,7 @@ impl Core {
                 if replicate {
                     shared_errors.push((lig.index, name.clone(), why.clone()));
                 }
-                tx.put(k, encode(&(name, why)));
+                tx.batch.put_ligand_error(&tid.job, lig.index, &name, &why);
                 job.status.ligands_failed += 1;
             }
         }
@@ -160,7 +157,7 @@ impl Core {
         job.live.remove(&tid.index);
         // Below the cursor, neither a record nor a place in the flight list means "succeeded".
         if !job.status.land(Some(node), tid.index) {
-            del_task(tx, tid);
+            tx.batch.delete_task(tid);
         }
         self.tasks.remove(tid);
         tx.dirty_jobs.insert(tid.job.clone());
@@ -184,8 +181,7 @@ impl Core {
             };
             tx.shared.outcome(&tid.job, &job.spec.org, outcome);
         }
-        put_task(
-            tx,
+        tx.batch.put_task(
             tid,
             &TaskRecord {
                 attempt: t.attempt,
@@ -227,8 +223,7 @@ impl Core {
         let attempt = t.attempt.max(1);
         t.attempt = attempt;
         self.queue.push(class, key, Entry::Task(tid.clone()));
-        put_task(
-            tx,
+        tx.batch.put_task(
             tid,
             &TaskRecord {
                 attempt,
@@ -265,8 +260,7 @@ impl Core {
             t.enqueued_at = Instant::now() + delay;
         }
         self.delayed.insert((until_ms, qk.seq()), tid.clone());
-        put_task(
-            tx,
+        tx.batch.put_task(
             tid,
             &TaskRecord {
                 attempt,
