@@ -27,6 +27,7 @@ use crate::auth::{Auth, QuotaTable, SledTokens, TokenStore};
 use crate::cluster::election::{self, LeaderView, EXIT_DEPOSED};
 use crate::cluster::gate::LeaderGateLayer;
 use crate::cluster::journal::Journal;
+use crate::cluster::replication::EtcdReplication;
 use crate::cluster::{membership, rebuild, ClusterConfig};
 use crate::config::CoordinatorConfig;
 use crate::metrics::CoordinatorMetrics;
@@ -114,7 +115,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let (view_tx, view_rx) = watch::channel(LeaderView::default());
     let scheduler = match cfg.cluster.clone() {
         None => {
-            let join = scheduler::start(rx, store.clone(), sched_cfg, None, shutdown.clone()).await?;
+            let join = scheduler::start(rx, store.clone(), sched_cfg, Arc::new(scheduler::Embedded), shutdown.clone()).await?;
             view_tx.send_replace(LeaderView {
                 endpoint: advertise.clone(),
                 epoch: store.meta_u64("epoch")?,
@@ -284,12 +285,12 @@ impl Leading {
         let keys = c.etcd.keys();
         let stats = rebuild::rebuild(&mut client, &keys, &self.artifacts, &self.store).await?;
         let mut cfg = self.sched_cfg;
-        cfg.cluster_epoch = Some(leadership.epoch);
         cfg.reconcile_grace = c.takeover_grace;
         let mut revoker = client.clone();
         let lease = leadership.lease;
         let journal = Journal::new(client, keys, Arc::clone(&self.artifacts), leadership);
-        let join = scheduler::start(rx, self.store, cfg, Some(journal), shutdown.clone()).await?;
+        let replication = Arc::new(EtcdReplication::new(journal));
+        let join = scheduler::start(rx, self.store, cfg, replication, shutdown.clone()).await?;
         tokio::spawn(membership::watch_nodes(c.etcd.clone(), self.handle, shutdown.clone()));
         set_serving(&self.health, true).await;
         info!(

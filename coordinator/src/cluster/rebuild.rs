@@ -18,8 +18,9 @@ use dockyard_common::spec::JobSpec;
 use dockyard_common::time::now_ms;
 
 use super::journal::skipped_key;
-use super::outcome::{OutcomeKind, TaskOutcome};
-use crate::model::{JobState, JobStatus, SkippedRecord, TaskCounts, TaskRecord, TaskState};
+use super::outcome::TaskOutcome;
+use crate::model::{JobState, JobStatus, Phase, SkippedRecord, TaskCounts, TaskRecord, TaskState};
+use crate::scheduler::record_outcome;
 use crate::store::{Store, StoreBatch};
 
 #[derive(Debug, Default, Clone)]
@@ -130,54 +131,41 @@ pub async fn rebuild(
         }
         let total = spec.task_count();
         let mut batch = StoreBatch::default();
-        let mut counts = TaskCounts {
-            total,
-            ..TaskCounts::default()
+        let cancelled = rec.state == JobIndexState::Cancelled;
+        let vtime = vtime_by_org.entry(spec.org.to_string()).or_default();
+        // Every task starts out as dispatched and unclaimed; each committed outcome then
+        // lands exactly as it did on the old leader.
+        let mut status = JobStatus {
+            state: JobState::Queued,
+            tasks: TaskCounts {
+                total,
+                running: total,
+                ..TaskCounts::default()
+            },
+            ligands_total: spec.ligands.len() as u32,
+            ligands_docked: 0,
+            ligands_failed: 0,
+            best_score: None,
+            error: None,
+            finished_at_ms: 0,
+            unschedulable_reason: None,
+            cpu_seconds: 0.0,
+            cursor: total,
+            vtime0: *vtime,
+            seq0: seq + 1,
+            flight: Default::default(),
         };
-        let (mut docked, mut lig_failed, mut cpu) = (0u32, 0u32, 0.0f64);
-        let mut best: Option<f64> = None;
-        let mut error: Option<String> = None;
+        *vtime += u64::from(total);
+        seq += u64::from(total);
         for o in outcomes.values() {
-            let tid = TaskId::new(id.clone(), o.index);
-            match &o.kind {
-                OutcomeKind::Succeeded {
-                    results,
-                    errors,
-                    cpu_seconds,
-                } => {
-                    counts.succeeded += 1;
-                    cpu += cpu_seconds;
-                    for r in results {
-                        batch.put_result(&id, r);
-                        docked += 1;
-                        best = Some(best.map_or(r.score, |b| b.min(r.score)));
-                    }
-                    for (index, name, why) in errors {
-                        batch.put_ligand_error(&id, *index, name, why);
-                        lig_failed += 1;
-                    }
-                }
-                OutcomeKind::Failed { reason } => {
-                    counts.failed += 1;
-                    error.get_or_insert_with(|| format!("task {tid}: {reason}"));
-                    let rec = TaskRecord {
-                        attempt: o.attempt,
-                        state: TaskState::Failed { reason: reason.clone() },
-                        last_error: Some(reason.clone()),
-                    };
-                    batch.put_task(&tid, &rec);
-                }
-            }
+            record_outcome(&id, &mut status, &mut batch, Phase::Running, o);
         }
         stats.committed_tasks += outcomes.len() as u64;
-        let cancelled = rec.state == JobIndexState::Cancelled;
         for index in (0..total).filter(|i| !outcomes.contains_key(i)) {
-            let tid = TaskId::new(id.clone(), index);
             let state = if cancelled {
-                counts.cancelled += 1;
+                status.tasks.shift(Phase::Running, Phase::Cancelled, 1);
                 TaskState::Cancelled
             } else {
-                counts.running += 1;
                 stats.unclaimed_tasks += 1;
                 TaskState::Unclaimed
             };
@@ -186,44 +174,28 @@ pub async fn rebuild(
                 state,
                 last_error: None,
             };
-            batch.put_task(&tid, &rec);
+            batch.put_task(&TaskId::new(id.clone(), index), &rec);
         }
         if cancelled {
-            error.get_or_insert(if rec.reason.is_empty() {
+            status.error.get_or_insert(if rec.reason.is_empty() {
                 "cancelled".to_string()
             } else {
                 rec.reason.clone()
             });
         }
-        let state = if counts.finished() == total {
-            counts.final_state(lig_failed)
+        let counts = &status.tasks;
+        status.state = if counts.finished() == total {
+            counts.final_state(status.ligands_failed)
         } else if counts.finished() > 0 {
             JobState::Running
         } else {
             JobState::Queued
         };
-        if !state.is_final() {
+        if status.state.is_final() {
+            status.finished_at_ms = now_ms();
+        } else {
             stats.active_jobs += 1;
         }
-        let vtime = vtime_by_org.entry(spec.org.to_string()).or_default();
-        let status = JobStatus {
-            state,
-            tasks: counts,
-            ligands_total: spec.ligands.len() as u32,
-            ligands_docked: docked,
-            ligands_failed: lig_failed,
-            best_score: best,
-            error,
-            finished_at_ms: if state.is_final() { now_ms() } else { 0 },
-            unschedulable_reason: None,
-            cpu_seconds: cpu,
-            cursor: total,
-            vtime0: *vtime,
-            seq0: seq + 1,
-            flight: Default::default(),
-        };
-        *vtime += u64::from(total);
-        seq += u64::from(total);
         batch.put_spec(&id, &spec);
         if !skipped.is_empty() {
             batch.put_skipped(&id, &skipped);

@@ -145,9 +145,7 @@ impl Core {
             .get_mut(node)
             .ok_or_else(|| DockyardError::not_found(format!("node {node}")))?;
         n.draining = drain;
-        if self.cfg.cluster_epoch.is_some() {
-            tx.shared.drains.insert(node.clone(), drain);
-        }
+        tx.shared.drains.insert(node.clone(), drain);
         tx.batch.set_drained(node, drain);
         if drain {
             self.nodes.drained.insert(node.clone());
@@ -220,8 +218,8 @@ impl Core {
                 self.queue.push(class, t.key, Entry::Task(tid.clone()));
             }
         }
-        let all_members_back = self.cfg.cluster_epoch.is_some()
-            && self.members_known
+        // Only a cluster's membership watch ever makes the members known.
+        let all_members_back = self.members_known
             && self
                 .members
                 .keys()

@@ -66,9 +66,7 @@ impl Core {
     /// Moves the ligands already in the cache to the end of `spec.ligands` (setting
     /// `spec.cached`) and writes their results for `job` now. Returns how many were served.
     pub(super) fn serve_from_cache(&mut self, tx: &mut Txn, job: &JobId, spec: &mut JobSpec) -> Vec<LigandResultRecord> {
-        // The cache lives in this coordinator's sled, which a failover does not carry over;
-        // with a cluster journal, serving from it would leave results no standby could rebuild.
-        if spec.fresh || spec.engine == EngineKind::Sleep || spec.ligands.is_empty() || self.cfg.cluster_epoch.is_some() {
+        if spec.fresh || spec.engine == EngineKind::Sleep || spec.ligands.is_empty() || !self.serves_cache {
             return Vec::new();
         }
         let Some(version) = self.agreed_version(spec.engine) else {

@@ -115,6 +115,8 @@ pub struct Core {
     /// connected, no task can still be claimed and the grace period ends early.
     pub(super) members: HashMap<NodeId, NodeRecord>,
     pub(super) members_known: bool,
+    /// From the replication port: may submissions be served from the local result cache?
+    pub(super) serves_cache: bool,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
@@ -223,24 +225,22 @@ impl Core {
 
     /// Writes the status (counts and queue cursor) of every job touched in this batch.
     pub fn finalize(&mut self, tx: &mut Txn) {
-        if self.cfg.cluster_epoch.is_some() {
-            for id in &self.finished_jobs {
-                let Some(job) = self.jobs.get(id) else { continue };
-                let (state, reason) = if job.status.state == JobState::Cancelled {
-                    (JobIndexState::Cancelled, job.status.error.clone().unwrap_or_default())
-                } else {
-                    (JobIndexState::Finished, String::new())
-                };
-                let change = JobChange {
-                    org: job.spec.org.clone(),
-                    state,
-                    reason,
-                    spec: None,
-                    skipped: Vec::new(),
-                    created_at_ms: job.spec.created_at_ms,
-                };
-                tx.shared.job(id, change);
-            }
+        for id in &self.finished_jobs {
+            let Some(job) = self.jobs.get(id) else { continue };
+            let (state, reason) = if job.status.state == JobState::Cancelled {
+                (JobIndexState::Cancelled, job.status.error.clone().unwrap_or_default())
+            } else {
+                (JobIndexState::Finished, String::new())
+            };
+            let change = JobChange {
+                org: job.spec.org.clone(),
+                state,
+                reason,
+                spec: None,
+                skipped: Vec::new(),
+                created_at_ms: job.spec.created_at_ms,
+            };
+            tx.shared.job(id, change);
         }
         let dirty: Vec<JobId> = tx.dirty_jobs.iter().cloned().collect();
         for id in dirty {

@@ -13,7 +13,7 @@ use dockyard_proto::v1 as pb;
 use super::core::{Core, Live, LiveTask};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
-use crate::model::{JobState, TaskRecord, TaskState};
+use crate::model::{JobState, Phase, TaskRecord, TaskState};
 
 impl Core {
     /// Hands queued tasks to nodes with free capacity, one per node per round so a small
@@ -82,8 +82,7 @@ impl Core {
                     if !caps.is_empty() {
                         *running.entry(job.spec.org.clone()).or_default() += 1;
                     }
-                    job.status.tasks.queued = job.status.tasks.queued.saturating_sub(1);
-                    job.status.tasks.running += 1;
+                    job.status.tasks.shift(Phase::Queued, Phase::Running, 1);
                     if job.status.state == JobState::Queued {
                         job.status.state = JobState::Running;
                     }

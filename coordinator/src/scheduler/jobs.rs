@@ -17,7 +17,7 @@ use super::core::{class_of, ActiveJob, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
 use crate::cluster::outcome::JobChange;
-use crate::model::{JobState, JobStatus, SkippedRecord, TaskCounts, TaskRecord, TaskState};
+use crate::model::{JobState, JobStatus, Phase, SkippedRecord, TaskCounts, TaskRecord, TaskState};
 
 impl Core {
     /// Queues a whole job with two writes (spec and status): its tasks are implied by the
@@ -85,17 +85,15 @@ impl Core {
         if !served.is_empty() {
             info!(job = %id, cached = served.len(), "ligands served from the result cache");
         }
-        if self.cfg.cluster_epoch.is_some() {
-            let change = JobChange {
-                org: job.spec.org.clone(),
-                state: JobIndexState::Active,
-                reason: String::new(),
-                spec: Some(Arc::clone(&job.spec)),
-                skipped,
-                created_at_ms: job.spec.created_at_ms,
-            };
-            tx.shared.job(&id, change);
-        }
+        let change = JobChange {
+            org: job.spec.org.clone(),
+            state: JobIndexState::Active,
+            reason: String::new(),
+            spec: Some(Arc::clone(&job.spec)),
+            skipped,
+            created_at_ms: job.spec.created_at_ms,
+        };
+        tx.shared.job(&id, change);
         self.jobs.insert(id.clone(), job);
         tx.dirty_jobs.insert(id.clone());
         // Everything came from the cache: the job is done at once.
@@ -111,7 +109,6 @@ impl Core {
             reason.to_string()
         };
         let class = job.class;
-        let mut cancelled = 0u32;
         let mut was_queued = 0u32;
         let mut was_running = 0u32;
         if job.has_fresh() {
@@ -119,7 +116,6 @@ impl Core {
             self.queue.remove(&class, &job.fresh_key(job.status.cursor));
             job.status.cursor = job.status.tasks.total;
             was_queued += fresh;
-            cancelled += fresh;
         }
         let live: Vec<u32> = std::mem::take(&mut job.live).into_iter().collect();
         for index in live {
@@ -158,20 +154,19 @@ impl Core {
                     last_error: Some(reason.clone()),
                 },
             );
-            cancelled += 1;
         }
         if let Some(job) = self.jobs.get_mut(id) {
             let c = &mut job.status.tasks;
-            c.queued = c.queued.saturating_sub(was_queued);
-            c.running = c.running.saturating_sub(was_running);
-            c.cancelled += cancelled;
+            c.shift(Phase::Queued, Phase::Cancelled, was_queued);
+            c.shift(Phase::Running, Phase::Cancelled, was_running);
+            let cancelled = was_queued + was_running;
             // Every live task was given a Cancelled record above.
             job.status.flight.clear();
             job.status.error.get_or_insert(reason.clone());
             info!(job = %id, cancelled, reason = %reason, "job cancelled");
         }
         tx.dirty_jobs.insert(id.clone());
-        if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(id)) {
+        if let Some(job) = self.jobs.get(id) {
             let change = JobChange {
                 org: job.spec.org.clone(),
                 state: JobIndexState::Cancelled,

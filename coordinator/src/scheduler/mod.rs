@@ -12,6 +12,8 @@ mod latency;
 mod load;
 pub mod nodes;
 pub mod queue;
+mod record;
+mod replication;
 mod results;
 mod txn;
 
@@ -31,10 +33,11 @@ use dockyard_proto::v1 as pb;
 pub use self::backoff::Backoff;
 pub use self::core::Core;
 pub use self::nodes::{GpuInfo, Outbound, Registration};
+pub use self::record::record_outcome;
+pub use self::replication::{Embedded, Replication};
 use self::txn::Txn;
 use crate::auth::QuotaTable;
 use crate::cluster::election::EXIT_DEPOSED;
-use crate::cluster::journal::Journal;
 use crate::metrics::CoordinatorMetrics;
 use crate::model::SkippedRecord;
 use crate::store::Store;
@@ -54,9 +57,6 @@ pub struct SchedulerConfig {
     /// After a restart, how long tasks recorded as running wait for their agent to report.
     pub reconcile_grace: Duration,
     pub coordinator_id: String,
-    /// With etcd: the election's epoch instead of a local counter, and every job change and
-    /// task outcome replicated through the cluster journal.
-    pub cluster_epoch: Option<u64>,
     /// The artifact store URI, told to agents so they can use an s3:// store directly.
     pub artifacts_uri: String,
     /// Per-organisation limits (queued tasks at submission, running tasks at dispatch),
@@ -74,7 +74,6 @@ impl Default for SchedulerConfig {
             backoff: Backoff::default(),
             reconcile_grace: Duration::from_secs(15),
             coordinator_id: "coordinator".into(),
-            cluster_epoch: None,
             artifacts_uri: String::new(),
             quotas: QuotaTable::default(),
             metrics: Arc::default(),
@@ -179,7 +178,7 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
     let (handle, rx) = channel();
-    let join = start(rx, store, cfg, None, shutdown).await?;
+    let join = start(rx, store, cfg, Arc::new(Embedded), shutdown).await?;
     Ok((handle, join))
 }
 
@@ -190,20 +189,26 @@ pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
     (SchedulerHandle { tx }, rx)
 }
 
-/// Loads state from `store` and starts the actor on `rx`; with a journal, every batch's
-/// job changes and task outcomes are replicated (fenced) before the batch takes effect.
+/// Loads state from `store` and starts the actor on `rx`; every batch's job changes and
+/// task outcomes go through `replication` before the batch takes effect.
 pub async fn start(
     rx: mpsc::Receiver<Command>,
     store: Store,
     cfg: SchedulerConfig,
-    journal: Option<Journal>,
+    replication: Arc<dyn Replication>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, DockyardError> {
-    let core = Core::load(store.clone(), cfg).await?;
-    Ok(tokio::spawn(run(core, store, rx, journal, shutdown)))
+    let core = Core::load(store.clone(), cfg, replication.as_ref()).await?;
+    Ok(tokio::spawn(run(core, store, rx, replication, shutdown)))
 }
 
-async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, journal: Option<Journal>, shutdown: CancellationToken) {
+async fn run(
+    mut core: Core,
+    store: Store,
+    mut rx: mpsc::Receiver<Command>,
+    replication: Arc<dyn Replication>,
+    shutdown: CancellationToken,
+) {
     let mut last_tick = Instant::now();
     loop {
         let first = tokio::select! {
@@ -232,12 +237,10 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
         }
         core.dispatch(&mut tx);
         core.finalize(&mut tx);
-        if let Some(j) = &journal {
-            if !tx.shared.is_empty() {
-                if let Err(e) = j.commit(std::mem::take(&mut tx.shared)).await {
-                    error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
-                    std::process::exit(EXIT_DEPOSED);
-                }
+        if !tx.shared.is_empty() {
+            if let Err(e) = replication.replicate(std::mem::take(&mut tx.shared)).await {
+                error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
+                std::process::exit(EXIT_DEPOSED);
             }
         }
         if !tx.batch.is_empty() {
