@@ -16,7 +16,7 @@ use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
 use crate::metrics::AttemptFailure;
 
-fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
+pub(super) fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Cancel(pb::Cancel {
             task_id,
@@ -124,7 +124,7 @@ impl Core {
         node.last_seen = Instant::now();
         node.last_seen_ms = now_ms();
         match msg {
-            pb::agent_message::Kind::Heartbeat(_) | pb::agent_message::Kind::Progress(_) => {}
+            pb::agent_message::Kind::Heartbeat(hb) => self.reconcile(tx, node_id, &hb.running),
             pb::agent_message::Kind::Register(_) => warn!(node = %node_id, "second Register on one stream ignored"),
             pb::agent_message::Kind::GoingAway(g) => {
                 node.going_away = true;

@@ -12,6 +12,7 @@ mod latency;
 mod load;
 pub mod nodes;
 pub mod queue;
+mod reconcile;
 mod record;
 mod replication;
 mod results;
@@ -271,7 +272,7 @@ mod tests {
 
     use super::*;
 
-    fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
+    pub(super) fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
         JobSpec {
             name: format!("{org}-{priority}"),
             org: OrgId::parse(org).expect("org"),
@@ -313,7 +314,7 @@ mod tests {
     }
 
     /// A node offering the test-only sleep engine.
-    fn sleep_node(slots: u32) -> Registration {
+    pub(super) fn sleep_node(slots: u32) -> Registration {
         Registration {
             node: NodeId::parse("n1").expect("node"),
             slots,
