@@ -38,7 +38,7 @@ pub use self::record::record_outcome;
 pub use self::replication::{Embedded, Replication};
 use self::txn::Txn;
 use crate::auth::QuotaTable;
-use crate::cluster::election::EXIT_DEPOSED;
+use crate::fatal::Fatal;
 use crate::metrics::CoordinatorMetrics;
 use crate::model::SkippedRecord;
 use crate::store::Store;
@@ -177,7 +177,7 @@ pub async fn spawn(
     store: Store,
     cfg: SchedulerConfig,
     shutdown: CancellationToken,
-) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<Result<(), Fatal>>), DockyardError> {
     let (handle, rx) = channel();
     let join = start(rx, store, cfg, Arc::new(Embedded), shutdown).await?;
     Ok((handle, join))
@@ -191,14 +191,15 @@ pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
 }
 
 /// Loads state from `store` and starts the actor on `rx`; every batch's job changes and
-/// task outcomes go through `replication` before the batch takes effect.
+/// task outcomes go through `replication` before the batch takes effect. The actor ends
+/// with `Ok` on shutdown, or with the reason it had to stop.
 pub async fn start(
     rx: mpsc::Receiver<Command>,
     store: Store,
     cfg: SchedulerConfig,
     replication: Arc<dyn Replication>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DockyardError> {
+) -> Result<tokio::task::JoinHandle<Result<(), Fatal>>, DockyardError> {
     let core = Core::load(store.clone(), cfg, replication.as_ref()).await?;
     Ok(tokio::spawn(run(core, store, rx, replication, shutdown)))
 }
@@ -209,7 +210,7 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     replication: Arc<dyn Replication>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), Fatal> {
     let mut last_tick = Instant::now();
     loop {
         let first = tokio::select! {
@@ -241,7 +242,7 @@ async fn run(
         if !tx.shared.is_empty() {
             if let Err(e) = replication.replicate(std::mem::take(&mut tx.shared)).await {
                 error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
-                std::process::exit(EXIT_DEPOSED);
+                return Err(Fatal::Deposed(format!("cannot replicate scheduler state: {e}")));
             }
         }
         if !tx.batch.is_empty() {
@@ -253,14 +254,15 @@ async fn run(
             };
             core.cfg.metrics.sled_write(started.elapsed());
             if let Err(e) = durable {
-                // Memory and disk have diverged; acknowledging anything now could lose it.
+                // Nothing of this batch (replies, assignments) may leave the process.
                 error!(error = %e, "cannot persist scheduler state; stopping the coordinator");
-                std::process::exit(70);
+                return Err(Fatal::WriteFailed(e));
             }
         }
         core.effects(tx);
     }
     info!("scheduler stopped");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -523,7 +525,7 @@ mod tests {
         assert!(store.job_task_records(&job).expect("read").is_empty());
 
         stop.cancel();
-        join.await.expect("stopped");
+        join.await.expect("stopped").expect("a clean stop");
         drop(rx);
         let (h, _join) = spawn(store.clone(), SchedulerConfig::default(), CancellationToken::new())
             .await

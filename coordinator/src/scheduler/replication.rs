@@ -44,3 +44,69 @@ impl Replication for Embedded {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use dockyard_common::ids::JobId;
+
+    use super::super::tests::sleep_job;
+    use super::super::{channel, start, Command, SchedulerConfig};
+    use super::*;
+    use crate::fatal::{Fatal, EXIT_DEPOSED};
+
+    /// A leader whose replication is refused (fenced off by a newer one).
+    struct Fenced;
+
+    #[async_trait]
+    impl Replication for Fenced {
+        async fn epoch(&self, _store: &Store) -> Result<u64, DockyardError> {
+            Ok(7)
+        }
+
+        fn serves_local_cache(&self) -> bool {
+            false
+        }
+
+        async fn replicate(&self, _writes: SharedWrites) -> Result<(), DockyardError> {
+            Err(DockyardError::Unavailable("fenced off".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_replication_stops_the_actor_before_anything_is_acknowledged() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let (h, rx) = channel();
+        let join = start(
+            rx,
+            store.clone(),
+            SchedulerConfig::default(),
+            Arc::new(Fenced),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("start");
+        let job = JobId::parse(&format!("{:020x}", 1)).expect("id");
+        let answer = h
+            .ask(|reply| Command::Submit {
+                job: job.clone(),
+                spec: Box::new(sleep_job("a", 3, 0)),
+                skipped: Vec::new(),
+                reply,
+            })
+            .await;
+        assert!(
+            answer.is_err(),
+            "a job was acknowledged although it was never replicated: {answer:?}"
+        );
+        let ended = join.await.expect("the actor returned");
+        let fatal = ended.expect_err("the actor must stop with an error");
+        assert!(matches!(fatal, Fatal::Deposed(_)), "{fatal:?}");
+        assert_eq!(fatal.exit_code(), EXIT_DEPOSED);
+        assert!(store.spec(&job).expect("read").is_none(), "nothing of the batch reached sled");
+    }
+}
