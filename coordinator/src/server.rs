@@ -47,7 +47,8 @@ pub struct RunningCoordinator {
     /// Where `/metrics` is served (`--metrics-listen`), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// `None` once `wait` has seen it end.
+    server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     scheduler: tokio::task::JoinHandle<()>,
     /// Why the scheduler (or leadership) had to stop, for `main` to exit on.
     fatal: mpsc::Receiver<Fatal>,
@@ -62,15 +63,27 @@ impl RunningCoordinator {
     /// Stops serving and waits for the scheduler to finish its current batch.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
         let _ = self.scheduler.await;
     }
 
     /// Waits until the server stops, or something happens that must stop the process.
     pub async fn wait(&mut self) -> Result<(), Fatal> {
+        let (fatal, server) = (&mut self.fatal, &mut self.server);
+        let served = async {
+            let Some(h) = server.as_mut() else {
+                return std::future::pending().await;
+            };
+            let r = h.await;
+            // A finished JoinHandle must not be awaited again (by `shutdown`).
+            *server = None;
+            r
+        };
         tokio::select! {
-            Some(f) = self.fatal.recv() => Err(f),
-            r = &mut self.server => match r {
+            Some(f) = fatal.recv() => Err(f),
+            r = served => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Fatal::Server(e.to_string())),
                 Err(e) => Err(Fatal::Server(format!("server task: {e}"))),
@@ -219,7 +232,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         tls: serves_tls,
         metrics_addr,
         shutdown,
-        server,
+        server: Some(server),
         scheduler,
         fatal,
     })

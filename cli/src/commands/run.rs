@@ -34,7 +34,7 @@ pub struct EmbeddedArgs {
 /// Starts coordinator + agent, runs one job, prints the hits, stops everything.
 pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> {
     std::fs::create_dir_all(&emb.data_dir).with_context(|| format!("cannot create --data-dir {}", emb.data_dir.display()))?;
-    let coord = dockyard_coordinator::start(CoordinatorConfig::new("127.0.0.1:0", emb.data_dir.join("coordinator")))
+    let mut coord = dockyard_coordinator::start(CoordinatorConfig::new("127.0.0.1:0", emb.data_dir.join("coordinator")))
         .await
         .context("cannot start the embedded coordinator")?;
     let mut acfg = AgentConfig::new(
@@ -51,8 +51,9 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(dockyard_agent::run(acfg, agent_stop.clone()));
 
+    let endpoint = coord.endpoint();
     let outcome = async {
-        let client = Client::connect(&coord.endpoint(), None).await?;
+        let client = Client::connect(&endpoint, None).await?;
         let resp = super::submit::submit(&client, sub).await?;
         println!("{}", resp.job_id);
         let job = watch::watch(&client, &resp.job_id, false).await?;
@@ -81,6 +82,11 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
                 Err(e) => Err(anyhow::anyhow!("the embedded agent crashed: {e}")),
             }
         } => a,
+        // Nor if the coordinator had to stop (a failed write).
+        c = coord.wait() => Err(match c {
+            Err(f) => anyhow::anyhow!("the embedded coordinator stopped: {f}"),
+            Ok(()) => anyhow::anyhow!("the embedded coordinator stopped"),
+        }),
     };
     agent_stop.cancel();
     coord.shutdown().await;
