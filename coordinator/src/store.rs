@@ -1,5 +1,8 @@
 //! Durable coordinator state in one sled tree, partitioned by key prefix so a single
-//! `sled::Batch` can change jobs, tasks, queue and results atomically.
+//! batch can change jobs, tasks, queue and results atomically. Keys and encodings are
+//! private to this file: reads are typed methods on [`Store`], writes typed methods on
+//! [`StoreBatch`] (the scheduler's group commit, a rebuild's job), applied by
+//! [`Store::apply`].
 //!
 //! | prefix | key | value |
 //! |---|---|---|
