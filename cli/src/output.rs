@@ -48,6 +48,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "ligands_total": j.ligands_total,
         "ligands_docked": j.ligands_docked,
         "ligands_failed": j.ligands_failed,
+        "ligands_skipped": j.ligands_skipped,
         "best_score": if j.ligands_docked > 0 { serde_json::json!(j.best_score) } else { serde_json::Value::Null },
         "created_at_ms": j.created_at_ms,
         "finished_at_ms": j.finished_at_ms,
@@ -174,6 +175,67 @@ pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
     out
 }
 
+/// `dockyard report`: counts, failures grouped by reason, and the library records left out
+/// at submission (`--skip-invalid`). JSON for `--output json`, a table otherwise.
+pub fn render_report(r: &pb::JobReport, f: Format) -> String {
+    use std::fmt::Write;
+    let j = r.job.clone().unwrap_or_default();
+    let mut out = String::new();
+    if f == Format::Json {
+        let v = serde_json::json!({
+            "job": job_json(&j),
+            "cpu_seconds": r.cpu_seconds,
+            "failures": r.failures.iter().map(|g| serde_json::json!({"kind": g.kind, "reason": g.reason, "count": g.count, "examples": g.examples})).collect::<Vec<_>>(),
+            "skipped": r.skipped.iter().map(|s| serde_json::json!({"file": s.file, "record": s.record, "name": s.name, "line": s.line, "reason": s.reason})).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(out, "{v}");
+        return out;
+    }
+    let t = j.tasks.unwrap_or_default();
+    let _ = writeln!(out, "job {} ({}): {}", j.job_id, j.engine, job_state(j.state));
+    let _ = writeln!(
+        out,
+        "  tasks:   {} total, {} succeeded, {} failed, {} cancelled, {} queued, {} running",
+        t.total, t.succeeded, t.failed, t.cancelled, t.queued, t.running
+    );
+    let _ = writeln!(
+        out,
+        "  ligands: {} total, {} docked, {} failed, {} skipped",
+        j.ligands_total, j.ligands_docked, j.ligands_failed, j.ligands_skipped
+    );
+    let _ = writeln!(out, "  engine CPU time: {:.1} s", r.cpu_seconds);
+    if r.failures.is_empty() {
+        let _ = writeln!(out, "  failures: none");
+    } else {
+        let _ = writeln!(out, "  failures by reason:");
+        for g in &r.failures {
+            let _ = writeln!(out, "    {:>5} x {} {}: e.g. {}", g.count, g.kind, g.reason, g.examples.join(", "));
+        }
+    }
+    if !r.skipped.is_empty() {
+        // The coordinator keeps the first records it skipped; the job counts them all.
+        let listed = r.skipped.len() as u32;
+        if j.ligands_skipped > listed {
+            let _ = writeln!(
+                out,
+                "  skipped at submission ({} records, first {listed} listed):",
+                j.ligands_skipped
+            );
+        } else {
+            let _ = writeln!(out, "  skipped at submission:");
+        }
+        for s in &r.skipped {
+            let name = if s.name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.name)
+            };
+            let _ = writeln!(out, "    {} record {}{name}, line {}: {}", s.file, s.record, s.line, s.reason);
+        }
+    }
+    out
+}
+
 pub fn print_nodes(nodes: &[pb::Node], f: Format) {
     match f {
         Format::Json => {
@@ -248,5 +310,71 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
                 println!("* test-only sleep engine: does no docking");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_with_skips() -> pb::JobReport {
+        pb::JobReport {
+            job: Some(pb::Job {
+                job_id: "j1".into(),
+                ligands_total: 2,
+                ligands_skipped: 3,
+                ..Default::default()
+            }),
+            cpu_seconds: 1.5,
+            failures: Vec::new(),
+            skipped: vec![
+                pb::SkippedRecord {
+                    file: "lib.sdf".into(),
+                    record: 2,
+                    name: "bad-one".into(),
+                    line: 40,
+                    reason: "bond names atom 999".into(),
+                },
+                pb::SkippedRecord {
+                    file: "lib.sdf".into(),
+                    record: 5,
+                    name: String::new(),
+                    line: 120,
+                    reason: "no atoms".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_report_table_lists_skipped_records() {
+        let out = render_report(&report_with_skips(), Format::Table);
+        assert!(out.contains("2 total, 0 docked, 0 failed, 3 skipped"), "{out}");
+        assert!(out.contains("skipped at submission (3 records, first 2 listed):"), "{out}");
+        assert!(out.contains("lib.sdf record 2 (bad-one), line 40: bond names atom 999"), "{out}");
+        assert!(out.contains("lib.sdf record 5, line 120: no atoms"), "{out}");
+    }
+
+    #[test]
+    fn the_report_json_lists_skipped_records() {
+        let out = render_report(&report_with_skips(), Format::Json);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let skipped = v["skipped"].as_array().expect("skipped array");
+        assert_eq!(skipped.len(), 2, "{v}");
+        assert_eq!(skipped[0]["record"], 2);
+        assert_eq!(skipped[0]["name"], "bad-one");
+        assert_eq!(skipped[1]["reason"], "no atoms");
+        assert_eq!(v["job"]["ligands_skipped"], 3);
+    }
+
+    #[test]
+    fn a_report_without_skips_says_nothing_about_them() {
+        let mut r = report_with_skips();
+        r.skipped.clear();
+        r.job.as_mut().expect("job").ligands_skipped = 0;
+        let out = render_report(&r, Format::Table);
+        assert!(!out.contains("skipped at submission"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&render_report(&r, Format::Json)).expect("json");
+        assert_eq!(v["skipped"], serde_json::json!([]));
     }
 }

@@ -71,9 +71,6 @@ impl Keys {
     pub fn job(&self, job_id: &str) -> String {
         format!("{}jobs/{job_id}", self.root)
     }
-    pub fn commits_prefix(&self) -> String {
-        format!("{}commits/", self.root)
-    }
     pub fn job_commits_prefix(&self, job_id: &str) -> String {
         format!("{}commits/{job_id}/", self.root)
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod fatal;
 pub mod metrics;
 pub mod model;
 pub mod report;

@@ -40,9 +40,12 @@ async fn serve(cfg: CoordinatorConfig) -> std::process::ExitCode {
     let token = running.shutdown_token();
     tokio::select! {
         r = running.wait() => {
-            if let Err(e) = r {
-                error!("{e}");
-                return std::process::ExitCode::from(1);
+            if let Err(f) = r {
+                // The one place the process ends on an error found while running: 70 for
+                // a failed write, 75 (EXIT_DEPOSED) for a deposed leader, 1 otherwise.
+                error!(exit_code = f.exit_code(), "stopping: {f}");
+                eprintln!("dockyard-coordinator: {f}");
+                return std::process::ExitCode::from(f.exit_code());
             }
         }
         _ = shutdown_signal() => {

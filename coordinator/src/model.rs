@@ -36,7 +36,37 @@ pub struct TaskCounts {
     pub cancelled: u32,
 }
 
+/// Where a task stands, as the job's counts see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting to run: in the queue, or waiting out a retry's backoff.
+    Queued,
+    /// Running, or recorded as running and waiting for its agent to claim it.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 impl TaskCounts {
+    fn of(&mut self, p: Phase) -> &mut u32 {
+        match p {
+            Phase::Queued => &mut self.queued,
+            Phase::Running => &mut self.running,
+            Phase::Succeeded => &mut self.succeeded,
+            Phase::Failed => &mut self.failed,
+            Phase::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Moves `n` tasks from one phase to another: once a job is accepted, the only way its
+    /// counts change, so they always add up to `total`.
+    pub fn shift(&mut self, from: Phase, to: Phase, n: u32) {
+        let f = self.of(from);
+        *f = f.saturating_sub(n);
+        *self.of(to) += n;
+    }
+
     pub fn finished(&self) -> u32 {
         self.succeeded + self.failed + self.cancelled
     }
@@ -182,6 +212,43 @@ pub struct LigandResultRecord {
     pub cached: bool,
 }
 
+/// A library record left out at submission (`skip_invalid`), for the job report. Rows
+/// written before this type was named are JSON arrays in field order, which serde reads
+/// into it just the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    pub file: String,
+    /// 1-based record number in the file.
+    pub record: u32,
+    pub name: String,
+    pub line: u32,
+    pub reason: String,
+}
+
+impl From<dockyard_proto::v1::SkippedRecord> for SkippedRecord {
+    fn from(s: dockyard_proto::v1::SkippedRecord) -> Self {
+        SkippedRecord {
+            file: s.file,
+            record: s.record,
+            name: s.name,
+            line: s.line,
+            reason: s.reason,
+        }
+    }
+}
+
+impl From<SkippedRecord> for dockyard_proto::v1::SkippedRecord {
+    fn from(s: SkippedRecord) -> Self {
+        dockyard_proto::v1::SkippedRecord {
+            file: s.file,
+            record: s.record,
+            name: s.name,
+            line: s.line,
+            reason: s.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +291,45 @@ mod tests {
         s.fly(&b, 7);
         let back: JobStatus = serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("read");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn shifting_tasks_between_phases_keeps_the_counts_adding_up() {
+        let mut c = TaskCounts {
+            total: 5,
+            queued: 5,
+            ..TaskCounts::default()
+        };
+        c.shift(Phase::Queued, Phase::Running, 3);
+        c.shift(Phase::Running, Phase::Succeeded, 1);
+        c.shift(Phase::Running, Phase::Queued, 1);
+        c.shift(Phase::Queued, Phase::Failed, 1);
+        c.shift(Phase::Queued, Phase::Cancelled, 2);
+        let expected = TaskCounts {
+            total: 5,
+            queued: 0,
+            running: 1,
+            succeeded: 1,
+            failed: 1,
+            cancelled: 2,
+        };
+        assert_eq!(c, expected);
+        assert_eq!(c.queued + c.running + c.finished(), c.total);
+    }
+
+    #[test]
+    fn skipped_rows_of_the_older_array_layout_still_read() {
+        let old = r#"[["lib.sdf",2,"bad",17,"atom 999 out of range"]]"#;
+        let rows: Vec<SkippedRecord> = serde_json::from_str(old).expect("read");
+        assert_eq!(
+            rows,
+            vec![SkippedRecord {
+                file: "lib.sdf".into(),
+                record: 2,
+                name: "bad".into(),
+                line: 17,
+                reason: "atom 999 out of range".into(),
+            }]
+        );
     }
 }

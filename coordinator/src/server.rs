@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
@@ -24,11 +24,13 @@ use crate::api::job_service::JobApi;
 use crate::auth::etcd::EtcdTokens;
 use crate::auth::layer::AuthLayer;
 use crate::auth::{Auth, QuotaTable, SledTokens, TokenStore};
-use crate::cluster::election::{self, LeaderView, EXIT_DEPOSED};
+use crate::cluster::election::{self, LeaderView, Leadership};
 use crate::cluster::gate::LeaderGateLayer;
 use crate::cluster::journal::Journal;
+use crate::cluster::replication::EtcdReplication;
 use crate::cluster::{membership, rebuild, ClusterConfig};
 use crate::config::CoordinatorConfig;
+use crate::fatal::Fatal;
 use crate::metrics::CoordinatorMetrics;
 use crate::scheduler;
 use crate::store::Store;
@@ -45,8 +47,11 @@ pub struct RunningCoordinator {
     /// Where `/metrics` is served (`--metrics-listen`), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// `None` once `wait` has seen it end.
+    server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     scheduler: tokio::task::JoinHandle<()>,
+    /// Why the scheduler (or leadership) had to stop, for `main` to exit on.
+    fatal: mpsc::Receiver<Fatal>,
 }
 
 impl RunningCoordinator {
@@ -58,16 +63,31 @@ impl RunningCoordinator {
     /// Stops serving and waits for the scheduler to finish its current batch.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
         let _ = self.scheduler.await;
     }
 
-    /// Waits until the server stops (e.g. a fatal error).
-    pub async fn wait(&mut self) -> Result<(), DockyardError> {
-        match (&mut self.server).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(DockyardError::Internal(format!("server: {e}"))),
-            Err(e) => Err(DockyardError::Internal(format!("server task: {e}"))),
+    /// Waits until the server stops, or something happens that must stop the process.
+    pub async fn wait(&mut self) -> Result<(), Fatal> {
+        let (fatal, server) = (&mut self.fatal, &mut self.server);
+        let served = async {
+            let Some(h) = server.as_mut() else {
+                return std::future::pending().await;
+            };
+            let r = h.await;
+            // A finished JoinHandle must not be awaited again (by `shutdown`).
+            *server = None;
+            r
+        };
+        tokio::select! {
+            Some(f) = fatal.recv() => Err(f),
+            r = served => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Fatal::Server(e.to_string())),
+                Err(e) => Err(Fatal::Server(format!("server task: {e}"))),
+            },
         }
     }
 
@@ -112,9 +132,14 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let (health, health_svc) = tonic_health::server::health_reporter();
     let (handle, rx) = scheduler::channel();
     let (view_tx, view_rx) = watch::channel(LeaderView::default());
+    let (fatal_tx, fatal) = mpsc::channel(4);
     let scheduler = match cfg.cluster.clone() {
         None => {
-            let join = scheduler::start(rx, store.clone(), sched_cfg, None, shutdown.clone()).await?;
+            let join = scheduler::start(rx, store.clone(), sched_cfg, Arc::new(scheduler::Embedded), shutdown.clone()).await?;
+            let join = supervise(
+                async move { join.await.unwrap_or_else(|e| Err(Fatal::SchedulerCrashed(e.to_string()))) },
+                fatal_tx,
+            );
             view_tx.send_replace(LeaderView {
                 endpoint: advertise.clone(),
                 epoch: store.meta_u64("epoch")?,
@@ -134,7 +159,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
                 health: health.clone(),
                 handle: handle.clone(),
             };
-            tokio::spawn(lead.run(rx, view_tx, shutdown.clone()))
+            supervise(lead.run(rx, view_tx, shutdown.clone()), fatal_tx)
         }
     };
     let reflection = || {
@@ -207,8 +232,21 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         tls: serves_tls,
         metrics_addr,
         shutdown,
-        server,
+        server: Some(server),
         scheduler,
+        fatal,
+    })
+}
+
+/// Runs `task`, handing what made it fail to `main` (through `RunningCoordinator::wait`).
+fn supervise(
+    task: impl std::future::Future<Output = Result<(), Fatal>> + Send + 'static,
+    fatal: mpsc::Sender<Fatal>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(f) = task.await {
+            let _ = fatal.send(f).await;
+        }
     })
 }
 
@@ -262,11 +300,17 @@ struct Leading {
 }
 
 impl Leading {
-    async fn run(self, rx: tokio::sync::mpsc::Receiver<scheduler::Command>, view: watch::Sender<LeaderView>, shutdown: CancellationToken) {
-        if let Err(e) = self.lead(rx, view, shutdown).await {
-            error!(error = %e, "cannot lead; exiting so a supervisor restarts this coordinator as a standby");
-            std::process::exit(EXIT_DEPOSED);
+    async fn run(
+        self,
+        rx: tokio::sync::mpsc::Receiver<scheduler::Command>,
+        view: watch::Sender<LeaderView>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Fatal> {
+        let r = self.lead(rx, view, shutdown).await;
+        if let Err(e) = &r {
+            error!(error = %e, "cannot lead; stopping so a supervisor restarts this coordinator as a standby");
         }
+        r
     }
 
     async fn lead(
@@ -274,23 +318,51 @@ impl Leading {
         rx: tokio::sync::mpsc::Receiver<scheduler::Command>,
         view: watch::Sender<LeaderView>,
         shutdown: CancellationToken,
-    ) -> Result<(), DockyardError> {
+    ) -> Result<(), Fatal> {
         let c = &self.cluster;
-        let Some(leadership) = election::campaign(&c.etcd, &self.advertise, c.election_ttl, view, shutdown.clone()).await? else {
+        let Some(leadership) = election::campaign(&c.etcd, &self.advertise, c.election_ttl, view, shutdown.clone())
+            .await
+            .map_err(deposed)?
+        else {
             return Ok(());
         };
+        let lost = leadership.lost.clone();
+        // Everything this leader runs stops on it: shutdown, or the lease gone.
+        let stop = shutdown.child_token();
+        tokio::select! {
+            r = self.lead_elected(leadership, rx, stop.clone()) => r,
+            _ = lost.cancelled() => {
+                stop.cancel();
+                Err(Fatal::Deposed("leadership lost (etcd lease expired); nothing more may be done on this state".into()))
+            }
+        }
+    }
+
+    /// Rebuilds from the cluster journal, then runs the scheduler with the fenced journal
+    /// until `stop`.
+    async fn lead_elected(
+        self,
+        leadership: Leadership,
+        rx: tokio::sync::mpsc::Receiver<scheduler::Command>,
+        stop: CancellationToken,
+    ) -> Result<(), Fatal> {
+        let c = &self.cluster;
         let took_over = std::time::Instant::now();
-        let mut client = c.etcd.connect().await?;
+        let mut client = c.etcd.connect().await.map_err(deposed)?;
         let keys = c.etcd.keys();
-        let stats = rebuild::rebuild(&mut client, &keys, &self.artifacts, &self.store).await?;
+        let stats = rebuild::rebuild(&mut client, &keys, &self.artifacts, &self.store)
+            .await
+            .map_err(deposed)?;
         let mut cfg = self.sched_cfg;
-        cfg.cluster_epoch = Some(leadership.epoch);
         cfg.reconcile_grace = c.takeover_grace;
         let mut revoker = client.clone();
         let lease = leadership.lease;
         let journal = Journal::new(client, keys, Arc::clone(&self.artifacts), leadership);
-        let join = scheduler::start(rx, self.store, cfg, Some(journal), shutdown.clone()).await?;
-        tokio::spawn(membership::watch_nodes(c.etcd.clone(), self.handle, shutdown.clone()));
+        let replication = Arc::new(EtcdReplication::new(journal));
+        let join = scheduler::start(rx, self.store, cfg, replication, stop.clone())
+            .await
+            .map_err(deposed)?;
+        tokio::spawn(membership::watch_nodes(c.etcd.clone(), self.handle, stop.clone()));
         set_serving(&self.health, true).await;
         info!(
             rebuild_ms = stats.elapsed_ms,
@@ -298,7 +370,7 @@ impl Leading {
             unclaimed = stats.unclaimed_tasks,
             "leading: serving jobs and agents"
         );
-        let _ = join.await;
+        join.await.unwrap_or_else(|e| Err(Fatal::SchedulerCrashed(e.to_string())))?;
         // Stepping down on a clean shutdown: the standby need not wait for the lease TTL.
         if let Err(e) = revoker.lease_revoke(lease).await {
             warn!(error = %e, "could not release leadership; the standby takes over when the lease expires");
@@ -307,4 +379,8 @@ impl Leading {
         }
         Ok(())
     }
+}
+
+fn deposed(e: DockyardError) -> Fatal {
+    Fatal::Deposed(format!("cannot lead: {e}"))
 }

@@ -1,5 +1,8 @@
 //! Durable coordinator state in one sled tree, partitioned by key prefix so a single
-//! `sled::Batch` can change jobs, tasks, queue and results atomically.
+//! batch can change jobs, tasks, queue and results atomically. Keys and encodings are
+//! private to this file: reads are typed methods on [`Store`], writes typed methods on
+//! [`StoreBatch`] (the scheduler's group commit, a rebuild's job), applied by
+//! [`Store::apply`].
 //!
 //! | prefix | key | value |
 //! |---|---|---|
@@ -22,17 +25,19 @@ use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, TaskId};
 use dockyard_common::spec::JobSpec;
 
-use crate::model::{JobStatus, LigandResultRecord, TaskRecord};
+use dockyard_common::ids::NodeId;
 
-pub const P_META: &[u8] = b"m/";
-pub const P_SPEC: &[u8] = b"s/";
-pub const P_JOB: &[u8] = b"j/";
-pub const P_TASK: &[u8] = b"t/";
-pub const P_RESULT: &[u8] = b"r/";
-pub const P_LIGERR: &[u8] = b"e/";
-pub const P_DRAINED: &[u8] = b"n/";
-pub const P_SKIPPED: &[u8] = b"k/";
-pub const P_CACHE: &[u8] = b"c/";
+use crate::model::{JobStatus, LigandResultRecord, SkippedRecord, TaskRecord};
+
+const P_META: &[u8] = b"m/";
+const P_SPEC: &[u8] = b"s/";
+const P_JOB: &[u8] = b"j/";
+const P_TASK: &[u8] = b"t/";
+const P_RESULT: &[u8] = b"r/";
+const P_LIGERR: &[u8] = b"e/";
+const P_DRAINED: &[u8] = b"n/";
+const P_SKIPPED: &[u8] = b"k/";
+const P_CACHE: &[u8] = b"c/";
 
 #[derive(Clone)]
 pub struct Store {
@@ -44,7 +49,7 @@ fn err(e: impl std::fmt::Display) -> DockyardError {
     DockyardError::Storage(e.to_string())
 }
 
-pub fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());
     k.extend_from_slice(prefix);
     k.extend_from_slice(rest);
@@ -53,25 +58,25 @@ pub fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
 
 /// Maps an f64 onto bytes whose order matches numeric order (sign flip for positives,
 /// full inversion for negatives).
-pub fn score_key(score: f64) -> [u8; 8] {
+fn score_key(score: f64) -> [u8; 8] {
     let bits = score.to_bits();
     let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
     ordered.to_be_bytes()
 }
 
-pub fn result_key(job: &JobId, score: f64, index: u32) -> Vec<u8> {
+fn result_key(job: &JobId, score: f64, index: u32) -> Vec<u8> {
     let mut k = key(P_RESULT, job.as_str().as_bytes());
     k.extend_from_slice(&score_key(score));
     k.extend_from_slice(&index.to_be_bytes());
     k
 }
 
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising our own plain structs to JSON cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, DockyardError> {
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, DockyardError> {
     serde_json::from_slice(b).map_err(|e| DockyardError::Storage(format!("corrupt record: {e}")))
 }
 
@@ -104,8 +109,8 @@ impl Store {
         self.tree.clear().map_err(err)
     }
 
-    pub fn apply(&self, batch: sled::Batch) -> Result<(), DockyardError> {
-        self.tree.apply_batch(batch).map_err(err)
+    pub fn apply(&self, batch: StoreBatch) -> Result<(), DockyardError> {
+        self.tree.apply_batch(batch.batch).map_err(err)
     }
 
     pub async fn flush(&self) -> Result<usize, DockyardError> {
@@ -116,7 +121,7 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0)
     }
 
-    pub fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, DockyardError> {
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, DockyardError> {
         match self.tree.get(k).map_err(err)? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
@@ -187,30 +192,14 @@ impl Store {
         })
     }
 
-    /// Records skipped at submission; written before the job itself is acknowledged.
-    pub fn put_skipped(&self, job: &JobId, skipped: &[dockyard_proto::v1::SkippedRecord]) -> Result<(), DockyardError> {
-        let rows: Vec<(String, u32, String, u32, String)> = skipped
-            .iter()
-            .map(|s| (s.file.clone(), s.record, s.name.clone(), s.line, s.reason.clone()))
-            .collect();
-        self.tree
-            .insert(key(P_SKIPPED, job.as_str().as_bytes()), encode(&rows))
-            .map_err(err)?;
-        Ok(())
+    /// Records skipped at submission (`skip_invalid`).
+    pub fn skipped(&self, job: &JobId) -> Result<Vec<SkippedRecord>, DockyardError> {
+        Ok(self.get(&key(P_SKIPPED, job.as_str().as_bytes()))?.unwrap_or_default())
     }
 
-    pub fn skipped(&self, job: &JobId) -> Result<Vec<dockyard_proto::v1::SkippedRecord>, DockyardError> {
-        let rows: Vec<(String, u32, String, u32, String)> = self.get(&key(P_SKIPPED, job.as_str().as_bytes()))?.unwrap_or_default();
-        Ok(rows
-            .into_iter()
-            .map(|(file, record, name, line, reason)| dockyard_proto::v1::SkippedRecord {
-                file,
-                record,
-                name,
-                line,
-                reason,
-            })
-            .collect())
+    /// A result cache entry, by the digest of the docking's inputs.
+    pub fn cached(&self, digest: &[u8; 32]) -> Result<Option<LigandResultRecord>, DockyardError> {
+        self.get(&cache_key(digest))
     }
 
     /// Why each failed ligand of a job failed: (name, reason).
@@ -269,6 +258,82 @@ impl Store {
         }
         let more = if out.len() >= limit { last } else { None };
         Ok((out, more))
+    }
+}
+
+fn job_key(prefix: &[u8], job: &JobId) -> Vec<u8> {
+    key(prefix, job.as_str().as_bytes())
+}
+
+fn cache_key(digest: &[u8; 32]) -> Vec<u8> {
+    key(P_CACHE, hex::encode(digest).as_bytes())
+}
+
+/// The writes of one group commit (or one rebuilt job), applied atomically by
+/// [`Store::apply`]. The only place outside the reads above that knows keys and encodings.
+#[derive(Default)]
+pub struct StoreBatch {
+    batch: sled::Batch,
+    writes: usize,
+}
+
+impl StoreBatch {
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.batch.insert(k, v);
+        self.writes += 1;
+    }
+
+    fn del(&mut self, k: Vec<u8>) {
+        self.batch.remove(k);
+        self.writes += 1;
+    }
+
+    pub fn put_spec(&mut self, job: &JobId, spec: &JobSpec) {
+        self.put(job_key(P_SPEC, job), encode(spec));
+    }
+
+    pub fn put_status(&mut self, job: &JobId, status: &JobStatus) {
+        self.put(job_key(P_JOB, job), encode(status));
+    }
+
+    pub fn put_task(&mut self, task: &TaskId, rec: &TaskRecord) {
+        self.put(key(P_TASK, &task.to_key()), encode(rec));
+    }
+
+    pub fn delete_task(&mut self, task: &TaskId) {
+        self.del(key(P_TASK, &task.to_key()));
+    }
+
+    /// Filed under its score, so a job's results read back best first.
+    pub fn put_result(&mut self, job: &JobId, rec: &LigandResultRecord) {
+        self.put(result_key(job, rec.score, rec.index), encode(rec));
+    }
+
+    pub fn put_ligand_error(&mut self, job: &JobId, index: u32, name: &str, reason: &str) {
+        let mut k = job_key(P_LIGERR, job);
+        k.extend_from_slice(&index.to_be_bytes());
+        self.put(k, encode(&(name, reason)));
+    }
+
+    pub fn put_skipped(&mut self, job: &JobId, rows: &[SkippedRecord]) {
+        self.put(job_key(P_SKIPPED, job), encode(&rows));
+    }
+
+    pub fn set_drained(&mut self, node: &NodeId, drained: bool) {
+        let k = key(P_DRAINED, node.as_str().as_bytes());
+        if drained {
+            self.put(k, Vec::new());
+        } else {
+            self.del(k);
+        }
+    }
+
+    pub fn put_cached(&mut self, digest: &[u8; 32], rec: &LigandResultRecord) {
+        self.put(cache_key(digest), encode(rec));
     }
 }
 

@@ -190,6 +190,93 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     let _ = r;
 }
 
+/// Records `bad` (0-based) of the first `n` in the 3D SDF library, each with a bond that
+/// names atom 999.
+fn library_with_bad_records(n: usize, bad: &[usize]) -> String {
+    let text = String::from_utf8(dockyard_tests::read_shared(&dockyard_tests::shared_data(
+        "ligands/ligands-20-3d.sdf",
+    )))
+    .expect("utf-8");
+    text.split_inclusive("$$$$\n")
+        .take(n)
+        .enumerate()
+        .map(|(i, rec)| {
+            if !bad.contains(&i) {
+                return rec.to_string();
+            }
+            let mut lines: Vec<String> = rec.lines().map(str::to_string).collect();
+            let natoms: usize = lines[3][0..3].trim().parse().expect("counts line");
+            let bond = &mut lines[4 + natoms];
+            *bond = format!("{}999{}", &bond[..3], &bond[6..]);
+            lines.join("\n") + "\n"
+        })
+        .collect()
+}
+
+/// Read from the file itself, not from what the coordinator said: the 1-based numbers of
+/// the records with a bond to an atom the record does not have.
+fn records_with_dangling_bonds(sdf: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (i, rec) in sdf.split_inclusive("$$$$\n").enumerate() {
+        let lines: Vec<&str> = rec.lines().collect();
+        let natoms: usize = lines[3][0..3].trim().parse().expect("counts line");
+        let nbonds: usize = lines[3][3..6].trim().parse().expect("counts line");
+        let dangling = lines[4 + natoms..4 + natoms + nbonds].iter().any(|b| {
+            [&b[0..3], &b[3..6]]
+                .iter()
+                .any(|a| a.trim().parse::<usize>().map_or(true, |a| a == 0 || a > natoms))
+        });
+        if dangling {
+            out.push(i as u32 + 1);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn records_skipped_at_submission_are_still_reported_after_a_failover() {
+    let mut c = HaCluster::start(HaOptions {
+        s3: false,
+        ..HaOptions::default()
+    })
+    .await;
+    let old = c.wait_leader(Duration::from_secs(20)).await;
+    let lib = library_with_bad_records(12, &[1, 6, 10]);
+    let expected = records_with_dangling_bonds(&lib);
+    assert_eq!(expected.len(), 3, "the fixture should hold three broken records");
+    let mut req = dockyard_tests::vina_1iep_request(vec![dockyard_tests::input("lib.sdf", lib)]);
+    req.skip_invalid = true;
+    // No agent: the job stays queued, and its report is all there is to compare.
+    let id = c.jobs(old).await.submit_job(req).await.expect("submit").into_inner().job_id;
+    let report = |r: pb::JobReport| {
+        let mut records: Vec<u32> = r.skipped.iter().map(|s| s.record).collect();
+        records.sort_unstable();
+        (r.job.map_or(0, |j| j.ligands_skipped), records, r.skipped)
+    };
+    let before = report(
+        c.jobs(old)
+            .await
+            .get_job_report(pb::GetJobRequest { job_id: id.clone() })
+            .await
+            .expect("report")
+            .into_inner(),
+    );
+    assert_eq!((before.0 as usize, &before.1), (expected.len(), &expected), "{:?}", before.2);
+    c.kill_coordinator(old);
+    let new = c.wait_new_leader(old, Duration::from_secs(20)).await;
+    let after = report(
+        c.jobs(new)
+            .await
+            .get_job_report(pb::GetJobRequest { job_id: id.clone() })
+            .await
+            .expect("report on the new leader")
+            .into_inner(),
+    );
+    assert_eq!((after.0 as usize, &after.1), (expected.len(), &expected), "{:?}", after.2);
+    assert!(after.2.iter().all(|s| s.file == "lib.sdf" && !s.reason.is_empty()), "{:?}", after.2);
+    assert_eq!(after.2, before.2, "the new leader reports the same skipped records");
+}
+
 #[tokio::test]
 async fn a_paused_leader_commits_nothing_after_a_new_one_took_over() {
     let mut c = HaCluster::start(HaOptions::default()).await;

@@ -59,7 +59,7 @@ async fn skip_invalid_queues_the_good_records_and_reports_the_bad_one() {
     let r = c
         .jobs()
         .await
-        .get_job_report(pb::GetJobRequest { job_id: job })
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
         .await
         .expect("report")
         .into_inner();
@@ -67,6 +67,24 @@ async fn skip_invalid_queues_the_good_records_and_reports_the_bad_one() {
     let s = &r.skipped[0];
     assert_eq!((s.file.as_str(), s.record), ("three.sdf", 2), "{s:?}");
     assert!(s.line > 4 && !s.reason.is_empty(), "{s:?}");
+
+    // `dockyard report` shows them too, in both forms.
+    let o = c.cli(&["report", &job, "--format", "json"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report JSON");
+    let rows = v["skipped"].as_array().expect("skipped list");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(
+        (rows[0]["file"].as_str(), rows[0]["record"].as_u64()),
+        (Some("three.sdf"), Some(2)),
+        "{v}"
+    );
+    assert_eq!(rows[0]["reason"].as_str(), Some(s.reason.as_str()), "{v}");
+    let o = c.cli(&["report", &job]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("1 skipped") && table.contains("three.sdf record 2"), "{table}");
+    assert!(table.contains(&s.reason), "{table}");
 }
 
 #[tokio::test]

@@ -122,35 +122,7 @@ pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
         .await
         .map_err(explain)?
         .into_inner();
-    let j = r.job.clone().unwrap_or_default();
-    let t = j.tasks.unwrap_or_default();
-    if f == Format::Json {
-        let v = serde_json::json!({
-            "job": output::job_json(&j),
-            "cpu_seconds": r.cpu_seconds,
-            "failures": r.failures.iter().map(|g| serde_json::json!({"kind": g.kind, "reason": g.reason, "count": g.count, "examples": g.examples})).collect::<Vec<_>>(),
-        });
-        println!("{v}");
-        return Ok(());
-    }
-    println!("job {} ({}): {}", j.job_id, j.engine, output::job_state(j.state));
-    println!(
-        "  tasks:   {} total, {} succeeded, {} failed, {} cancelled, {} queued, {} running",
-        t.total, t.succeeded, t.failed, t.cancelled, t.queued, t.running
-    );
-    println!(
-        "  ligands: {} total, {} docked, {} failed",
-        j.ligands_total, j.ligands_docked, j.ligands_failed
-    );
-    println!("  engine CPU time: {:.1} s", r.cpu_seconds);
-    if r.failures.is_empty() {
-        println!("  failures: none");
-    } else {
-        println!("  failures by reason:");
-        for g in &r.failures {
-            println!("    {:>5} x {} {}: e.g. {}", g.count, g.kind, g.reason, g.examples.join(", "));
-        }
-    }
+    print!("{}", output::render_report(&r, f));
     Ok(())
 }
 

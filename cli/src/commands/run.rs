@@ -42,7 +42,7 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
     }
     .resolve()
     .context("embedded coordinator settings")?;
-    let coord = dockyard_coordinator::start(ccfg)
+    let mut coord = dockyard_coordinator::start(ccfg)
         .await
         .context("cannot start the embedded coordinator")?;
     let acfg = AgentSettings {
@@ -66,8 +66,9 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(dockyard_agent::run(acfg, agent_stop.clone()));
 
+    let endpoint = coord.endpoint();
     let outcome = async {
-        let client = Client::connect(&coord.endpoint(), None).await?;
+        let client = Client::connect(&endpoint, None).await?;
         let resp = super::submit::submit(&client, sub).await?;
         println!("{}", resp.job_id);
         let job = watch::watch(&client, &resp.job_id, false).await?;
@@ -96,6 +97,11 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
                 Err(e) => Err(anyhow::anyhow!("the embedded agent crashed: {e}")),
             }
         } => a,
+        // Nor if the coordinator had to stop (a failed write).
+        c = coord.wait() => Err(match c {
+            Err(f) => anyhow::anyhow!("the embedded coordinator stopped: {f}"),
+            Ok(()) => anyhow::anyhow!("the embedded coordinator stopped"),
+        }),
     };
     agent_stop.cancel();
     coord.shutdown().await;

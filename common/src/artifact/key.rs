@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `orgs/<org>/inputs/sha256/<hex>` | an input (receptor, ligands, library pack), content-addressed |
 //! | `orgs/<org>/jobs/<job>/spec.json` | a job's spec, replicated for a new leader (cluster mode) |
+//! | `orgs/<org>/jobs/<job>/skipped.json` | the records `skip_invalid` left out, beside the spec (cluster mode) |
 //! | `orgs/<org>/jobs/<job>/commits/<epoch:020>-<seq:012>.json` | committed task outcomes (cluster mode) |
 //! | `orgs/<org>/jobs/<job>/tasks/<index>/a<attempt>e<epoch>/<file>` | what one attempt of a task wrote |
 //!
@@ -23,6 +24,7 @@ const INPUTS: &str = "inputs";
 const SHA256: &str = "sha256";
 const JOBS: &str = "jobs";
 const SPEC: &str = "spec.json";
+const SKIPPED: &str = "skipped.json";
 const COMMITS: &str = "commits";
 const TASKS: &str = "tasks";
 
@@ -70,6 +72,12 @@ impl ArtifactKey {
     /// A job's spec, as the leader replicates it.
     pub fn job_spec(org: &OrgId, job: &JobId) -> Self {
         ArtifactKey::from_ids(format!("{ORGS}/{org}/{JOBS}/{job}/{SPEC}"))
+    }
+
+    /// The records `skip_invalid` left out of a job, written with its spec (the spec counts
+    /// them in `skipped`, so a rebuild knows when to look).
+    pub fn job_skipped(org: &OrgId, job: &JobId) -> Self {
+        ArtifactKey::from_ids(format!("{ORGS}/{org}/{JOBS}/{job}/{SKIPPED}"))
     }
 
     /// One batch of committed outcomes of a job; the zero padding makes keys sort by commit.
@@ -168,6 +176,7 @@ pub enum ParsedKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobFile {
     Spec,
+    Skipped,
     Commit {
         epoch: Epoch,
         seq: u64,
@@ -230,6 +239,7 @@ impl ParsedKey {
             ParsedKey::Input { org, sha256 } => ArtifactKey::from_ids(format!("{ORGS}/{org}/{INPUTS}/{SHA256}/{sha256}")),
             ParsedKey::Job { org, job, file } => match file {
                 JobFile::Spec => ArtifactKey::job_spec(org, job),
+                JobFile::Skipped => ArtifactKey::job_skipped(org, job),
                 JobFile::Commit { epoch, seq } => ArtifactKey::job_commit(org, job, *epoch, *seq),
                 JobFile::TaskOutput {
                     index,
@@ -254,8 +264,10 @@ impl JobFile {
     /// does not know (or numbers not written the way the builders write them) stay `Other`,
     /// so parsing and rebuilding gives back the same key.
     fn of(path: &str) -> JobFile {
-        if path == SPEC {
-            return JobFile::Spec;
+        match path {
+            SPEC => return JobFile::Spec,
+            SKIPPED => return JobFile::Skipped,
+            _ => {}
         }
         if let Some(c) = path.strip_prefix(COMMITS).and_then(|p| p.strip_prefix('/')) {
             if let Some((epoch, seq)) = c.strip_suffix(".json").and_then(|c| c.split_once('-')) {
@@ -347,6 +359,10 @@ mod tests {
             "orgs/chem/jobs/018f2a3b4c5d0123abcd/spec.json"
         );
         assert_eq!(
+            ArtifactKey::job_skipped(&o, &j).as_str(),
+            "orgs/chem/jobs/018f2a3b4c5d0123abcd/skipped.json"
+        );
+        assert_eq!(
             ArtifactKey::job_commit(&o, &j, 3, 42).as_str(),
             "orgs/chem/jobs/018f2a3b4c5d0123abcd/commits/00000000000000000003-000000000042.json"
         );
@@ -383,6 +399,14 @@ mod tests {
                     org: o.clone(),
                     job: j.clone(),
                     file: JobFile::Spec,
+                },
+            ),
+            (
+                ArtifactKey::job_skipped(&o, &j),
+                ParsedKey::Job {
+                    org: o.clone(),
+                    job: j.clone(),
+                    file: JobFile::Skipped,
                 },
             ),
             (

@@ -100,15 +100,12 @@ impl JobService for JobApi {
         self.auth.charge_bytes(&org, bytes).await?;
         let result = async {
             let sub = build_spec(&req, org.clone(), self.artifacts.clone(), &self.upload_dir, now, &self.limits).await?;
-            if !sub.skipped.is_empty() {
-                self.store.put_skipped(&job_id, &sub.skipped)?;
-            }
-            let spec = sub.spec;
             let job = self
                 .scheduler
                 .ask(|reply| Command::Submit {
                     job: job_id.clone(),
-                    spec: Box::new(spec),
+                    spec: Box::new(sub.spec),
+                    skipped: sub.skipped.into_iter().map(Into::into).collect(),
                     reply,
                 })
                 .await?;
@@ -272,7 +269,7 @@ impl JobService for JobApi {
         let job_id = JobId::parse(&request.get_ref().job_id)?;
         let job = self.visible_job(&caller, &job_id).await?;
         let failures = crate::report::failure_groups(&self.store, &job_id)?;
-        let skipped = self.store.skipped(&job_id)?;
+        let skipped = self.store.skipped(&job_id)?.into_iter().map(Into::into).collect();
         Ok(Response::new(pb::JobReport {
             cpu_seconds: job.cpu_seconds,
             job: Some(job),

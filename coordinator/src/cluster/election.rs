@@ -1,9 +1,10 @@
 //! Leadership through an etcd election. The winner's epoch is its election key's create
 //! revision: it grows with every new leader, and fenced writes compare against it.
 //!
-//! Losing the lease (keep-alive refused, or not renewed within its TTL) ends the process
-//! (exit code 75): a deposed leader must not act on stale state, and a supervisor
-//! (systemd, Kubernetes, deploy/local) restarts it as a standby with a clean slate.
+//! Losing the lease (keep-alive refused, or not renewed within its TTL) cancels
+//! `Leadership::lost`, which ends the process (exit code 75, `fatal::EXIT_DEPOSED`): a
+//! deposed leader must not act on stale state, and a supervisor (systemd, Kubernetes,
+//! deploy/local) restarts it as a standby with a clean slate.
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,13 @@ use tracing::{error, info, warn};
 use dockyard_common::cluster::{etcd_err, EtcdSettings};
 use dockyard_common::error::DockyardError;
 
-pub const EXIT_DEPOSED: i32 = 75;
-
 #[derive(Clone, Debug)]
 pub struct Leadership {
     pub epoch: u64,
     pub key: Vec<u8>,
     pub lease: i64,
+    /// Cancelled once the lease is gone: from then on this process must not act.
+    pub lost: CancellationToken,
 }
 
 /// What standbys and the leader know about who leads, for `GetLeader` and the gate.
@@ -106,13 +107,13 @@ pub async fn campaign(
         epoch: leader.rev() as u64,
         key: leader.key().to_vec(),
         lease,
+        lost,
     };
     view.send_replace(LeaderView {
         endpoint: advertise.to_string(),
         epoch: l.epoch,
         this_is_leader: true,
     });
-    tokio::spawn(exit_when_lost(lost));
     info!(epoch = l.epoch, "elected leader");
     Ok(Some(l))
 }
@@ -162,12 +163,6 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: Cancell
         }
     }
     lost.cancel();
-}
-
-async fn exit_when_lost(lost: CancellationToken) {
-    lost.cancelled().await;
-    error!("leadership lost (etcd lease expired); exiting so nothing is done on stale state");
-    std::process::exit(EXIT_DEPOSED);
 }
 
 /// Polls who leads, for standbys' `GetLeader` answers and redirects.

@@ -91,6 +91,10 @@ impl Journal {
             if let Some(spec) = &change.spec {
                 let body = serde_json::to_vec(spec.as_ref()).map_err(|e| JournalError::Failed(DockyardError::Internal(e.to_string())))?;
                 puts.push((key.clone(), Bytes::from(body)));
+                if !change.skipped.is_empty() {
+                    let k = ArtifactKey::job_skipped(&change.org, id);
+                    puts.push((k, Bytes::from(json(&change.skipped)?)));
+                }
             }
             let rec = JobIndexRecord {
                 org: change.org.to_string(),

@@ -7,6 +7,7 @@ pub mod journal;
 pub mod membership;
 pub mod outcome;
 pub mod rebuild;
+pub mod replication;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use dockyard_common::cluster::JobIndexState;
 use dockyard_common::ids::{JobId, NodeId, OrgId};
 use dockyard_common::spec::JobSpec;
 
-use crate::model::LigandResultRecord;
+use crate::model::{LigandResultRecord, SkippedRecord};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OutcomeKind {
@@ -41,6 +41,8 @@ pub struct JobChange {
     pub reason: String,
     /// Set when the job is new: the spec is stored before the index entry points at it.
     pub spec: Option<Arc<JobSpec>>,
+    /// With a new job's spec: the library records `skip_invalid` left out, for its report.
+    pub skipped: Vec<SkippedRecord>,
     pub created_at_ms: i64,
 }
 
@@ -63,6 +65,7 @@ impl SharedWrites {
         if let Some(prev) = self.jobs.remove(id) {
             if change.spec.is_none() {
                 change.spec = prev.spec;
+                change.skipped = prev.skipped;
             }
         }
         self.jobs.insert(id.clone(), change);

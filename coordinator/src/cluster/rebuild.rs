@@ -13,13 +13,14 @@ use tracing::{error, info, warn};
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::cluster::{etcd_err, CommitRecord, JobIndexRecord, JobIndexState, Keys};
 use dockyard_common::error::DockyardError;
-use dockyard_common::ids::{JobId, TaskId};
+use dockyard_common::ids::{JobId, NodeId, TaskId};
 use dockyard_common::spec::JobSpec;
 use dockyard_common::time::now_ms;
 
-use super::outcome::{OutcomeKind, TaskOutcome};
-use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
-use crate::store::{self, encode, key, Store, P_DRAINED, P_JOB, P_LIGERR, P_SPEC, P_TASK};
+use super::outcome::TaskOutcome;
+use crate::model::{JobState, JobStatus, Phase, SkippedRecord, TaskCounts, TaskRecord, TaskState};
+use crate::scheduler::record_outcome;
+use crate::store::{Store, StoreBatch};
 
 #[derive(Debug, Default, Clone)]
 pub struct RebuildStats {
@@ -50,6 +51,20 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DockyardError {
     DockyardError::Storage(format!("cluster state: {what}: {e}"))
 }
 
+/// The records `skip_invalid` left out of a job, as replicated beside its spec.
+async fn skipped_rows(artifacts: &dyn ArtifactStore, spec: &JobSpec, id: &JobId) -> Result<Vec<SkippedRecord>, DockyardError> {
+    let key = ArtifactKey::job_skipped(&spec.org, id);
+    match artifacts.get(&key).await {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| corrupt(key.as_str(), e)),
+        Err(DockyardError::NotFound { .. }) => {
+            // The job itself is intact; only its report loses the list.
+            warn!(job = %id, key = %key.as_str(), skipped = spec.skipped, "skipped-records list missing from the artifact store");
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn rebuild(
     client: &mut Client,
     keys: &Keys,
@@ -60,9 +75,12 @@ pub async fn rebuild(
     let mut stats = RebuildStats::default();
     store.clear()?;
     let drained_prefix = keys.drained_prefix();
-    let mut drains = sled::Batch::default();
+    let mut drains = StoreBatch::default();
     for (k, _) in get_prefix(client, drained_prefix.clone()).await? {
-        drains.insert(key(P_DRAINED, &k.as_bytes()[drained_prefix.len()..]), Vec::<u8>::new());
+        match NodeId::parse(&k[drained_prefix.len()..]) {
+            Ok(node) => drains.set_drained(&node, true),
+            Err(_) => warn!(key = %k, "ignoring a malformed drained-node key"),
+        }
     }
     store.apply(drains)?;
     let jobs_prefix = keys.jobs_prefix();
@@ -85,6 +103,11 @@ pub async fn rebuild(
             Err(e) => return Err(e),
         };
         let spec: JobSpec = serde_json::from_slice(&spec_bytes).map_err(|e| corrupt(&rec.spec_key, e))?;
+        let skipped = if spec.skipped > 0 {
+            skipped_rows(artifacts.as_ref(), &spec, &id).await?
+        } else {
+            Vec::new()
+        };
         let mut outcomes: BTreeMap<u32, TaskOutcome> = BTreeMap::new();
         for (ck, cv) in get_prefix(client, keys.job_commits_prefix(id.as_str())).await? {
             let c: CommitRecord = serde_json::from_slice(&cv).map_err(|e| corrupt(&ck, e))?;
@@ -106,57 +129,42 @@ pub async fn rebuild(
             }
         }
         let total = spec.task_count();
-        let mut batch = sled::Batch::default();
-        let mut counts = TaskCounts {
-            total,
-            ..TaskCounts::default()
+        let mut batch = StoreBatch::default();
+        let cancelled = rec.state == JobIndexState::Cancelled;
+        let vtime = vtime_by_org.entry(spec.org.to_string()).or_default();
+        // Every task starts out as dispatched and unclaimed; each committed outcome then
+        // lands exactly as it did on the old leader.
+        let mut status = JobStatus {
+            state: JobState::Queued,
+            tasks: TaskCounts {
+                total,
+                running: total,
+                ..TaskCounts::default()
+            },
+            ligands_total: spec.ligands.len() as u32,
+            ligands_docked: 0,
+            ligands_failed: 0,
+            best_score: None,
+            error: None,
+            finished_at_ms: 0,
+            unschedulable_reason: None,
+            cpu_seconds: 0.0,
+            cursor: total,
+            vtime0: *vtime,
+            seq0: seq + 1,
+            flight: Default::default(),
         };
-        let (mut docked, mut lig_failed, mut cpu) = (0u32, 0u32, 0.0f64);
-        let mut best: Option<f64> = None;
-        let mut error: Option<String> = None;
+        *vtime += u64::from(total);
+        seq += u64::from(total);
         for o in outcomes.values() {
-            let tid = TaskId::new(id.clone(), o.index);
-            match &o.kind {
-                OutcomeKind::Succeeded {
-                    results,
-                    errors,
-                    cpu_seconds,
-                } => {
-                    counts.succeeded += 1;
-                    cpu += cpu_seconds;
-                    for r in results {
-                        batch.insert(store::result_key(&id, r.score, r.index), encode(r));
-                        docked += 1;
-                        best = Some(best.map_or(r.score, |b| b.min(r.score)));
-                    }
-                    for (index, name, why) in errors {
-                        let mut k = key(P_LIGERR, id.as_str().as_bytes());
-                        k.extend_from_slice(&index.to_be_bytes());
-                        batch.insert(k, encode(&(name, why)));
-                        lig_failed += 1;
-                    }
-                }
-                OutcomeKind::Failed { reason } => {
-                    counts.failed += 1;
-                    error.get_or_insert_with(|| format!("task {tid}: {reason}"));
-                    let rec = TaskRecord {
-                        attempt: o.attempt,
-                        state: TaskState::Failed { reason: reason.clone() },
-                        last_error: Some(reason.clone()),
-                    };
-                    batch.insert(key(P_TASK, &tid.to_key()), encode(&rec));
-                }
-            }
+            record_outcome(&id, &mut status, &mut batch, Phase::Running, o);
         }
         stats.committed_tasks += outcomes.len() as u64;
-        let cancelled = rec.state == JobIndexState::Cancelled;
         for index in (0..total).filter(|i| !outcomes.contains_key(i)) {
-            let tid = TaskId::new(id.clone(), index);
             let state = if cancelled {
-                counts.cancelled += 1;
+                status.tasks.shift(Phase::Running, Phase::Cancelled, 1);
                 TaskState::Cancelled
             } else {
-                counts.running += 1;
                 stats.unclaimed_tasks += 1;
                 TaskState::Unclaimed
             };
@@ -165,46 +173,33 @@ pub async fn rebuild(
                 state,
                 last_error: None,
             };
-            batch.insert(key(P_TASK, &tid.to_key()), encode(&rec));
+            batch.put_task(&TaskId::new(id.clone(), index), &rec);
         }
         if cancelled {
-            error.get_or_insert(if rec.reason.is_empty() {
+            status.error.get_or_insert(if rec.reason.is_empty() {
                 "cancelled".to_string()
             } else {
                 rec.reason.clone()
             });
         }
-        let state = if counts.finished() == total {
-            counts.final_state(lig_failed)
+        let counts = &status.tasks;
+        status.state = if counts.finished() == total {
+            counts.final_state(status.ligands_failed)
         } else if counts.finished() > 0 {
             JobState::Running
         } else {
             JobState::Queued
         };
-        if !state.is_final() {
+        if status.state.is_final() {
+            status.finished_at_ms = now_ms();
+        } else {
             stats.active_jobs += 1;
         }
-        let vtime = vtime_by_org.entry(spec.org.to_string()).or_default();
-        let status = JobStatus {
-            state,
-            tasks: counts,
-            ligands_total: spec.ligands.len() as u32,
-            ligands_docked: docked,
-            ligands_failed: lig_failed,
-            best_score: best,
-            error,
-            finished_at_ms: if state.is_final() { now_ms() } else { 0 },
-            unschedulable_reason: None,
-            cpu_seconds: cpu,
-            cursor: total,
-            vtime0: *vtime,
-            seq0: seq + 1,
-            flight: Default::default(),
-        };
-        *vtime += u64::from(total);
-        seq += u64::from(total);
-        batch.insert(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
-        batch.insert(key(P_JOB, id.as_str().as_bytes()), encode(&status));
+        batch.put_spec(&id, &spec);
+        if !skipped.is_empty() {
+            batch.put_skipped(&id, &skipped);
+        }
+        batch.put_status(&id, &status);
         store.apply(batch)?;
         stats.jobs += 1;
     }

@@ -34,16 +34,19 @@ pub enum AttemptFailure {
     NodeReconnected,
     /// Recorded as running before a coordinator restart; its agent never reported it.
     Orphaned,
+    /// Assigned to a connected agent whose heartbeats stopped listing it.
+    NotOnAgent,
 }
 
 impl AttemptFailure {
-    const ALL: [AttemptFailure; 6] = [
+    const ALL: [AttemptFailure; 7] = [
         AttemptFailure::EngineRetryable,
         AttemptFailure::EnginePermanent,
         AttemptFailure::NoOutcome,
         AttemptFailure::NodeLost,
         AttemptFailure::NodeReconnected,
         AttemptFailure::Orphaned,
+        AttemptFailure::NotOnAgent,
     ];
 
     fn label(self) -> &'static str {
@@ -54,6 +57,7 @@ impl AttemptFailure {
             AttemptFailure::NodeLost => "node_lost",
             AttemptFailure::NodeReconnected => "node_reconnected",
             AttemptFailure::Orphaned => "orphaned",
+            AttemptFailure::NotOnAgent => "not_on_agent",
         }
     }
 }

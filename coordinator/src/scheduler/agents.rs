@@ -15,9 +15,8 @@ use super::nodes::{NodeRt, Outbound, Registration};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
 use crate::metrics::AttemptFailure;
-use crate::store::{key, P_DRAINED};
 
-fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
+pub(super) fn cancel_msg(task_id: String, attempt: u32, reason: &str) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Cancel(pb::Cancel {
             task_id,
@@ -125,7 +124,7 @@ impl Core {
         node.last_seen = Instant::now();
         node.last_seen_ms = now_ms();
         match msg {
-            pb::agent_message::Kind::Heartbeat(_) | pb::agent_message::Kind::Progress(_) => {}
+            pb::agent_message::Kind::Heartbeat(hb) => self.reconcile(tx, node_id, &hb.running),
             pb::agent_message::Kind::Register(_) => warn!(node = %node_id, "second Register on one stream ignored"),
             pb::agent_message::Kind::GoingAway(g) => {
                 node.going_away = true;
@@ -146,16 +145,12 @@ impl Core {
             .get_mut(node)
             .ok_or_else(|| DockyardError::not_found(format!("node {node}")))?;
         n.draining = drain;
-        let k = key(P_DRAINED, node.as_str().as_bytes());
-        if self.cfg.cluster_epoch.is_some() {
-            tx.shared.drains.insert(node.clone(), drain);
-        }
+        tx.shared.drains.insert(node.clone(), drain);
+        tx.batch.set_drained(node, drain);
         if drain {
             self.nodes.drained.insert(node.clone());
-            tx.put(k, Vec::new());
         } else {
             self.nodes.drained.remove(node);
-            tx.del(k);
         }
         tx.messages.push((
             node.clone(),
@@ -223,8 +218,8 @@ impl Core {
                 self.queue.push(class, t.key, Entry::Task(tid.clone()));
             }
         }
-        let all_members_back = self.cfg.cluster_epoch.is_some()
-            && self.members_known
+        // Only a cluster's membership watch ever makes the members known.
+        let all_members_back = self.members_known
             && self
                 .members
                 .keys()

@@ -15,9 +15,9 @@ use dockyard_common::spec::{EngineKind, JobSpec};
 use super::core::Core;
 use super::txn::Txn;
 use crate::model::LigandResultRecord;
-use crate::store::{self, encode, key, P_CACHE};
 
-pub(super) fn cache_key(spec: &JobSpec, version: &str, ligand_key: &str) -> Vec<u8> {
+/// The digest of a docking's inputs: the cache entry's name.
+pub(super) fn cache_key(spec: &JobSpec, version: &str, ligand_key: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut part = |s: &[u8]| {
         h.update((s.len() as u64).to_be_bytes());
@@ -38,7 +38,7 @@ pub(super) fn cache_key(spec: &JobSpec, version: &str, ligand_key: &str) -> Vec<
         part(s.as_bytes());
     }
     part(ligand_key.as_bytes());
-    key(P_CACHE, hex::encode(h.finalize()).as_bytes())
+    h.finalize().into()
 }
 
 impl Core {
@@ -66,9 +66,7 @@ impl Core {
     /// Moves the ligands already in the cache to the end of `spec.ligands` (setting
     /// `spec.cached`) and writes their results for `job` now. Returns how many were served.
     pub(super) fn serve_from_cache(&mut self, tx: &mut Txn, job: &JobId, spec: &mut JobSpec) -> Vec<LigandResultRecord> {
-        // The cache lives in this coordinator's sled, which a failover does not carry over;
-        // with a cluster journal, serving from it would leave results no standby could rebuild.
-        if spec.fresh || spec.engine == EngineKind::Sleep || spec.ligands.is_empty() || self.cfg.cluster_epoch.is_some() {
+        if spec.fresh || spec.engine == EngineKind::Sleep || spec.ligands.is_empty() || !self.serves_cache {
             return Vec::new();
         }
         let Some(version) = self.agreed_version(spec.engine) else {
@@ -76,7 +74,7 @@ impl Core {
         };
         let mut found: Vec<(usize, LigandResultRecord)> = Vec::new();
         for (i, l) in spec.ligands.iter().enumerate() {
-            if let Ok(Some(rec)) = self.store.get::<LigandResultRecord>(&cache_key(spec, &version, &l.content_id())) {
+            if let Ok(Some(rec)) = self.store.cached(&cache_key(spec, &version, &l.content_id())) {
                 found.push((i, rec));
             }
         }
@@ -102,7 +100,7 @@ impl Core {
             rec.ligand = l.name.clone();
             rec.index = index;
             rec.cached = true;
-            tx.put(store::result_key(job, rec.score, index), encode(&rec));
+            tx.batch.put_result(job, &rec);
             spec.ligands.push(l);
             served.push(rec);
         }
@@ -114,6 +112,6 @@ impl Core {
         if spec.engine == EngineKind::Sleep {
             return;
         }
-        tx.put(cache_key(spec, version, ligand_key), encode(rec));
+        tx.batch.put_cached(&cache_key(spec, version, ligand_key), rec);
     }
 }

@@ -20,8 +20,8 @@ use super::txn::Txn;
 use super::{Command, SchedulerConfig};
 use crate::api::convert::job_view;
 use crate::cluster::outcome::JobChange;
-use crate::model::{JobState, JobStatus, TaskRecord};
-use crate::store::{encode, key, Store, P_JOB, P_TASK};
+use crate::model::{JobState, JobStatus};
+use crate::store::Store;
 use dockyard_common::cluster::{JobIndexState, NodeRecord};
 
 pub(super) struct ActiveJob {
@@ -115,6 +115,8 @@ pub struct Core {
     /// connected, no task can still be claimed and the grace period ends early.
     pub(super) members: HashMap<NodeId, NodeRecord>,
     pub(super) members_known: bool,
+    /// From the replication port: may submissions be served from the local result cache?
+    pub(super) serves_cache: bool,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
@@ -127,18 +129,10 @@ pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
     }
 }
 
-pub(super) fn put_task(tx: &mut Txn, tid: &TaskId, rec: &TaskRecord) {
-    tx.put(key(P_TASK, &tid.to_key()), encode(rec));
-}
-
-pub(super) fn del_task(tx: &mut Txn, tid: &TaskId) {
-    tx.del(key(P_TASK, &tid.to_key()));
-}
-
 impl Core {
     pub fn apply(&mut self, c: Command, tx: &mut Txn) {
         match c {
-            Command::Submit { job, spec, reply } => match self.submit(tx, job, *spec) {
+            Command::Submit { job, spec, skipped, reply } => match self.submit(tx, job, *spec, skipped) {
                 Ok(id) => {
                     let view = self.view(&id);
                     tx.after(move || {
@@ -232,28 +226,27 @@ impl Core {
 
     /// Writes the status (counts and queue cursor) of every job touched in this batch.
     pub fn finalize(&mut self, tx: &mut Txn) {
-        if self.cfg.cluster_epoch.is_some() {
-            for id in &self.finished_jobs {
-                let Some(job) = self.jobs.get(id) else { continue };
-                let (state, reason) = if job.status.state == JobState::Cancelled {
-                    (JobIndexState::Cancelled, job.status.error.clone().unwrap_or_default())
-                } else {
-                    (JobIndexState::Finished, String::new())
-                };
-                let change = JobChange {
-                    org: job.spec.org.clone(),
-                    state,
-                    reason,
-                    spec: None,
-                    created_at_ms: job.spec.created_at_ms,
-                };
-                tx.shared.job(id, change);
-            }
+        for id in &self.finished_jobs {
+            let Some(job) = self.jobs.get(id) else { continue };
+            let (state, reason) = if job.status.state == JobState::Cancelled {
+                (JobIndexState::Cancelled, job.status.error.clone().unwrap_or_default())
+            } else {
+                (JobIndexState::Finished, String::new())
+            };
+            let change = JobChange {
+                org: job.spec.org.clone(),
+                state,
+                reason,
+                spec: None,
+                skipped: Vec::new(),
+                created_at_ms: job.spec.created_at_ms,
+            };
+            tx.shared.job(id, change);
         }
         let dirty: Vec<JobId> = tx.dirty_jobs.iter().cloned().collect();
         for id in dirty {
             if let Some(job) = self.jobs.get(&id) {
-                tx.put(key(P_JOB, id.as_str().as_bytes()), encode(&job.status));
+                tx.batch.put_status(&id, &job.status);
             }
         }
     }

@@ -10,10 +10,10 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{put_task, Core, Live, LiveTask};
+use super::core::{Core, Live, LiveTask};
 use super::queue::{Entry, TaskClass};
 use super::txn::Txn;
-use crate::model::{JobState, TaskRecord, TaskState};
+use crate::model::{JobState, Phase, TaskRecord, TaskState};
 
 impl Core {
     /// Hands queued tasks to nodes with free capacity, one per node per round so a small
@@ -64,8 +64,7 @@ impl Core {
                 // A first attempt is in the job's flight list (written with the job row);
                 // a retry already has a record, now saying where it runs.
                 if !fresh {
-                    put_task(
-                        tx,
+                    tx.batch.put_task(
                         &tid,
                         &TaskRecord {
                             attempt,
@@ -83,8 +82,7 @@ impl Core {
                     if !caps.is_empty() {
                         *running.entry(job.spec.org.clone()).or_default() += 1;
                     }
-                    job.status.tasks.queued = job.status.tasks.queued.saturating_sub(1);
-                    job.status.tasks.running += 1;
+                    job.status.tasks.shift(Phase::Queued, Phase::Running, 1);
                     if job.status.state == JobState::Queued {
                         job.status.state = JobState::Running;
                     }

@@ -13,17 +13,22 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{class_of, put_task, ActiveJob, Core, Live};
+use super::core::{class_of, ActiveJob, Core, Live};
 use super::queue::Entry;
 use super::txn::Txn;
 use crate::cluster::outcome::JobChange;
-use crate::model::{JobState, JobStatus, TaskCounts, TaskRecord, TaskState};
-use crate::store::{encode, key, P_SPEC};
+use crate::model::{JobState, JobStatus, Phase, SkippedRecord, TaskCounts, TaskRecord, TaskState};
 
 impl Core {
     /// Queues a whole job with two writes (spec and status): its tasks are implied by the
     /// status's cursor, however many there are.
-    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, mut spec: JobSpec) -> Result<JobId, DockyardError> {
+    pub(super) fn submit(
+        &mut self,
+        tx: &mut Txn,
+        id: JobId,
+        mut spec: JobSpec,
+        skipped: Vec<SkippedRecord>,
+    ) -> Result<JobId, DockyardError> {
         if self.jobs.contains_key(&id) || self.store.spec(&id)?.is_some() {
             return Err(DockyardError::FailedPrecondition(format!("job {id} already exists")));
         }
@@ -68,7 +73,10 @@ impl Core {
             seq0,
             flight: Default::default(),
         };
-        tx.put(key(P_SPEC, id.as_str().as_bytes()), encode(&spec));
+        tx.batch.put_spec(&id, &spec);
+        if !skipped.is_empty() {
+            tx.batch.put_skipped(&id, &skipped);
+        }
         info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
         let job = ActiveJob::new(&id, spec, status);
         if job.has_fresh() {
@@ -77,16 +85,15 @@ impl Core {
         if !served.is_empty() {
             info!(job = %id, cached = served.len(), "ligands served from the result cache");
         }
-        if self.cfg.cluster_epoch.is_some() {
-            let change = JobChange {
-                org: job.spec.org.clone(),
-                state: JobIndexState::Active,
-                reason: String::new(),
-                spec: Some(Arc::clone(&job.spec)),
-                created_at_ms: job.spec.created_at_ms,
-            };
-            tx.shared.job(&id, change);
-        }
+        let change = JobChange {
+            org: job.spec.org.clone(),
+            state: JobIndexState::Active,
+            reason: String::new(),
+            spec: Some(Arc::clone(&job.spec)),
+            skipped,
+            created_at_ms: job.spec.created_at_ms,
+        };
+        tx.shared.job(&id, change);
         self.jobs.insert(id.clone(), job);
         tx.dirty_jobs.insert(id.clone());
         // Everything came from the cache: the job is done at once.
@@ -102,7 +109,6 @@ impl Core {
             reason.to_string()
         };
         let class = job.class;
-        let mut cancelled = 0u32;
         let mut was_queued = 0u32;
         let mut was_running = 0u32;
         if job.has_fresh() {
@@ -110,7 +116,6 @@ impl Core {
             self.queue.remove(&class, &job.fresh_key(job.status.cursor));
             job.status.cursor = job.status.tasks.total;
             was_queued += fresh;
-            cancelled += fresh;
         }
         let live: Vec<u32> = std::mem::take(&mut job.live).into_iter().collect();
         for index in live {
@@ -141,8 +146,7 @@ impl Core {
                 }
                 Live::Orphan { .. } => was_running += 1,
             }
-            put_task(
-                tx,
+            tx.batch.put_task(
                 &tid,
                 &TaskRecord {
                     attempt: t.attempt,
@@ -150,25 +154,25 @@ impl Core {
                     last_error: Some(reason.clone()),
                 },
             );
-            cancelled += 1;
         }
         if let Some(job) = self.jobs.get_mut(id) {
             let c = &mut job.status.tasks;
-            c.queued = c.queued.saturating_sub(was_queued);
-            c.running = c.running.saturating_sub(was_running);
-            c.cancelled += cancelled;
+            c.shift(Phase::Queued, Phase::Cancelled, was_queued);
+            c.shift(Phase::Running, Phase::Cancelled, was_running);
+            let cancelled = was_queued + was_running;
             // Every live task was given a Cancelled record above.
             job.status.flight.clear();
             job.status.error.get_or_insert(reason.clone());
             info!(job = %id, cancelled, reason = %reason, "job cancelled");
         }
         tx.dirty_jobs.insert(id.clone());
-        if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(id)) {
+        if let Some(job) = self.jobs.get(id) {
             let change = JobChange {
                 org: job.spec.org.clone(),
                 state: JobIndexState::Cancelled,
                 reason: reason.clone(),
                 spec: None,
+                skipped: Vec::new(),
                 created_at_ms: job.spec.created_at_ms,
             };
             tx.shared.job(id, change);

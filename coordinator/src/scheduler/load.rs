@@ -13,16 +13,14 @@ use dockyard_common::time::now_ms;
 use super::core::{ActiveJob, Core, Live, LiveTask, Stats};
 use super::nodes::NodeTable;
 use super::queue::{Entry, ReadyQueue};
+use super::replication::Replication;
 use super::SchedulerConfig;
 use crate::model::TaskState;
 use crate::store::Store;
 
 impl Core {
-    pub async fn load(store: Store, cfg: SchedulerConfig) -> Result<Self, DockyardError> {
-        let epoch = match cfg.cluster_epoch {
-            Some(e) => e,
-            None => store.next_epoch().await?,
-        };
+    pub async fn load(store: Store, cfg: SchedulerConfig, replication: &dyn Replication) -> Result<Self, DockyardError> {
+        let epoch = replication.epoch(&store).await?;
         let mut core = Core {
             store: store.clone(),
             epoch,
@@ -40,6 +38,7 @@ impl Core {
             stats: Stats::default(),
             members: Default::default(),
             members_known: false,
+            serves_cache: replication.serves_local_cache(),
         };
         let started = Instant::now();
         for n in store.drained_nodes()? {

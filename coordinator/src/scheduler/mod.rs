@@ -12,6 +12,9 @@ mod latency;
 mod load;
 pub mod nodes;
 pub mod queue;
+mod reconcile;
+mod record;
+mod replication;
 mod results;
 mod txn;
 
@@ -31,11 +34,13 @@ use dockyard_proto::v1 as pb;
 pub use self::backoff::Backoff;
 pub use self::core::Core;
 pub use self::nodes::{GpuInfo, Outbound, Registration};
+pub use self::record::record_outcome;
+pub use self::replication::{Embedded, Replication};
 use self::txn::Txn;
 use crate::auth::QuotaTable;
-use crate::cluster::election::EXIT_DEPOSED;
-use crate::cluster::journal::Journal;
+use crate::fatal::Fatal;
 use crate::metrics::CoordinatorMetrics;
+use crate::model::SkippedRecord;
 use crate::store::Store;
 
 pub type Reply<T> = oneshot::Sender<Result<T, DockyardError>>;
@@ -53,9 +58,6 @@ pub struct SchedulerConfig {
     /// After a restart, how long tasks recorded as running wait for their agent to report.
     pub reconcile_grace: Duration,
     pub coordinator_id: String,
-    /// With etcd: the election's epoch instead of a local counter, and every job change and
-    /// task outcome replicated through the cluster journal.
-    pub cluster_epoch: Option<u64>,
     /// The artifact store URI, told to agents so they can use an s3:// store directly.
     pub artifacts_uri: String,
     /// Per-organisation limits (queued tasks at submission, running tasks at dispatch),
@@ -75,7 +77,6 @@ impl Default for SchedulerConfig {
             backoff: d.backoff(),
             reconcile_grace: d.reconcile_grace(),
             coordinator_id: "coordinator".into(),
-            cluster_epoch: None,
             artifacts_uri: String::new(),
             quotas: QuotaTable::default(),
             metrics: Arc::default(),
@@ -88,6 +89,8 @@ pub enum Command {
         job: JobId,
         // Boxed: a spec is large and every other command is small.
         spec: Box<JobSpec>,
+        /// Library records `skip_invalid` left out, for the report: written with the job.
+        skipped: Vec<SkippedRecord>,
         reply: Reply<pb::Job>,
     },
     Cancel {
@@ -176,9 +179,9 @@ pub async fn spawn(
     store: Store,
     cfg: SchedulerConfig,
     shutdown: CancellationToken,
-) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), DockyardError> {
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<Result<(), Fatal>>), DockyardError> {
     let (handle, rx) = channel();
-    let join = start(rx, store, cfg, None, shutdown).await?;
+    let join = start(rx, store, cfg, Arc::new(Embedded), shutdown).await?;
     Ok((handle, join))
 }
 
@@ -189,20 +192,27 @@ pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
     (SchedulerHandle { tx }, rx)
 }
 
-/// Loads state from `store` and starts the actor on `rx`; with a journal, every batch's
-/// job changes and task outcomes are replicated (fenced) before the batch takes effect.
+/// Loads state from `store` and starts the actor on `rx`; every batch's job changes and
+/// task outcomes go through `replication` before the batch takes effect. The actor ends
+/// with `Ok` on shutdown, or with the reason it had to stop.
 pub async fn start(
     rx: mpsc::Receiver<Command>,
     store: Store,
     cfg: SchedulerConfig,
-    journal: Option<Journal>,
+    replication: Arc<dyn Replication>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DockyardError> {
-    let core = Core::load(store.clone(), cfg).await?;
-    Ok(tokio::spawn(run(core, store, rx, journal, shutdown)))
+) -> Result<tokio::task::JoinHandle<Result<(), Fatal>>, DockyardError> {
+    let core = Core::load(store.clone(), cfg, replication.as_ref()).await?;
+    Ok(tokio::spawn(run(core, store, rx, replication, shutdown)))
 }
 
-async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, journal: Option<Journal>, shutdown: CancellationToken) {
+async fn run(
+    mut core: Core,
+    store: Store,
+    mut rx: mpsc::Receiver<Command>,
+    replication: Arc<dyn Replication>,
+    shutdown: CancellationToken,
+) -> Result<(), Fatal> {
     let mut last_tick = Instant::now();
     loop {
         let first = tokio::select! {
@@ -231,15 +241,13 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
         }
         core.dispatch(&mut tx);
         core.finalize(&mut tx);
-        if let Some(j) = &journal {
-            if !tx.shared.is_empty() {
-                if let Err(e) = j.commit(std::mem::take(&mut tx.shared)).await {
-                    error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
-                    std::process::exit(EXIT_DEPOSED);
-                }
+        if !tx.shared.is_empty() {
+            if let Err(e) = replication.replicate(std::mem::take(&mut tx.shared)).await {
+                error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
+                return Err(Fatal::Deposed(format!("cannot replicate scheduler state: {e}")));
             }
         }
-        if tx.writes > 0 {
+        if !tx.batch.is_empty() {
             let batch = std::mem::take(&mut tx.batch);
             let started = Instant::now();
             let durable = match store.apply(batch) {
@@ -248,14 +256,15 @@ async fn run(mut core: Core, store: Store, mut rx: mpsc::Receiver<Command>, jour
             };
             core.cfg.metrics.sled_write(started.elapsed());
             if let Err(e) = durable {
-                // Memory and disk have diverged; acknowledging anything now could lose it.
+                // Nothing of this batch (replies, assignments) may leave the process.
                 error!(error = %e, "cannot persist scheduler state; stopping the coordinator");
-                std::process::exit(70);
+                return Err(Fatal::WriteFailed(e));
             }
         }
         core.effects(tx);
     }
     info!("scheduler stopped");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -267,7 +276,7 @@ mod tests {
 
     use super::*;
 
-    fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
+    pub(super) fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
         JobSpec {
             name: format!("{org}-{priority}"),
             org: OrgId::parse(org).expect("org"),
@@ -301,6 +310,7 @@ mod tests {
             h.ask(|reply| Command::Submit {
                 job: id,
                 spec: Box::new(spec),
+                skipped: Vec::new(),
                 reply,
             })
             .await
@@ -309,7 +319,7 @@ mod tests {
     }
 
     /// A node offering the test-only sleep engine.
-    fn sleep_node(slots: u32) -> Registration {
+    pub(super) fn sleep_node(slots: u32) -> Registration {
         Registration {
             node: NodeId::parse("n1").expect("node"),
             slots,
@@ -507,6 +517,7 @@ mod tests {
         h.ask(|reply| Command::Submit {
             job: JobId::parse(&format!("{:020x}", 2)).expect("id"),
             spec: Box::new(sleep_job("b", 1, 0)),
+            skipped: Vec::new(),
             reply,
         })
         .await
@@ -517,7 +528,7 @@ mod tests {
         assert!(store.job_task_records(&job).expect("read").is_empty());
 
         stop.cancel();
-        join.await.expect("stopped");
+        join.await.expect("stopped").expect("a clean stop");
         drop(rx);
         let (h, _join) = spawn(store.clone(), SchedulerConfig::default(), CancellationToken::new())
             .await

@@ -54,6 +54,8 @@ pub struct Slot {
     pub taken_at: Instant,
     /// The attempt's trace span when traces are exported; dropping the slot ends it.
     pub span: Option<AttemptSpan>,
+    /// Missing from the agent's last heartbeat although assigned well before it.
+    pub unlisted: bool,
 }
 
 pub struct NodeRt {
@@ -72,6 +74,8 @@ pub struct NodeRt {
     pub last_seen: Instant,
     pub last_seen_ms: i64,
     pub connected_at_ms: i64,
+    /// When the agent's latest heartbeat arrived (none yet on this stream).
+    pub last_heartbeat: Option<Instant>,
 }
 
 impl NodeRt {
@@ -90,6 +94,7 @@ impl NodeRt {
             last_seen: Instant::now(),
             last_seen_ms: now_ms,
             connected_at_ms: now_ms,
+            last_heartbeat: None,
         }
     }
 
@@ -146,6 +151,7 @@ impl NodeRt {
                 cancelled: false,
                 taken_at: Instant::now(),
                 span: None,
+                unlisted: false,
             },
         );
         gpus

@@ -120,14 +120,6 @@ impl ReadyQueue {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    pub fn class_depths(&self) -> impl Iterator<Item = (&TaskClass, usize)> {
-        self.classes.iter().filter(|(_, m)| !m.is_empty()).map(|(c, m)| (c, m.len()))
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = (&QueueKey, &Entry)> {
-        self.classes.values().flat_map(|m| m.iter())
-    }
 }
 
 #[cfg(test)]

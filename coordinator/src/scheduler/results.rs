@@ -12,13 +12,13 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
-use super::core::{del_task, put_task, Core, Live};
+use super::core::{Core, Live};
 use super::queue::Entry;
+use super::record::record_outcome;
 use super::txn::Txn;
 use crate::cluster::outcome::{OutcomeKind, TaskOutcome};
 use crate::metrics::AttemptFailure;
-use crate::model::{LigandResultRecord, TaskRecord, TaskState};
-use crate::store::{self, encode, key, P_LIGERR};
+use crate::model::{LigandResultRecord, Phase, TaskRecord, TaskState};
 
 impl Core {
     pub(super) fn on_result(&mut self, tx: &mut Txn, node_id: &NodeId, res: pb::TaskResult) {
@@ -90,11 +90,11 @@ impl Core {
     }
 
     fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, node: &NodeId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
-        let replicate = self.cfg.cluster_epoch.is_some();
+        let attempt = self.tasks.get(tid).map_or(0, |t| t.attempt);
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
-        let mut shared_results = Vec::new();
-        let mut shared_errors = Vec::new();
+        let mut results = Vec::new();
+        let mut errors = Vec::new();
         for lig in ok.ligands {
             let idx = lig.index as usize;
             if !range.contains(&idx) {
@@ -117,50 +117,34 @@ impl Core {
                     fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
                     cached: false,
                 };
-                tx.put(store::result_key(&tid.job, lig.best_score, lig.index), encode(&rec));
-                if replicate {
-                    shared_results.push(rec.clone());
-                }
                 if let (Some(v), Some(l)) = (version, job.spec.ligands.get(idx)) {
                     Core::remember(tx, &job.spec, v, &l.content_id(), &rec);
                 }
-                job.status.ligands_docked += 1;
-                job.status.best_score = Some(job.status.best_score.map_or(lig.best_score, |b| b.min(lig.best_score)));
+                results.push(rec);
             } else {
-                let mut k = key(P_LIGERR, tid.job.as_str().as_bytes());
-                k.extend_from_slice(&lig.index.to_be_bytes());
                 let why = if lig.error.is_empty() {
                     "no finite score".to_string()
                 } else {
                     lig.error
                 };
-                if replicate {
-                    shared_errors.push((lig.index, name.clone(), why.clone()));
-                }
-                tx.put(k, encode(&(name, why)));
-                job.status.ligands_failed += 1;
+                errors.push((lig.index, name, why));
             }
         }
-        job.status.cpu_seconds += cpu.max(0.0);
-        if replicate {
-            let attempt = self.tasks.get(tid).map_or(0, |t| t.attempt);
-            let outcome = TaskOutcome {
-                index: tid.index,
-                attempt,
-                kind: OutcomeKind::Succeeded {
-                    results: shared_results,
-                    errors: shared_errors,
-                    cpu_seconds: cpu.max(0.0),
-                },
-            };
-            tx.shared.outcome(&tid.job, &job.spec.org, outcome);
-        }
-        job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
-        job.status.tasks.succeeded += 1;
+        let outcome = TaskOutcome {
+            index: tid.index,
+            attempt,
+            kind: OutcomeKind::Succeeded {
+                results,
+                errors,
+                cpu_seconds: cpu.max(0.0),
+            },
+        };
+        record_outcome(&tid.job, &mut job.status, &mut tx.batch, Phase::Running, &outcome);
+        tx.shared.outcome(&tid.job, &job.spec.org, outcome);
         job.live.remove(&tid.index);
         // Below the cursor, neither a record nor a place in the flight list means "succeeded".
         if !job.status.land(Some(node), tid.index) {
-            del_task(tx, tid);
+            tx.batch.delete_task(tid);
         }
         self.tasks.remove(tid);
         tx.dirty_jobs.insert(tid.job.clone());
@@ -174,7 +158,7 @@ impl Core {
         let Some(t) = self.tasks.remove(tid) else { return };
         warn!(task = %tid, attempt = t.attempt, reason, "task failed");
         self.cfg.metrics.failed();
-        if let (Some(_), Some(job)) = (self.cfg.cluster_epoch, self.jobs.get(&tid.job)) {
+        if let Some(job) = self.jobs.get_mut(&tid.job) {
             let outcome = TaskOutcome {
                 index: tid.index,
                 attempt: t.attempt,
@@ -182,29 +166,14 @@ impl Core {
                     reason: reason.to_string(),
                 },
             };
+            let from = match t.live {
+                Live::Queued | Live::Delayed { .. } => Phase::Queued,
+                Live::Running { .. } | Live::Orphan { .. } => Phase::Running,
+            };
+            record_outcome(&tid.job, &mut job.status, &mut tx.batch, from, &outcome);
             tx.shared.outcome(&tid.job, &job.spec.org, outcome);
-        }
-        put_task(
-            tx,
-            tid,
-            &TaskRecord {
-                attempt: t.attempt,
-                state: TaskState::Failed {
-                    reason: reason.to_string(),
-                },
-                last_error: Some(reason.to_string()),
-            },
-        );
-        if let Some(job) = self.jobs.get_mut(&tid.job) {
-            let c = &mut job.status.tasks;
-            match t.live {
-                Live::Queued | Live::Delayed { .. } => c.queued = c.queued.saturating_sub(1),
-                _ => c.running = c.running.saturating_sub(1),
-            }
-            c.failed += 1;
             job.live.remove(&tid.index);
             job.status.land(None, tid.index);
-            job.status.error.get_or_insert_with(|| format!("task {tid}: {reason}"));
         }
         tx.dirty_jobs.insert(tid.job.clone());
         let id = tid.job.clone();
@@ -217,8 +186,7 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let class = job.class;
         let key = job.fresh_key(tid.index);
-        job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
-        job.status.tasks.queued += 1;
+        job.status.tasks.shift(Phase::Running, Phase::Queued, 1);
         job.status.land(None, tid.index);
         let Some(t) = self.tasks.get_mut(tid) else { return };
         t.key = key;
@@ -227,8 +195,7 @@ impl Core {
         let attempt = t.attempt.max(1);
         t.attempt = attempt;
         self.queue.push(class, key, Entry::Task(tid.clone()));
-        put_task(
-            tx,
+        tx.batch.put_task(
             tid,
             &TaskRecord {
                 attempt,
@@ -265,8 +232,7 @@ impl Core {
             t.enqueued_at = Instant::now() + delay;
         }
         self.delayed.insert((until_ms, qk.seq()), tid.clone());
-        put_task(
-            tx,
+        tx.batch.put_task(
             tid,
             &TaskRecord {
                 attempt,
@@ -278,8 +244,7 @@ impl Core {
             },
         );
         if let Some(job) = self.jobs.get_mut(&tid.job) {
-            job.status.tasks.running = job.status.tasks.running.saturating_sub(1);
-            job.status.tasks.queued += 1;
+            job.status.tasks.shift(Phase::Running, Phase::Queued, 1);
             // The record written above speaks for the task from now on.
             job.status.land(None, tid.index);
         }

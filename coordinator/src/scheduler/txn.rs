@@ -7,11 +7,11 @@ use dockyard_common::ids::{JobId, NodeId};
 use dockyard_proto::v1 as pb;
 
 use crate::cluster::outcome::SharedWrites;
+use crate::store::StoreBatch;
 
 #[derive(Default)]
 pub struct Txn {
-    pub batch: sled::Batch,
-    pub writes: usize,
+    pub batch: StoreBatch,
     pub dirty_jobs: BTreeSet<JobId>,
     pub after: Vec<Box<dyn FnOnce() + Send>>,
     pub assigns: HashMap<NodeId, Vec<pb::TaskAssignment>>,
@@ -21,16 +21,6 @@ pub struct Txn {
 }
 
 impl Txn {
-    pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.batch.insert(k, v);
-        self.writes += 1;
-    }
-
-    pub fn del(&mut self, k: Vec<u8>) {
-        self.batch.remove(k);
-        self.writes += 1;
-    }
-
     /// Runs after the batch is durable.
     pub fn after(&mut self, f: impl FnOnce() + Send + 'static) {
         self.after.push(Box::new(f));

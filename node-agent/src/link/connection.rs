@@ -417,8 +417,7 @@ async fn session(st: &mut AgentState, channel: AgentChannel, url: &str, shutdown
                 }
             }
             _ = heartbeat.tick() => {
-                let free = st.cfg.slots.saturating_sub(st.running.len() as u32);
-                let hbm = pb::Heartbeat { free_slots: free, running: st.running.keys().map(|(t, a)| pb::RunningTask { task_id: t.clone(), attempt: *a }).collect() };
+                let hbm = pb::Heartbeat { running: st.running.keys().map(|(t, a)| pb::RunningTask { task_id: t.clone(), attempt: *a }).collect() };
                 if out_tx.try_send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Heartbeat(hbm)) }).is_err() {
                     return Ok(SessionEnd::Reconnect("outbound stream full".into()));
                 }
