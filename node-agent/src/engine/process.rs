@@ -171,7 +171,6 @@ pub(crate) fn leaders() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
     LEADERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-
 /// Runs the process to completion, or stops it on timeout/cancellation: SIGTERM to its
 /// group and tagged processes, the grace period, then SIGKILL. Whatever happens (including
 /// the future being dropped), the child is reaped and every process of the run is killed.
@@ -256,7 +255,6 @@ pub async fn run_process(spec: ProcessSpec) -> Result<ProcessOutcome, EngineErro
     Err(stop)
 }
 
-
 /// Retries ETXTBSY: exec fails with it while any process still holds the binary open for
 /// writing, e.g. a fork elsewhere in this process inheriting the descriptor of an engine
 /// binary or wrapper script that was just written, or an upgrade replacing the binary.
@@ -322,7 +320,6 @@ async fn supervise(pid: libc::pid_t, tag: String, output: pipe::Receiver, log: F
     Finished { waited, output }
 }
 
-
 /// Turns what the supervisor found into the run's result.
 fn finish(
     res: Result<Finished, tokio::task::JoinError>,
@@ -383,7 +380,6 @@ fn wait_and_reap(pid: libc::pid_t, tag: &str) -> std::io::Result<(ExitKind, f64)
     };
     Ok((exit, cpu_seconds))
 }
-
 
 /// Kills the group if the future running it is dropped before the child exits; the
 /// supervisor then kills the tagged processes and reaps the child.
