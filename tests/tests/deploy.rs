@@ -2,119 +2,36 @@
 //! cluster script agree with each other and with the flags the binaries really have; and
 //! `deploy/local/cluster.sh` starts a working cluster and stops all of it.
 
-use std::collections::{BTreeMap, BTreeSet};
+// Helpers live in tests/tests/deploy/ (a folder, so cargo makes no test binary of them);
+// a crate root's `mod x;` would look for them beside this file, hence the paths.
+#[path = "deploy/cluster.rs"]
+mod cluster;
+#[path = "deploy/compose.rs"]
+mod compose;
+#[path = "deploy/flags.rs"]
+mod flags;
+#[path = "deploy/k8s.rs"]
+mod k8s;
+#[path = "deploy/support.rs"]
+mod support;
+#[path = "deploy/systemd.rs"]
+mod systemd;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use dockyard_tests::{bin_dir, binary, processes_mentioning};
-use serde::Deserialize as _;
 use serde_yaml_ng::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn deploy(rel: &str) -> PathBuf {
-    repo().join("deploy").join(rel)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
-}
-
-/// Every document of a YAML file (`---`-separated), empty ones left out.
-fn yaml_docs(p: &Path) -> Vec<Value> {
-    let text = read(p);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", p.display())))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-/// The value at a path of mapping keys, if every step exists.
-fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    at(v, path).and_then(Value::as_str)
-}
-
-fn seq_at<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
-    at(v, path).and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or(&[])
-}
-
-fn strings(v: &[Value]) -> Vec<String> {
-    v.iter()
-        .map(|x| match x {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => panic!("expected a string, got {other:?}"),
-        })
-        .collect()
-}
-
-fn mapping_keys(v: Option<&Value>) -> BTreeSet<String> {
-    v.and_then(Value::as_mapping)
-        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
-/// `--flag` names in arguments or shell text (`--flag value`, `--flag=value`, `(--flag)`).
-fn flags_in<'a>(args: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-    args.into_iter()
-        .flat_map(|a| a.split(|c: char| c.is_whitespace() || matches!(c, '(' | '"' | '\'')))
-        .filter_map(|a| a.strip_prefix("--"))
-        .map(|a| {
-            a.chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|a| !a.is_empty())
-        .map(|a| format!("--{a}"))
-        .collect()
-}
-
-/// The value of `--flag` in an argument list.
-fn flag_value(args: &[String], flag: &str) -> Option<String> {
-    let eq = format!("{flag}=");
-    args.iter().enumerate().find_map(|(i, a)| {
-        if let Some(v) = a.strip_prefix(&eq) {
-            Some(v.to_string())
-        } else if a == flag {
-            args.get(i + 1).cloned()
-        } else {
-            None
-        }
-    })
-}
+use crate::cluster::{free_base_port, run, text, StopOnDrop, CLUSTER_PROCESSES};
+use crate::compose::{compose, compose_binary, service_command};
+use crate::flags::{deploy_usages, help_of};
+use crate::k8s::{check_pod_template, container_args, resolved_args, workload_binary, K8s};
+use crate::support::{at, deploy, flag_value, mapping_keys, read, seq_at, str_at, strings};
+use crate::systemd::{env_file, parse_unit, UNITS};
 
 // ----- compose -----
-
-fn compose() -> Value {
-    let docs = yaml_docs(&deploy("compose/compose.yaml"));
-    assert_eq!(docs.len(), 1, "compose.yaml must be one YAML document");
-    docs.into_iter().next().expect("one document")
-}
-
-fn service_command(svc: &Value) -> Vec<String> {
-    strings(seq_at(svc, &["command"]))
-}
-
-/// Which binary a compose service runs, from the Dockerfile it builds or the image it names.
-fn compose_binary(svc: &Value) -> Option<&'static str> {
-    let dockerfile = str_at(svc, &["build", "dockerfile"]).unwrap_or_default();
-    let image = str_at(svc, &["image"]).unwrap_or_default();
-    if dockerfile.ends_with("Dockerfile.coordinator") || image.starts_with("dockyard-coordinator") {
-        Some("dockyard-coordinator")
-    } else if dockerfile.ends_with("Dockerfile.agent") || image.starts_with("dockyard-agent") {
-        Some("dockyard-agent")
-    } else {
-        None
-    }
-}
 
 #[test]
 fn compose_file_is_coherent() {
@@ -327,153 +244,6 @@ fn dockerfiles_build_non_root_images_with_the_probe() {
 
 // ----- Kubernetes -----
 
-struct K8s {
-    /// (kind, name) → object.
-    objects: BTreeMap<(String, String), Value>,
-}
-
-impl K8s {
-    fn load() -> K8s {
-        let dir = deploy("k8s");
-        let kust = yaml_docs(&dir.join("kustomization.yaml"))
-            .into_iter()
-            .next()
-            .expect("kustomization");
-        let listed: BTreeSet<String> = strings(seq_at(&kust, &["resources"])).into_iter().collect();
-        let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
-            .expect("deploy/k8s")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
-            .collect();
-        assert_eq!(
-            listed, on_disk,
-            "kustomization.yaml resources must list exactly the manifests in deploy/k8s"
-        );
-        let ns = str_at(&kust, &["namespace"]).expect("kustomization namespace").to_string();
-        let mut objects = BTreeMap::new();
-        for f in &listed {
-            let docs = yaml_docs(&dir.join(f));
-            assert!(!docs.is_empty(), "{f} has no documents");
-            for d in docs {
-                let kind = str_at(&d, &["kind"])
-                    .unwrap_or_else(|| panic!("{f}: a document without kind"))
-                    .to_string();
-                let name = str_at(&d, &["metadata", "name"])
-                    .unwrap_or_else(|| panic!("{f}: {kind} without a name"))
-                    .to_string();
-                assert!(str_at(&d, &["apiVersion"]).is_some(), "{f}: {kind}/{name} has no apiVersion");
-                if kind == "Namespace" {
-                    assert_eq!(name, ns, "{f}: the Namespace differs from kustomization's namespace");
-                } else {
-                    assert_eq!(
-                        str_at(&d, &["metadata", "namespace"]),
-                        Some(ns.as_str()),
-                        "{f}: {kind}/{name} must be in namespace {ns}"
-                    );
-                }
-                assert!(
-                    objects.insert((kind.clone(), name.clone()), d).is_none(),
-                    "{kind}/{name} defined twice"
-                );
-            }
-        }
-        K8s { objects }
-    }
-
-    fn of_kind(&self, kind: &str) -> Vec<(&str, &Value)> {
-        self.objects
-            .iter()
-            .filter(|((k, _), _)| k == kind)
-            .map(|((_, n), v)| (n.as_str(), v))
-            .collect()
-    }
-
-    fn get(&self, kind: &str, name: &str) -> Option<&Value> {
-        self.objects.get(&(kind.to_string(), name.to_string()))
-    }
-
-    /// Keys of a ConfigMap's data or a Secret's data/stringData.
-    fn keys(&self, kind: &str, name: &str) -> BTreeSet<String> {
-        let o = self
-            .get(kind, name)
-            .unwrap_or_else(|| panic!("{kind} {name} is referenced but not defined in deploy/k8s"));
-        let mut k = mapping_keys(o.get("data"));
-        k.extend(mapping_keys(o.get("stringData")));
-        k
-    }
-}
-
-/// Checks one workload's pod template: selector matches labels; every ConfigMap/Secret it
-/// references exists with the keys it names; every $(VAR) in args is a declared env var.
-/// Returns the containers.
-fn check_pod_template<'a>(k: &K8s, what: &str, w: &'a Value) -> &'a [Value] {
-    let labels = at(w, &["spec", "template", "metadata", "labels"])
-        .and_then(Value::as_mapping)
-        .expect("pod labels");
-    let sel = at(w, &["spec", "selector", "matchLabels"])
-        .and_then(Value::as_mapping)
-        .expect("selector");
-    for (key, val) in sel {
-        assert_eq!(labels.get(key), Some(val), "{what}: selector {key:?} does not match the pod labels");
-    }
-    let containers = seq_at(w, &["spec", "template", "spec", "containers"]);
-    assert!(!containers.is_empty(), "{what} has no containers");
-    for c in containers {
-        let cname = str_at(c, &["name"]).unwrap_or("?");
-        let mut env_names = BTreeSet::new();
-        for e in seq_at(c, &["env"]) {
-            let n = str_at(e, &["name"]).expect("env name");
-            env_names.insert(n.to_string());
-            if let Some(r) = at(e, &["valueFrom", "configMapKeyRef"]) {
-                let (m, key) = (str_at(r, &["name"]).expect("name"), str_at(r, &["key"]).expect("key"));
-                assert!(
-                    k.keys("ConfigMap", m).contains(key),
-                    "{what}/{cname}: ConfigMap {m} has no key {key}"
-                );
-            }
-            if let Some(r) = at(e, &["valueFrom", "secretKeyRef"]) {
-                let (s, key) = (str_at(r, &["name"]).expect("name"), str_at(r, &["key"]).expect("key"));
-                assert!(k.keys("Secret", s).contains(key), "{what}/{cname}: Secret {s} has no key {key}");
-            }
-        }
-        for e in seq_at(c, &["envFrom"]) {
-            if let Some(m) = str_at(e, &["configMapRef", "name"]) {
-                k.keys("ConfigMap", m);
-            }
-            if let Some(s) = str_at(e, &["secretRef", "name"]) {
-                k.keys("Secret", s);
-            }
-        }
-        for a in strings(seq_at(c, &["args"])).iter().chain(strings(seq_at(c, &["command"])).iter()) {
-            for part in a.split("$(").skip(1) {
-                let var = part.split(')').next().unwrap_or_default();
-                assert!(
-                    env_names.contains(var),
-                    "{what}/{cname}: arg {a} uses $({var}), which is not in env"
-                );
-            }
-        }
-    }
-    containers
-}
-
-fn container_args(c: &Value) -> Vec<String> {
-    strings(seq_at(c, &["args"]))
-}
-
-fn workload_binary(c: &Value) -> Option<&'static str> {
-    let image = str_at(c, &["image"]).unwrap_or_default();
-    let base = image.rsplit('/').next().unwrap_or_default();
-    if base.starts_with("dockyard-coordinator") {
-        Some("dockyard-coordinator")
-    } else if base.starts_with("dockyard-agent") {
-        Some("dockyard-agent")
-    } else {
-        None
-    }
-}
-
 #[test]
 fn kubernetes_manifests_are_coherent() {
     let k = K8s::load();
@@ -593,30 +363,6 @@ fn kubernetes_manifests_are_coherent() {
     assert!(flag_value(&args, "--artifacts").is_some(), "{dname}: --artifacts");
 }
 
-/// A container's args with every $(VAR) replaced by its value (ConfigMap keys and literal
-/// values; pod fields become a placeholder).
-fn resolved_args(k: &K8s, c: &Value) -> Vec<String> {
-    let mut vars = BTreeMap::new();
-    for e in seq_at(c, &["env"]) {
-        let n = str_at(e, &["name"]).unwrap_or_default().to_string();
-        let v = if let Some(v) = str_at(e, &["value"]) {
-            v.to_string()
-        } else if let Some(r) = at(e, &["valueFrom", "configMapKeyRef"]) {
-            let m = k.get("ConfigMap", str_at(r, &["name"]).unwrap_or_default()).expect("ConfigMap");
-            str_at(m, &["data", str_at(r, &["key"]).unwrap_or_default()])
-                .unwrap_or_default()
-                .to_string()
-        } else {
-            format!("pod-{}", n.to_lowercase().replace('_', "-"))
-        };
-        vars.insert(n, v);
-    }
-    container_args(c)
-        .into_iter()
-        .map(|a| vars.iter().fold(a, |a, (n, v)| a.replace(&format!("$({n})"), v)))
-        .collect()
-}
-
 #[test]
 fn artifact_uris_parse_with_the_real_parser() {
     use dockyard_common::artifact::{S3Options, S3Preset};
@@ -656,55 +402,6 @@ fn artifact_uris_parse_with_the_real_parser() {
 }
 
 // ----- systemd -----
-
-/// An INI-like unit: section → key → values (keys may repeat).
-fn parse_unit(p: &Path) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    let mut section: Option<String> = None;
-    for (i, line) in read(p).lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            section = Some(s.to_string());
-            out.entry(s.to_string()).or_default();
-            continue;
-        }
-        let sec = section
-            .clone()
-            .unwrap_or_else(|| panic!("{}:{}: key outside a section", p.display(), i + 1));
-        let (k, v) = l
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{}:{}: not KEY=VALUE: {l}", p.display(), i + 1));
-        assert!(!l.ends_with('\\'), "{}:{}: keep units on one line per key", p.display(), i + 1);
-        out.entry(sec)
-            .or_default()
-            .entry(k.trim().to_string())
-            .or_default()
-            .push(v.trim().to_string());
-    }
-    out
-}
-
-/// KEY=VALUE lines of an environment file.
-fn env_file(p: &Path) -> BTreeMap<String, String> {
-    read(p)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{}: not KEY=VALUE: {l}", p.display()));
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect()
-}
-
-/// (binary, unit file, env example file).
-const UNITS: [(&str, &str, &str); 2] = [
-    ("dockyard-coordinator", "dockyard-coordinator.service", "coordinator.env.example"),
-    ("dockyard-agent", "dockyard-agent.service", "agent.env.example"),
-];
 
 #[test]
 fn systemd_units_are_coherent() {
@@ -762,134 +459,6 @@ fn systemd_units_are_coherent() {
 
 // ----- flags against the binaries -----
 
-/// The `--flags` and `DOCKYARD_*` variables a binary's `--help` lists.
-fn help_of(bin: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let out = std::process::Command::new(binary(bin))
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin} --help: {e}"));
-    assert!(
-        out.status.success(),
-        "{bin} --help failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut flags = BTreeSet::new();
-    for l in text.lines() {
-        let t = l.trim_start();
-        // Option lines: `--flag <X>` or `-h, --help`.
-        let t = if t.len() > 4 && t.starts_with('-') && t.as_bytes()[2] == b',' {
-            t[3..].trim_start()
-        } else {
-            t
-        };
-        if let Some(f) = t.strip_prefix("--") {
-            let name: String = f.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-            flags.insert(format!("--{name}"));
-        }
-    }
-    let envs = text
-        .split("[env: ")
-        .skip(1)
-        .map(|p| p.split(['=', ']']).next().unwrap_or_default().to_string())
-        .collect();
-    (flags, envs)
-}
-
-/// Logical lines of a shell script (backslash continuations joined).
-fn shell_statements(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for l in text.lines() {
-        let t = l.trim();
-        if let Some(s) = t.strip_suffix('\\') {
-            cur.push_str(s);
-            cur.push(' ');
-        } else {
-            cur.push_str(t);
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    out
-}
-
-/// Every place deploy/ passes a flag or a DOCKYARD_* variable to `bin`: (where, flag-or-var).
-fn deploy_usages(bin: &str) -> Vec<(String, String)> {
-    let mut uses = Vec::new();
-    // compose
-    let c = compose();
-    if let Some(services) = at(&c, &["services"]).and_then(Value::as_mapping) {
-        for (name, s) in services {
-            if compose_binary(s) == Some(bin) {
-                let name = name.as_str().unwrap_or_default();
-                let cmd = service_command(s);
-                for f in flags_in(cmd.iter().map(String::as_str)) {
-                    uses.push((format!("compose {name}"), f));
-                }
-                for k in mapping_keys(s.get("environment"))
-                    .into_iter()
-                    .filter(|k| k.starts_with("DOCKYARD_"))
-                {
-                    uses.push((format!("compose {name}"), k));
-                }
-            }
-        }
-    }
-    // Kubernetes
-    let k = K8s::load();
-    for ((kind, name), o) in &k.objects {
-        for c in seq_at(o, &["spec", "template", "spec", "containers"]) {
-            if workload_binary(c) == Some(bin) {
-                let args = container_args(c);
-                for f in flags_in(args.iter().map(String::as_str)) {
-                    uses.push((format!("k8s {kind}/{name}"), f));
-                }
-                for e in seq_at(c, &["env"]) {
-                    if let Some(n) = str_at(e, &["name"]).filter(|n| n.starts_with("DOCKYARD_")) {
-                        uses.push((format!("k8s {kind}/{name}"), n.to_string()));
-                    }
-                }
-            }
-        }
-    }
-    // systemd
-    for (b, unit, example) in UNITS {
-        if b == bin {
-            let u = parse_unit(&deploy(&format!("systemd/{unit}")));
-            let exec = u["Service"]["ExecStart"].join(" ");
-            for f in flags_in([exec.as_str()]) {
-                uses.push((format!("systemd {unit}"), f));
-            }
-            for key in env_file(&deploy(&format!("systemd/{example}"))).into_keys() {
-                if key.starts_with("DOCKYARD_") {
-                    uses.push((format!("systemd {example}"), key));
-                }
-            }
-            // Commented-out settings are suggestions to uncomment: they must exist too.
-            for l in read(&deploy(&format!("systemd/{example}"))).lines() {
-                if let Some(key) = l.trim_start_matches(['#', ' ']).split_once('=').map(|(k, _)| k) {
-                    if key.starts_with("DOCKYARD_") && !key.contains(' ') {
-                        uses.push((format!("systemd {example}"), key.to_string()));
-                    }
-                }
-            }
-        }
-    }
-    // The local script: the statement that starts the binary, plus the extra agent flags.
-    let script = read(&deploy("local/cluster.sh"));
-    for st in shell_statements(&script) {
-        let starts_bin = st.starts_with("spawn ") && st.contains(&format!("/{bin}\""));
-        let agent_extra = bin == "dockyard-agent" && st.contains("extra+=(");
-        if starts_bin || agent_extra {
-            for f in flags_in([st.as_str()]) {
-                uses.push(("deploy/local/cluster.sh".into(), f));
-            }
-        }
-    }
-    uses
-}
-
 #[test]
 fn every_flag_used_in_deploy_exists_in_the_binaries() {
     let mut missing = Vec::new();
@@ -925,77 +494,6 @@ fn every_flag_used_in_deploy_exists_in_the_binaries() {
 }
 
 // ----- the local cluster script, for real -----
-
-/// A CLI or script run with the caller's DOCKYARD_* settings removed, with a time limit.
-async fn run(program: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DOCKYARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(limit, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{} {args:?} did not finish within {limit:?}", program.display()))
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Five consecutive free loopback ports (etcd, its peer port, S3, two coordinators).
-fn free_base_port() -> u16 {
-    let seed = std::process::id() as u64 * 7919
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-    for i in 0..200u64 {
-        let base = 20_000 + ((seed + i * 977) % 30_000) as u16;
-        let all_free = (0..5).all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no 5 consecutive free ports found");
-}
-
-/// When the test fails half-way: prints the cluster's logs and stops it.
-struct StopOnDrop {
-    script: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for f in dockyard_tests::files_under(&self.dir.join("logs")) {
-            let t = std::fs::read_to_string(&f).unwrap_or_default();
-            let lines: Vec<&str> = t.lines().collect();
-            eprintln!(
-                "----- {} -----\n{}",
-                f.display(),
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
-        }
-        let _ = std::process::Command::new("bash")
-            .arg(&self.script)
-            .args(["stop", "--timeout", "5", "--dir"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .status();
-    }
-}
-
-const CLUSTER_PROCESSES: [&str; 4] = ["etcd", "s3s-fs", "dockyard-coordinator", "dockyard-agent"];
 
 #[tokio::test]
 async fn local_cluster_script_starts_and_stops() {
