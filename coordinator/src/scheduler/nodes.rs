@@ -54,8 +54,9 @@ pub struct Slot {
     pub taken_at: Instant,
     /// The attempt's trace span when traces are exported; dropping the slot ends it.
     pub span: Option<AttemptSpan>,
-    /// Missing from the agent's last heartbeat although assigned well before it.
-    pub unlisted: bool,
+    /// Since when the agent's heartbeats leave this attempt out although it was assigned
+    /// well before them; `None` while they list it.
+    pub unlisted_since: Option<Instant>,
 }
 
 pub struct NodeRt {
@@ -151,7 +152,7 @@ impl NodeRt {
                 cancelled: false,
                 taken_at: Instant::now(),
                 span: None,
-                unlisted: false,
+                unlisted_since: None,
             },
         );
         gpus

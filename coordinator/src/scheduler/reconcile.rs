@@ -1,7 +1,14 @@
 //! Every heartbeat, the agent's list of running attempts against ours for its node: an
 //! attempt it lost (a crashed engine process that never reported, an assignment it never
-//! got) is retried instead of holding its slot until the lease; one it runs that we did
-//! not assign, or cancelled, is cancelled again.
+//! got) is retried instead of holding its slot for good (the heartbeats keep the node's
+//! lease alive, so nothing else would free it); one it runs that we did not assign, or
+//! cancelled, is cancelled again.
+//!
+//! An attempt is given up on no sooner than a silent node would be: missing from two
+//! heartbeats in a row and for at least the lease. A node whose stream down has stopped
+//! (the agent still heartbeats but gets nothing) would otherwise be handed task after task
+//! and lose each within two heartbeats, burning every task's attempts before HTTP/2
+//! keepalive closes the stream; at the lease's pace it costs no more than a lost node.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -41,17 +48,19 @@ impl Core {
             tx.messages.push((node_id.clone(), cancel_msg(r.task_id.clone(), r.attempt, why)));
         }
         // An assignment sent after the previous heartbeat may not have reached the agent yet;
-        // one sent before it and missing from two heartbeats in a row has been lost.
+        // one sent before it, missing from two heartbeats in a row and for the lease, is lost.
         let Some(previous) = previous else { return };
+        let now = Instant::now();
+        let patience = self.cfg.lease;
         let mut lost = Vec::new();
         for (tid, slot) in node.running.iter_mut() {
             if listed.contains(tid) {
-                slot.unlisted = false;
+                slot.unlisted_since = None;
             } else if slot.taken_at < previous {
-                if slot.unlisted {
-                    lost.push(tid.clone());
-                } else {
-                    slot.unlisted = true;
+                match slot.unlisted_since {
+                    Some(since) if now.duration_since(since) >= patience => lost.push(tid.clone()),
+                    Some(_) => {}
+                    None => slot.unlisted_since = Some(now),
                 }
             }
         }
@@ -60,8 +69,9 @@ impl Core {
                 continue;
             };
             let reason = format!(
-                "node {node_id} no longer runs attempt {} (missing from its last two heartbeats)",
-                slot.attempt
+                "node {node_id} no longer runs attempt {} (missing from its heartbeats for {:.1} s)",
+                slot.attempt,
+                slot.unlisted_since.map_or(0.0, |s| now.duration_since(s).as_secs_f64())
             );
             if let Some(span) = slot.span.as_mut() {
                 span.fail(&reason);
@@ -95,11 +105,24 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// A lease shorter than the pause between two test heartbeats, so that two misses are
+    /// enough; `patience_is_the_lease` checks the lease itself.
+    fn short_lease() -> SchedulerConfig {
+        SchedulerConfig {
+            lease: Duration::from_millis(1),
+            ..SchedulerConfig::default()
+        }
+    }
+
     /// A core with one 2-slot node running both tasks of one job (first attempts).
     async fn two_running() -> (tempfile::TempDir, Core, NodeId, JobId) {
+        two_running_with(short_lease()).await
+    }
+
+    async fn two_running_with(cfg: SchedulerConfig) -> (tempfile::TempDir, Core, NodeId, JobId) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("store");
-        let mut core = Core::load(store, SchedulerConfig::default(), &Embedded).await.expect("load");
+        let mut core = Core::load(store, cfg, &Embedded).await.expect("load");
         let job = JobId::parse(&format!("{:020x}", 1)).expect("id");
         let mut tx = Txn::default();
         core.submit(&mut tx, job.clone(), sleep_job("a", 2, 0), Vec::new()).expect("submit");
@@ -168,7 +191,7 @@ mod tests {
     async fn an_assignment_newer_than_the_previous_heartbeat_is_not_taken_for_lost() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("store");
-        let mut core = Core::load(store, SchedulerConfig::default(), &Embedded).await.expect("load");
+        let mut core = Core::load(store, short_lease(), &Embedded).await.expect("load");
         let mut tx = Txn::default();
         let (out, _rx) = mpsc::channel(64);
         core.register(&mut tx, sleep_node(1), out);
@@ -186,6 +209,24 @@ mod tests {
         }
         heartbeat(&mut core, &node, &[]);
         assert_eq!(core.stats.requeued, 1);
+    }
+
+    /// A node whose heartbeats arrive but whose stream down is stuck must not lose task after
+    /// task faster than a silent node would be declared lost.
+    #[tokio::test]
+    async fn patience_is_the_lease() {
+        let (_dir, mut core, node, job) = two_running_with(SchedulerConfig {
+            lease: Duration::from_secs(3600),
+            ..SchedulerConfig::default()
+        })
+        .await;
+        let t0 = TaskId::new(job.clone(), 0);
+        for _ in 0..5 {
+            heartbeat(&mut core, &node, &listing(&[(&t0, 1)]));
+        }
+        assert_eq!(core.stats.requeued, 0, "missing for milliseconds, not for the lease");
+        let n = core.nodes.nodes.get(&node).expect("node");
+        assert!(n.running.contains_key(&TaskId::new(job, 1)), "the slot is still held");
     }
 
     #[tokio::test]
