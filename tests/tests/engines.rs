@@ -99,33 +99,36 @@ async fn a_two_core_task_holds_both_slots_and_its_engine_gets_two_threads() {
         .start()
         .await;
     c.wait_for_nodes(1).await;
-    let runs = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Runs the job to success and returns what the double logged for it.
+    let runs_of = |req: pb::SubmitJobRequest| {
+        let (c, log) = (&c, &log);
+        async move {
+            let job = c.submit(req).await;
+            let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+            assert_eq!(
+                dockyard_tests::state(&j),
+                pb::JobState::Succeeded,
+                "{}",
+                dockyard_tests::describe_job(&j)
+            );
+            let lines: Vec<String> = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            std::fs::remove_file(log).expect("clear the log");
+            lines
+        }
+    };
 
-    let job = c.submit(two_tasks(None)).await;
-    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
-    assert_eq!(
-        dockyard_tests::state(&j),
-        pb::JobState::Succeeded,
-        "{}",
-        dockyard_tests::describe_job(&j)
-    );
-    let one_core: Vec<String> = runs().lines().map(str::to_string).collect();
+    let one_core = runs_of(two_tasks(None)).await;
     assert_eq!(
         one_core,
         ["start cpu=1 omp=1", "start cpu=1 omp=1", "end", "end"],
         "two 1-core tasks share the 2 slots"
     );
 
-    std::fs::remove_file(&log).expect("clear the log");
-    let job = c.submit(two_tasks(Some(2))).await;
-    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
-    assert_eq!(
-        dockyard_tests::state(&j),
-        pb::JobState::Succeeded,
-        "{}",
-        dockyard_tests::describe_job(&j)
-    );
-    let two_cores: Vec<String> = runs().lines().map(str::to_string).collect();
+    let two_cores = runs_of(two_tasks(Some(2))).await;
     assert_eq!(
         two_cores,
         ["start cpu=2 omp=2", "end", "start cpu=2 omp=2", "end"],
