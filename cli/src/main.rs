@@ -109,6 +109,10 @@ enum Cmd {
         /// Write to this file instead of stdout (required for sdf).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// score (lowest first), cnn_score or cnn_affinity (highest first) [default: the
+        /// engine's own ranking: cnn_score for gnina and rustina, score for the others].
+        #[arg(long, value_parser = ["score", "cnn_score", "cnn_affinity"])]
+        rank_by: Option<String>,
     },
     /// Job report: counts, failures grouped by reason, engine CPU time.
     #[command(after_help = "Example:\n  dockyard report JOB --format json")]
@@ -237,24 +241,33 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
             .await
             .map(|_| true),
         Cmd::Admin(cmd) => commands::admin::run(&connect().await?, cmd).await.map(|_| true),
-        Cmd::Results { job, top, format, out } => {
+        Cmd::Results {
+            job,
+            top,
+            format,
+            out,
+            rank_by,
+        } => {
             let c = connect().await?;
+            let rank_by = rank_by.unwrap_or_default();
             match format.as_str() {
                 "sdf" => {
                     let out = out.context("--format sdf needs --out FILE.sdf")?;
-                    commands::query::export_sdf(&c, &job, top.max(1), &out).await.map(|_| true)
+                    commands::query::export_sdf(&c, &job, top.max(1), &rank_by, &out)
+                        .await
+                        .map(|_| true)
                 }
                 other => {
                     let f = <Format as clap::ValueEnum>::from_str(other, true)
                         .map_err(|_| anyhow::anyhow!("--format must be table, csv, json or sdf (got '{other}')"))?;
                     match out {
                         Some(path) => {
-                            let rows = commands::query::fetch_results(&c, &job, top.max(1)).await?;
-                            std::fs::write(&path, output::render_results(&rows, f))
+                            let (rows, ranked_by) = commands::query::fetch_results(&c, &job, top.max(1), &rank_by).await?;
+                            std::fs::write(&path, output::render_results(&rows, &ranked_by, f))
                                 .with_context(|| format!("cannot write {}", path.display()))?;
                             Ok(true)
                         }
-                        None => commands::query::results(&c, &job, top.max(1), f).await.map(|_| true),
+                        None => commands::query::results(&c, &job, top.max(1), &rank_by, f).await.map(|_| true),
                     }
                 }
             }

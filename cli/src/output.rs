@@ -1,5 +1,6 @@
 //! Rendering for humans (tables) and scripts (json, csv).
 
+use dockyard_common::spec::RankKey;
 use dockyard_proto::v1 as pb;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,13 +127,21 @@ fn csv(s: &str) -> String {
     }
 }
 
-pub fn print_results(rows: &[pb::LigandResult], f: Format) {
-    print!("{}", render_results(rows, f));
+pub fn print_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) {
+    print!("{}", render_results(rows, ranked_by, f));
 }
 
-pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
+/// A CNN column of one result: its value, or `n/a` when the engine did not compute it.
+fn cnn_cell(r: &pb::LigandResult, key: RankKey) -> String {
+    key.value(r.score, &r.fields)
+        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
+}
+
+/// `ranked_by` is the key the coordinator ranked by (empty from an older coordinator).
+pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let cnn = [RankKey::CnnScore, RankKey::CnnAffinity];
     match f {
         Format::Json => {
             let v: Vec<serde_json::Value> = rows
@@ -143,6 +152,8 @@ pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
                         "rank": i + 1,
                         "ligand": r.ligand,
                         "score": r.score,
+                        "cnn_score": RankKey::CnnScore.value(r.score, &r.fields),
+                        "cnn_affinity": RankKey::CnnAffinity.value(r.score, &r.fields),
                         "ligand_index": r.ligand_index,
                         "task_id": r.task_id,
                         "poses": r.poses.iter().map(|p| serde_json::json!({"rank": p.rank, "affinity": p.affinity, "rmsd_lb": p.rmsd_lb, "rmsd_ub": p.rmsd_ub})).collect::<Vec<_>>(),
@@ -159,17 +170,45 @@ pub fn render_results(rows: &[pb::LigandResult], f: Format) -> String {
             let _ = writeln!(out, "{}", serde_json::Value::Array(v));
         }
         Format::Csv => {
-            let _ = writeln!(out, "rank,ligand,score,poses,pose_key");
+            let _ = writeln!(out, "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key");
             for (i, r) in rows.iter().enumerate() {
-                let _ = writeln!(out, "{},{},{:.3},{},{}", i + 1, csv(&r.ligand), r.score, r.poses.len(), r.pose_key);
+                let _ = writeln!(
+                    out,
+                    "{},{},{:.3},{},{},{},{}",
+                    i + 1,
+                    csv(&r.ligand),
+                    r.score,
+                    cnn_cell(r, cnn[0]),
+                    cnn_cell(r, cnn[1]),
+                    r.poses.len(),
+                    r.pose_key
+                );
             }
         }
         Format::Table => {
-            let _ = writeln!(out, "{:>4}  {:<32}  {:>12}  {:>5}", "RANK", "LIGAND", "SCORE", "POSES");
-            for (i, r) in rows.iter().enumerate() {
-                let _ = writeln!(out, "{:>4}  {:<32}  {:>12.3}  {:>5}", i + 1, r.ligand, r.score, r.poses.len());
+            // CNN columns only for jobs whose engine computed them.
+            let with_cnn = rows.iter().any(|r| cnn.iter().any(|k| k.value(r.score, &r.fields).is_some()));
+            let _ = write!(out, "{:>4}  {:<32}  {:>12}", "RANK", "LIGAND", "SCORE");
+            if with_cnn {
+                let _ = write!(out, "  {:>9}  {:>12}", "CNN_SCORE", "CNN_AFFINITY");
             }
-            let _ = writeln!(out, "(score: best affinity in kcal/mol; lower is better)");
+            let _ = writeln!(out, "  {:>5}", "POSES");
+            for (i, r) in rows.iter().enumerate() {
+                let _ = write!(out, "{:>4}  {:<32}  {:>12.3}", i + 1, r.ligand, r.score);
+                if with_cnn {
+                    let _ = write!(out, "  {:>9}  {:>12}", cnn_cell(r, cnn[0]), cnn_cell(r, cnn[1]));
+                }
+                let _ = writeln!(out, "  {:>5}", r.poses.len());
+            }
+            let by = match ranked_by {
+                "" | "score" => "ranked by score".to_string(),
+                k => format!("ranked by {k}, highest first"),
+            };
+            let _ = write!(out, "(score: best affinity in kcal/mol; lower is better; {by}");
+            if with_cnn {
+                let _ = write!(out, "; cnn_score: pose probability, cnn_affinity: pK");
+            }
+            let _ = writeln!(out, ")");
         }
     }
     out
@@ -187,6 +226,8 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
             "cpu_seconds": r.cpu_seconds,
             "failures": r.failures.iter().map(|g| serde_json::json!({"kind": g.kind, "reason": g.reason, "count": g.count, "examples": g.examples})).collect::<Vec<_>>(),
             "skipped": r.skipped.iter().map(|s| serde_json::json!({"file": s.file, "record": s.record, "name": s.name, "line": s.line, "reason": s.reason})).collect::<Vec<_>>(),
+            "rank_by": r.rank_by,
+            "top_hits": serde_json::from_str::<serde_json::Value>(&render_results(&r.top_hits, &r.rank_by, Format::Json)).unwrap_or_default(),
         });
         let _ = writeln!(out, "{v}");
         return out;
@@ -231,6 +272,12 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
                 format!(" ({})", s.name)
             };
             let _ = writeln!(out, "    {} record {}{name}, line {}: {}", s.file, s.record, s.line, s.reason);
+        }
+    }
+    if !r.top_hits.is_empty() {
+        let _ = writeln!(out, "  top hits:");
+        for line in render_results(&r.top_hits, &r.rank_by, Format::Table).lines() {
+            let _ = writeln!(out, "    {line}");
         }
     }
     out
@@ -317,6 +364,43 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
 mod tests {
     use super::*;
 
+    fn hit(ligand: &str, score: f64, fields: &[(&str, f64)]) -> pb::LigandResult {
+        pb::LigandResult {
+            ligand: ligand.into(),
+            score,
+            fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cnn_columns_show_values_or_n_a_never_zero() {
+        let rows = [
+            hit("a", -9.5, &[("cnn_score", 0.91), ("cnn_affinity", 7.25)]),
+            // gnina's SDF names for the same quantities.
+            hit("b", -8.0, &[("CNNscore", 0.5), ("CNNaffinity", 6.0)]),
+            hit("c", -7.0, &[]),
+        ];
+        let csv = render_results(&rows, "cnn_score", Format::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key");
+        assert_eq!(lines[1], "1,a,-9.500,0.910,7.250,0,");
+        assert_eq!(lines[2], "2,b,-8.000,0.500,6.000,0,");
+        assert_eq!(lines[3], "3,c,-7.000,n/a,n/a,0,");
+
+        let table = render_results(&rows, "cnn_score", Format::Table);
+        assert!(
+            table.contains("CNN_SCORE") && table.contains("ranked by cnn_score, highest first"),
+            "{table}"
+        );
+        let plain = render_results(&rows[2..], "score", Format::Table);
+        assert!(!plain.contains("CNN_SCORE") && plain.contains("ranked by score"), "{plain}");
+
+        let json: serde_json::Value = serde_json::from_str(&render_results(&rows, "", Format::Json)).expect("json");
+        assert_eq!(json[1]["cnn_affinity"], serde_json::json!(6.0));
+        assert!(json[2]["cnn_score"].is_null(), "{json}");
+    }
+
     fn report_with_skips() -> pb::JobReport {
         pb::JobReport {
             job: Some(pb::Job {
@@ -343,6 +427,8 @@ mod tests {
                     reason: "no atoms".into(),
                 },
             ],
+            top_hits: vec![hit("best", -9.5, &[("cnn_score", 0.91), ("cnn_affinity", 7.25)])],
+            rank_by: "cnn_score".into(),
         }
     }
 
@@ -353,6 +439,7 @@ mod tests {
         assert!(out.contains("skipped at submission (3 records, first 2 listed):"), "{out}");
         assert!(out.contains("lib.sdf record 2 (bad-one), line 40: bond names atom 999"), "{out}");
         assert!(out.contains("lib.sdf record 5, line 120: no atoms"), "{out}");
+        assert!(out.contains("top hits:") && out.contains("0.910") && out.contains("7.250"), "{out}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod engine;
 mod ligand_table;
 mod params;
+mod rank;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
 pub use engine::{EngineKind, EngineTraits};
 pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
+pub use rank::{RankKey, ResultFields};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -190,7 +190,7 @@ pub struct TaskRecord {
 }
 
 /// One docked ligand, stored under a key ordered by score.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LigandResultRecord {
     pub ligand: String,
     pub index: u32,

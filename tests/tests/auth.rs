@@ -83,6 +83,7 @@ async fn organisations_see_only_their_own_jobs() {
                 job_id: jb.clone(),
                 page_size: 10,
                 page_token: String::new(),
+                ..Default::default()
             },
             &chem,
         ))

@@ -33,10 +33,12 @@ pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> 
     Ok(())
 }
 
-pub async fn fetch_results(c: &Client, job: &str, top: usize) -> Result<Vec<pb::LigandResult>> {
+/// The job's `top` best results by `rank_by` ("" = the engine's own ranking), and the key
+/// the coordinator ranked them by.
+pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> Result<(Vec<pb::LigandResult>, String)> {
     let mut out = Vec::new();
     let mut token = String::new();
-    loop {
+    let ranked_by = loop {
         let page = (top - out.len()).min(1000) as u32;
         let r = c
             .jobs
@@ -45,23 +47,24 @@ pub async fn fetch_results(c: &Client, job: &str, top: usize) -> Result<Vec<pb::
                 job_id: job.to_string(),
                 page_size: page,
                 page_token: token,
+                rank_by: rank_by.to_string(),
             }))
             .await
             .map_err(explain)?
             .into_inner();
         out.extend(r.results);
         if r.next_page_token.is_empty() || out.len() >= top {
-            break;
+            break r.rank_by;
         }
         token = r.next_page_token;
-    }
+    };
     out.truncate(top);
-    Ok(out)
+    Ok((out, ranked_by))
 }
 
-pub async fn results(c: &Client, job: &str, top: usize, f: Format) -> Result<()> {
-    let rows = fetch_results(c, job, top).await?;
-    output::print_results(&rows, f);
+pub async fn results(c: &Client, job: &str, top: usize, rank_by: &str, f: Format) -> Result<()> {
+    let (rows, ranked_by) = fetch_results(c, job, top, rank_by).await?;
+    output::print_results(&rows, &ranked_by, f);
     Ok(())
 }
 
@@ -127,9 +130,9 @@ pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
 }
 
 /// Writes the top hits' poses as one SDF, each record carrying its scores as data fields.
-pub async fn export_sdf(c: &Client, job: &str, top: usize, out: &std::path::Path) -> Result<()> {
+pub async fn export_sdf(c: &Client, job: &str, top: usize, rank_by: &str, out: &std::path::Path) -> Result<()> {
     use std::io::Write;
-    let rows = fetch_results(c, job, top).await?;
+    let (rows, _) = fetch_results(c, job, top, rank_by).await?;
     let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?);
     let mut written = 0;
     let mut missing = Vec::new();

@@ -73,7 +73,7 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
         println!("{}", resp.job_id);
         let job = watch::watch(&client, &resp.job_id, false).await?;
         if job.ligands_total > 0 {
-            let rows = query::fetch_results(&client, &resp.job_id, emb.top).await?;
+            let (rows, ranked_by) = query::fetch_results(&client, &resp.job_id, emb.top, "").await?;
             if emb.format == Format::Table {
                 eprintln!(
                     "Top {} of {} docked ligands (artifacts in {}):",
@@ -82,7 +82,7 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
                     emb.data_dir.join("coordinator/artifacts").display()
                 );
             }
-            output::print_results(&rows, emb.format);
+            output::print_results(&rows, &ranked_by, emb.format);
         }
         Ok::<_, anyhow::Error>(job)
     };

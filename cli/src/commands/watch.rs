@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use dockyard_common::spec::RankKey;
 use dockyard_proto::v1 as pb;
 
 use crate::client::{explain, Client};
@@ -57,7 +58,10 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
         bar.set_position(done);
         let t = j.tasks.unwrap_or_default();
         let best = match ev.top_hits.first() {
-            Some(h) => format!(" · best {} {:.2}", h.ligand, h.score),
+            Some(h) => match RankKey::CnnScore.value(h.score, &h.fields) {
+                Some(cnn) => format!(" · best {} {:.2} (cnn_score {cnn:.2})", h.ligand, h.score),
+                None => format!(" · best {} {:.2}", h.ligand, h.score),
+            },
             None if j.ligands_docked > 0 => format!(" · best {:.2}", j.best_score),
             None => String::new(),
         };

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::params::{DockMode, Scoring};
+use super::rank::RankKey;
 use crate::error::DockyardError;
 
 /// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
@@ -41,6 +42,9 @@ pub struct EngineTraits {
     pub score_field: Option<&'static str>,
     /// Holds grid maps in memory, sized by the box (see `JobSpec::task_memory_bytes`).
     pub grid_memory: bool,
+    /// What the engine ranks its poses by: a job's results are listed by it unless the
+    /// caller asks for another key.
+    pub rank_key: RankKey,
 }
 
 const VINA: EngineTraits = EngineTraits {
@@ -54,6 +58,7 @@ const VINA: EngineTraits = EngineTraits {
     sdf_poses: false,
     score_field: Some("vina_affinity"),
     grid_memory: true,
+    rank_key: RankKey::Score,
 };
 
 const SMINA: EngineTraits = EngineTraits {
@@ -66,11 +71,14 @@ const SMINA: EngineTraits = EngineTraits {
     sdf_poses: true,
     score_field: None,
     grid_memory: true,
+    rank_key: RankKey::Score,
 };
 
 const GNINA: EngineTraits = EngineTraits {
     cnn_options: true,
     may_use_cuda: true,
+    // gnina's `--pose_sort_order` defaults to CNNscore.
+    rank_key: RankKey::CnnScore,
     ..SMINA
 };
 
@@ -84,6 +92,7 @@ const SLEEP: EngineTraits = EngineTraits {
     sdf_poses: false,
     score_field: None,
     grid_memory: false,
+    rank_key: RankKey::Score,
 };
 
 impl EngineKind {

@@ -15,11 +15,13 @@ use tracing::{info_span, Instrument};
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore, ParsedKey};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, OrgId};
+use dockyard_common::spec::RankKey;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::job_service_server::JobService;
 
 use super::convert::{job_view, ligand_result};
+use super::results_page;
 use crate::auth::guard::until_revoked;
 use crate::auth::{Auth, Caller};
 use crate::scheduler::{Command, SchedulerHandle};
@@ -42,6 +44,9 @@ const MAX_SCANNED_PER_PAGE: usize = 10_000;
 
 /// Another organisation's job gets exactly the answer a job that does not exist gets, so
 /// ids cannot be probed across tenants.
+/// Results a job report lists.
+const REPORT_TOP_HITS: usize = 10;
+
 fn no_such_job(job: &JobId) -> DockyardError {
     DockyardError::not_found(format!("job {job}"))
 }
@@ -245,22 +250,22 @@ impl JobService for JobApi {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let job = JobId::parse(&req.job_id)?;
-        let visible = self.store.spec(&job)?.is_some_and(|spec| caller.sees(spec.org.as_str()));
-        let status = self.store.status(&job)?.filter(|_| visible).ok_or_else(|| no_such_job(&job))?;
+        let spec = self.store.spec(&job)?.filter(|spec| caller.sees(spec.org.as_str()));
+        let (spec, status) = match (spec, self.store.status(&job)?) {
+            (Some(spec), Some(status)) => (spec, status),
+            _ => return Err(no_such_job(&job).into()),
+        };
         let size = match req.page_size {
             0 => 100,
             n => n.min(1000),
         } as usize;
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(hex::decode(&req.page_token).map_err(|_| DockyardError::invalid("page_token", "not a token from a previous page"))?)
-        };
-        let (rows, more) = self.store.results(&job, after.as_deref(), size)?;
+        let key = RankKey::parse(&req.rank_by)?.unwrap_or(spec.engine.traits().rank_key);
+        let page = results_page::page(&self.store, &job, key, &req.page_token, size)?;
         Ok(Response::new(pb::ListResultsResponse {
-            results: rows.into_iter().map(ligand_result).collect(),
-            next_page_token: more.map(hex::encode).unwrap_or_default(),
+            results: page.rows.into_iter().map(ligand_result).collect(),
+            next_page_token: page.next_token,
             total: status.ligands_docked,
+            rank_by: key.name().to_string(),
         }))
     }
 
@@ -270,11 +275,18 @@ impl JobService for JobApi {
         let job = self.visible_job(&caller, &job_id).await?;
         let failures = crate::report::failure_groups(&self.store, &job_id)?;
         let skipped = self.store.skipped(&job_id)?.into_iter().map(Into::into).collect();
+        let key = self
+            .store
+            .spec(&job_id)?
+            .map_or(RankKey::Score, |spec| spec.engine.traits().rank_key);
+        let top = results_page::page(&self.store, &job_id, key, "", REPORT_TOP_HITS)?;
         Ok(Response::new(pb::JobReport {
             cpu_seconds: job.cpu_seconds,
             job: Some(job),
             failures,
             skipped,
+            top_hits: top.rows.into_iter().map(ligand_result).collect(),
+            rank_by: key.name().to_string(),
         }))
     }
 

@@ -4,3 +4,4 @@ pub mod admin_service;
 pub mod agent_service;
 pub mod convert;
 pub mod job_service;
+mod results_page;

@@ -113,6 +113,7 @@ impl TestCluster {
                 job_id: job.to_string(),
                 page_size: 1000,
                 page_token: String::new(),
+                ..Default::default()
             }))
             .await
             .unwrap_or_else(|s| panic!("ListResults {job}: {s:?}"))

@@ -98,6 +98,8 @@ impl Fetcher {
                 job_id: j.job_id.clone(),
                 page_size: u32::try_from(self.top).unwrap_or(u32::MAX),
                 page_token: String::new(),
+                // The dashboard's hits column is by score, whatever the engine ranks by.
+                rank_by: "score".into(),
             }))
             .await;
         let rows = match r {
