@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use commands::bench::{DispatchArgs, DockingArgs, ScaleArgs};
+use commands::bench::{DispatchArgs, DockingArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -206,6 +206,9 @@ enum BenchCmd {
   target/release/dockyard bench scale --ligands 1000000 --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
       --center 15.190,53.903,16.917 --size 20,20,20")]
     Scale(ScaleArgs),
+    /// Redocking: engines side by side on complexes with crystal poses (top-pose RMSD by obrms, CPU-s).
+    #[command(after_help = REDOCK_HELP)]
+    Redock(RedockArgs),
 }
 
 async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
@@ -285,6 +288,7 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Scale(a)) => commands::bench::scale(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Redock(a)) => commands::bench::redock(&a).await.map(|_| true),
     }
 }
 

@@ -2,9 +2,14 @@
 
 mod dispatch;
 mod docking;
+mod obrms;
 mod procs;
+mod redock;
+mod redock_set;
+mod redock_summary;
 mod scale;
 
 pub use dispatch::{dispatch, DispatchArgs};
 pub use docking::{docking, DockingArgs};
+pub use redock::{redock, RedockArgs, REDOCK_HELP};
 pub use scale::{scale, ScaleArgs};
