@@ -195,10 +195,19 @@ enum BenchCmd {
     /// Dispatch throughput: real coordinator + K agent processes, N sleep tasks at 0 ms.
     #[command(after_help = "Example:\n  cargo build --release && target/release/dockyard bench dispatch --tasks 100000 --agents 2")]
     Dispatch(DispatchArgs),
-    /// Docking: a screen through the embedded cluster vs a plain sequential vina loop.
-    #[command(after_help = "Example:
+    /// Docking: a screen through a real cluster (--engine vina, smina or rustina) vs a plain
+    /// sequential vina loop (and the engine's own loop), with ligands per CPU-hour for each.
+    #[command(
+        after_help = "CPU-hours: the engine processes' user+system CPU time (the cluster's from the job report,
+the loops' from the finished children), not the cores' wall time.
+
+Examples:
   target/release/dockyard bench docking --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
-      --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1")]
+      --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1
+  target/release/dockyard bench docking --engine rustina --rustina-python python3 --exhaustiveness 8 \\
+      --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt --ligands ../shared/data/ligands-100.smi \\
+      --center 15.190,53.903,16.917 --size 20,20,20"
+    )]
     Docking(DockingArgs),
     /// Scale: a million-ligand screen submitted, the coordinator killed and restarted with it
     /// queued, and a priority-9 task behind it.

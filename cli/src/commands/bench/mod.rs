@@ -3,6 +3,7 @@
 mod dispatch;
 mod docking;
 mod obrms;
+mod plain_loop;
 mod procs;
 mod redock;
 mod redock_set;

@@ -98,13 +98,7 @@ pub async fn redock(a: &RedockArgs) -> Result<()> {
 
 async fn run(a: &RedockArgs, complexes: &[Complex], engines: &[String], cores: u32, tmp: &Path) -> Result<Vec<Row>> {
     let (_coord, endpoint) = procs::coordinator(&tmp.join("coordinator"), "127.0.0.1:0").await?;
-    let mut extra: Vec<String> = Vec::new();
-    if let Some(p) = &a.smina {
-        extra.extend(["--smina".into(), p.display().to_string()]);
-    }
-    if let Some(p) = &a.rustina_python {
-        extra.extend(["--rustina-python".into(), p.display().to_string()]);
-    }
+    let extra = procs::engine_flags(a.smina.as_deref(), a.rustina_python.as_deref());
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut agent = procs::agent(&endpoint, "redock-0", cores, &tmp.join("agent"), &extra)?;
     let client = Client::connect(&endpoint, None).await?;
