@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use commands::bench::{DispatchArgs, DockingArgs, ScaleArgs};
+use commands::bench::{DispatchArgs, DockingArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -199,10 +199,19 @@ enum BenchCmd {
     /// Dispatch throughput: real coordinator + K agent processes, N sleep tasks at 0 ms.
     #[command(after_help = "Example:\n  cargo build --release && target/release/dockyard bench dispatch --tasks 100000 --agents 2")]
     Dispatch(DispatchArgs),
-    /// Docking: a screen through the embedded cluster vs a plain sequential vina loop.
-    #[command(after_help = "Example:
+    /// Docking: a screen through a real cluster (--engine vina, smina or rustina) vs a plain
+    /// sequential vina loop (and the engine's own loop), with ligands per CPU-hour for each.
+    #[command(
+        after_help = "CPU-hours: the engine processes' user+system CPU time (the cluster's from the job report,
+the loops' from the finished children), not the cores' wall time.
+
+Examples:
   target/release/dockyard bench docking --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
-      --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1")]
+      --ligands ../shared/data/ligands/pdbqt-meeko --center 15.190,53.903,16.917 --size 20,20,20 --exhaustiveness 1
+  target/release/dockyard bench docking --engine rustina --rustina-python python3 --exhaustiveness 8 \\
+      --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt --ligands ../shared/data/ligands-100.smi \\
+      --center 15.190,53.903,16.917 --size 20,20,20"
+    )]
     Docking(DockingArgs),
     /// Scale: a million-ligand screen submitted, the coordinator killed and restarted with it
     /// queued, and a priority-9 task behind it.
@@ -210,6 +219,9 @@ enum BenchCmd {
   target/release/dockyard bench scale --ligands 1000000 --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
       --center 15.190,53.903,16.917 --size 20,20,20")]
     Scale(ScaleArgs),
+    /// Redocking: engines side by side on complexes with crystal poses (top-pose RMSD by obrms, CPU-s).
+    #[command(after_help = REDOCK_HELP)]
+    Redock(RedockArgs),
 }
 
 async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
@@ -298,6 +310,7 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Scale(a)) => commands::bench::scale(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Redock(a)) => commands::bench::redock(&a).await.map(|_| true),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `dockyard bench docking`: the cluster against a plain `vina` loop on the same cores.
+//! `dockyard bench docking`: the cluster, with an engine of choice, against a plain `vina`
+//! loop on the same cores (and, for smina and rustina, a plain loop of that engine too).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +10,7 @@ use tokio::process::{Child, Command};
 
 use dockyard_proto::v1 as pb;
 
+use super::plain_loop::{self, LoopEngine};
 use super::procs;
 use crate::client::Client;
 use crate::commands::{submit::SubmitArgs, watch};
@@ -41,6 +43,27 @@ pub struct DockingArgs {
     /// Ligands per task [default: the ligands divided by the cores].
     #[arg(long)]
     pub batch_size: Option<u32>,
+    /// The cluster's engine: vina, smina or rustina. For smina and rustina a plain loop of
+    /// that engine runs too (rustina: one `rustina.dock()` per ligand with rustina's own
+    /// defaults, which the adapter runs at --exhaustiveness 8).
+    #[arg(long, default_value = "vina", value_parser = ["vina", "smina", "rustina"])]
+    pub engine: String,
+    /// The smina binary, for the agents and the plain smina loop [default: smina on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub smina: Option<PathBuf>,
+    /// A Python that imports `rustina`, for the agents (--rustina-python) and the plain
+    /// rustina loop [default: python3 for the loop, the agents' own for them].
+    #[arg(long, value_name = "PATH")]
+    pub rustina_python: Option<PathBuf>,
+}
+
+/// Ligands per hour of one core's CPU time.
+fn per_cpu_hour(ligands: u32, cpu_s: f64) -> f64 {
+    if cpu_s > 0.0 {
+        f64::from(ligands) * 3600.0 / cpu_s
+    } else {
+        f64::NAN
+    }
 }
 
 /// What the plain loop docks: PDBQT files as they are, or SMILES to prepare first.
@@ -102,10 +125,94 @@ pub async fn docking(a: &DockingArgs) -> Result<()> {
     if center.len() != 3 || size.len() != 3 {
         bail!("--center and --size take X,Y,Z");
     }
+    // The engine's own loop beside Vina's, when the cluster runs another engine.
+    let own = match a.engine.as_str() {
+        "smina" => Some(LoopEngine::Smina(a.smina.clone().unwrap_or_else(|| "smina".into()))),
+        "rustina" => Some(LoopEngine::Rustina(a.rustina_python.clone().unwrap_or_else(|| "python3".into()))),
+        _ => None,
+    };
+    LoopEngine::Vina.check().await?;
+    if let Some(e) = &own {
+        e.check().await?;
+    }
+    if a.engine == "rustina" && a.exhaustiveness != 8 {
+        eprintln!(
+            "note: the plain rustina loop runs rustina's own default search; the cluster's adapter maps --exhaustiveness {} to its runs (8: the same as the loop)",
+            a.exhaustiveness
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("dockyard-bench-docking-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
+    let figures = loops(
+        a,
+        &ligands,
+        own.as_ref(),
+        [center[0], center[1], center[2]],
+        [size[0], size[1], size[2]],
+        cores,
+        &tmp,
+    )
+    .await;
+    let LoopFigures {
+        prep_s,
+        vina_s,
+        vina_cpu_s,
+        own_s,
+        own_cpu_s,
+    } = match figures {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    let loop_s = prep_s + vina_s;
+    eprintln!("plain loop: {n} ligands in {loop_s:.1}s (preparation {prep_s:.1}s, vina --cpu {cores} {vina_s:.1}s)");
+    let own_line = own.as_ref().map_or_else(String::new, |e| {
+        let name = e.name();
+        eprintln!("plain {name} loop: {n} ligands in {own_s:.1}s ({cores} threads)");
+        format!(
+            " loop_{name}_s={own_s:.1} loop_{name}_cpu_s={own_cpu_s:.1} loop_{name}_ligands_per_cpu_h={:.1}",
+            per_cpu_hour(n, own_cpu_s)
+        )
+    });
 
-    let (mut prep_s, mut vina_s) = (0.0, 0.0);
+    let result = cluster(a, cores, n, &tmp).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (cluster_s, engine_cpu_s) = result?;
+    println!(
+        "ligands={n} exhaustiveness={} cores={cores} agents={} cluster_s={cluster_s:.1} loop_s={loop_s:.1} loop_prep_s={prep_s:.1} loop_vina_s={vina_s:.1} speedup={:.2} cluster_engine_cpu_s={engine_cpu_s:.1} cluster_core_use={:.0}% cluster_engine={} cluster_ligands_per_cpu_h={:.1} loop_vina_cpu_s={vina_cpu_s:.1} loop_vina_ligands_per_cpu_h={:.1}{own_line}",
+        a.exhaustiveness,
+        a.agents,
+        loop_s / cluster_s,
+        100.0 * engine_cpu_s / (f64::from(cores) * cluster_s),
+        a.engine,
+        per_cpu_hour(n, engine_cpu_s),
+        per_cpu_hour(n, vina_cpu_s),
+    );
+    Ok(())
+}
+
+/// Time and CPU of the plain loops: Open Babel preparation, Vina, and the cluster's engine when it is not Vina.
+struct LoopFigures {
+    prep_s: f64,
+    vina_s: f64,
+    vina_cpu_s: f64,
+    own_s: f64,
+    own_cpu_s: f64,
+}
+
+/// The plain loops, one ligand after the other, each docking on all `cores`.
+async fn loops(
+    a: &DockingArgs,
+    ligands: &[Ligand],
+    own: Option<&LoopEngine>,
+    center: [&str; 3],
+    size: [&str; 3],
+    cores: u32,
+    tmp: &Path,
+) -> Result<LoopFigures> {
+    let (mut prep_s, mut vina_s, mut vina_cpu_s, mut own_s, mut own_cpu_s) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for (i, l) in ligands.iter().enumerate() {
         let t = Instant::now();
         let input = match l {
@@ -117,53 +224,40 @@ pub async fn docking(a: &DockingArgs) -> Result<()> {
             }
         };
         prep_s += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let status = Command::new("vina")
-            .arg("--receptor")
-            .arg(&a.receptor)
-            .arg("--ligand")
-            .arg(&input)
-            .args(["--center_x", center[0], "--center_y", center[1], "--center_z", center[2]])
-            .args(["--size_x", size[0], "--size_y", size[1], "--size_z", size[2]])
-            .args([
-                "--exhaustiveness",
-                &a.exhaustiveness.to_string(),
-                "--seed",
-                &a.seed.to_string(),
-                "--cpu",
-                &cores.to_string(),
-            ])
-            .arg("--out")
-            .arg(tmp.join(format!("loop_{i}.pdbqt")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .context("cannot run vina")?;
-        vina_s += t.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("vina failed on ligand {i}");
+        let out = tmp.join(format!("loop_{i}.pdbqt"));
+        let mut d = plain_loop::Docking {
+            receptor: &a.receptor,
+            ligand: &input,
+            out: &out,
+            center,
+            size,
+            exhaustiveness: a.exhaustiveness,
+            seed: a.seed,
+            cores,
+        };
+        let (wall, cpu) = plain_loop::dock(&LoopEngine::Vina, &d).await?;
+        (vina_s, vina_cpu_s) = (vina_s + wall, vina_cpu_s + cpu);
+        if let Some(e) = own {
+            let out = tmp.join(format!("loop_{i}_{}.pdbqt", e.name()));
+            d.out = &out;
+            let (wall, cpu) = plain_loop::dock(e, &d).await?;
+            (own_s, own_cpu_s) = (own_s + wall, own_cpu_s + cpu);
         }
     }
-    let loop_s = prep_s + vina_s;
-    eprintln!("plain loop: {n} ligands in {loop_s:.1}s (preparation {prep_s:.1}s, vina --cpu {cores} {vina_s:.1}s)");
-
-    let result = cluster(a, cores, n, &tmp).await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    let (cluster_s, engine_cpu_s) = result?;
-    println!(
-        "ligands={n} exhaustiveness={} cores={cores} agents={} cluster_s={cluster_s:.1} loop_s={loop_s:.1} loop_prep_s={prep_s:.1} loop_vina_s={vina_s:.1} speedup={:.2} cluster_engine_cpu_s={engine_cpu_s:.1} cluster_core_use={:.0}%",
-        a.exhaustiveness,
-        a.agents,
-        loop_s / cluster_s,
-        100.0 * engine_cpu_s / (f64::from(cores) * cluster_s)
-    );
-    Ok(())
+    Ok(LoopFigures {
+        prep_s,
+        vina_s,
+        vina_cpu_s,
+        own_s,
+        own_cpu_s,
+    })
 }
 
 /// Runs the screen through the cluster; returns its wall seconds and the engines' CPU seconds.
 async fn cluster(a: &DockingArgs, cores: u32, n: u32, tmp: &Path) -> Result<(f64, f64)> {
     let (_coord, endpoint) = procs::coordinator(&tmp.join("coordinator"), "127.0.0.1:0").await?;
+    let extra = procs::engine_flags(a.smina.as_deref(), a.rustina_python.as_deref());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut agents: Vec<Child> = Vec::new();
     for i in 0..a.agents {
         // One slot per core, split between the agents.
@@ -173,17 +267,36 @@ async fn cluster(a: &DockingArgs, cores: u32, n: u32, tmp: &Path) -> Result<(f64
             &format!("dock-{i}"),
             slots,
             &tmp.join(format!("agent-{i}")),
-            &[],
+            &extra,
         )?);
     }
     let client = Client::connect(&endpoint, None).await?;
     procs::wait_for_nodes(&client, a.agents).await?;
+    let nodes = client
+        .admin
+        .clone()
+        .list_nodes(client.req(pb::ListNodesRequest {}))
+        .await?
+        .into_inner()
+        .nodes;
+    let without: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !n.engines.iter().any(|e| e.name == a.engine))
+        .map(|n| n.node_id.as_str())
+        .collect();
+    if !without.is_empty() {
+        bail!(
+            "agent(s) {} do not offer {} (give --smina PATH or --rustina-python PATH; rustina needs an agent with its adapter)",
+            without.join(", "),
+            a.engine
+        );
+    }
     let sub = SubmitArgs {
         receptor: Some(a.receptor.clone()),
         ligands: vec![a.ligands.clone()],
         center: Some(a.center.clone()),
         size: Some(a.size.clone()),
-        engine: "vina".into(),
+        engine: a.engine.clone(),
         exhaustiveness: Some(a.exhaustiveness),
         seed: Some(a.seed),
         // One batch per slot by default: grid maps are computed once per batch and every core is busy.

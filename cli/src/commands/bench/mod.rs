@@ -2,9 +2,15 @@
 
 mod dispatch;
 mod docking;
+mod obrms;
+mod plain_loop;
 mod procs;
+mod redock;
+mod redock_set;
+mod redock_summary;
 mod scale;
 
 pub use dispatch::{dispatch, DispatchArgs};
 pub use docking::{docking, DockingArgs};
+pub use redock::{redock, RedockArgs, REDOCK_HELP};
 pub use scale::{scale, ScaleArgs};

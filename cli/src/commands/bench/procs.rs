@@ -26,16 +26,29 @@ pub(super) fn sibling(name: &str) -> Result<PathBuf> {
 
 /// User+system CPU seconds of a live process, from /proc.
 pub(super) fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    pid.map_or(0.0, |pid| stat_seconds(&format!("/proc/{pid}/stat"), [11, 12]))
+}
+
+/// User+system CPU seconds of this process's children that have been waited for (every
+/// finished child: tokio reaps them), from /proc: the CPU of the commands a benchmark ran.
+pub(super) fn waited_children_cpu_seconds() -> f64 {
+    stat_seconds("/proc/self/stat", [13, 14])
+}
+
+/// The sum of two clock-tick fields of a /proc stat file, counted from the field after the
+/// command name (which may hold spaces), in seconds.
+fn stat_seconds(path: &str, fields: [usize; 2]) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
         return 0.0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .iter()
+        .map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum();
     ticks / 100.0
 }
 
@@ -108,6 +121,19 @@ pub(super) fn agent(endpoint: &str, id: &str, slots: u32, work_dir: &Path, extra
         .context("cannot start dockyard-agent")
 }
 
+/// Agent flags naming engine programs; only those given, so that an agent without an
+/// engine's adapter is not handed its flag.
+pub(super) fn engine_flags(smina: Option<&Path>, rustina_python: Option<&Path>) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(p) = smina {
+        flags.extend(["--smina".to_string(), p.display().to_string()]);
+    }
+    if let Some(p) = rustina_python {
+        flags.extend(["--rustina-python".to_string(), p.display().to_string()]);
+    }
+    flags
+}
+
 /// Waits until `n` agents have registered.
 pub(super) async fn wait_for_nodes(client: &Client, n: u32) -> Result<()> {
     let ready = std::time::Instant::now();
@@ -127,5 +153,23 @@ pub(super) async fn wait_for_nodes(client: &Client, n: u32) -> Result<()> {
             bail!("only {have} of {n} agents registered within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_childs_cpu_is_counted() {
+        let before = waited_children_cpu_seconds();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let spent = waited_children_cpu_seconds() - before;
+        assert!(spent > 0.05, "a busy child's CPU was not counted: {spent} s");
+        assert_eq!(cpu_seconds(None), 0.0);
     }
 }
