@@ -228,7 +228,7 @@ async fn dock_and_measure(
         .map_err(explain)?
         .into_inner();
     let cpu_s = report.cpu_seconds;
-    let rows = query::fetch_results(client, job, 1).await?;
+    let rows = query::fetch_results(client, job, 1, "").await?.0;
     let Some(top) = rows.first() else {
         let why = report.failures.first().map_or_else(
             || format!("job ended {:?} with no result", report.job.map(|j| j.state()).unwrap_or_default()),
