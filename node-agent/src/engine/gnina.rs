@@ -132,6 +132,8 @@ impl GninaEngine {
             program: &self.program,
             grace: self.grace,
             env: child_env(&opts),
+            // gnina's table has CNN columns and no RMSDs.
+            rmsd_table: false,
         };
         runner.run(run, opts.base.autobox_ligand.is_some(), |r| build_args(r, &opts)).await
     }
