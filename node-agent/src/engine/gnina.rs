@@ -2,6 +2,10 @@
 //!
 //! The run loop, output parsing and failure classification are smina's
 //! ([`super::smina`]); gnina only adds flags and the child's environment.
+//!
+//! gnina cannot run on the build machines (it needs CUDA and libtorch), so unlike smina's
+//! this adapter is tested only against recorded outputs and the stand-in
+//! `tests/fixtures/fake_gnina.sh`; the shared run loop is tested with the real smina.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
