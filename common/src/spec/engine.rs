@@ -57,11 +57,14 @@ const VINA: EngineTraits = EngineTraits {
 };
 
 const SMINA: EngineTraits = EngineTraits {
+    // Every one of these runs in the real smina 2a4feb4 (node-agent smina real_tests).
     scorings: Scoring::ALL,
     modes: DockMode::ALL,
     cnn_options: false,
     needs_pdbqt: false,
-    accepts_gpus: true,
+    // smina is CPU-only (built without SMINA_GPU, its adapter passes no device): a GPU
+    // given to a smina task would sit idle.
+    accepts_gpus: false,
     may_use_cuda: false,
     sdf_poses: true,
     score_field: None,
@@ -70,6 +73,7 @@ const SMINA: EngineTraits = EngineTraits {
 
 const GNINA: EngineTraits = EngineTraits {
     cnn_options: true,
+    accepts_gpus: true,
     may_use_cuda: true,
     ..SMINA
 };
@@ -147,11 +151,12 @@ mod tests {
     }
 
     #[test]
-    fn only_gnina_takes_cnn_options_and_only_vina_needs_pdbqt() {
+    fn which_engines_take_cnn_options_read_only_pdbqt_or_take_gpus() {
         let cnn: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_options).collect();
         assert_eq!(cnn, [EngineKind::Gnina]);
         let pdbqt: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().needs_pdbqt).collect();
         assert_eq!(pdbqt, [EngineKind::Vina]);
-        assert!(!EngineKind::Vina.traits().accepts_gpus);
+        let gpus: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().accepts_gpus).collect();
+        assert_eq!(gpus, [EngineKind::Gnina, EngineKind::Sleep]);
     }
 }
