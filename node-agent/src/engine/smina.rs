@@ -482,9 +482,10 @@ fn mentions(msg: &str, path: &Path) -> bool {
 
 /// Reads the version from `--version` output of `engine` ("smina" or "gnina"), leniently:
 /// smina prints `Smina Oct 15 2019.  Based on AutoDock Vina 1.1.2.` (its build date, no
-/// number: two builds of the same source report different versions) and gnina builds print e.g. `gnina v1.1 master:e4cb380+ ...`. A `v1.2`-like
-/// token gives `1.2`; otherwise the text after the name, up to "Based on"; and a bare name
-/// gives `unknown`. `None` when no line names the engine.
+/// number: two builds of the same source report different versions) and gnina builds
+/// print e.g. `gnina v1.1 master:e4cb380+ ...`. A `v1.2`-like token gives `1.2`; otherwise
+/// the text after the name, up to "Based on", with runs of spaces made one; and a bare
+/// name gives `unknown`. `None` when no line names the engine.
 pub fn parse_version(engine: &str, output: &str) -> Option<String> {
     let engine = engine.to_ascii_lowercase();
     output.lines().find_map(|line| {
