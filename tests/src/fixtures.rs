@@ -37,3 +37,35 @@ pub fn require_vina() {
         Err(e) => panic!("this test needs AutoDock Vina 1.2 on PATH ({e}); install it (Debian: apt-get install autodock-vina)"),
     }
 }
+
+/// The real smina: `$SMINA`, else the path `../shared/vendor/smina/build.sh` prints (it
+/// builds smina once, in about two minutes, and caches it). Panics saying how to get it.
+pub fn require_smina() -> PathBuf {
+    static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_smina).clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find_smina() -> Result<PathBuf, String> {
+    const HOW: &str = "this test runs the real smina: set SMINA=/path/to/smina, or run \
+                       ../shared/vendor/smina/build.sh (builds it in about 2 minutes, caches it, prints its path)";
+    if let Some(path) = std::env::var_os("SMINA").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return match path.is_file() {
+            true => Ok(path),
+            false => Err(format!("SMINA={} is not a file; {HOW}", path.display())),
+        };
+    }
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vendor/smina/build.sh"));
+    let out = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}; {HOW}", script.display()))?;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let path = printed.lines().last().map(str::trim).unwrap_or_default();
+    if !out.status.success() || path.is_empty() {
+        return Err(format!("{} failed ({}); {HOW}", script.display(), out.status));
+    }
+    Ok(PathBuf::from(path))
+}

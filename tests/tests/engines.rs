@@ -1,16 +1,54 @@
 //! Agents advertise only the engines they find, with their versions; `--smina`/`--gnina`
-//! point at a binary off PATH (here the stand-in scripts, test doubles).
+//! point at a binary off PATH (here the real smina, and a test double for Vina).
 
 use std::time::Duration;
 
-use dockyard_tests::{pb, vina_1iep_request, AgentOptions, TestCluster};
+use dockyard_tests::{pb, read_shared, require_smina, shared_data, vina_1iep_request, AgentOptions, TestCluster};
 
 fn fixture(name: &str) -> String {
     format!("{}/../node-agent/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A small smina job on 1iep: one lead-like molecule as SDF (docked as is, smina reads
+/// SDF) and the same molecule as Meeko PDBQT, in a 12 Å box at exhaustiveness 1.
+fn smina_request() -> pb::SubmitJobRequest {
+    let sdf = String::from_utf8(read_shared(&shared_data("ligands/ligands-20-3d.sdf"))).expect("utf-8");
+    let first = sdf.split_inclusive("$$$$\n").next().expect("a record").to_string();
+    let pdbqt = read_shared(&shared_data("ligands/pdbqt-meeko/MOSES_TEST_140264.pdbqt"));
+    let mut req = vina_1iep_request(vec![
+        dockyard_tests::input("small.sdf", first),
+        dockyard_tests::input("small.pdbqt", pdbqt),
+    ]);
+    req.name = "smina-1iep".into();
+    req.engine = "smina".into();
+    if let Some(b) = req.r#box.as_mut() {
+        b.size = Some(dockyard_tests::vec3(12.0, 12.0, 12.0));
+    }
+    req.params = Some(pb::EngineParams {
+        exhaustiveness: 1,
+        num_modes: 3,
+        seed: 42,
+        ..Default::default()
+    });
+    req
+}
+
+/// The `minimizedAffinity` of each record of an SDF pose file.
+fn sdf_affinities(text: &str) -> Vec<f64> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].starts_with('>') && w[0].contains("<minimizedAffinity>"))
+        .map(|w| w[1].trim().parse().expect("a number"))
+        .collect()
+}
+
+/// A smina job waits, unschedulable, until an agent started with `--smina PATH` (the real
+/// smina) advertises it with its version, then docks end to end: scores, the RMSDs of the
+/// poses, the engine's SD fields and the SDF pose artifact.
 #[tokio::test]
-async fn engines_given_by_path_are_advertised_with_versions_and_make_jobs_schedulable() {
+async fn smina_given_by_path_is_advertised_and_docks_a_job() {
+    let smina = require_smina();
     let mut c = TestCluster::builder().agent(AgentOptions::vina(1).node_id("plain")).start().await;
     c.wait_for_nodes(1).await;
     let plain = c.node("plain").await.expect("node");
@@ -19,13 +57,7 @@ async fn engines_given_by_path_are_advertised_with_versions_and_make_jobs_schedu
         "smina advertised without a binary: {plain:?}"
     );
 
-    let mut req = vina_1iep_request(Vec::new());
-    req.engine = "smina".into();
-    req.ligands = vec![dockyard_tests::input(
-        "1iep_ligand.pdbqt",
-        dockyard_tests::read_shared(&dockyard_tests::ligand_1iep()),
-    )];
-    let job = c.submit(req).await;
+    let job = c.submit(smina_request()).await;
     let j = c
         .wait_job(&job, |j| !j.unschedulable_reason.is_empty(), Duration::from_secs(10))
         .await;
@@ -35,15 +67,47 @@ async fn engines_given_by_path_are_advertised_with_versions_and_make_jobs_schedu
         AgentOptions::vina(1)
             .node_id("with-smina")
             .arg("--smina")
-            .arg(fixture("fake_smina.sh")),
+            .arg(smina.display().to_string()),
     )
     .await;
     let n = c.node("with-smina").await.expect("node");
-    let smina: Vec<&pb::EngineInfo> = n.engines.iter().filter(|e| e.name == "smina").collect();
-    assert_eq!(smina.len(), 1, "{n:?}");
-    assert!(!smina[0].version.is_empty() && !smina[0].test_only, "{:?}", smina[0]);
-    c.wait_job(&job, |j| j.unschedulable_reason.is_empty(), Duration::from_secs(10))
-        .await;
+    let advertised: Vec<&pb::EngineInfo> = n.engines.iter().filter(|e| e.name == "smina").collect();
+    assert_eq!(advertised.len(), 1, "{n:?}");
+    // smina 2a4feb4 reports its build date, e.g. "Dec 5 2026".
+    assert_eq!(advertised[0].version.split(' ').count(), 3, "{:?}", advertised[0]);
+    assert!(!advertised[0].test_only, "{:?}", advertised[0]);
+
+    let j = c.wait_job_final(&job, Duration::from_secs(180)).await;
+    assert_eq!(
+        dockyard_tests::state(&j),
+        pb::JobState::Succeeded,
+        "{}",
+        dockyard_tests::describe_job(&j)
+    );
+    assert_eq!((j.ligands_docked, j.ligands_failed), (2, 0), "{}", dockyard_tests::describe_job(&j));
+    assert!(j.cpu_seconds > 0.1, "engine CPU time not recorded: {}", j.cpu_seconds);
+
+    let r = c.results(&job).await;
+    assert_eq!(r.results.len(), 2, "{r:?}");
+    for row in &r.results {
+        assert!(row.score < -4.0 && row.score > -12.0, "implausible score: {row:?}");
+        assert!((1..=3).contains(&row.poses.len()), "{row:?}");
+        assert_eq!(row.poses[0].affinity, row.score, "{row:?}");
+        assert!(row.poses.windows(2).all(|w| w[0].affinity <= w[1].affinity), "{row:?}");
+        // The RMSDs to the best pose come from smina's result table.
+        assert!(row.poses[1..].iter().all(|p| p.rmsd_lb > 0.0 && p.rmsd_ub >= p.rmsd_lb), "{row:?}");
+        assert_eq!(row.fields.get("minimizedAffinity"), Some(&row.score), "{row:?}");
+
+        assert!(row.sdf_key.ends_with(".sdf"), "{row:?}");
+        let path = c.artifacts_dir().join(&row.sdf_key);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("pose file {}: {e}", path.display()));
+        let affinities = sdf_affinities(&text);
+        assert_eq!(affinities.len(), row.poses.len(), "{text}");
+        for (file, pose) in affinities.iter().zip(&row.poses) {
+            assert!((file - pose.affinity).abs() < 1e-9, "{file} vs {pose:?}");
+        }
+        assert_eq!(text.matches("$$$$").count(), row.poses.len(), "{text}");
+    }
 }
 
 /// A test double for vina that logs, around each run of the fault-injection double (in its

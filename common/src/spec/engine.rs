@@ -62,11 +62,14 @@ const VINA: EngineTraits = EngineTraits {
 };
 
 const SMINA: EngineTraits = EngineTraits {
+    // Every one of these runs in the real smina 2a4feb4 (node-agent smina real_tests).
     scorings: Scoring::ALL,
     modes: DockMode::ALL,
     cnn_options: false,
     needs_pdbqt: false,
-    accepts_gpus: true,
+    // smina is CPU-only (built without SMINA_GPU, its adapter passes no device): a GPU
+    // given to a smina task would sit idle.
+    accepts_gpus: false,
     may_use_cuda: false,
     sdf_poses: true,
     score_field: None,
@@ -76,6 +79,7 @@ const SMINA: EngineTraits = EngineTraits {
 
 const GNINA: EngineTraits = EngineTraits {
     cnn_options: true,
+    accepts_gpus: true,
     may_use_cuda: true,
     // gnina's `--pose_sort_order` defaults to CNNscore.
     rank_key: RankKey::CnnScore,
@@ -156,11 +160,12 @@ mod tests {
     }
 
     #[test]
-    fn only_gnina_takes_cnn_options_and_only_vina_needs_pdbqt() {
+    fn which_engines_take_cnn_options_read_only_pdbqt_or_take_gpus() {
         let cnn: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_options).collect();
         assert_eq!(cnn, [EngineKind::Gnina]);
         let pdbqt: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().needs_pdbqt).collect();
         assert_eq!(pdbqt, [EngineKind::Vina]);
-        assert!(!EngineKind::Vina.traits().accepts_gpus);
+        let gpus: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().accepts_gpus).collect();
+        assert_eq!(gpus, [EngineKind::Gnina, EngineKind::Sleep]);
     }
 }

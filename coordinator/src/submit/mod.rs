@@ -330,6 +330,26 @@ pub async fn build_spec(
 mod tests {
     use super::*;
 
+    /// GPUs go only to the engines that use them: a GPU held by a CPU engine's task sits idle.
+    #[test]
+    fn gpus_only_for_engines_that_use_them() {
+        let org = OrgId::default_org();
+        for (engine, takes_gpus) in [("vina", false), ("smina", false), ("gnina", true), ("sleep", true)] {
+            let req = pb::SubmitJobRequest {
+                engine: engine.into(),
+                gpus_per_task: 1,
+                ..Default::default()
+            };
+            match scalars(&req, &org, 0) {
+                Ok(spec) => assert!(takes_gpus && spec.gpus_per_task == 1, "{engine} took a GPU"),
+                Err(e) => assert!(
+                    !takes_gpus && e.to_string().contains(&format!("{engine} runs on CPUs only")),
+                    "{engine}: {e}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn limit_flags_resolve_with_defaults_and_zero_is_refused() {
         use crate::config::tests::settings_from;

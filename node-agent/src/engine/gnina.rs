@@ -2,6 +2,10 @@
 //!
 //! The run loop, output parsing and failure classification are smina's
 //! ([`super::smina`]); gnina only adds flags and the child's environment.
+//!
+//! gnina cannot run on the build machines (it needs CUDA and libtorch), so unlike smina's
+//! this adapter is tested only against recorded outputs and the stand-in
+//! `tests/fixtures/fake_gnina.sh`; the shared run loop is tested with the real smina.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -132,6 +136,8 @@ impl GninaEngine {
             program: &self.program,
             grace: self.grace,
             env: child_env(&opts),
+            // gnina's table has CNN columns and no RMSDs.
+            rmsd_table: false,
         };
         runner.run(run, opts.base.autobox_ligand.is_some(), |r| build_args(r, &opts)).await
     }

@@ -21,6 +21,8 @@ use super::sdf_scores::{parse_sdf_scores, LigandPoses};
 use super::vina::DEFAULT_SEED;
 use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock, LigandFile};
 
+mod table;
+
 /// Name of the pose file that [`build_args`] asks for, inside the run's `work_dir`.
 pub const OUT_NAME: &str = "docked.sdf";
 
@@ -179,6 +181,7 @@ impl SminaEngine {
             program: &self.program,
             grace: self.grace,
             env: Vec::new(),
+            rmsd_table: true,
         };
         runner.run(run, opts.autobox_ligand.is_some(), |r| build_args(r, &opts)).await
     }
@@ -220,6 +223,8 @@ pub(super) struct SdfRunner<'a> {
     pub program: &'a Path,
     pub grace: Duration,
     pub env: Vec<(OsString, OsString)>,
+    /// Read each pose's RMSD bounds from smina's result table in the log (see [`table`]).
+    pub rmsd_table: bool,
 }
 
 impl SdfRunner<'_> {
@@ -288,10 +293,18 @@ impl SdfRunner<'_> {
             })?;
             cpu_seconds += outcome.cpu_seconds;
 
+            // This ligand's part of the shared log.
+            let segment = read_log_from(&log_path, log_offset).await;
             let result = if outcome.exit.success() {
-                collect_output(self.engine, &dir.join(OUT_NAME)).await
+                let table = if self.rmsd_table { table::parse_rows(&segment) } else { Vec::new() };
+                collect_output(self.engine, &dir.join(OUT_NAME), &table)
+                    .await
+                    .map_err(|e| e.explain(self.engine, &lig_path, &segment))
             } else {
-                let segment = read_log_from(&log_path, log_offset).await;
+                if let Some(path) = unwritable(&segment) {
+                    // Our own work_dir: a full or broken disk on this node, not the task's fault.
+                    return Err(EngineError::Io(format!("{} could not write {path}", self.engine)));
+                }
                 let input_error = outcome.exit.code().and_then(|_| input_error(&segment));
                 match input_error {
                     // Named the ligand: only this ligand is bad; the rest still run.
@@ -364,40 +377,79 @@ fn check_params(run: &EngineRun, autobox: bool) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Why a ligand that the engine ran without an error has no result.
+#[derive(Debug)]
+enum OutputError {
+    /// The engine exited 0 without creating its output file.
+    Missing,
+    /// The output file holds no record.
+    Empty,
+    Other(String),
+}
+
+/// smina's (and gnina's) warning when no pose fits the box; it exits 0 with an empty output.
+const NO_POSE_IN_BOX: &str = "Could not find any conformations completely within the search space";
+
+impl OutputError {
+    /// The reason reported for the ligand; `log` is its part of the engine's log.
+    fn explain(self, engine: &str, ligand: &Path, log: &str) -> String {
+        match self {
+            OutputError::Missing => format!("{engine} exited normally but wrote no output for this ligand"),
+            OutputError::Empty if log.contains(NO_POSE_IN_BOX) => {
+                format!("{engine} found no pose of this ligand that fits inside the search box (\"{NO_POSE_IN_BOX}\")")
+            }
+            // Open Babel skips what it cannot parse without a word, so an unreadable SDF or
+            // MOL2 reaches smina as zero molecules and it exits 0 having written nothing.
+            OutputError::Empty => format!(
+                "{engine} read no molecule from the ligand file {:?}: it is empty or not valid {}",
+                ligand.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                ligand.extension().map(|e| e.to_string_lossy().to_uppercase()).unwrap_or_default()
+            ),
+            OutputError::Other(reason) => reason,
+        }
+    }
+}
+
 /// One ligand file is one ligand: its poses are the output's single group of records.
-async fn collect_output(engine: &str, path: &Path) -> Result<DockedLigand, String> {
+/// `table` is smina's result table for this ligand (empty for gnina and the one-pose modes).
+async fn collect_output(engine: &str, path: &Path, table: &[table::Row]) -> Result<DockedLigand, OutputError> {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("{engine} exited normally but wrote no output for this ligand"))
-        }
-        Err(e) => return Err(format!("read {engine} output {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OutputError::Missing),
+        Err(e) => return Err(OutputError::Other(format!("read {engine} output {}: {e}", path.display()))),
     };
-    let mut groups = parse_sdf_scores(&text).map_err(|e| format!("unreadable {engine} output: {e}"))?;
+    let mut groups = parse_sdf_scores(&text).map_err(|e| OutputError::Other(format!("unreadable {engine} output: {e}")))?;
     if groups.len() > 1 {
         // Guessing which molecule the task meant would report a score for the wrong one.
         let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(format!(
+        return Err(OutputError::Other(format!(
             "the ligand file holds {} molecules ({names:?}); one per ligand file is expected",
             groups.len()
-        ));
+        )));
     }
-    let group = groups.pop().ok_or_else(|| format!("{engine} wrote no poses for this ligand"))?;
-    Ok(docked_ligand(group, path))
+    let group = groups.pop().ok_or(OutputError::Empty)?;
+    Ok(docked_ligand(group, path, table))
 }
 
 /// The engine's first pose is its best (smina sorts by affinity, gnina by `--pose_sort_order`).
-fn docked_ligand(group: LigandPoses, path: &Path) -> DockedLigand {
+/// The RMSD bounds come from `table` when it describes these poses, else are 0 (the SDF
+/// output carries none).
+fn docked_ligand(group: LigandPoses, path: &Path, table: &[table::Row]) -> DockedLigand {
     let best_score = group.poses.first().map(|p| p.affinity).unwrap_or(f64::NAN);
+    let affinities: Vec<f64> = group.poses.iter().map(|p| p.affinity).collect();
+    let rmsds = table::matching(table, &affinities);
     let poses = group
         .poses
         .iter()
-        .map(|p| Pose {
-            rank: p.rank,
-            affinity: p.affinity,
-            // The SDF output carries no RMSD to the best pose.
-            rmsd_lb: 0.0,
-            rmsd_ub: 0.0,
+        .enumerate()
+        .map(|(i, p)| {
+            let (rmsd_lb, rmsd_ub) = rmsds.as_ref().and_then(|rows| rows.get(i)).map_or((0.0, 0.0), |r| (r.1, r.2));
+            Pose {
+                rank: p.rank,
+                affinity: p.affinity,
+                rmsd_lb,
+                rmsd_ub,
+            }
         })
         .collect();
     DockedLigand {
@@ -412,6 +464,14 @@ fn input_error(log: &str) -> Option<String> {
     Some(line.trim().chars().take(500).collect())
 }
 
+/// The file named by smina's `Error: could not open "PATH" for writing.`, if the log has it.
+fn unwritable(log: &str) -> Option<&str> {
+    log.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("Error: could not open \"")?;
+        rest.strip_suffix("\" for writing.")
+    })
+}
+
 fn mentions(msg: &str, path: &Path) -> bool {
     msg.contains(&*path.to_string_lossy())
         || path
@@ -421,10 +481,11 @@ fn mentions(msg: &str, path: &Path) -> bool {
 }
 
 /// Reads the version from `--version` output of `engine` ("smina" or "gnina"), leniently:
-/// smina prints `Smina Oct 15 2019.  Based on AutoDock Vina 1.1.2.` (a build date, no
-/// number) and gnina builds print e.g. `gnina v1.1 master:e4cb380+ ...`. A `v1.2`-like
-/// token gives `1.2`; otherwise the text after the name, up to "Based on"; and a bare name
-/// gives `unknown`. `None` when no line names the engine.
+/// smina prints `Smina Oct 15 2019.  Based on AutoDock Vina 1.1.2.` (its build date, no
+/// number: two builds of the same source report different versions) and gnina builds
+/// print e.g. `gnina v1.1 master:e4cb380+ ...`. A `v1.2`-like token gives `1.2`; otherwise
+/// the text after the name, up to "Based on", with runs of spaces made one; and a bare
+/// name gives `unknown`. `None` when no line names the engine.
 pub fn parse_version(engine: &str, output: &str) -> Option<String> {
     let engine = engine.to_ascii_lowercase();
     output.lines().find_map(|line| {
@@ -437,7 +498,9 @@ pub fn parse_version(engine: &str, output: &str) -> Option<String> {
                 return Some(number.trim_end_matches(['.', ',']).to_string());
             }
         }
-        let rest: String = rest.chars().take(60).collect();
+        // smina's build date pads a one-digit day ("Dec  5 2026"); one space keeps the
+        // version (a result-cache key) the same however the date was printed.
+        let rest: String = rest.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(60).collect();
         Some(if rest.is_empty() { "unknown".to_string() } else { rest })
     })
 }
@@ -455,3 +518,6 @@ pub(crate) async fn probe(program: &Path) -> Result<SminaEngine, String> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+pub(crate) mod real_tests;
