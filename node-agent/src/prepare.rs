@@ -1,4 +1,4 @@
-//! Input preparation with Open Babel: turns SDF/MOL2/PDB/SMILES ligands and PDB receptors
+//! Input preparation with Open Babel (Meeko in [`meeko`]): turns SDF/MOL2/PDB/SMILES ligands and PDB receptors
 //! into the PDBQT that Vina requires, and docked PDBQT poses back into SDF for export.
 //!
 //! Prepared files are cached by content (input bytes, formats, obabel version and options),
@@ -33,6 +33,10 @@ const CONVERT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const LIGAND_OPTS: &[&str] = &["-h", "--partialcharge", "gasteiger"];
 const SMILES_OPTS: &[&str] = &["--gen3d", "-h", "--partialcharge", "gasteiger"];
+/// `--protonate`: `-p` adds the hydrogens of the charge states at the pH instead of `-h`'s
+/// neutral ones (the pH is `PROTONATION_PH`; a literal here keeps the lists `const`).
+const LIGAND_PH_OPTS: &[&str] = &["-p", "7.4", "--partialcharge", "gasteiger"];
+const SMILES_PH_OPTS: &[&str] = &["--gen3d", "-p", "7.4", "--partialcharge", "gasteiger"];
 /// `-xr`: rigid receptor (no ROOT/BRANCH/TORSDOF); the PDBQT writer merges the non-polar
 /// hydrogens that `-h` adds, leaving the polar ones Vina needs.
 const RECEPTOR_OPTS: &[&str] = &["-xr", "-h", "--partialcharge", "gasteiger"];
@@ -174,9 +178,12 @@ impl Preparer {
     }
 
     /// Says how a ligand in `from` format is prepared, for results: "obabel 3.1.1: sdf -> pdbqt (-h ...)".
-    pub fn describe(&self, from: &str) -> String {
-        let opts = if from == "smi" { SMILES_OPTS } else { LIGAND_OPTS };
-        format!("obabel {}: {from} -> pdbqt ({})", self.version, opts.join(" "))
+    pub fn describe(&self, from: &str, protonate: bool) -> String {
+        format!(
+            "obabel {}: {from} -> pdbqt ({})",
+            self.version,
+            ligand_opts(from, protonate).join(" ")
+        )
     }
 
     /// Same as [`describe`](Self::describe) for a receptor.
@@ -196,11 +203,13 @@ impl Preparer {
         }
     }
 
-    /// One SDF/MOL2/PDB record, or a one-line `SMILES name` file, to a ligand PDBQT.
-    pub async fn ligand_to_pdbqt(&self, input: &Path, format: &str) -> Result<PathBuf, PrepareError> {
+    /// One SDF/MOL2/PDB record, or a one-line `SMILES name` file, to a ligand PDBQT;
+    /// `protonate`: in its charge state at pH 7.4.
+    pub async fn ligand_to_pdbqt(&self, input: &Path, format: &str, protonate: bool) -> Result<PathBuf, PrepareError> {
+        let opts = ligand_opts(format, protonate);
         match format {
-            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, LIGAND_OPTS, CONVERT_TIMEOUT).await,
-            "smi" => self.prepared(input, format, Kind::Ligand, SMILES_OPTS, GEN3D_TIMEOUT).await,
+            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, opts, CONVERT_TIMEOUT).await,
+            "smi" => self.prepared(input, format, Kind::Ligand, opts, GEN3D_TIMEOUT).await,
             _ => Err(PrepareError::bad(
                 input,
                 format,
@@ -358,6 +367,15 @@ impl Preparer {
     }
 }
 
+fn ligand_opts(from: &str, protonate: bool) -> &'static [&'static str] {
+    match (from == "smi", protonate) {
+        (true, false) => SMILES_OPTS,
+        (true, true) => SMILES_PH_OPTS,
+        (false, false) => LIGAND_OPTS,
+        (false, true) => LIGAND_PH_OPTS,
+    }
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -388,6 +406,8 @@ async fn remove_quietly(p: &Path) {
         }
     }
 }
+
+pub mod meeko;
 
 #[cfg(test)]
 mod tests;
