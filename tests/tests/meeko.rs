@@ -66,6 +66,20 @@ async fn meeko_prepares_smiles_for_vina_on_meeko_agents_only() {
         .iter()
         .find(|t| t.name == "meeko")
         .unwrap_or_else(|| panic!("python3 cannot import meeko (pip install 'meeko==0.8.*' rdkit molscrub): {node:?}"));
+    // `dockyard nodes` shows it.
+    let o = c.cli(&["nodes", "--format", "json"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let with = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node_id"] == "with-meeko"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        with["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "meeko" && t["version"] == meeko.version.as_str())),
+        "{with}"
+    );
     let j = c.wait_job_final(&job, Duration::from_secs(300)).await;
     assert_eq!(state(&j), pb::JobState::Succeeded, "{}", describe_job(&j));
     assert_eq!((counts(&j).succeeded, j.ligands_docked), (2, 2), "{}", describe_job(&j));
