@@ -36,10 +36,36 @@ const SMILES_OPTS: &[&str] = &["--gen3d", "-h", "--partialcharge", "gasteiger"];
 /// `--protonate`: `-p` adds the hydrogens of the charge states at the pH instead of `-h`'s
 /// neutral ones (the pH is `PROTONATION_PH`; a literal here keeps the lists `const`).
 const LIGAND_PH_OPTS: &[&str] = &["-p", "7.4", "--partialcharge", "gasteiger"];
-const SMILES_PH_OPTS: &[&str] = &["--gen3d", "-p", "7.4", "--partialcharge", "gasteiger"];
 /// `-xr`: rigid receptor (no ROOT/BRANCH/TORSDOF); the PDBQT writer merges the non-polar
 /// hydrogens that `-h` adds, leaving the polar ones Vina needs.
 const RECEPTOR_OPTS: &[&str] = &["-xr", "-h", "--partialcharge", "gasteiger"];
+
+/// How obabel converts one input: `opts`, after a first `--gen3d` run to SDF when
+/// `gen3d_first`. `--gen3d` and `-p` in one run leave the molecule neutral (obabel 3.1.1
+/// applies `-p` before building the 3D structure, which adds neutral hydrogens), so a
+/// SMILES to protonate is built in 3D first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recipe {
+    gen3d_first: bool,
+    opts: &'static [&'static str],
+}
+
+impl Recipe {
+    const fn opts(opts: &'static [&'static str]) -> Recipe {
+        Recipe { gen3d_first: false, opts }
+    }
+
+    /// The options as results and cache keys name them (a plain recipe: its options alone,
+    /// as before recipes had steps, so cached files stay valid).
+    fn describe(&self) -> String {
+        let opts = self.opts.join(" ");
+        if self.gen3d_first {
+            format!("--gen3d, then {opts}")
+        } else {
+            opts
+        }
+    }
+}
 
 /// Why preparing one input failed. `input` names the file (and format) concerned.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -182,7 +208,7 @@ impl Preparer {
         format!(
             "obabel {}: {from} -> pdbqt ({})",
             self.version,
-            ligand_opts(from, protonate).join(" ")
+            ligand_recipe(from, protonate).describe()
         )
     }
 
@@ -194,7 +220,10 @@ impl Preparer {
     /// PDB (or MOL2) receptor to a rigid receptor PDBQT, validated as Vina would read it.
     pub async fn receptor_to_pdbqt(&self, input: &Path, format: &str) -> Result<PathBuf, PrepareError> {
         match format {
-            "pdb" | "mol2" => self.prepared(input, format, Kind::Receptor, RECEPTOR_OPTS, CONVERT_TIMEOUT).await,
+            "pdb" | "mol2" => {
+                self.prepared(input, format, Kind::Receptor, Recipe::opts(RECEPTOR_OPTS), CONVERT_TIMEOUT)
+                    .await
+            }
             _ => Err(PrepareError::bad(
                 input,
                 format,
@@ -206,10 +235,10 @@ impl Preparer {
     /// One SDF/MOL2/PDB record, or a one-line `SMILES name` file, to a ligand PDBQT;
     /// `protonate`: in its charge state at pH 7.4.
     pub async fn ligand_to_pdbqt(&self, input: &Path, format: &str, protonate: bool) -> Result<PathBuf, PrepareError> {
-        let opts = ligand_opts(format, protonate);
+        let recipe = ligand_recipe(format, protonate);
         match format {
-            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, opts, CONVERT_TIMEOUT).await,
-            "smi" => self.prepared(input, format, Kind::Ligand, opts, GEN3D_TIMEOUT).await,
+            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, recipe, CONVERT_TIMEOUT).await,
+            "smi" => self.prepared(input, format, Kind::Ligand, recipe, GEN3D_TIMEOUT).await,
             _ => Err(PrepareError::bad(
                 input,
                 format,
@@ -242,7 +271,7 @@ impl Preparer {
     }
 
     /// Returns the cached conversion of `input`, running obabel once per distinct key.
-    async fn prepared(&self, input: &Path, format: &str, kind: Kind, opts: &[&str], timeout: Duration) -> Result<PathBuf, PrepareError> {
+    async fn prepared(&self, input: &Path, format: &str, kind: Kind, recipe: Recipe, timeout: Duration) -> Result<PathBuf, PrepareError> {
         let bytes = tokio::fs::read(input)
             .await
             .map_err(|e| PrepareError::tool(input, format, format!("cannot read input: {e}")))?;
@@ -252,7 +281,7 @@ impl Preparer {
         // Everything that changes the output is part of the key; the input's name is not.
         let mut keyed = Vec::with_capacity(bytes.len() + 128);
         let kind_tag = if kind == Kind::Receptor { "receptor" } else { "ligand" };
-        keyed.extend_from_slice(format!("{kind_tag}\0{format}\0obabel {}\0{}\0", self.version, opts.join(" ")).as_bytes());
+        keyed.extend_from_slice(format!("{kind_tag}\0{format}\0obabel {}\0{}\0", self.version, recipe.describe()).as_bytes());
         keyed.extend_from_slice(&bytes);
         let key = sha256_hex(&keyed);
         let cell = {
@@ -262,7 +291,7 @@ impl Preparer {
         // A failed init leaves the cell empty, so a later task tries again (the failure may
         // have been the node's); a failure is not cached.
         let path = cell
-            .get_or_try_init(|| self.convert(input, format, kind, opts, timeout, &key))
+            .get_or_try_init(|| self.convert(input, format, kind, recipe, timeout, &key))
             .await?;
         Ok(path.clone())
     }
@@ -272,7 +301,7 @@ impl Preparer {
         input: &Path,
         format: &str,
         kind: Kind,
-        opts: &[&str],
+        recipe: Recipe,
         timeout: Duration,
         key: &str,
     ) -> Result<PathBuf, PrepareError> {
@@ -288,16 +317,32 @@ impl Preparer {
         let stem = format!("{key}.{}.{seq}", std::process::id());
         let tmp = self.cache_dir.join(format!("{stem}.tmp"));
         let log = self.cache_dir.join(format!("{stem}.log"));
-        let mut args = vec![OsString::from(format!("-i{format}")), input.as_os_str().to_owned()];
-        // Only the first record: the coordinator ships one per file, and a second one would
-        // become a second MODEL that Vina refuses as a ligand.
-        args.extend(["-l", "1"].map(OsString::from));
-        args.extend(opts.iter().map(OsString::from));
-        args.extend(["-opdbqt", "-O"].map(OsString::from));
-        args.push(tmp.as_os_str().to_owned());
+        let built = self.cache_dir.join(format!("{stem}.3d.sdf"));
+        let (source, source_format) = if recipe.gen3d_first {
+            let args = first_record_args(input, format, &["--gen3d"], "sdf", &built);
+            let res = self.obabel(input, format, args, &self.cache_dir, &log, timeout).await;
+            let tail = log_tail(&log).await;
+            remove_quietly(&log).await;
+            let built_ok = tokio::fs::metadata(&built).await.is_ok_and(|m| m.len() > 0);
+            if let Err(e) = res.and_then(|()| {
+                built_ok
+                    .then_some(())
+                    .ok_or_else(|| PrepareError::bad(input, format, format!("obabel --gen3d produced no molecule: {tail}")))
+            }) {
+                remove_quietly(&built).await;
+                return Err(e);
+            }
+            (built.as_path(), "sdf")
+        } else {
+            (input, format)
+        };
+        let args = first_record_args(source, source_format, recipe.opts, "pdbqt", &tmp);
         let res = self.obabel(input, format, args, &self.cache_dir, &log, timeout).await;
         let tail = log_tail(&log).await;
         remove_quietly(&log).await;
+        if recipe.gen3d_first {
+            remove_quietly(&built).await;
+        }
         if let Err(e) = res {
             remove_quietly(&tmp).await;
             return Err(e);
@@ -367,13 +412,28 @@ impl Preparer {
     }
 }
 
-fn ligand_opts(from: &str, protonate: bool) -> &'static [&'static str] {
+fn ligand_recipe(from: &str, protonate: bool) -> Recipe {
     match (from == "smi", protonate) {
-        (true, false) => SMILES_OPTS,
-        (true, true) => SMILES_PH_OPTS,
-        (false, false) => LIGAND_OPTS,
-        (false, true) => LIGAND_PH_OPTS,
+        (true, false) => Recipe::opts(SMILES_OPTS),
+        (true, true) => Recipe {
+            gen3d_first: true,
+            opts: LIGAND_PH_OPTS,
+        },
+        (false, false) => Recipe::opts(LIGAND_OPTS),
+        (false, true) => Recipe::opts(LIGAND_PH_OPTS),
     }
+}
+
+/// obabel's arguments to convert the first record of `input` with `opts` into `out`. Only
+/// the first record: the coordinator ships one per file, and a second one would become a
+/// second MODEL that Vina refuses as a ligand.
+fn first_record_args(input: &Path, format: &str, opts: &[&str], out_format: &str, out: &Path) -> Vec<OsString> {
+    let mut args = vec![OsString::from(format!("-i{format}")), input.as_os_str().to_owned()];
+    args.extend(["-l", "1"].map(OsString::from));
+    args.extend(opts.iter().map(OsString::from));
+    args.extend([format!("-o{out_format}"), "-O".to_string()].map(OsString::from));
+    args.push(out.as_os_str().to_owned());
+    args
 }
 
 fn file_name(p: &Path) -> String {

@@ -71,11 +71,11 @@ pub fn parse_versions(text: &str) -> Option<MeekoVersions> {
     (!v.meeko.is_empty() && !v.rdkit.is_empty()).then_some(v)
 }
 
-/// The interpreter named by the `#!` line of `script` on PATH, when it is a Python: where
-/// `pip` put `mk_prepare_ligand.py`, that Python can import meeko.
-fn shebang_python(script: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let file = std::env::split_paths(&path).map(|d| d.join(script)).find(|p| p.is_file())?;
+/// The interpreter named by the `#!` line of `script` in the folders of `path` (a PATH
+/// value), when it is a Python: where `pip` put `mk_prepare_ligand.py`, that Python can
+/// import meeko.
+fn shebang_python(script: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    let file = std::env::split_paths(path).map(|d| d.join(script)).find(|p| p.is_file())?;
     let first = std::fs::read_to_string(file).ok()?.lines().next()?.to_string();
     let mut words = first.strip_prefix("#!")?.split_whitespace();
     let program = words.next()?;
@@ -152,7 +152,7 @@ impl MeekoPreparer {
         let candidates: Vec<PathBuf> = match python {
             Some(p) => vec![p.to_path_buf()],
             None => std::iter::once(PathBuf::from("python3"))
-                .chain(shebang_python("mk_prepare_ligand.py"))
+                .chain(std::env::var_os("PATH").and_then(|p| shebang_python("mk_prepare_ligand.py", &p)))
                 .collect(),
         };
         for program in candidates {

@@ -74,6 +74,10 @@ fn describe_and_info() {
         "obabel 3.1.1: sdf -> pdbqt (-p 7.4 --partialcharge gasteiger)"
     );
     assert_eq!(
+        p.describe("smi", true),
+        "obabel 3.1.1: smi -> pdbqt (--gen3d, then -p 7.4 --partialcharge gasteiger)"
+    );
+    assert_eq!(
         p.describe("smi", false),
         "obabel 3.1.1: smi -> pdbqt (--gen3d -h --partialcharge gasteiger)"
     );
@@ -123,6 +127,28 @@ async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
         .filter(|n| n.ends_with(".tmp") || n.ends_with(".log"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `--protonate` with obabel: `-p 7.4` puts ethylamine's nitrogen in its ammonium form (three
+/// polar hydrogens instead of two), and the two preparations are cached apart.
+#[tokio::test]
+async fn protonation_at_ph_7_4_charges_an_amine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = preparer(&dir.path().join("cache")).await;
+    let input = dir.path().join("ea.smi");
+    std::fs::write(&input, "CCN ethylamine\n").expect("write");
+    let polar_h = |path: &Path| {
+        let text = std::fs::read_to_string(path).expect("read");
+        validate_ligand(&text).expect("valid ligand");
+        text.lines()
+            .filter(|l| l.starts_with("ATOM") || l.starts_with("HETATM"))
+            .filter(|l| l.trim_end().ends_with(" HD"))
+            .count()
+    };
+    let neutral = p.ligand_to_pdbqt(&input, "smi", false).await.expect("neutral");
+    let charged = p.ligand_to_pdbqt(&input, "smi", true).await.expect("protonated");
+    assert_ne!(neutral, charged, "one cache entry per preparation");
+    assert_eq!((polar_h(&neutral), polar_h(&charged)), (2, 3));
 }
 
 #[tokio::test]

@@ -77,6 +77,27 @@ fn description_and_tools_name_every_version() {
     assert_ne!(m.key(b"CCO x\n", "smi", false), bare.key(b"CCO x\n", "sdf", false));
 }
 
+#[test]
+fn the_python_of_mk_prepare_ligand_is_found_from_its_shebang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let path = std::env::join_paths([&a, &b]).expect("PATH");
+    assert_eq!(shebang_python("mk_prepare_ligand.py", &path), None, "not on PATH");
+    write(&b, "mk_prepare_ligand.py", "#!/opt/venv/bin/python3.11\nimport meeko\n");
+    assert_eq!(
+        shebang_python("mk_prepare_ligand.py", &path),
+        Some(PathBuf::from("/opt/venv/bin/python3.11"))
+    );
+    // The first one on PATH wins; `env` names the interpreter in its argument.
+    write(&a, "mk_prepare_ligand.py", "#!/usr/bin/env python3\n");
+    assert_eq!(shebang_python("mk_prepare_ligand.py", &path), Some(PathBuf::from("python3")));
+    // A shim that is not a Python (pyenv's are bash scripts) is no interpreter to use.
+    write(&a, "mk_prepare_ligand.py", "#!/usr/bin/env bash\nexec pyenv exec \"$0\"\n");
+    assert_eq!(shebang_python("mk_prepare_ligand.py", &path), None);
+}
+
 #[tokio::test]
 async fn probe_of_a_missing_python_is_none() {
     let dir = tempfile::tempdir().expect("tempdir");
