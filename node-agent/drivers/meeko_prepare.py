@@ -10,7 +10,8 @@ JOBS.json: {"seed": int, "protonate": bool, "ph": float,
 
 One Python process prepares a whole batch (importing RDKit and Meeko costs about a second).
 For each ligand it appends a line {"id": N, "start": true} to RESULTS.jsonl before starting
-and {"id": N, "ok": true} or {"id": N, "error": "why"} when done, flushed each time, so the
+and {"id": N, "ok": true, "geometry": "how the 3D structure was made"} or
+{"id": N, "error": "why"} when done, flushed each time, so the
 agent knows which ligand a crash or a timeout interrupted and fails that ligand alone.
 
 SMILES -> RDKit -> 3D with ETKDGv3 (fixed seed) then MMFF94 (UFF where MMFF has no
@@ -62,19 +63,24 @@ def read_input(Chem, path, fmt):
 
 
 def embed(Chem, AllChem, mol, seed):
+    """The molecule with hydrogens in 3D, and how its coordinates were made."""
     mol = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
+    how = "ETKDGv3 seed %d" % seed
     if AllChem.EmbedMolecule(mol, params) != 0:
         # Large or strained molecules often embed only from random starting coordinates.
         params.useRandomCoords = True
+        how += " (random coordinates)"
         if AllChem.EmbedMolecule(mol, params) != 0:
             raise ValueError("RDKit ETKDG could not generate 3D coordinates")
     if AllChem.MMFFHasAllMoleculeParams(mol):
         AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
+        how += ", MMFF94"
     else:
         AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
-    return mol
+        how += ", UFF (no MMFF94 parameters)"
+    return mol, how
 
 
 def prepare_one(ctx, job):
@@ -88,8 +94,9 @@ def prepare_one(ctx, job):
         mol, has_3d = states[0], False
     if has_3d:
         mol = Chem.AddHs(mol, addCoords=True)
+        how = "input coordinates"
     else:
-        mol = embed(Chem, AllChem, mol, seed)
+        mol, how = embed(Chem, AllChem, mol, seed)
     setups = prep.prepare(mol)
     if len(setups) != 1:
         raise ValueError("meeko made %d molecule setups, expected 1" % len(setups))
@@ -98,6 +105,7 @@ def prepare_one(ctx, job):
         raise ValueError("meeko cannot write PDBQT: %s" % (err or "no reason given").strip())
     with open(job["output"], "w") as f:
         f.write(text)
+    return how
 
 
 def main():
@@ -122,8 +130,8 @@ def main():
         for job in spec["ligands"]:
             emit(out, {"id": job["id"], "start": True})
             try:
-                prepare_one(ctx, job)
-                emit(out, {"id": job["id"], "ok": True})
+                how = prepare_one(ctx, job)
+                emit(out, {"id": job["id"], "ok": True, "geometry": how})
             except Exception as e:  # one ligand's failure is reported, the batch goes on
                 reason = ("%s: %s" % (type(e).__name__, e)).strip().replace("\n", " ")
                 emit(out, {"id": job["id"], "error": reason[:500]})

@@ -88,6 +88,13 @@ fn shebang_python(script: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
         .then(|| PathBuf::from(program))
 }
 
+/// A prepared ligand: its PDBQT in the node's cache and how it was made, for results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub how: String,
+}
+
 /// One ligand of a batch: its index in the task, its file and format.
 #[derive(Debug, Clone)]
 pub struct LigandJob {
@@ -117,7 +124,8 @@ impl std::fmt::Debug for MeekoPreparer {
 /// What the driver said about one ligand.
 #[derive(Debug, Default)]
 struct RunReport {
-    done: HashMap<u32, Result<(), String>>,
+    /// How each prepared ligand's coordinates were made, or why it failed.
+    done: HashMap<u32, Result<String, String>>,
     /// Started without a result: the ligand a crash or timeout interrupted.
     in_progress: Option<u32>,
 }
@@ -134,7 +142,11 @@ fn read_report(text: &str) -> RunReport {
         if v.get("start").is_some() {
             r.in_progress = Some(id);
         } else if v.get("ok").is_some() {
-            r.done.insert(id, Ok(()));
+            let geometry = v
+                .get("geometry")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("coordinates not reported");
+            r.done.insert(id, Ok(geometry.to_string()));
             r.in_progress = None;
         } else if let Some(e) = v.get("error") {
             r.done.insert(id, Err(e.as_str().unwrap_or("unknown error").to_string()));
@@ -205,15 +217,10 @@ impl MeekoPreparer {
         self.runs.load(Ordering::Relaxed)
     }
 
-    /// How a ligand in `from` format is prepared, for results:
-    /// "meeko 0.8.0 (rdkit 2024.03.5): smi -> pdbqt (ETKDGv3 seed 42, MMFF94)".
-    pub fn describe(&self, from: &str, protonate: bool) -> String {
+    /// How a ligand in `from` format was prepared, for results, with `geometry` as the
+    /// driver reported it: "meeko 0.8.0 (rdkit 2024.03.5): smi -> pdbqt (ETKDGv3 seed 42, MMFF94)".
+    pub fn describe(&self, from: &str, protonate: bool, geometry: &str) -> String {
         let v = &self.versions;
-        let geometry = if from == "smi" || protonate {
-            format!("ETKDGv3 seed {EMBED_SEED}, MMFF94")
-        } else {
-            "input coordinates".to_string()
-        };
         let scrub = match (&v.molscrub, protonate) {
             (Some(s), true) => format!("molscrub {s} pH {PROTONATION_PH}, "),
             _ => String::new(),
@@ -243,8 +250,8 @@ impl MeekoPreparer {
 
     /// Prepares a batch of ligands into cached PDBQT files, one result per ligand in the
     /// order given. `scratch` holds the driver, its job list, results and log.
-    pub async fn prepare(&self, ligands: &[LigandJob], protonate: bool, scratch: &Path) -> Vec<(u32, Result<PathBuf, PrepareError>)> {
-        let mut out: Vec<(u32, Option<Result<PathBuf, PrepareError>>)> = Vec::with_capacity(ligands.len());
+    pub async fn prepare(&self, ligands: &[LigandJob], protonate: bool, scratch: &Path) -> Vec<(u32, Result<Prepared, PrepareError>)> {
+        let mut out: Vec<(u32, Option<Result<Prepared, PrepareError>>)> = Vec::with_capacity(ligands.len());
         let mut todo: Vec<(usize, String)> = Vec::new();
         for (i, l) in ligands.iter().enumerate() {
             let res = self.cached(l, protonate).await;
@@ -288,8 +295,8 @@ impl MeekoPreparer {
             .collect()
     }
 
-    /// `Ok(Ok(path))` on a cache hit, `Ok(Err(key))` on a miss.
-    async fn cached(&self, l: &LigandJob, protonate: bool) -> Result<Result<PathBuf, String>, PrepareError> {
+    /// `Ok(Ok(prepared))` on a cache hit, `Ok(Err(key))` on a miss.
+    async fn cached(&self, l: &LigandJob, protonate: bool) -> Result<Result<Prepared, String>, PrepareError> {
         let bytes = tokio::fs::read(&l.input)
             .await
             .map_err(|e| PrepareError::tool(&l.input, l.format, format!("cannot read input: {e}")))?;
@@ -298,16 +305,22 @@ impl MeekoPreparer {
         }
         let key = self.key(&bytes, l.format, protonate);
         let path = self.final_path(&key);
-        // Written by this or an earlier run of the agent (only complete files are renamed in).
-        Ok(if tokio::fs::metadata(&path).await.is_ok() {
-            Ok(path)
-        } else {
-            Err(key)
-        })
+        // Written by this or an earlier run of the agent (only complete files are renamed
+        // in, each after the note of how it was made).
+        if tokio::fs::metadata(&path).await.is_err() {
+            return Ok(Err(key));
+        }
+        let geometry = tokio::fs::read_to_string(self.how_path(&key)).await.unwrap_or_default();
+        let how = self.describe(l.format, protonate, geometry.trim());
+        Ok(Ok(Prepared { path, how }))
     }
 
     fn final_path(&self, key: &str) -> PathBuf {
         self.cache_dir.join(format!("{key}.pdbqt"))
+    }
+
+    fn how_path(&self, key: &str) -> PathBuf {
+        self.cache_dir.join(format!("{key}.how"))
     }
 
     /// One driver process over `todo` (indices into `ligands` with their keys). `None` for
@@ -319,8 +332,8 @@ impl MeekoPreparer {
         protonate: bool,
         scratch: &Path,
         round: u32,
-    ) -> Vec<Option<Result<PathBuf, PrepareError>>> {
-        let all_fail = |reason: String| -> Vec<Option<Result<PathBuf, PrepareError>>> {
+    ) -> Vec<Option<Result<Prepared, PrepareError>>> {
+        let all_fail = |reason: String| -> Vec<Option<Result<Prepared, PrepareError>>> {
             todo.iter()
                 .map(|(i, _)| Some(Err(PrepareError::tool(&ligands[*i].input, ligands[*i].format, reason.clone()))))
                 .collect()
@@ -391,7 +404,7 @@ impl MeekoPreparer {
             let l = &ligands[*i];
             let id = *i as u32;
             let r = match report.done.get(&id) {
-                Some(Ok(())) => Some(self.store(l, t, key).await),
+                Some(Ok(geometry)) => Some(self.store(l, t, key, protonate, geometry).await),
                 Some(Err(reason)) => Some(Err(PrepareError::bad(&l.input, l.format, format!("meeko: {reason}")))),
                 // The ligand the process was on when it died or ran out of time fails alone.
                 None if report.in_progress == Some(id) => {
@@ -422,8 +435,9 @@ impl MeekoPreparer {
         results
     }
 
-    /// Checks the driver's output as Vina would read it and moves it into the cache.
-    async fn store(&self, l: &LigandJob, tmp: &Path, key: &str) -> Result<PathBuf, PrepareError> {
+    /// Checks the driver's output as Vina would read it and moves it into the cache, after
+    /// the note of how its coordinates were made.
+    async fn store(&self, l: &LigandJob, tmp: &Path, key: &str, protonate: bool, geometry: &str) -> Result<Prepared, PrepareError> {
         let text = tokio::fs::read_to_string(tmp).await.unwrap_or_default();
         if let Err(e) = validate_ligand(&text) {
             return Err(PrepareError::bad(
@@ -432,11 +446,14 @@ impl MeekoPreparer {
                 format!("meeko output is not a valid ligand PDBQT: {e}"),
             ));
         }
+        let cannot = |e: std::io::Error| PrepareError::tool(&l.input, l.format, format!("cannot store prepared file: {e}"));
+        tokio::fs::write(self.how_path(key), geometry).await.map_err(cannot)?;
         let path = self.final_path(key);
-        tokio::fs::rename(tmp, &path)
-            .await
-            .map_err(|e| PrepareError::tool(&l.input, l.format, format!("cannot store prepared file: {e}")))?;
-        Ok(path)
+        tokio::fs::rename(tmp, &path).await.map_err(cannot)?;
+        Ok(Prepared {
+            path,
+            how: self.describe(l.format, protonate, geometry),
+        })
     }
 }
 

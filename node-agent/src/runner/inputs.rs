@@ -203,9 +203,8 @@ impl Prep<'_> {
                 Ok(prepared) => {
                     // A private copy: the cached file is shared with other tasks.
                     let staged = scratch.join("in").join(format!("input_{}.pdbqt", p.index));
-                    tokio::fs::copy(&prepared, &staged).await?;
-                    let how = meeko.describe(p.job.format, self.protonate);
-                    inputs.add(p.index, p.name, staged, p.smiles, how, receptor_prep);
+                    tokio::fs::copy(&prepared.path, &staged).await?;
+                    inputs.add(p.index, p.name, staged, p.smiles, prepared.how, receptor_prep);
                 }
                 Err(e) => {
                     warn!(ligand = p.index, error = %e, "meeko could not prepare the ligand");

@@ -48,18 +48,15 @@ fn versions_are_read_after_their_mark_only() {
 fn description_and_tools_name_every_version() {
     let m = MeekoPreparer::new("python3".into(), versions(), PathBuf::from("/tmp/x"));
     assert_eq!(
-        m.describe("smi", false),
+        m.describe("smi", false, "ETKDGv3 seed 42, MMFF94"),
         "meeko 0.8.0 (rdkit 2024.03.5): smi -> pdbqt (ETKDGv3 seed 42, MMFF94)"
     );
     assert_eq!(
-        m.describe("sdf", false),
+        m.describe("sdf", false, "input coordinates"),
         "meeko 0.8.0 (rdkit 2024.03.5): sdf -> pdbqt (input coordinates)"
     );
-    assert!(
-        m.describe("sdf", true).contains("(molscrub 0.3.2 pH 7.4, ETKDGv3"),
-        "{}",
-        m.describe("sdf", true)
-    );
+    let scrubbed = m.describe("sdf", true, "ETKDGv3 seed 42, MMFF94");
+    assert!(scrubbed.contains("(molscrub 0.3.2 pH 7.4, ETKDGv3"), "{scrubbed}");
     let tools: Vec<String> = m.tools().iter().map(|t| format!("{} {}", t.name, t.version)).collect();
     assert_eq!(tools, ["meeko 0.8.0", "molscrub 0.3.2"]);
     let bare = MeekoPreparer::new(
@@ -134,8 +131,14 @@ async fn a_batch_prepares_each_ligand_or_fails_it_alone_and_is_cached() {
             continue;
         }
         let p = r.as_ref().unwrap_or_else(|e| panic!("ligand {i}: {e}"));
-        assert!(p.starts_with(dir.path().join("cache")), "{}", p.display());
-        let text = std::fs::read_to_string(p).expect("read");
+        assert!(p.path.starts_with(dir.path().join("cache")), "{}", p.path.display());
+        let geometry = if *i == 9 {
+            "(input coordinates)"
+        } else {
+            "(ETKDGv3 seed 42, MMFF94)"
+        };
+        assert!(p.how.starts_with("meeko ") && p.how.ends_with(geometry), "{}", p.how);
+        let text = std::fs::read_to_string(&p.path).expect("read");
         assert!(text.contains("REMARK SMILES"), "not Meeko's PDBQT: {text}");
         let summary = validate_ligand(&text).expect("valid ligand PDBQT");
         assert!(summary.atoms >= 6, "{summary:?}");
@@ -150,11 +153,17 @@ async fn a_batch_prepares_each_ligand_or_fails_it_alone_and_is_cached() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.iter().filter(|n| n.ends_with(".pdbqt")).count(), 3, "{names:?}");
-    assert!(names.iter().all(|n| n.ends_with(".pdbqt")), "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with(".how")).count(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".pdbqt") || n.ends_with(".how")), "{names:?}");
 
     let again = m.prepare(&ligands[..1], false, &dir.path().join("run2")).await;
     assert_eq!(again[0].1.as_ref().expect("cached"), out[0].1.as_ref().expect("prepared"));
     assert_eq!(m.conversions(), 1, "a cache hit runs nothing");
+    // A fresh preparer (an agent restart) finds the file and how it was made.
+    let m2 = MeekoPreparer::new("/nonexistent/python3".into(), m.versions().clone(), dir.path().join("cache"));
+    let again = m2.prepare(&ligands[3..], false, &dir.path().join("run3")).await;
+    assert_eq!(again[0].1.as_ref().expect("cached"), out[3].1.as_ref().expect("prepared"));
+    assert_eq!(m2.conversions(), 0);
 }
 
 /// molscrub protonates at pH 7.4: the amine and the acid come out charged.
@@ -165,11 +174,11 @@ async fn protonation_charges_an_amino_acid() {
     assert!(m.can_protonate(), "this test needs molscrub (pip install molscrub)");
     let input = write(dir.path(), "ba.smi", "NCCC(=O)O beta-alanine\n");
     let out = m.prepare(&[job(0, input.clone(), "smi")], true, &dir.path().join("run")).await;
-    let text = std::fs::read_to_string(out[0].1.as_ref().expect("prepared")).expect("read");
+    let text = std::fs::read_to_string(&out[0].1.as_ref().expect("prepared").path).expect("read");
     let smiles = text.lines().next().expect("first line");
     assert!(smiles.contains("[NH3+]") && smiles.contains("[O-]"), "{smiles}");
     let neutral = m.prepare(&[job(0, input, "smi")], false, &dir.path().join("run2")).await;
-    let text = std::fs::read_to_string(neutral[0].1.as_ref().expect("prepared")).expect("read");
+    let text = std::fs::read_to_string(&neutral[0].1.as_ref().expect("prepared").path).expect("read");
     assert!(!text.lines().next().expect("first line").contains('+'), "{text}");
 }
 
