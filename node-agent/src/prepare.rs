@@ -1,4 +1,4 @@
-//! Input preparation with Open Babel: turns SDF/MOL2/PDB/SMILES ligands and PDB receptors
+//! Input preparation with Open Babel (Meeko in [`meeko`]): turns SDF/MOL2/PDB/SMILES ligands and PDB receptors
 //! into the PDBQT that Vina requires, and docked PDBQT poses back into SDF for export.
 //!
 //! Prepared files are cached by content (input bytes, formats, obabel version and options),
@@ -33,9 +33,39 @@ const CONVERT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const LIGAND_OPTS: &[&str] = &["-h", "--partialcharge", "gasteiger"];
 const SMILES_OPTS: &[&str] = &["--gen3d", "-h", "--partialcharge", "gasteiger"];
+/// `--protonate`: `-p` adds the hydrogens of the charge states at the pH instead of `-h`'s
+/// neutral ones (the pH is `PROTONATION_PH`; a literal here keeps the lists `const`).
+const LIGAND_PH_OPTS: &[&str] = &["-p", "7.4", "--partialcharge", "gasteiger"];
 /// `-xr`: rigid receptor (no ROOT/BRANCH/TORSDOF); the PDBQT writer merges the non-polar
 /// hydrogens that `-h` adds, leaving the polar ones Vina needs.
 const RECEPTOR_OPTS: &[&str] = &["-xr", "-h", "--partialcharge", "gasteiger"];
+
+/// How obabel converts one input: `opts`, after a first `--gen3d` run to SDF when
+/// `gen3d_first`. `--gen3d` and `-p` in one run leave the molecule neutral (obabel 3.1.1
+/// applies `-p` before building the 3D structure, which adds neutral hydrogens), so a
+/// SMILES to protonate is built in 3D first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recipe {
+    gen3d_first: bool,
+    opts: &'static [&'static str],
+}
+
+impl Recipe {
+    const fn opts(opts: &'static [&'static str]) -> Recipe {
+        Recipe { gen3d_first: false, opts }
+    }
+
+    /// The options as results and cache keys name them (a plain recipe: its options alone,
+    /// as before recipes had steps, so cached files stay valid).
+    fn describe(&self) -> String {
+        let opts = self.opts.join(" ");
+        if self.gen3d_first {
+            format!("--gen3d, then {opts}")
+        } else {
+            opts
+        }
+    }
+}
 
 /// Why preparing one input failed. `input` names the file (and format) concerned.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -174,9 +204,12 @@ impl Preparer {
     }
 
     /// Says how a ligand in `from` format is prepared, for results: "obabel 3.1.1: sdf -> pdbqt (-h ...)".
-    pub fn describe(&self, from: &str) -> String {
-        let opts = if from == "smi" { SMILES_OPTS } else { LIGAND_OPTS };
-        format!("obabel {}: {from} -> pdbqt ({})", self.version, opts.join(" "))
+    pub fn describe(&self, from: &str, protonate: bool) -> String {
+        format!(
+            "obabel {}: {from} -> pdbqt ({})",
+            self.version,
+            ligand_recipe(from, protonate).describe()
+        )
     }
 
     /// Same as [`describe`](Self::describe) for a receptor.
@@ -187,7 +220,10 @@ impl Preparer {
     /// PDB (or MOL2) receptor to a rigid receptor PDBQT, validated as Vina would read it.
     pub async fn receptor_to_pdbqt(&self, input: &Path, format: &str) -> Result<PathBuf, PrepareError> {
         match format {
-            "pdb" | "mol2" => self.prepared(input, format, Kind::Receptor, RECEPTOR_OPTS, CONVERT_TIMEOUT).await,
+            "pdb" | "mol2" => {
+                self.prepared(input, format, Kind::Receptor, Recipe::opts(RECEPTOR_OPTS), CONVERT_TIMEOUT)
+                    .await
+            }
             _ => Err(PrepareError::bad(
                 input,
                 format,
@@ -196,11 +232,13 @@ impl Preparer {
         }
     }
 
-    /// One SDF/MOL2/PDB record, or a one-line `SMILES name` file, to a ligand PDBQT.
-    pub async fn ligand_to_pdbqt(&self, input: &Path, format: &str) -> Result<PathBuf, PrepareError> {
+    /// One SDF/MOL2/PDB record, or a one-line `SMILES name` file, to a ligand PDBQT;
+    /// `protonate`: in its charge state at pH 7.4.
+    pub async fn ligand_to_pdbqt(&self, input: &Path, format: &str, protonate: bool) -> Result<PathBuf, PrepareError> {
+        let recipe = ligand_recipe(format, protonate);
         match format {
-            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, LIGAND_OPTS, CONVERT_TIMEOUT).await,
-            "smi" => self.prepared(input, format, Kind::Ligand, SMILES_OPTS, GEN3D_TIMEOUT).await,
+            "sdf" | "mol2" | "pdb" => self.prepared(input, format, Kind::Ligand, recipe, CONVERT_TIMEOUT).await,
+            "smi" => self.prepared(input, format, Kind::Ligand, recipe, GEN3D_TIMEOUT).await,
             _ => Err(PrepareError::bad(
                 input,
                 format,
@@ -233,7 +271,7 @@ impl Preparer {
     }
 
     /// Returns the cached conversion of `input`, running obabel once per distinct key.
-    async fn prepared(&self, input: &Path, format: &str, kind: Kind, opts: &[&str], timeout: Duration) -> Result<PathBuf, PrepareError> {
+    async fn prepared(&self, input: &Path, format: &str, kind: Kind, recipe: Recipe, timeout: Duration) -> Result<PathBuf, PrepareError> {
         let bytes = tokio::fs::read(input)
             .await
             .map_err(|e| PrepareError::tool(input, format, format!("cannot read input: {e}")))?;
@@ -243,7 +281,7 @@ impl Preparer {
         // Everything that changes the output is part of the key; the input's name is not.
         let mut keyed = Vec::with_capacity(bytes.len() + 128);
         let kind_tag = if kind == Kind::Receptor { "receptor" } else { "ligand" };
-        keyed.extend_from_slice(format!("{kind_tag}\0{format}\0obabel {}\0{}\0", self.version, opts.join(" ")).as_bytes());
+        keyed.extend_from_slice(format!("{kind_tag}\0{format}\0obabel {}\0{}\0", self.version, recipe.describe()).as_bytes());
         keyed.extend_from_slice(&bytes);
         let key = sha256_hex(&keyed);
         let cell = {
@@ -253,7 +291,7 @@ impl Preparer {
         // A failed init leaves the cell empty, so a later task tries again (the failure may
         // have been the node's); a failure is not cached.
         let path = cell
-            .get_or_try_init(|| self.convert(input, format, kind, opts, timeout, &key))
+            .get_or_try_init(|| self.convert(input, format, kind, recipe, timeout, &key))
             .await?;
         Ok(path.clone())
     }
@@ -263,7 +301,7 @@ impl Preparer {
         input: &Path,
         format: &str,
         kind: Kind,
-        opts: &[&str],
+        recipe: Recipe,
         timeout: Duration,
         key: &str,
     ) -> Result<PathBuf, PrepareError> {
@@ -279,16 +317,32 @@ impl Preparer {
         let stem = format!("{key}.{}.{seq}", std::process::id());
         let tmp = self.cache_dir.join(format!("{stem}.tmp"));
         let log = self.cache_dir.join(format!("{stem}.log"));
-        let mut args = vec![OsString::from(format!("-i{format}")), input.as_os_str().to_owned()];
-        // Only the first record: the coordinator ships one per file, and a second one would
-        // become a second MODEL that Vina refuses as a ligand.
-        args.extend(["-l", "1"].map(OsString::from));
-        args.extend(opts.iter().map(OsString::from));
-        args.extend(["-opdbqt", "-O"].map(OsString::from));
-        args.push(tmp.as_os_str().to_owned());
+        let built = self.cache_dir.join(format!("{stem}.3d.sdf"));
+        let (source, source_format) = if recipe.gen3d_first {
+            let args = first_record_args(input, format, &["--gen3d"], "sdf", &built);
+            let res = self.obabel(input, format, args, &self.cache_dir, &log, timeout).await;
+            let tail = log_tail(&log).await;
+            remove_quietly(&log).await;
+            let built_ok = tokio::fs::metadata(&built).await.is_ok_and(|m| m.len() > 0);
+            if let Err(e) = res.and_then(|()| {
+                built_ok
+                    .then_some(())
+                    .ok_or_else(|| PrepareError::bad(input, format, format!("obabel --gen3d produced no molecule: {tail}")))
+            }) {
+                remove_quietly(&built).await;
+                return Err(e);
+            }
+            (built.as_path(), "sdf")
+        } else {
+            (input, format)
+        };
+        let args = first_record_args(source, source_format, recipe.opts, "pdbqt", &tmp);
         let res = self.obabel(input, format, args, &self.cache_dir, &log, timeout).await;
         let tail = log_tail(&log).await;
         remove_quietly(&log).await;
+        if recipe.gen3d_first {
+            remove_quietly(&built).await;
+        }
         if let Err(e) = res {
             remove_quietly(&tmp).await;
             return Err(e);
@@ -358,6 +412,30 @@ impl Preparer {
     }
 }
 
+fn ligand_recipe(from: &str, protonate: bool) -> Recipe {
+    match (from == "smi", protonate) {
+        (true, false) => Recipe::opts(SMILES_OPTS),
+        (true, true) => Recipe {
+            gen3d_first: true,
+            opts: LIGAND_PH_OPTS,
+        },
+        (false, false) => Recipe::opts(LIGAND_OPTS),
+        (false, true) => Recipe::opts(LIGAND_PH_OPTS),
+    }
+}
+
+/// obabel's arguments to convert the first record of `input` with `opts` into `out`. Only
+/// the first record: the coordinator ships one per file, and a second one would become a
+/// second MODEL that Vina refuses as a ligand.
+fn first_record_args(input: &Path, format: &str, opts: &[&str], out_format: &str, out: &Path) -> Vec<OsString> {
+    let mut args = vec![OsString::from(format!("-i{format}")), input.as_os_str().to_owned()];
+    args.extend(["-l", "1"].map(OsString::from));
+    args.extend(opts.iter().map(OsString::from));
+    args.extend([format!("-o{out_format}"), "-O".to_string()].map(OsString::from));
+    args.push(out.as_os_str().to_owned());
+    args
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -388,6 +466,8 @@ async fn remove_quietly(p: &Path) {
         }
     }
 }
+
+pub mod meeko;
 
 #[cfg(test)]
 mod tests;

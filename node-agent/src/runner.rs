@@ -34,6 +34,7 @@ use dockyard_common::telemetry::trace;
 use dockyard_proto::v1 as pb;
 
 use crate::engine::{DockingEngine, EngineError};
+use crate::prepare::meeko::MeekoPreparer;
 use crate::prepare::Preparer;
 use crate::sandbox::{self, SandboxConfig};
 use engine_run::EngineTask;
@@ -45,6 +46,8 @@ pub struct RunnerContext {
     pub work_dir: PathBuf,
     /// Open Babel, when this node has it: converts non-PDBQT inputs for Vina.
     pub preparer: Option<Arc<Preparer>>,
+    /// Meeko, when this node's Python imports it: prepares ligands of `--prepare meeko` jobs.
+    pub meeko: Option<Arc<MeekoPreparer>>,
     cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
     /// Limits of engine runs; the agent-wide configuration unless set with `with_sandbox`.
     sandbox: SandboxConfig,
@@ -58,6 +61,7 @@ impl RunnerContext {
             store,
             work_dir,
             preparer: None,
+            meeko: None,
             cache: Mutex::new(HashMap::new()),
             sandbox: sandbox::configured(),
         }
@@ -74,6 +78,13 @@ impl RunnerContext {
     #[must_use]
     pub fn with_preparer(mut self, preparer: Option<Arc<Preparer>>) -> Self {
         self.preparer = preparer;
+        self
+    }
+
+    /// Adds (or removes) the meeko preparer.
+    #[must_use]
+    pub fn with_meeko(mut self, meeko: Option<Arc<MeekoPreparer>>) -> Self {
+        self.meeko = meeko;
         self
     }
 

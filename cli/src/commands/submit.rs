@@ -15,7 +15,7 @@ const INLINE_TOTAL_MAX: u64 = 32 << 20;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SubmitArgs {
-    /// Receptor file: .pdbqt, or .pdb (prepared on the agent with Open Babel).
+    /// Receptor file: .pdbqt, or .pdb (prepared on the agent with Open Babel, whatever --prepare says).
     #[arg(long)]
     pub receptor: Option<PathBuf>,
     /// Ligand library: .pdbqt, .sdf, .mol2, .smi, .pdb (optionally .gz), or a folder of them (repeatable).
@@ -87,6 +87,13 @@ pub struct SubmitArgs {
     /// gnina: run on the CPU even when a GPU is assigned.
     #[arg(long)]
     pub no_gpu: bool,
+    /// How non-PDBQT ligands are prepared for vina: obabel, or meeko (RDKit ETKDG + Meeko;
+    /// tasks then go only to agents with meeko) [default: obabel].
+    #[arg(long, value_name = "TOOL")]
+    pub prepare: Option<String>,
+    /// Protonate ligands at pH 7.4 while preparing them (molscrub with meeko, -p 7.4 with obabel).
+    #[arg(long)]
+    pub protonate: bool,
     /// Dock every ligand again even if the same docking is in the result cache.
     #[arg(long)]
     pub fresh: bool,
@@ -231,6 +238,9 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
             no_gpu: a.no_gpu,
         }),
         fresh: a.fresh,
+        // Checked by the coordinator, the one place that knows the tools.
+        prepare: a.prepare.clone().unwrap_or_default(),
+        protonate: a.protonate,
         ..Default::default()
     };
     if a.engine == "sleep" {

@@ -125,7 +125,7 @@ pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
         gpus: spec.gpus_per_task,
         cpus: spec.cpus_per_task.max(1),
         memory_bytes: spec.task_memory_bytes(),
-        needs_prep: spec.needs_preparation(),
+        prep: spec.prep_tools(),
     }
 }
 

@@ -202,5 +202,7 @@ fn build_assignment(spec: &JobSpec, tid: &TaskId, attempt: Attempt, epoch: Epoch
         gpu_indices: gpus,
         timeout_s: spec.timeout_s,
         trace_context: HashMap::new(),
+        prepare: spec.preparation.tool.name().to_string(),
+        protonate: spec.preparation.protonate,
     }
 }

@@ -292,6 +292,7 @@ mod tests {
                 size: [1.0; 3],
             },
             params: DockParams::from_request(0, 0, 0, 0.0, 0).expect("params"),
+            preparation: Default::default(),
             receptor: None,
             ligands: Vec::new(),
             sleep_tasks: tasks,

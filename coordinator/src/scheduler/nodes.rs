@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use dockyard_common::ids::{Attempt, NodeId, TaskId};
-use dockyard_common::spec::EngineKind;
+use dockyard_common::spec::{EngineKind, PrepTools};
 use dockyard_common::telemetry::trace::AttemptSpan;
 use dockyard_proto::v1 as pb;
 
@@ -32,7 +32,7 @@ pub struct Registration {
     pub memory_bytes: u64,
     pub gpus: Vec<GpuInfo>,
     pub engines: Vec<pb::EngineInfo>,
-    /// Preparation tools (obabel).
+    /// Preparation tools (obabel, meeko, molscrub) with their versions.
     pub tools: Vec<pb::EngineInfo>,
     pub labels: BTreeMap<String, String>,
     pub hostname: String,
@@ -120,14 +120,20 @@ impl NodeRt {
         self.busy_cpus
     }
 
-    pub fn can_prepare(&self) -> bool {
-        self.reg.tools.iter().any(|t| t.name == "obabel")
+    /// Whether the node has every preparation tool in `needed`.
+    pub fn can_prepare(&self, needed: &PrepTools) -> bool {
+        needed.met_by(self.reg.tools.iter().map(|t| t.name.as_str()))
+    }
+
+    /// The version this node reports for preparation tool `name`.
+    pub fn tool_version(&self, name: &str) -> Option<&str> {
+        self.reg.tools.iter().find(|t| t.name == name).map(|t| t.version.as_str())
     }
 
     /// Could this node run the class right now?
     pub fn fits_now(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
-            && (!c.needs_prep || self.can_prepare())
+            && self.can_prepare(&c.prep)
             && self.free_slots() >= c.cpus.max(1)
             && self.free_memory >= c.memory_bytes
             && self.free_gpus.len() as u32 >= c.gpus
@@ -136,7 +142,7 @@ impl NodeRt {
     /// Could this node ever run the class (with nothing else running)?
     pub fn fits_ever(&self, c: &TaskClass) -> bool {
         self.engines.contains(&c.engine)
-            && (!c.needs_prep || self.can_prepare())
+            && self.can_prepare(&c.prep)
             && self.reg.slots >= c.cpus.max(1)
             && self.reg.memory_bytes >= c.memory_bytes
             && self.reg.gpus.len() as u32 >= c.gpus
@@ -257,10 +263,13 @@ impl NodeTable {
         if !self.connected().any(|n| n.engines.contains(&c.engine)) {
             return Some(format!("no registered node offers engine '{}'", c.engine.name()));
         }
-        if c.needs_prep && !self.connected().any(|n| n.engines.contains(&c.engine) && n.can_prepare()) {
+        if c.prep.any() && !self.connected().any(|n| n.engines.contains(&c.engine) && n.can_prepare(&c.prep)) {
+            let tools = c.prep.names();
             return Some(format!(
-                "no node with engine '{}' can prepare non-PDBQT inputs (install openbabel on an agent)",
-                c.engine.name()
+                "no node with engine '{}' can prepare non-PDBQT inputs (needs {} on an agent: {})",
+                c.engine.name(),
+                tools.join(" and "),
+                install_hint(&c.prep)
             ));
         }
         if c.gpus > 0
@@ -286,6 +295,18 @@ impl NodeTable {
             c.memory_bytes / 1_000_000
         ))
     }
+}
+
+/// What to install for the preparation tools in `p`.
+fn install_hint(p: &PrepTools) -> String {
+    let mut hints = Vec::new();
+    if p.obabel {
+        hints.push("install openbabel");
+    }
+    if p.meeko || p.molscrub {
+        hints.push("pip install meeko rdkit molscrub for the agent's --prepare-python");
+    }
+    hints.join("; ")
 }
 
 #[cfg(test)]
@@ -328,12 +349,27 @@ mod tests {
     }
 
     fn class(needs_prep: bool, gpus: u32, memory_bytes: u64) -> TaskClass {
+        let prep = PrepTools {
+            obabel: needs_prep,
+            ..PrepTools::NONE
+        };
         TaskClass {
             engine: EngineKind::Vina,
             gpus,
             cpus: 1,
             memory_bytes,
-            needs_prep,
+            prep,
+        }
+    }
+
+    fn meeko_class(protonate: bool) -> TaskClass {
+        TaskClass {
+            prep: PrepTools {
+                meeko: true,
+                molscrub: protonate,
+                ..PrepTools::NONE
+            },
+            ..class(false, 0, 0)
         }
     }
 
@@ -402,8 +438,30 @@ mod tests {
                 gpus: 0,
                 cpus: 1,
                 memory_bytes: 0,
-                needs_prep: false
+                prep: PrepTools::NONE,
             })
             .is_some_and(|r| r.contains("gnina")));
+    }
+
+    /// A meeko job goes only to nodes with meeko (and molscrub when it protonates), and
+    /// waits with the missing tool named when no connected node has it.
+    #[test]
+    fn meeko_jobs_need_meeko_and_molscrub_when_protonating() {
+        let obabel_only = node(&["obabel"], 0);
+        let meeko = node(&["obabel", "meeko"], 0);
+        let scrub = node(&["meeko", "molscrub"], 0);
+        assert!(!obabel_only.fits_ever(&meeko_class(false)));
+        assert!(meeko.fits_now(&meeko_class(false)));
+        assert!(!meeko.fits_ever(&meeko_class(true)), "no molscrub");
+        assert!(scrub.fits_now(&meeko_class(true)));
+        assert!(!scrub.fits_ever(&class(true, 0, 0)), "no obabel");
+        assert_eq!(meeko.tool_version("meeko"), Some("3.1.1"));
+        assert_eq!(meeko.tool_version("molscrub"), None);
+
+        let mut t = NodeTable::default();
+        t.nodes.insert(obabel_only.reg.node.clone(), obabel_only);
+        let why = t.unschedulable_reason(&meeko_class(true)).expect("nobody has meeko");
+        assert!(why.contains("meeko and molscrub") && why.contains("--prepare-python"), "{why}");
+        assert!(t.unschedulable_reason(&class(true, 0, 0)).is_none());
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use dockyard_common::ids::{JobId, OrgId, TaskId};
 use dockyard_common::queue_key::QueueKey;
-use dockyard_common::spec::EngineKind;
+use dockyard_common::spec::{EngineKind, PrepTools};
 
 /// What a task needs from a node. Tasks of one class are interchangeable for matching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,8 +15,9 @@ pub struct TaskClass {
     /// Cores (agent slots) a task holds.
     pub cpus: u32,
     pub memory_bytes: u64,
-    /// Inputs must be converted on the agent (needs a preparation tool such as obabel).
-    pub needs_prep: bool,
+    /// Preparation tools the agent needs to convert the inputs (none: all PDBQT, or an
+    /// engine that reads them itself).
+    pub prep: PrepTools,
 }
 
 /// A queue entry: one retried task, or the next never-dispatched task of a job (the job's
@@ -133,7 +134,7 @@ mod tests {
             gpus: 0,
             cpus: 1,
             memory_bytes: 0,
-            needs_prep: false,
+            prep: PrepTools::NONE,
         }
     }
 
@@ -202,7 +203,7 @@ mod tests {
             gpus: 0,
             cpus: 1,
             memory_bytes: 1,
-            needs_prep: false,
+            prep: PrepTools::NONE,
         };
         q.push(class(), QueueKey::new(0, 0, 1), Entry::Task(TaskId::new(job.clone(), 1)));
         q.push(other, QueueKey::new(9, 0, 2), Entry::Task(TaskId::new(job.clone(), 2)));

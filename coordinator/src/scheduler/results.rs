@@ -12,6 +12,7 @@ use dockyard_common::telemetry::trace;
 use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 
+use super::cache::Versions;
 use super::core::{Core, Live};
 use super::queue::Entry;
 use super::record::record_outcome;
@@ -62,11 +63,8 @@ impl Core {
         let _g = span.enter();
         match res.outcome {
             Some(pb::task_result::Outcome::Ok(ok)) => {
-                let version = self
-                    .jobs
-                    .get(&tid.job)
-                    .and_then(|j| self.node_engine_version(node_id, j.spec.engine));
-                self.commit_success(tx, &tid, node_id, ok, res.cpu_seconds, version.as_deref())
+                let versions = self.jobs.get(&tid.job).and_then(|j| self.node_versions(node_id, j.spec.engine));
+                self.commit_success(tx, &tid, node_id, ok, res.cpu_seconds, versions.as_ref())
             }
             Some(pb::task_result::Outcome::Failed(f)) => {
                 let reason = if f.reason.is_empty() {
@@ -89,7 +87,7 @@ impl Core {
         }
     }
 
-    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, node: &NodeId, ok: pb::TaskSuccess, cpu: f64, version: Option<&str>) {
+    fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, node: &NodeId, ok: pb::TaskSuccess, cpu: f64, versions: Option<&Versions>) {
         let attempt = self.tasks.get(tid).map_or(0, |t| t.attempt);
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
@@ -117,8 +115,8 @@ impl Core {
                     fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
                     cached: false,
                 };
-                if let (Some(v), Some(l)) = (version, job.spec.ligands.get(idx)) {
-                    Core::remember(tx, &job.spec, v, &l.content_id(), &rec);
+                if let (Some(v), Some(l)) = (versions, job.spec.ligands.get(idx)) {
+                    Core::remember(tx, &job.spec, v, l, &rec);
                 }
                 results.push(rec);
             } else {

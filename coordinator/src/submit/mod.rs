@@ -17,7 +17,7 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
-    DockBox, DockParams, EngineKind, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
+    DockBox, DockParams, EngineKind, JobSpec, Preparation, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
 };
 use dockyard_proto::v1 as pb;
 
@@ -199,6 +199,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
     let engine = EngineKind::parse(req.engine.trim())?;
     JobSpec::validate_scalars(req.priority, req.batch_size, req.max_attempts, req.timeout_s)?;
     let params = DockParams::from_proto(engine, req.params.as_ref())?;
+    let preparation = Preparation::from_request(engine, &req.prepare, req.protonate)?;
     if req.name.chars().count() > 200 {
         return Err(DockyardError::invalid("name", "at most 200 characters"));
     }
@@ -246,6 +247,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
             size: [1.0; 3],
         },
         params,
+        preparation,
         receptor: None,
         ligands: Vec::new(),
         sleep_tasks: 0,

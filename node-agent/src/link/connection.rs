@@ -28,6 +28,7 @@ use crate::link::dial::{AgentChannel, Dialer};
 use crate::link::leader::LeaderFinder;
 use crate::link::membership;
 use crate::metrics::{self, AgentMetrics};
+use crate::prepare::meeko::MeekoPreparer;
 use crate::prepare::Preparer;
 use crate::runner::{run_task, RunnerContext};
 
@@ -140,7 +141,22 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         Some(p) => info!(tool = "obabel", version = %p.version(), "input preparation available"),
         None => info!("input preparation not available (install openbabel to accept SDF/MOL2/PDB/SMILES inputs for vina)"),
     }
-    let tools: Vec<pb::EngineInfo> = preparer.iter().map(|p| p.info()).collect();
+    // Optional too: without a Python that imports meeko the node takes no `--prepare meeko` work.
+    let meeko = MeekoPreparer::probe(cfg.prepare_python.as_deref(), cfg.work_dir.join("prep-cache"))
+        .await
+        .map(Arc::new);
+    match &meeko {
+        Some(m) => info!(
+            tool = "meeko",
+            version = %m.versions().meeko,
+            rdkit = %m.versions().rdkit,
+            molscrub = m.versions().molscrub.as_deref().unwrap_or("not importable"),
+            "meeko preparation available"
+        ),
+        None => info!("meeko preparation not available (pip install meeko rdkit molscrub for --prepare-python)"),
+    }
+    let mut tools: Vec<pb::EngineInfo> = preparer.iter().map(|p| p.info()).collect();
+    tools.extend(meeko.iter().flat_map(|m| m.tools()));
     let engine_infos: Vec<pb::EngineInfo> = engines
         .iter()
         .map(|e| {
@@ -178,7 +194,11 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
     };
     let (results_tx, results_rx) = mpsc::channel(4096);
     let membership_stop = CancellationToken::new();
-    let ctx = Arc::new(RunnerContext::new(engines, store, cfg.work_dir.clone()).with_preparer(preparer));
+    let ctx = Arc::new(
+        RunnerContext::new(engines, store, cfg.work_dir.clone())
+            .with_preparer(preparer)
+            .with_meeko(meeko),
+    );
     if let Some(etcd) = &cfg.etcd {
         let record = NodeRecord {
             node_id: cfg.node_id.to_string(),

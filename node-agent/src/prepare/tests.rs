@@ -65,9 +65,20 @@ async fn probe_of_a_missing_binary_is_none() {
 #[test]
 fn describe_and_info() {
     let p = Preparer::new("obabel".into(), "3.1.1".into(), PathBuf::from("/tmp/x"));
-    assert_eq!(p.describe("sdf"), "obabel 3.1.1: sdf -> pdbqt (-h --partialcharge gasteiger)");
     assert_eq!(
-        p.describe("smi"),
+        p.describe("sdf", false),
+        "obabel 3.1.1: sdf -> pdbqt (-h --partialcharge gasteiger)"
+    );
+    assert_eq!(
+        p.describe("sdf", true),
+        "obabel 3.1.1: sdf -> pdbqt (-p 7.4 --partialcharge gasteiger)"
+    );
+    assert_eq!(
+        p.describe("smi", true),
+        "obabel 3.1.1: smi -> pdbqt (--gen3d, then -p 7.4 --partialcharge gasteiger)"
+    );
+    assert_eq!(
+        p.describe("smi", false),
         "obabel 3.1.1: smi -> pdbqt (--gen3d -h --partialcharge gasteiger)"
     );
     assert!(p.describe_receptor("pdb").starts_with("obabel 3.1.1: pdb -> pdbqt (-xr"));
@@ -81,10 +92,10 @@ async fn missing_binary_is_a_retryable_error() {
     let input = dir.path().join("lig.sdf");
     std::fs::write(&input, "x\n").expect("write");
     let p = Preparer::new("/nonexistent/obabel".into(), "3.1.1".into(), dir.path().join("cache"));
-    let err = p.ligand_to_pdbqt(&input, "sdf").await.expect_err("no obabel");
+    let err = p.ligand_to_pdbqt(&input, "sdf", false).await.expect_err("no obabel");
     assert!(err.retryable(), "{err}");
     assert!(err.to_string().starts_with("lig.sdf (sdf): "), "{err}");
-    let err = p.ligand_to_pdbqt(&input, "xyz").await.expect_err("unknown format");
+    let err = p.ligand_to_pdbqt(&input, "xyz", false).await.expect_err("unknown format");
     assert!(!err.retryable(), "{err}");
     let err = p.receptor_to_pdbqt(&input, "smi").await.expect_err("not a receptor format");
     assert!(!err.retryable(), "{err}");
@@ -97,7 +108,7 @@ async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
     let smi = std::fs::read_to_string(data("ligands/ligands-20.smi")).expect("smi");
     let input = dir.path().join("lig.smi");
     std::fs::write(&input, format!("{}\n", smi.lines().next().expect("a line"))).expect("write");
-    let out = p.ligand_to_pdbqt(&input, "smi").await.expect("prepared");
+    let out = p.ligand_to_pdbqt(&input, "smi", false).await.expect("prepared");
     let text = std::fs::read_to_string(&out).expect("read");
     let summary = validate_ligand(&text).expect("valid ligand");
     assert!(summary.atoms > 5, "{summary:?}");
@@ -105,7 +116,7 @@ async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
 
     let bad = dir.path().join("bad.smi");
     std::fs::write(&bad, "XXXnotasmiles bad\n").expect("write");
-    let err = p.ligand_to_pdbqt(&bad, "smi").await.expect_err("garbage");
+    let err = p.ligand_to_pdbqt(&bad, "smi", false).await.expect_err("garbage");
     assert!(!err.retryable(), "{err}");
     assert!(err.to_string().contains("bad.smi (smi)"), "{err}");
     // Nothing half-written is left behind for a later cache hit.
@@ -118,6 +129,28 @@ async fn smiles_to_ligand_pdbqt_and_garbage_smiles() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// `--protonate` with obabel: `-p 7.4` puts ethylamine's nitrogen in its ammonium form (three
+/// polar hydrogens instead of two), and the two preparations are cached apart.
+#[tokio::test]
+async fn protonation_at_ph_7_4_charges_an_amine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = preparer(&dir.path().join("cache")).await;
+    let input = dir.path().join("ea.smi");
+    std::fs::write(&input, "CCN ethylamine\n").expect("write");
+    let polar_h = |path: &Path| {
+        let text = std::fs::read_to_string(path).expect("read");
+        validate_ligand(&text).expect("valid ligand");
+        text.lines()
+            .filter(|l| l.starts_with("ATOM") || l.starts_with("HETATM"))
+            .filter(|l| l.trim_end().ends_with(" HD"))
+            .count()
+    };
+    let neutral = p.ligand_to_pdbqt(&input, "smi", false).await.expect("neutral");
+    let charged = p.ligand_to_pdbqt(&input, "smi", true).await.expect("protonated");
+    assert_ne!(neutral, charged, "one cache entry per preparation");
+    assert_eq!((polar_h(&neutral), polar_h(&charged)), (2, 3));
+}
+
 #[tokio::test]
 async fn sdf_record_to_pdbqt_is_cached() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -126,7 +159,7 @@ async fn sdf_record_to_pdbqt_is_cached() {
     let input = dir.path().join("one.sdf");
     std::fs::write(&input, first_sdf_record(&sdf)).expect("write");
     // Concurrent callers for the same content share one obabel run.
-    let (a, b) = tokio::join!(p.ligand_to_pdbqt(&input, "sdf"), p.ligand_to_pdbqt(&input, "sdf"));
+    let (a, b) = tokio::join!(p.ligand_to_pdbqt(&input, "sdf", false), p.ligand_to_pdbqt(&input, "sdf", false));
     let out = a.expect("prepared");
     assert_eq!(out, b.expect("prepared"));
     assert_eq!(p.conversions(), 1);
@@ -136,14 +169,14 @@ async fn sdf_record_to_pdbqt_is_cached() {
     let copy = dir.path().join("copy.sdf");
     std::fs::copy(&input, &copy).expect("copy");
     let started = Instant::now();
-    let again = p.ligand_to_pdbqt(&copy, "sdf").await.expect("cached");
+    let again = p.ligand_to_pdbqt(&copy, "sdf", false).await.expect("cached");
     assert!(started.elapsed() < Duration::from_millis(50), "{:?}", started.elapsed());
     assert_eq!(again, out);
     assert_eq!(p.conversions(), 1);
 
     // A fresh preparer (an agent restart) finds the file on disk.
     let p2 = Preparer::new(PathBuf::from("obabel"), p.version().to_string(), dir.path().join("cache"));
-    assert_eq!(p2.ligand_to_pdbqt(&input, "sdf").await.expect("cached"), out);
+    assert_eq!(p2.ligand_to_pdbqt(&input, "sdf", false).await.expect("cached"), out);
     assert_eq!(p2.conversions(), 0);
 }
 
