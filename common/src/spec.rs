@@ -15,7 +15,7 @@ use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
 pub use engine::{EngineKind, EngineTraits};
-pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
+pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, SearchMode, DEFAULT_SEED};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

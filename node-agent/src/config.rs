@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub vina_path: Option<PathBuf>,
     pub smina_path: Option<PathBuf>,
     pub gnina_path: Option<PathBuf>,
+    /// The Python that imports `rustina` (None: `python3` on PATH).
+    pub rustina_python: Option<PathBuf>,
     pub enable_sleep_engine: bool,
     /// Read/write the artifact store directly (same URI as the coordinator's) instead of
     /// relaying through the coordinator.
@@ -150,6 +152,9 @@ pub struct AgentSettings {
     /// Path of the gnina binary [default: gnina on PATH, if any].
     #[arg(long, env = "DOCKYARD_GNINA")]
     pub gnina: Option<PathBuf>,
+    /// The Python that runs the rustina engine (it must import `rustina`) [default: python3 on PATH].
+    #[arg(long, env = "DOCKYARD_RUSTINA_PYTHON", value_name = "PATH")]
+    pub rustina_python: Option<PathBuf>,
     /// Offer the test-only sleep engine (no docking; for smoke tests and benchmarks).
     #[arg(long, env = "DOCKYARD_ENABLE_SLEEP_ENGINE")]
     pub enable_sleep_engine: bool,
@@ -278,6 +283,7 @@ impl AgentSettings {
             vina_path: self.vina.clone(),
             smina_path: self.smina.clone(),
             gnina_path: self.gnina.clone(),
+            rustina_python: self.rustina_python.clone(),
             enable_sleep_engine: self.enable_sleep_engine,
             artifacts: self.artifacts.clone(),
             labels: self.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::params::{DockMode, Scoring};
+use super::params::{CnnScoring, DockMode, Scoring, SearchMode};
 use crate::error::DockyardError;
 
 /// Engines Dockyard knows how to drive. Whether a node *has* one is a separate fact.
@@ -15,6 +15,9 @@ pub enum EngineKind {
     Vina,
     Smina,
     Gnina,
+    /// Rustina (PyPI `rustina`): QuickVina2-style search on Vinardo grids, GNINA's fast CNN
+    /// ranking the poses, a batched GPU search through wgpu. Driven through Python.
+    Rustina,
     /// Does no docking: waits, for smoke tests and benchmarks.
     Sleep,
 }
@@ -26,8 +29,12 @@ pub struct EngineTraits {
     pub scorings: &'static [Scoring],
     /// What the engine may do with the ligand (`[Dock]`: only docking).
     pub modes: &'static [DockMode],
-    /// Takes gnina's CNN options (`cnn_scoring`, `cnn_model`, `no_gpu`).
-    pub cnn_options: bool,
+    /// `cnn_scoring` values a task may ask for (empty: the option is refused).
+    pub cnn_scorings: &'static [CnnScoring],
+    /// Takes gnina's `cnn_model` and `no_gpu`.
+    pub cnn_model: bool,
+    /// `search_mode` values a task may ask for (empty: the option is refused).
+    pub search_modes: &'static [SearchMode],
     /// Reads PDBQT only: other input formats are converted on the agent (obabel) first.
     pub needs_pdbqt: bool,
     /// A job may ask for GPUs per task.
@@ -47,7 +54,9 @@ const VINA: EngineTraits = EngineTraits {
     // The vina adapter runs Vina's default scoring only.
     scorings: &[Scoring::Vina],
     modes: &[DockMode::Dock],
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: true,
     accepts_gpus: false,
     may_use_cuda: false,
@@ -59,7 +68,9 @@ const VINA: EngineTraits = EngineTraits {
 const SMINA: EngineTraits = EngineTraits {
     scorings: Scoring::ALL,
     modes: DockMode::ALL,
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: false,
     accepts_gpus: true,
     may_use_cuda: false,
@@ -69,15 +80,35 @@ const SMINA: EngineTraits = EngineTraits {
 };
 
 const GNINA: EngineTraits = EngineTraits {
-    cnn_options: true,
+    cnn_scorings: CnnScoring::ALL,
+    cnn_model: true,
     may_use_cuda: true,
     ..SMINA
+};
+
+const RUSTINA: EngineTraits = EngineTraits {
+    // `ad4_scoring` is rustina's `ad4`; the adapter translates the name.
+    scorings: &[Scoring::Vinardo, Scoring::Vina, Scoring::Ad4Scoring],
+    modes: &[DockMode::Dock],
+    // The CNN only ranks the final poses, or is skipped.
+    cnn_scorings: &[CnnScoring::None, CnnScoring::Rescore],
+    cnn_model: false,
+    search_modes: SearchMode::ALL,
+    needs_pdbqt: true,
+    accepts_gpus: true,
+    // wgpu opens Vulkan/GL, not CUDA, and only in the `gpu` search mode.
+    may_use_cuda: false,
+    sdf_poses: false,
+    score_field: Some("rustina_affinity"),
+    grid_memory: true,
 };
 
 const SLEEP: EngineTraits = EngineTraits {
     scorings: &[],
     modes: &[DockMode::Dock],
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: false,
     accepts_gpus: true,
     may_use_cuda: false,
@@ -87,13 +118,20 @@ const SLEEP: EngineTraits = EngineTraits {
 };
 
 impl EngineKind {
-    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
+    pub const ALL: [EngineKind; 5] = [
+        EngineKind::Vina,
+        EngineKind::Smina,
+        EngineKind::Gnina,
+        EngineKind::Rustina,
+        EngineKind::Sleep,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Vina => "vina",
             EngineKind::Smina => "smina",
             EngineKind::Gnina => "gnina",
+            EngineKind::Rustina => "rustina",
             EngineKind::Sleep => "sleep",
         }
     }
@@ -103,6 +141,7 @@ impl EngineKind {
             EngineKind::Vina => &VINA,
             EngineKind::Smina => &SMINA,
             EngineKind::Gnina => &GNINA,
+            EngineKind::Rustina => &RUSTINA,
             EngineKind::Sleep => &SLEEP,
         }
     }
@@ -140,18 +179,31 @@ mod tests {
         }
         let e = EngineKind::parse("autodock9").expect_err("unknown");
         assert!(
-            e.to_string().contains("engine") && e.to_string().contains("vina, smina, gnina, sleep"),
+            e.to_string().contains("engine") && e.to_string().contains("vina, smina, gnina, rustina, sleep"),
             "{e}"
         );
         assert!(EngineKind::parse("").expect_err("missing").to_string().contains("missing"));
     }
 
     #[test]
-    fn only_gnina_takes_cnn_options_and_only_vina_needs_pdbqt() {
-        let cnn: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_options).collect();
-        assert_eq!(cnn, [EngineKind::Gnina]);
+    fn cnn_options_search_modes_and_pdbqt_inputs_per_engine() {
+        let cnn: Vec<_> = EngineKind::ALL
+            .into_iter()
+            .filter(|k| !k.traits().cnn_scorings.is_empty())
+            .collect();
+        assert_eq!(cnn, [EngineKind::Gnina, EngineKind::Rustina]);
+        let models: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_model).collect();
+        assert_eq!(models, [EngineKind::Gnina]);
+        assert_eq!(EngineKind::Rustina.traits().cnn_scorings, [CnnScoring::None, CnnScoring::Rescore]);
+        let modes: Vec<_> = EngineKind::ALL
+            .into_iter()
+            .filter(|k| !k.traits().search_modes.is_empty())
+            .collect();
+        assert_eq!(modes, [EngineKind::Rustina]);
         let pdbqt: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().needs_pdbqt).collect();
-        assert_eq!(pdbqt, [EngineKind::Vina]);
+        assert_eq!(pdbqt, [EngineKind::Vina, EngineKind::Rustina]);
         assert!(!EngineKind::Vina.traits().accepts_gpus);
+        assert!(EngineKind::Rustina.traits().accepts_gpus);
+        assert_eq!(EngineKind::Rustina.traits().score_field, Some("rustina_affinity"));
     }
 }

@@ -17,7 +17,7 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
-    DockBox, DockParams, EngineKind, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
+    DockBox, DockParams, EngineKind, JobSpec, SearchMode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
 };
 use dockyard_proto::v1 as pb;
 
@@ -213,6 +213,12 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
         return Err(DockyardError::invalid(
             "gpus_per_task",
             format!("{engine} runs on CPUs only; use 0"),
+        ));
+    }
+    if params.extra.search_mode == Some(SearchMode::Gpu) && req.gpus_per_task == 0 {
+        return Err(DockyardError::invalid(
+            "params.search_mode",
+            "gpu needs GPUs: ask for them per task (--gpus 1)",
         ));
     }
     for (k, v) in &req.labels {

@@ -404,6 +404,8 @@ fn docked_ligand(group: LigandPoses, path: &Path) -> DockedLigand {
         poses,
         best_score,
         pose_file: path.to_path_buf(),
+        fields: Default::default(),
+        pose_fields: Vec::new(),
     }
 }
 
