@@ -278,7 +278,8 @@ impl DockingEngine for RustinaEngine {
             let log_offset = tokio::fs::metadata(&log_path).await.map(|m| m.len()).unwrap_or(0);
             let spec = ProcessSpec {
                 program: self.python.clone(),
-                args: vec![DRIVER_NAME.into(), JOB_NAME.into()],
+                // Absolute, so the process names its task's folder (`ps` shows whose it is).
+                args: vec![run.work_dir.join(DRIVER_NAME).into(), run.work_dir.join(JOB_NAME).into()],
                 cwd: run.work_dir.clone(),
                 log_path: log_path.clone(),
                 timeout,

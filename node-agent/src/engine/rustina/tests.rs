@@ -239,11 +239,9 @@ fn drivers_running(driver: &Path) -> Vec<i32> {
     super::super::process::proc_pids()
         .into_iter()
         .filter(|pid| {
-            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            // A zombie has an empty command line; it runs nothing.
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-            !zombie && cwd.as_deref() == driver.parent() && cmd.split(|b| *b == 0).any(|a| a == DRIVER_NAME.as_bytes())
+            cmd.split(|b| *b == 0).any(|a| a == driver.as_os_str().as_encoded_bytes())
         })
         .collect()
 }
