@@ -266,3 +266,35 @@ async fn rustina_docks_with_cnn_fields_fails_a_bad_ligand_alone_and_is_cancelled
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A rustina job with `--gpus 1` and no search mode runs rustina's GPU search on the
+/// assigned device. The agent's GPU here is a test double (`--fake-gpus`), so rustina finds
+/// no adapter and the ligand fails with that reason: what a real GPU node would run
+/// instead is unverified here.
+#[tokio::test]
+async fn a_rustina_task_given_a_gpu_runs_the_gpu_search() {
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(1).fake_gpus(1).arg("--rustina-python").arg("python3"))
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let mut req = rustina_5x72_request(vec![dockyard_tests::input("p59.pdbqt", p59())]);
+    req.gpus_per_task = 1;
+    if let Some(p) = req.params.as_mut() {
+        p.search_mode = String::new();
+    }
+    let job = c.submit(req).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(j.ligands_failed, 1, "{}", dockyard_tests::describe_job(&j));
+    let report = c
+        .jobs()
+        .await
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(
+        report.failures.iter().any(|f| f.reason.contains("gpu search unavailable")),
+        "{report:?}"
+    );
+}

@@ -198,7 +198,7 @@ async fn materialise(field: &str, f: &pb::InputFile, org: &OrgId, store: &dyn Ar
 fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSpec, DockyardError> {
     let engine = EngineKind::parse(req.engine.trim())?;
     JobSpec::validate_scalars(req.priority, req.batch_size, req.max_attempts, req.timeout_s)?;
-    let params = DockParams::from_proto(engine, req.params.as_ref())?;
+    let mut params = DockParams::from_proto(engine, req.params.as_ref())?;
     if req.name.chars().count() > 200 {
         return Err(DockyardError::invalid("name", "at most 200 characters"));
     }
@@ -220,6 +220,11 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
             "params.search_mode",
             "gpu needs GPUs: ask for them per task (--gpus 1)",
         ));
+    }
+    // A task given GPUs searches on them unless told otherwise; said in the spec, so the
+    // result cache tells a GPU search from a CPU one.
+    if params.extra.search_mode.is_none() && req.gpus_per_task > 0 && engine.traits().search_modes.contains(&SearchMode::Gpu) {
+        params.extra.search_mode = Some(SearchMode::Gpu);
     }
     for (k, v) in &req.labels {
         if k.is_empty() || k.len() > 63 || v.len() > 256 {
