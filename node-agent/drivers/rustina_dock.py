@@ -54,6 +54,18 @@ def pose_file(poses):
     return "\n".join(out) + "\n"
 
 
+# Exit status when rustina refuses the receptor: every ligand would fail with the same
+# reason, which names no file, so the receptor is read once on its own first.
+RECEPTOR_REFUSED = 3
+
+# One carbon atom: a ligand rustina always reads, to try the receptor with.
+PROBE_LIGAND = (
+    "ROOT\n"
+    "ATOM      1  C   UNL     1       0.000   0.000   0.000  1.00  0.00     0.000 C \n"
+    "ENDROOT\nTORSDOF 0\n"
+)
+
+
 def write(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -69,6 +81,13 @@ def main():
     cx, cy, cz = job["center"]
     sx, sy, sz = job["size"]
     os.makedirs("out", exist_ok=True)
+    probe = os.path.join("out", "receptor_check.pdbqt")
+    write(probe, PROBE_LIGAND)
+    try:
+        rustina.score(job["receptor"], probe)
+    except Exception as e:
+        print("rustina refused the receptor: %s: %s" % (type(e).__name__, e), flush=True)
+        sys.exit(RECEPTOR_REFUSED)
     for lig in job["ligands"]:
         index = lig["index"]
         started = time.monotonic()

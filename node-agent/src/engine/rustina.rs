@@ -59,6 +59,11 @@ const DRIVER_NAME: &str = "rustina_dock.py";
 const JOB_NAME: &str = "rustina_job.json";
 const LOG_NAME: &str = "rustina.log";
 
+/// The driver's exit status, and the start of the line it prints, when rustina refuses the
+/// receptor (tried once, before any ligand).
+const RECEPTOR_REFUSED_EXIT: i32 = 3;
+const RECEPTOR_REFUSED: &str = "rustina refused the receptor: ";
+
 /// A Python that does not answer the version probe within this is treated as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -314,6 +319,11 @@ impl DockingEngine for RustinaEngine {
                     );
                 }
                 break;
+            }
+            if outcome.exit.code() == Some(RECEPTOR_REFUSED_EXIT) {
+                if let Some(line) = segment.lines().find(|l| l.starts_with(RECEPTOR_REFUSED)) {
+                    return Err(EngineError::BadInput(line.chars().take(500).collect()));
+                }
             }
             // The driver announces each ligand before docking it: the first one without a
             // result was being docked when it died, unless the driver never got that far

@@ -136,6 +136,21 @@ async fn bad_parameters_are_bad_input() {
     assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
 }
 
+/// A receptor rustina cannot read fails the run as bad input naming the receptor, rather
+/// than every ligand with a reason that names no file.
+#[tokio::test]
+async fn real_rustina_refusing_the_receptor_is_bad_input() {
+    let engine = real().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receptor = dir.path().join("receptor.pdbqt");
+    std::fs::write(&receptor, "ATOM      1  C   ALA A   1      xx\n").expect("write");
+    let mut run = cheap_run(dir.path(), vec![lig(0, data("5x72_ligand_p59.pdbqt"))]);
+    run.receptor = Some(receptor);
+    let e = engine.run(run).await.expect_err("bad receptor");
+    assert!(matches!(e, EngineError::BadInput(_)), "{e:?}");
+    assert!(e.to_string().contains("rustina refused the receptor: ValueError: line 1"), "{e}");
+}
+
 /// p59 with atom 3 numbered 4 like the atom after it (no BRANCH names either): rustina
 /// alone refuses it with `duplicate atom serial 4`.
 fn p59_with_a_repeated_serial(dir: &Path) -> PathBuf {
@@ -205,6 +220,75 @@ async fn real_rustina_docks_and_fails_a_bad_ligand_alone() {
         .expect("python3");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("duplicate atom serial 4"), "{stderr}");
+}
+
+/// A TEST DOUBLE for the Python running the driver: it reads the job the adapter wrote and
+/// "docks" each ligand with one fixed pose, except that it dies of SIGSEGV on a ligand whose
+/// file contains `crash`, and exits 1 before any ligand when one contains `crash_first` (a
+/// Python that cannot start). Each call's ligands are logged.
+fn python_double(dir: &Path) -> PathBuf {
+    let body = r#"#!/usr/bin/env python3
+import json, os, signal, sys
+job = json.load(open(sys.argv[2]))
+open(os.path.join(os.path.dirname(sys.argv[0]), "calls.log"), "a").write(
+    " ".join(str(l["index"]) for l in job["ligands"]) + "\n")
+if any("crash_first" in open(l["path"]).read() for l in job["ligands"]):
+    print("ImportError: no module named rustina", flush=True)
+    sys.exit(1)
+os.makedirs("out", exist_ok=True)
+for lig in job["ligands"]:
+    i = lig["index"]
+    print("ligand %d: start" % i, flush=True)
+    if "crash" in open(lig["path"]).read():
+        os.kill(os.getpid(), signal.SIGSEGV)
+    open("out/lig_%d_out.pdbqt" % i, "w").write(
+        "MODEL 1\nREMARK VINA RESULT:    -7.000      0.000      0.000\nENDMDL\n")
+    open("out/lig_%d.json" % i, "w").write(
+        json.dumps({"poses": [{"affinity": -7.0, "cnn_score": 0.5, "cnn_affinity": 5.0}]}))
+"#;
+    let path = dir.join("python-double");
+    std::fs::write(&path, body).expect("write the double");
+    let mut perm = std::fs::metadata(&path).expect("double").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).expect("chmod the double");
+    path
+}
+
+/// The ligand the Python process died on fails alone, the ones after it run again; a
+/// process that dies before any ligand fails the run as a crash (the node's, retryable).
+#[tokio::test]
+async fn a_crash_fails_the_ligand_being_docked_and_the_rest_run_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = RustinaEngine::new(python_double(dir.path()), "0.9.0");
+    let crash = dir.path().join("x.pdbqt");
+    std::fs::write(&crash, "REMARK crash\n").expect("write");
+    let good = data("5x72_ligand_p59.pdbqt");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work");
+    let ligands = vec![lig(0, good.clone()), lig(1, crash), lig(2, good.clone()), lig(3, good.clone())];
+    let out = engine.run(cheap_run(&work, ligands)).await.expect("run");
+    let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("calls");
+    assert_eq!(calls, "0 1 2 3\n2 3\n");
+    let reason = out.ligands[1].result.as_ref().expect_err("crashed ligand");
+    assert!(reason.contains("killed by signal 11"), "{reason}");
+    for i in [0, 2, 3] {
+        let d = out.ligands[i].result.as_ref().unwrap_or_else(|e| panic!("ligand {i}: {e}"));
+        assert_eq!((d.best_score, d.fields["cnn_score"]), (-7.0, 0.5));
+    }
+
+    let first = dir.path().join("crash_first.pdbqt");
+    std::fs::write(&first, "REMARK crash_first\n").expect("write");
+    let work = dir.path().join("work2");
+    std::fs::create_dir(&work).expect("work");
+    let e = engine
+        .run(cheap_run(&work, vec![lig(0, first), lig(1, good)]))
+        .await
+        .expect_err("no start");
+    assert!(
+        matches!(e, EngineError::Crashed { exit_code: Some(1), .. }) && e.retryable(),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no module named rustina"), "{e}");
 }
 
 /// Cancelling a run stops it at once and leaves no Python process behind.
