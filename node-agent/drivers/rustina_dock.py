@@ -41,14 +41,15 @@ def rmsd_bounds(pose, best):
     return math.sqrt(lb / n), math.sqrt(ub / n)
 
 
-def pose_file(poses):
+def pose_file(poses, cnn):
     best = heavy_atoms(poses[0]["pdbqt"])
     out = []
     for i, p in enumerate(poses, 1):
         lb, ub = rmsd_bounds(heavy_atoms(p["pdbqt"]), best)
         out.append("MODEL %d" % i)
         out.append("REMARK VINA RESULT: %9.3f %10.3f %10.3f" % (p["affinity"], lb, ub))
-        out.append("REMARK RUSTINA CNN_SCORE: %.4f CNN_AFFINITY: %.4f" % (p["cnn_score"], p["cnn_affinity"]))
+        if cnn:
+            out.append("REMARK RUSTINA CNN_SCORE: %.4f CNN_AFFINITY: %.4f" % (p["cnn_score"], p["cnn_affinity"]))
         out.extend(l for l in p["pdbqt"].splitlines() if l.strip())
         out.append("ENDMDL")
     return "\n".join(out) + "\n"
@@ -101,8 +102,10 @@ def main():
             )
             if not poses:
                 raise ValueError("rustina returned no poses")
-            write(os.path.join("out", "lig_%d_out.pdbqt" % index), pose_file(poses))
-            keep = ("affinity", "empirical_score", "cnn_score", "cnn_affinity")
+            cnn = not job["skip_cnn"]
+            write(os.path.join("out", "lig_%d_out.pdbqt" % index), pose_file(poses, cnn))
+            # Without the CNN rustina reports its scores as 0.0: they are left out.
+            keep = ("affinity", "empirical_score") + (("cnn_score", "cnn_affinity") if cnn else ())
             result = {"poses": [{k: p[k] for k in keep if k in p} for p in poses]}
         except Exception as e:  # one ligand's failure is that ligand's result
             result = {"error": "%s: %s" % (type(e).__name__, e)}

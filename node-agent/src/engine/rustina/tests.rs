@@ -136,6 +136,21 @@ async fn bad_parameters_are_bad_input() {
     assert!(matches!(engine.run(run).await, Err(EngineError::BadInput(_))));
 }
 
+/// With the CNN off the poses are ranked by affinity and carry no CNN scores (rustina
+/// reports 0.0 for them, which would read as a probability).
+#[tokio::test]
+async fn real_rustina_without_the_cnn_reports_no_cnn_fields() {
+    let engine = real().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = cheap_run(dir.path(), vec![lig(0, data("5x72_ligand_p59.pdbqt"))]);
+    run.params.extra.cnn_scoring = Some(CnnScoring::None);
+    let out = engine.run(run).await.expect("run");
+    let d = out.ligands[0].result.as_ref().expect("docked");
+    assert!(d.fields.is_empty() && d.pose_fields.iter().all(Vec::is_empty), "{d:?}");
+    assert!(d.poses.windows(2).all(|w| w[0].affinity <= w[1].affinity), "{d:?}");
+    assert_eq!(d.best_score, d.poses[0].affinity);
+}
+
 /// A receptor rustina cannot read fails the run as bad input naming the receptor, rather
 /// than every ligand with a reason that names no file.
 #[tokio::test]
