@@ -404,6 +404,13 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_rustina_python_is_a_flag_and_unset_by_default() {
+        let c = load(&["--node-id", "n", "--rustina-python", "/opt/py/bin/python3"]).expect("loads");
+        assert_eq!(c.rustina_python, Some(PathBuf::from("/opt/py/bin/python3")));
+        assert_eq!(load(&["--node-id", "n"]).expect("loads").rustina_python, None);
+    }
+
+    #[test]
     fn declared_defaults_are_the_config_defaults() {
         let c = AgentSettings {
             node_id: Some("n".into()),
