@@ -174,8 +174,9 @@ fn p59() -> Vec<u8> {
 /// The real rustina behind `--rustina-python`: the agent advertises it with its version; a
 /// ligand whose torsion tree rustina refuses (a BRANCH hanging off an atom of a closed
 /// branch, which Dockyard's PDBQT checks let through) fails alone with rustina's reason
-/// while the next one docks with `cnn_score`/`cnn_affinity` result fields and SD fields;
-/// cancelling a running job kills its Python process.
+/// while the next one, with a repeated atom serial, is renumbered and docks with
+/// `cnn_score`/`cnn_affinity` result fields and SD fields; cancelling a running job kills
+/// its Python process.
 #[tokio::test]
 async fn rustina_docks_with_cnn_fields_fails_a_bad_ligand_alone_and_is_cancelled() {
     let c = TestCluster::builder()
@@ -188,10 +189,14 @@ async fn rustina_docks_with_cnn_fields_fails_a_bad_ligand_alone_and_is_cancelled
     assert_eq!(rustina.len(), 1, "rustina not advertised (pip install rustina==0.9.0): {n:?}");
     assert_eq!(rustina[0].version, "0.9.0");
 
-    let good = String::from_utf8(p59()).expect("text");
+    let original = String::from_utf8(p59()).expect("text");
     // `replace` changes the ENDBRANCH too, which contains the BRANCH text.
-    let bad = good.replace("BRANCH  11  20", "BRANCH  13  20");
+    let bad = original.replace("BRANCH  11  20", "BRANCH  13  20");
     assert_eq!(bad.matches("BRANCH  13  20").count(), 2, "{bad}");
+    // Atom 3 numbered 4 like the next one (no BRANCH names them): Dockyard's checks and
+    // Vina accept it, rustina alone says `duplicate atom serial 4`; the agent renumbers it.
+    let good = original.replacen("ATOM      3 ", "ATOM      4 ", 1);
+    assert_eq!(good.matches("ATOM      4 ").count(), 2);
     let job = c
         .submit(rustina_5x72_request(vec![
             dockyard_tests::input("bad_tree.pdbqt", bad),
