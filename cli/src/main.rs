@@ -369,6 +369,31 @@ mod tests {
         dockyard_common::settings::load(&m).expect("settings load")
     }
 
+    /// `--search-mode` (rustina) and `--cnn-scoring` reach the submitted engine options.
+    #[test]
+    fn submit_takes_rustinas_search_mode() {
+        let m = Cli::command()
+            .try_get_matches_from([
+                "dockyard",
+                "submit",
+                "--engine",
+                "rustina",
+                "--search-mode",
+                "qvina2",
+                "--cnn-scoring",
+                "none",
+            ])
+            .expect("arguments parse");
+        let cli = Cli::from_arg_matches(&m).expect("cli");
+        let Cmd::Submit { args, .. } = cli.cmd else {
+            panic!("not submit: {cli:?}")
+        };
+        assert_eq!(
+            (args.search_mode.as_deref(), args.cnn_scoring.as_deref()),
+            (Some("qvina2"), Some("none"))
+        );
+    }
+
     /// Flags win over the file, the file over the default, wherever the flags sit on the line.
     #[test]
     fn client_settings_layer_flags_over_file_over_default() {

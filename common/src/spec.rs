@@ -3,8 +3,8 @@
 mod engine;
 mod ligand_table;
 mod params;
-mod rank;
 mod prepare;
+mod rank;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
 pub use engine::{EngineKind, EngineTraits};
-pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, DEFAULT_SEED};
-pub use rank::{RankKey, ResultFields};
+pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, SearchMode, DEFAULT_SEED};
 pub use prepare::{prep_steps, PrepStep, PrepTool, PrepTools, Preparation, MEEKO, MOLSCRUB, OBABEL, PROTONATION_PH};
+pub use rank::{RankKey, ResultFields};
 
 /// Search box in Angstrom.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

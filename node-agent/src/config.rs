@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub gnina_path: Option<PathBuf>,
     /// The Python that runs Meeko preparation (`None`: python3, then mk_prepare_ligand.py's).
     pub prepare_python: Option<PathBuf>,
+    /// The Python that imports `rustina` (None: `python3` on PATH).
+    pub rustina_python: Option<PathBuf>,
     pub enable_sleep_engine: bool,
     /// Read/write the artifact store directly (same URI as the coordinator's) instead of
     /// relaying through the coordinator.
@@ -156,6 +158,9 @@ pub struct AgentSettings {
     /// jobs [default: python3, else the Python of mk_prepare_ligand.py on PATH].
     #[arg(long, env = "DOCKYARD_PREPARE_PYTHON")]
     pub prepare_python: Option<PathBuf>,
+    /// The Python that runs the rustina engine (it must import `rustina`) [default: python3 on PATH].
+    #[arg(long, env = "DOCKYARD_RUSTINA_PYTHON", value_name = "PATH")]
+    pub rustina_python: Option<PathBuf>,
     /// Offer the test-only sleep engine (no docking; for smoke tests and benchmarks).
     #[arg(long, env = "DOCKYARD_ENABLE_SLEEP_ENGINE")]
     pub enable_sleep_engine: bool,
@@ -285,6 +290,7 @@ impl AgentSettings {
             smina_path: self.smina.clone(),
             gnina_path: self.gnina.clone(),
             prepare_python: self.prepare_python.clone(),
+            rustina_python: self.rustina_python.clone(),
             enable_sleep_engine: self.enable_sleep_engine,
             artifacts: self.artifacts.clone(),
             labels: self.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
@@ -402,6 +408,13 @@ pub(crate) mod tests {
         assert_eq!(labels, ["rack=r9", "zone=z2"]);
         let e = load(&["--node-id", "n", "--label", "rack"]).expect_err("not KEY=VALUE");
         assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn the_rustina_python_is_a_flag_and_unset_by_default() {
+        let c = load(&["--node-id", "n", "--rustina-python", "/opt/py/bin/python3"]).expect("loads");
+        assert_eq!(c.rustina_python, Some(PathBuf::from("/opt/py/bin/python3")));
+        assert_eq!(load(&["--node-id", "n"]).expect("loads").rustina_python, None);
     }
 
     #[test]

@@ -205,3 +205,165 @@ async fn a_two_core_task_holds_both_slots_and_its_engine_gets_two_threads() {
         .await;
     assert!(j.unschedulable_reason.contains("3 CPU slots"), "{}", j.unschedulable_reason);
 }
+
+/// A rustina job on the 5x72 example at the cheapest settings it takes: `qvina2` at
+/// exhaustiveness 1 (4 runs), three poses.
+fn rustina_5x72_request(ligands: Vec<pb::InputFile>) -> pb::SubmitJobRequest {
+    let data = |name: &str| dockyard_tests::read_shared(&dockyard_tests::shared_data(&format!("vina-examples/5x72/{name}")));
+    pb::SubmitJobRequest {
+        name: "rustina-5x72".into(),
+        engine: "rustina".into(),
+        receptor: Some(dockyard_tests::input("5x72_receptor.pdbqt", data("5x72_receptor.pdbqt"))),
+        ligands,
+        r#box: Some(pb::DockingBox {
+            center: Some(dockyard_tests::vec3(-15.0, 15.0, 129.0)),
+            size: Some(dockyard_tests::vec3(20.0, 20.0, 20.0)),
+        }),
+        params: Some(pb::EngineParams {
+            exhaustiveness: 1,
+            num_modes: 3,
+            seed: 42,
+            search_mode: "qvina2".into(),
+            ..Default::default()
+        }),
+        fresh: true,
+        ..Default::default()
+    }
+}
+
+fn p59() -> Vec<u8> {
+    dockyard_tests::read_shared(&dockyard_tests::shared_data("vina-examples/5x72/5x72_ligand_p59.pdbqt"))
+}
+
+/// The real rustina behind `--rustina-python`: the agent advertises it with its version; a
+/// ligand whose torsion tree rustina refuses (a BRANCH hanging off an atom of a closed
+/// branch, which Dockyard's PDBQT checks let through) fails alone with rustina's reason
+/// while the next one, with a repeated atom serial, is renumbered and docks with
+/// `cnn_score`/`cnn_affinity` result fields and SD fields; cancelling a running job kills
+/// its Python process.
+#[tokio::test]
+async fn rustina_docks_with_cnn_fields_fails_a_bad_ligand_alone_and_is_cancelled() {
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(1).node_id("rustina").arg("--rustina-python").arg("python3"))
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let n = c.node("rustina").await.expect("node");
+    let rustina: Vec<&pb::EngineInfo> = n.engines.iter().filter(|e| e.name == "rustina").collect();
+    assert_eq!(rustina.len(), 1, "rustina not advertised (pip install rustina==0.9.0): {n:?}");
+    assert_eq!(rustina[0].version, "0.9.0");
+
+    let original = String::from_utf8(p59()).expect("text");
+    // `replace` changes the ENDBRANCH too, which contains the BRANCH text.
+    let bad = original.replace("BRANCH  11  20", "BRANCH  13  20");
+    assert_eq!(bad.matches("BRANCH  13  20").count(), 2, "{bad}");
+    // Atom 3 numbered 4 like the next one (no BRANCH names them): Dockyard's checks and
+    // Vina accept it, rustina alone says `duplicate atom serial 4`; the agent renumbers it.
+    let good = original.replacen("ATOM      3 ", "ATOM      4 ", 1);
+    assert_eq!(good.matches("ATOM      4 ").count(), 2);
+    let job = c
+        .submit(rustina_5x72_request(vec![
+            dockyard_tests::input("bad_tree.pdbqt", bad),
+            dockyard_tests::input("p59.pdbqt", good),
+        ]))
+        .await;
+    let j = c.wait_job_final(&job, Duration::from_secs(120)).await;
+    let described = dockyard_tests::describe_job(&j);
+    assert_eq!(dockyard_tests::state(&j), pb::JobState::Partial, "{described}");
+    assert_eq!((j.ligands_docked, j.ligands_failed), (1, 1), "{described}");
+
+    let r = c.results(&job).await;
+    let row = r.results.iter().find(|r| r.ligand == "p59").unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(row.poses.len(), 3, "{row:?}");
+    assert!((row.poses[0].affinity - row.score).abs() < 1e-6, "{row:?}");
+    assert_eq!(row.fields.get("rustina_affinity"), Some(&row.score), "{row:?}");
+    let p = row.fields.get("cnn_score").copied().unwrap_or(f64::NAN);
+    assert!((0.0..=1.0).contains(&p), "{row:?}");
+    assert!(row.fields.get("cnn_affinity").is_some_and(|a| *a > 0.0), "{row:?}");
+    let poses = std::fs::read_to_string(c.artifacts_dir().join(&row.pose_key)).expect("poses");
+    assert_eq!(poses.matches("REMARK VINA RESULT").count(), 3, "{poses}");
+    assert!(!row.sdf_key.is_empty(), "{row:?}");
+    let sdf = std::fs::read_to_string(c.artifacts_dir().join(&row.sdf_key)).expect("sdf");
+    assert_eq!(sdf.matches(">  <cnn_score>").count(), 3, "{sdf}");
+    assert_eq!(sdf.matches(">  <cnn_affinity>").count(), 3, "{sdf}");
+    assert!(
+        sdf.contains(&format!(">  <cnn_score>\n{p}\n")),
+        "the top record carries the top pose's score: {sdf}"
+    );
+
+    let report = c
+        .jobs()
+        .await
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
+        .await
+        .expect("report")
+        .into_inner();
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.kind == "ligand")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert!(
+        failure.reason.contains("rustina refused the ligand") && failure.reason.contains("BRANCH 13 20"),
+        "{failure:?}"
+    );
+
+    // Rustina's default search, 64 times the runs: it must not finish on its own.
+    let mut req = rustina_5x72_request(vec![dockyard_tests::input("p59.pdbqt", p59())]);
+    if let Some(p) = req.params.as_mut() {
+        p.exhaustiveness = 64;
+        p.search_mode = String::new();
+    }
+    let job = c.submit(req).await;
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let pids = loop {
+        let pids = dockyard_tests::processes_mentioning("python3", c.dir());
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(std::time::Instant::now() < until, "no rustina process started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let j = c.cancel(&job).await;
+    assert_eq!(dockyard_tests::state(&j), pb::JobState::Cancelled);
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while !dockyard_tests::processes_mentioning("python3", c.dir()).is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "rustina's python (pids {pids:?}) still running 15 s after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A rustina job with `--gpus 1` and no search mode runs rustina's GPU search on the
+/// assigned device. The agent's GPU here is a test double (`--fake-gpus`), so rustina finds
+/// no adapter and the ligand fails with that reason: what a real GPU node would run
+/// instead is unverified here.
+#[tokio::test]
+async fn a_rustina_task_given_a_gpu_runs_the_gpu_search() {
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(1).fake_gpus(1).arg("--rustina-python").arg("python3"))
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let mut req = rustina_5x72_request(vec![dockyard_tests::input("p59.pdbqt", p59())]);
+    req.gpus_per_task = 1;
+    if let Some(p) = req.params.as_mut() {
+        p.search_mode = String::new();
+    }
+    let job = c.submit(req).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(j.ligands_failed, 1, "{}", dockyard_tests::describe_job(&j));
+    let report = c
+        .jobs()
+        .await
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(
+        report.failures.iter().any(|f| f.reason.contains("gpu search unavailable")),
+        "{report:?}"
+    );
+}

@@ -75,3 +75,12 @@ async fn zero_or_absurd_cores_per_task_are_refused() {
     req.cpus_per_task = Some(100_000);
     assert_refused(req, "cpus_per_task", "100000 must be 1-1024").await;
 }
+
+#[tokio::test]
+async fn rustina_gpu_search_without_gpus_is_refused() {
+    let mut req = vina_1iep_request(vec![good_ligand()]);
+    req.engine = "rustina".into();
+    let params = req.params.get_or_insert_with(Default::default);
+    params.search_mode = "gpu".into();
+    assert_refused(req, "params.search_mode", "gpu needs GPUs").await;
+}

@@ -72,13 +72,15 @@ pub struct SubmitArgs {
     /// CPU cores each task takes on an agent (its slots); the engine gets as many threads [default: 1].
     #[arg(long, value_name = "N")]
     pub cpus_per_task: Option<u32>,
-    /// Scoring function (smina/gnina: vina, vinardo, dkoes_scoring, dkoes_fast, ad4_scoring, ...).
+    /// Scoring function (smina/gnina: vina, vinardo, dkoes_scoring, dkoes_fast, ad4_scoring, ...;
+    /// rustina: vinardo (default), vina, ad4_scoring).
     #[arg(long)]
     pub scoring: Option<String>,
     /// smina/gnina: dock (default), minimize, score_only or local_only.
     #[arg(long)]
     pub mode: Option<String>,
-    /// gnina: none, rescore (default), refinement, metrorescore, metrorefine, all.
+    /// gnina: none, rescore (default), refinement, metrorescore, metrorefine, all;
+    /// rustina: none (no CNN) or rescore (default).
     #[arg(long)]
     pub cnn_scoring: Option<String>,
     /// gnina: built-in CNN model name.
@@ -94,6 +96,10 @@ pub struct SubmitArgs {
     /// Protonate ligands at pH 7.4 while preparing them (molscrub with meeko, -p 7.4 with obabel).
     #[arg(long)]
     pub protonate: bool,
+    /// rustina: vina, qvina2, qvina2-race, qvina2-active (rustina's default) or gpu
+    /// [default: gpu with --gpus, else rustina's].
+    #[arg(long, value_name = "MODE")]
+    pub search_mode: Option<String>,
     /// Dock every ligand again even if the same docking is in the result cache.
     #[arg(long)]
     pub fresh: bool,
@@ -236,6 +242,7 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
             cnn_scoring: a.cnn_scoring.clone().unwrap_or_default(),
             cnn_model: a.cnn_model.clone().unwrap_or_default(),
             no_gpu: a.no_gpu,
+            search_mode: a.search_mode.clone().unwrap_or_default(),
         }),
         fresh: a.fresh,
         // Checked by the coordinator, the one place that knows the tools.

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::params::{DockMode, Scoring};
+use super::params::{CnnScoring, DockMode, Scoring, SearchMode};
 use super::rank::RankKey;
 use crate::error::DockyardError;
 
@@ -16,6 +16,9 @@ pub enum EngineKind {
     Vina,
     Smina,
     Gnina,
+    /// Rustina (PyPI `rustina`): QuickVina2-style search on Vinardo grids, GNINA's fast CNN
+    /// ranking the poses, a batched GPU search through wgpu. Driven through Python.
+    Rustina,
     /// Does no docking: waits, for smoke tests and benchmarks.
     Sleep,
 }
@@ -27,8 +30,12 @@ pub struct EngineTraits {
     pub scorings: &'static [Scoring],
     /// What the engine may do with the ligand (`[Dock]`: only docking).
     pub modes: &'static [DockMode],
-    /// Takes gnina's CNN options (`cnn_scoring`, `cnn_model`, `no_gpu`).
-    pub cnn_options: bool,
+    /// `cnn_scoring` values a task may ask for (empty: the option is refused).
+    pub cnn_scorings: &'static [CnnScoring],
+    /// Takes gnina's `cnn_model` and `no_gpu`.
+    pub cnn_model: bool,
+    /// `search_mode` values a task may ask for (empty: the option is refused).
+    pub search_modes: &'static [SearchMode],
     /// Reads PDBQT only: other input formats are converted on the agent (obabel) first.
     pub needs_pdbqt: bool,
     /// A job may ask for GPUs per task.
@@ -51,7 +58,9 @@ const VINA: EngineTraits = EngineTraits {
     // The vina adapter runs Vina's default scoring only.
     scorings: &[Scoring::Vina],
     modes: &[DockMode::Dock],
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: true,
     accepts_gpus: false,
     may_use_cuda: false,
@@ -65,7 +74,9 @@ const SMINA: EngineTraits = EngineTraits {
     // Every one of these runs in the real smina 2a4feb4 (node-agent smina real_tests).
     scorings: Scoring::ALL,
     modes: DockMode::ALL,
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: false,
     // smina is CPU-only (built without SMINA_GPU, its adapter passes no device): a GPU
     // given to a smina task would sit idle.
@@ -78,7 +89,8 @@ const SMINA: EngineTraits = EngineTraits {
 };
 
 const GNINA: EngineTraits = EngineTraits {
-    cnn_options: true,
+    cnn_scorings: CnnScoring::ALL,
+    cnn_model: true,
     accepts_gpus: true,
     may_use_cuda: true,
     // gnina's `--pose_sort_order` defaults to CNNscore.
@@ -86,10 +98,32 @@ const GNINA: EngineTraits = EngineTraits {
     ..SMINA
 };
 
+const RUSTINA: EngineTraits = EngineTraits {
+    // `ad4_scoring` is rustina's `ad4`; the adapter translates the name.
+    scorings: &[Scoring::Vinardo, Scoring::Vina, Scoring::Ad4Scoring],
+    modes: &[DockMode::Dock],
+    // The CNN only ranks the final poses, or is skipped.
+    cnn_scorings: &[CnnScoring::None, CnnScoring::Rescore],
+    cnn_model: false,
+    search_modes: SearchMode::ALL,
+    needs_pdbqt: true,
+    accepts_gpus: true,
+    // wgpu opens Vulkan/GL, not CUDA, and only in the `gpu` search mode.
+    may_use_cuda: false,
+    sdf_poses: false,
+    score_field: Some("rustina_affinity"),
+    grid_memory: true,
+    // Rustina orders its poses by the CNN's pose score (by affinity with the CNN off, and
+    // then no result has a cnn_score and the listing falls back to the score).
+    rank_key: RankKey::CnnScore,
+};
+
 const SLEEP: EngineTraits = EngineTraits {
     scorings: &[],
     modes: &[DockMode::Dock],
-    cnn_options: false,
+    cnn_scorings: &[],
+    cnn_model: false,
+    search_modes: &[],
     needs_pdbqt: false,
     accepts_gpus: true,
     may_use_cuda: false,
@@ -100,13 +134,20 @@ const SLEEP: EngineTraits = EngineTraits {
 };
 
 impl EngineKind {
-    pub const ALL: [EngineKind; 4] = [EngineKind::Vina, EngineKind::Smina, EngineKind::Gnina, EngineKind::Sleep];
+    pub const ALL: [EngineKind; 5] = [
+        EngineKind::Vina,
+        EngineKind::Smina,
+        EngineKind::Gnina,
+        EngineKind::Rustina,
+        EngineKind::Sleep,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Vina => "vina",
             EngineKind::Smina => "smina",
             EngineKind::Gnina => "gnina",
+            EngineKind::Rustina => "rustina",
             EngineKind::Sleep => "sleep",
         }
     }
@@ -116,6 +157,7 @@ impl EngineKind {
             EngineKind::Vina => &VINA,
             EngineKind::Smina => &SMINA,
             EngineKind::Gnina => &GNINA,
+            EngineKind::Rustina => &RUSTINA,
             EngineKind::Sleep => &SLEEP,
         }
     }
@@ -153,19 +195,33 @@ mod tests {
         }
         let e = EngineKind::parse("autodock9").expect_err("unknown");
         assert!(
-            e.to_string().contains("engine") && e.to_string().contains("vina, smina, gnina, sleep"),
+            e.to_string().contains("engine") && e.to_string().contains("vina, smina, gnina, rustina, sleep"),
             "{e}"
         );
         assert!(EngineKind::parse("").expect_err("missing").to_string().contains("missing"));
     }
 
     #[test]
-    fn which_engines_take_cnn_options_read_only_pdbqt_or_take_gpus() {
-        let cnn: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_options).collect();
-        assert_eq!(cnn, [EngineKind::Gnina]);
+    fn cnn_options_search_modes_pdbqt_inputs_and_gpus_per_engine() {
+        let cnn: Vec<_> = EngineKind::ALL
+            .into_iter()
+            .filter(|k| !k.traits().cnn_scorings.is_empty())
+            .collect();
+        assert_eq!(cnn, [EngineKind::Gnina, EngineKind::Rustina]);
+        let models: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().cnn_model).collect();
+        assert_eq!(models, [EngineKind::Gnina]);
+        assert_eq!(EngineKind::Rustina.traits().cnn_scorings, [CnnScoring::None, CnnScoring::Rescore]);
+        let modes: Vec<_> = EngineKind::ALL
+            .into_iter()
+            .filter(|k| !k.traits().search_modes.is_empty())
+            .collect();
+        assert_eq!(modes, [EngineKind::Rustina]);
         let pdbqt: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().needs_pdbqt).collect();
-        assert_eq!(pdbqt, [EngineKind::Vina]);
+        assert_eq!(pdbqt, [EngineKind::Vina, EngineKind::Rustina]);
+        assert!(!EngineKind::Vina.traits().accepts_gpus);
+        assert!(EngineKind::Rustina.traits().accepts_gpus);
+        assert_eq!(EngineKind::Rustina.traits().score_field, Some("rustina_affinity"));
         let gpus: Vec<_> = EngineKind::ALL.into_iter().filter(|k| k.traits().accepts_gpus).collect();
-        assert_eq!(gpus, [EngineKind::Gnina, EngineKind::Sleep]);
+        assert_eq!(gpus, [EngineKind::Gnina, EngineKind::Rustina, EngineKind::Sleep]);
     }
 }

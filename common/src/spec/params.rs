@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use dockyard_proto::v1 as pb;
 
-use super::engine::EngineKind;
+use super::engine::{EngineKind, EngineTraits};
 use crate::error::DockyardError;
 
 /// A closed set of option values, each written as its name.
@@ -92,6 +92,23 @@ named_options! {
     }
 }
 
+named_options! {
+    /// Rustina's `search_mode`: how poses are searched. Rustina's own default is
+    /// `Qvina2Active`; a task given GPUs runs `Gpu` unless it names another.
+    SearchMode {
+        /// AutoDock Vina's Monte Carlo search.
+        Vina = "vina",
+        /// QuickVina 2: Vina's search skipping local optimisation of unpromising steps.
+        Qvina2 = "qvina2",
+        /// QuickVina 2 with runs racing to stop early (at least 16 runs).
+        Qvina2Race = "qvina2-race",
+        /// Rustina's default: QuickVina 2 with active run selection (at least 16 runs).
+        Qvina2Active = "qvina2-active",
+        /// The batched search on a GPU (wgpu); needs a GPU assigned to the task.
+        Gpu = "gpu",
+    }
+}
+
 /// A built-in gnina CNN model name (`--cnn`): letters, digits, `_` and `-` only, as it
 /// becomes an engine argument.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -127,17 +144,22 @@ pub struct EngineOptions {
     pub cnn_model: Option<CnnModel>,
     /// gnina: run the CNN on the CPU even when a GPU is assigned.
     pub no_gpu: bool,
+    /// rustina: the search mode (`None`: `gpu` when the task has GPUs, else rustina's own).
+    /// Specs stored before it existed read back as unset.
+    #[serde(default, with = "blank_is_none")]
+    pub search_mode: Option<SearchMode>,
 }
 
 impl EngineOptions {
     /// The options as the request named them ("" for unset), in a fixed order: what the
     /// result cache's key is made of.
-    pub fn names(&self) -> [&str; 4] {
+    pub fn names(&self) -> [&str; 5] {
         [
             self.scoring.as_ref().map_or("", OptionName::name),
             self.mode.as_ref().map_or("", OptionName::name),
             self.cnn_scoring.as_ref().map_or("", OptionName::name),
             self.cnn_model.as_ref().map_or("", OptionName::name),
+            self.search_mode.as_ref().map_or("", OptionName::name),
         ]
     }
 
@@ -174,23 +196,40 @@ impl EngineOptions {
                 }
             },
         };
-        if (!p.cnn_scoring.is_empty() || !p.cnn_model.is_empty() || p.no_gpu) && !t.cnn_options {
-            let takers: Vec<&str> = EngineKind::ALL
-                .into_iter()
-                .filter(|k| k.traits().cnn_options)
-                .map(EngineKind::name)
-                .collect();
-            return Err(DockyardError::invalid(
-                "params.cnn_scoring",
-                format!("CNN options are for the {} engine only", takers.join(", ")),
-            ));
-        }
         let cnn_scoring = match p.cnn_scoring.as_str() {
             "" => None,
-            s => Some(CnnScoring::from_name(s).ok_or_else(|| {
-                let all: Vec<&str> = CnnScoring::ALL.iter().map(|c| c.as_str()).collect();
-                DockyardError::invalid("params.cnn_scoring", format!("'{s}' must be one of {}", all.join(", ")))
-            })?),
+            s => {
+                let v = CnnScoring::from_name(s).ok_or_else(|| {
+                    let all: Vec<&str> = CnnScoring::ALL.iter().map(|c| c.as_str()).collect();
+                    DockyardError::invalid("params.cnn_scoring", format!("'{s}' must be one of {}", all.join(", ")))
+                })?;
+                if !t.cnn_scorings.contains(&v) {
+                    return Err(DockyardError::invalid(
+                        "params.cnn_scoring",
+                        refused(engine, s, t.cnn_scorings, |k| k.cnn_scorings),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        if (!p.cnn_model.is_empty() || p.no_gpu) && !t.cnn_model {
+            let takers = takers(|k| k.cnn_model);
+            return Err(DockyardError::invalid(
+                "params.cnn_model",
+                format!("cnn_model and no_gpu are for the {} engine only", takers.join(", ")),
+            ));
+        }
+        let search_mode = match p.search_mode.as_str() {
+            "" => None,
+            s => match SearchMode::from_name(s).filter(|v| t.search_modes.contains(v)) {
+                Some(v) => Some(v),
+                None => {
+                    return Err(DockyardError::invalid(
+                        "params.search_mode",
+                        refused(engine, s, t.search_modes, |k| k.search_modes),
+                    ))
+                }
+            },
         };
         let cnn_model = match p.cnn_model.as_str() {
             "" => None,
@@ -205,8 +244,29 @@ impl EngineOptions {
             cnn_scoring,
             cnn_model,
             no_gpu: p.no_gpu,
+            search_mode,
         })
     }
+}
+
+/// The engines whose traits pass `takes`.
+fn takers(takes: impl Fn(&EngineTraits) -> bool) -> Vec<&'static str> {
+    EngineKind::ALL
+        .into_iter()
+        .filter(|k| takes(k.traits()))
+        .map(EngineKind::name)
+        .collect()
+}
+
+/// Why `engine` refuses the option value `s`: the values it takes, or the engines that take
+/// the option at all.
+fn refused<T: Copy + OptionName + 'static>(engine: EngineKind, s: &str, accepted: &[T], of: fn(&EngineTraits) -> &'static [T]) -> String {
+    if accepted.is_empty() {
+        let takers = takers(|t| !of(t).is_empty());
+        return format!("'{s}': this option is for the {} engine only", takers.join(", "));
+    }
+    let names: Vec<&str> = accepted.iter().map(OptionName::name).collect();
+    format!("'{s}': {engine} accepts {}", names.join(", "))
 }
 
 /// Engine parameters after defaults are applied.
@@ -272,7 +332,7 @@ impl DockParams {
 
     /// The wire form; [`DockParams::from_proto`] reads it back unchanged.
     pub fn to_proto(&self) -> pb::EngineParams {
-        let [scoring, mode, cnn_scoring, cnn_model] = self.extra.names().map(str::to_string);
+        let [scoring, mode, cnn_scoring, cnn_model, search_mode] = self.extra.names().map(str::to_string);
         pb::EngineParams {
             exhaustiveness: self.exhaustiveness,
             num_modes: self.num_modes,
@@ -284,6 +344,7 @@ impl DockParams {
             cnn_scoring,
             cnn_model,
             no_gpu: self.extra.no_gpu,
+            search_mode,
         }
     }
 }
@@ -362,6 +423,34 @@ mod tests {
         );
         let e = check(EngineKind::Smina, params("", "", "all")).expect_err("cnn on smina");
         assert!(e.to_string().contains("gnina"), "{e}");
+        let ok = check(EngineKind::Rustina, params("ad4_scoring", "", "none")).expect("rustina");
+        assert_eq!(ok.extra.scoring, Some(Scoring::Ad4Scoring));
+        assert_eq!(ok.extra.cnn_scoring, Some(CnnScoring::None));
+        let e = check(EngineKind::Rustina, params("", "", "refinement")).expect_err("rustina only rescores");
+        assert!(e.to_string().contains("accepts none, rescore"), "{e}");
+        let e = check(EngineKind::Rustina, params("dkoes_fast", "", "")).expect_err("rustina scoring");
+        assert!(e.to_string().contains("params.scoring"), "{e}");
+        let mut p = params("", "", "");
+        p.no_gpu = true;
+        let e = check(EngineKind::Rustina, p).expect_err("no_gpu is gnina's");
+        assert!(e.to_string().contains("params.cnn_model"), "{e}");
+        let mut p = params("", "", "");
+        p.search_mode = "qvina2-race".into();
+        assert_eq!(
+            check(EngineKind::Rustina, p.clone()).expect("mode").extra.search_mode,
+            Some(SearchMode::Qvina2Race)
+        );
+        let e = check(EngineKind::Vina, p.clone()).expect_err("search mode on vina");
+        assert!(
+            e.to_string().contains("params.search_mode") && e.to_string().contains("rustina engine only"),
+            "{e}"
+        );
+        p.search_mode = "warp".into();
+        let e = check(EngineKind::Rustina, p).expect_err("unknown mode");
+        assert!(
+            e.to_string().contains("accepts vina, qvina2, qvina2-race, qvina2-active, gpu"),
+            "{e}"
+        );
         let e = check(EngineKind::Gnina, params("", "", "bogus")).expect_err("cnn value");
         assert!(e.to_string().contains("params.cnn_scoring"), "{e}");
         let e = check(EngineKind::Smina, params("made_up", "", "")).expect_err("scoring name");
@@ -387,9 +476,23 @@ mod tests {
             cnn_scoring: "all".into(),
             cnn_model: "dense".into(),
             no_gpu: true,
+            search_mode: String::new(),
         };
         let typed = check(EngineKind::Gnina, p.clone()).expect("valid");
         assert_eq!(typed.to_proto(), p);
+        let r = pb::EngineParams {
+            scoring: "vina".into(),
+            cnn_scoring: "none".into(),
+            search_mode: "gpu".into(),
+            ..p.clone()
+        };
+        let r = pb::EngineParams {
+            mode: String::new(),
+            cnn_model: String::new(),
+            no_gpu: false,
+            ..r
+        };
+        assert_eq!(check(EngineKind::Rustina, r.clone()).expect("rustina").to_proto(), r);
         assert_eq!(
             DockParams::from_proto(EngineKind::Gnina, Some(&typed.to_proto())).expect("again"),
             typed
@@ -407,11 +510,16 @@ mod tests {
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(
             json["extra"],
-            serde_json::json!({"scoring": "vinardo", "mode": "", "cnn_scoring": "", "cnn_model": "", "no_gpu": false})
+            serde_json::json!({"scoring": "vinardo", "mode": "", "cnn_scoring": "", "cnn_model": "", "no_gpu": false, "search_mode": ""})
         );
         let back: DockParams = serde_json::from_value(json).expect("read");
         assert_eq!(back, p);
         let bad = serde_json::json!({"scoring": "nope", "mode": "", "cnn_scoring": "", "cnn_model": "", "no_gpu": false});
         assert!(serde_json::from_value::<EngineOptions>(bad).is_err());
+        // Stored before search modes existed: reads back with none.
+        let old = serde_json::json!({"scoring": "vina", "mode": "", "cnn_scoring": "", "cnn_model": "", "no_gpu": false});
+        let old: EngineOptions = serde_json::from_value(old).expect("old spec");
+        assert_eq!(old.search_mode, None);
+        assert_eq!(old.names()[4], "");
     }
 }

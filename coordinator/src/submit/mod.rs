@@ -17,7 +17,8 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
-    DockBox, DockParams, EngineKind, JobSpec, Preparation, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, MAX_SLEEP_TASKS,
+    DockBox, DockParams, EngineKind, JobSpec, Preparation, SearchMode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S,
+    MAX_SLEEP_TASKS,
 };
 use dockyard_proto::v1 as pb;
 
@@ -198,7 +199,7 @@ async fn materialise(field: &str, f: &pb::InputFile, org: &OrgId, store: &dyn Ar
 fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSpec, DockyardError> {
     let engine = EngineKind::parse(req.engine.trim())?;
     JobSpec::validate_scalars(req.priority, req.batch_size, req.max_attempts, req.timeout_s)?;
-    let params = DockParams::from_proto(engine, req.params.as_ref())?;
+    let mut params = DockParams::from_proto(engine, req.params.as_ref())?;
     let preparation = Preparation::from_request(engine, &req.prepare, req.protonate)?;
     if req.name.chars().count() > 200 {
         return Err(DockyardError::invalid("name", "at most 200 characters"));
@@ -215,6 +216,17 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
             "gpus_per_task",
             format!("{engine} runs on CPUs only; use 0"),
         ));
+    }
+    if params.extra.search_mode == Some(SearchMode::Gpu) && req.gpus_per_task == 0 {
+        return Err(DockyardError::invalid(
+            "params.search_mode",
+            "gpu needs GPUs: ask for them per task (--gpus 1)",
+        ));
+    }
+    // A task given GPUs searches on them unless told otherwise; said in the spec, so the
+    // result cache tells a GPU search from a CPU one.
+    if params.extra.search_mode.is_none() && req.gpus_per_task > 0 && engine.traits().search_modes.contains(&SearchMode::Gpu) {
+        params.extra.search_mode = Some(SearchMode::Gpu);
     }
     for (k, v) in &req.labels {
         if k.is_empty() || k.len() > 63 || v.len() > 256 {

@@ -7,12 +7,13 @@
 pub mod gnina;
 mod log;
 pub mod process;
+pub mod rustina;
 pub mod sdf_scores;
 pub mod sleep;
 pub mod smina;
 pub mod vina;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use gnina::GninaEngine;
+pub use rustina::RustinaEngine;
 pub use sleep::SleepEngine;
 pub use smina::SminaEngine;
 pub use vina::VinaEngine;
@@ -65,10 +67,17 @@ pub struct EngineRun {
 pub struct DockedLigand {
     /// In the engine's order (best first for Vina).
     pub poses: Vec<Pose>,
-    /// Lowest affinity among `poses`, kcal/mol.
+    /// The score of the engine's top-ranked pose, kcal/mol: the lowest affinity for Vina,
+    /// the affinity of the pose rustina's CNN ranks first.
     pub best_score: f64,
     /// The engine's pose file (PDBQT with one MODEL per pose), inside `work_dir`.
     pub pose_file: PathBuf,
+    /// Named scores of the top-ranked pose beyond `best_score` (rustina: `cnn_score`,
+    /// `cnn_affinity`); they become the ligand's result fields.
+    pub fields: HashMap<String, f64>,
+    /// Per pose, in `poses` order, named scores the PDBQT file cannot carry: written as SD
+    /// fields of that pose's record when the poses are exported as SDF. Empty: none.
+    pub pose_fields: Vec<Vec<(String, f64)>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +191,7 @@ const REGISTRY: &[(EngineKind, Probe)] = &[
     (EngineKind::Vina, |p| Box::pin(async move { offered(vina::probe(&p).await) })),
     (EngineKind::Smina, |p| Box::pin(async move { offered(smina::probe(&p).await) })),
     (EngineKind::Gnina, |p| Box::pin(async move { offered(gnina::probe(&p).await) })),
+    (EngineKind::Rustina, |p| Box::pin(async move { offered(rustina::probe(&p).await) })),
     (EngineKind::Sleep, |_| Box::pin(async { offered(Ok(SleepEngine::new())) })),
 ];
 
@@ -198,8 +208,9 @@ pub struct EngineProbe {
 }
 
 /// The engines usable on this node: each registered engine whose program answers its
-/// probe (Vina 1.2 or later; smina and gnina when `--version` names them), at the
-/// configured path or on PATH; test-only engines only when enabled.
+/// probe (Vina 1.2 or later; smina and gnina when `--version` names them; rustina when the
+/// Python imports it), at the configured path or on PATH; test-only engines only when
+/// enabled.
 pub async fn probe_engines(probe: &EngineProbe) -> Vec<Arc<dyn DockingEngine>> {
     let mut engines: Vec<Arc<dyn DockingEngine>> = Vec::new();
     for (kind, find) in REGISTRY {
@@ -210,11 +221,20 @@ pub async fn probe_engines(probe: &EngineProbe) -> Vec<Arc<dyn DockingEngine>> {
             continue;
         }
         let configured = probe.paths.get(kind);
-        let program = configured.cloned().unwrap_or_else(|| PathBuf::from(kind.name()));
+        let program = configured.cloned().unwrap_or_else(|| default_program(*kind));
         let found = find(program.clone()).await;
         report_probe(kind.name(), &program, configured.is_some(), found, &mut engines);
     }
     engines
+}
+
+/// The program probed for an engine without a configured path: its name on PATH, except
+/// for rustina, a Python module, whose program is the Python that imports it.
+fn default_program(kind: EngineKind) -> PathBuf {
+    match kind {
+        EngineKind::Rustina => PathBuf::from("python3"),
+        other => PathBuf::from(other.name()),
+    }
 }
 
 fn report_probe(
@@ -295,6 +315,7 @@ mod tests {
                 (EngineKind::Vina, PathBuf::from("/nonexistent/vina")),
                 (EngineKind::Smina, PathBuf::from("/nonexistent/smina")),
                 (EngineKind::Gnina, PathBuf::from("/nonexistent/gnina")),
+                (EngineKind::Rustina, PathBuf::from("/nonexistent/python3")),
             ]),
             enable_sleep,
         };
@@ -315,6 +336,7 @@ mod tests {
                 (EngineKind::Vina, PathBuf::from("/nonexistent/vina")),
                 (EngineKind::Smina, smina::real_tests::real_smina()),
                 (EngineKind::Gnina, fixtures.join("fake_gnina.sh")),
+                (EngineKind::Rustina, PathBuf::from("/nonexistent/python3")),
             ]),
             enable_sleep: false,
         })

@@ -95,6 +95,8 @@ impl DockingEngine for SleepEngine {
                     }],
                     best_score: score,
                     pose_file,
+                    fields: Default::default(),
+                    pose_fields: Vec::new(),
                 }),
             });
         }

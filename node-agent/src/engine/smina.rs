@@ -456,6 +456,8 @@ fn docked_ligand(group: LigandPoses, path: &Path, table: &[table::Row]) -> Docke
         poses,
         best_score,
         pose_file: path.to_path_buf(),
+        fields: Default::default(),
+        pose_fields: Vec::new(),
     }
 }
 

@@ -339,6 +339,8 @@ async fn collect_output(path: &Path) -> Result<DockedLigand, String> {
         poses,
         best_score,
         pose_file: path.to_path_buf(),
+        fields: Default::default(),
+        pose_fields: Vec::new(),
     })
 }
 

@@ -89,6 +89,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
         (EngineKind::Vina, &cfg.vina_path),
         (EngineKind::Smina, &cfg.smina_path),
         (EngineKind::Gnina, &cfg.gnina_path),
+        (EngineKind::Rustina, &cfg.rustina_python),
     ];
     let engines = probe_engines(&crate::engine::EngineProbe {
         paths: paths.into_iter().filter_map(|(k, p)| Some((k, p.clone()?))).collect(),

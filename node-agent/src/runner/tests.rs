@@ -433,3 +433,21 @@ async fn a_crashing_engine_fails_the_task_retryably() {
     assert!(f.reason.contains("about to crash"), "{}", f.reason);
     assert_eq!(scratch_folders(&work), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn per_pose_scores_become_sd_fields_of_their_records() {
+    let sdf = "a\n\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n>  <MODEL>\n1\n\n$$$$\nb\nM  END\n$$$$\nc\nM  END\n$$$$\n";
+    let fields = vec![
+        vec![("cnn_score".to_string(), 0.75), ("cnn_affinity".to_string(), 6.5)],
+        vec![("cnn_score".to_string(), 0.25)],
+    ];
+    let out = super::upload::add_sd_fields(sdf, &fields);
+    let records: Vec<&str> = out.split("$$$$\n").collect();
+    assert_eq!(records.len(), 4, "{out}");
+    assert!(
+        records[0].ends_with(">  <MODEL>\n1\n\n>  <cnn_score>\n0.75\n\n>  <cnn_affinity>\n6.5\n\n"),
+        "{out}"
+    );
+    assert!(records[1].ends_with("M  END\n>  <cnn_score>\n0.25\n\n"), "{out}");
+    assert_eq!(records[2], "c\nM  END\n");
+}

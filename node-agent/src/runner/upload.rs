@@ -12,7 +12,7 @@ use dockyard_proto::v1 as pb;
 
 use super::{RunError, RunnerContext};
 use crate::engine::sdf_scores::parse_sdf_scores;
-use crate::engine::EngineOutput;
+use crate::engine::{DockedLigand, EngineOutput};
 use crate::prepare::{PrepareError, Preparer};
 
 /// Uploads what the engine wrote; returns the outcomes of the ligands it ran, in its order.
@@ -50,17 +50,18 @@ pub(super) async fn upload(
                     k.to_string()
                 } else {
                     match export_sdf {
-                        Some(prep) => export_poses_sdf(ctx, prep, &d.pose_file, work, &a.output_prefix, l.index).await,
+                        Some(prep) => export_poses_sdf(ctx, prep, &d, work, &a.output_prefix, l.index).await,
                         None => String::new(),
                     }
                 };
                 let fields = if traits.sdf_poses {
                     best_pose_fields_of(&d.pose_file, l.index).await
                 } else {
-                    match traits.score_field {
-                        Some(name) if d.best_score.is_finite() => HashMap::from([(name.to_string(), d.best_score)]),
-                        _ => HashMap::new(),
+                    let mut fields = d.fields.clone();
+                    if let Some(name) = traits.score_field.filter(|_| d.best_score.is_finite()) {
+                        fields.insert(name.to_string(), d.best_score);
                     }
+                    fields
                 };
                 pb::LigandOutcome {
                     index: l.index,
@@ -126,12 +127,21 @@ async fn best_pose_fields_of(pose_file: &Path, index: u32) -> HashMap<String, f6
     })
 }
 
-/// Converts and uploads one ligand's poses as SDF; returns its key, or "" when that fails
-/// (the PDBQT poses are the result; the SDF is a convenience).
-async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, pose_file: &Path, work: &Path, prefix: &str, index: u32) -> String {
+/// Converts and uploads one ligand's poses as SDF, with the engine's per-pose scores as SD
+/// fields; returns its key, or "" when that fails (the PDBQT poses are the result; the SDF
+/// is a convenience).
+async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, d: &DockedLigand, work: &Path, prefix: &str, index: u32) -> String {
     let sdf = work.join(format!("lig_{index}.sdf"));
     let res: Result<String, String> = async {
-        prep.pdbqt_to_sdf(pose_file, &sdf).await.map_err(|e: PrepareError| e.to_string())?;
+        prep.pdbqt_to_sdf(&d.pose_file, &sdf)
+            .await
+            .map_err(|e: PrepareError| e.to_string())?;
+        if d.pose_fields.iter().any(|f| !f.is_empty()) {
+            let text = tokio::fs::read_to_string(&sdf).await.map_err(|e| e.to_string())?;
+            tokio::fs::write(&sdf, add_sd_fields(&text, &d.pose_fields))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let k = ArtifactKey::task_file(prefix, TaskFile::PosesSdf(index)).map_err(|e| e.to_string())?;
         ctx.store.put_file(&k, &sdf).await.map_err(|e| e.to_string())?;
         Ok(k.to_string())
@@ -144,4 +154,21 @@ async fn export_poses_sdf(ctx: &RunnerContext, prep: &Preparer, pose_file: &Path
             String::new()
         }
     }
+}
+
+/// `sdf` with the `i`-th record's `fields[i]` added as data items at its end (before
+/// `$$$$`); records beyond `fields` are left as they are.
+pub(super) fn add_sd_fields(sdf: &str, fields: &[Vec<(String, f64)>]) -> String {
+    let mut out = String::with_capacity(sdf.len() + 64 * fields.len());
+    let mut record = 0usize;
+    for line in sdf.split_inclusive('\n') {
+        if line.trim_end() == "$$$$" {
+            for (name, value) in fields.get(record).into_iter().flatten() {
+                out.push_str(&format!(">  <{name}>\n{value}\n\n"));
+            }
+            record += 1;
+        }
+        out.push_str(line);
+    }
+    out
 }
