@@ -367,3 +367,73 @@ async fn a_rustina_task_given_a_gpu_runs_the_gpu_search() {
         "{report:?}"
     );
 }
+
+/// Results of a rustina job are listed by rustina's own ranking (the CNN pose score,
+/// highest first) unless `--rank-by` names another key; the CSV carries both CNN columns
+/// and the report's top hits say what they are ranked by.
+#[tokio::test]
+async fn rustina_results_are_ranked_by_the_cnn_unless_another_key_is_asked_for() {
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(1).arg("--rustina-python").arg("python3"))
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let p69 = dockyard_tests::read_shared(&dockyard_tests::shared_data("vina-examples/5x72/5x72_ligand_p69.pdbqt"));
+    let job = c
+        .submit(rustina_5x72_request(vec![
+            dockyard_tests::input("p59.pdbqt", p59()),
+            dockyard_tests::input("p69.pdbqt", p69),
+        ]))
+        .await;
+    let j = c.wait_job_final(&job, Duration::from_secs(120)).await;
+    assert_eq!(
+        dockyard_tests::state(&j),
+        pb::JobState::Succeeded,
+        "{}",
+        dockyard_tests::describe_job(&j)
+    );
+
+    let listed = |args: &'static [&'static str]| {
+        let (c, job) = (&c, job.clone());
+        async move {
+            let mut all = vec!["results", job.as_str(), "--format", "json"];
+            all.extend_from_slice(args);
+            let o = c.cli(&all).await;
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            v.as_array().expect("array").clone()
+        }
+    };
+    let key = |rows: &[serde_json::Value], k: &str| -> Vec<f64> { rows.iter().map(|r| r[k].as_f64().expect(k)).collect() };
+    let descending = |v: &[f64]| v.windows(2).all(|w| w[0] >= w[1]);
+
+    let own = listed(&[]).await;
+    assert_eq!(own.len(), 2);
+    assert!(descending(&key(&own, "cnn_score")), "{own:?}");
+    let by_affinity = listed(&["--rank-by", "cnn_affinity"]).await;
+    assert!(descending(&key(&by_affinity, "cnn_affinity")), "{by_affinity:?}");
+    let by_score = listed(&["--rank-by", "score"]).await;
+    let scores = key(&by_score, "score");
+    assert!(scores.windows(2).all(|w| w[0] <= w[1]), "{by_score:?}");
+
+    let o = c.cli(&["results", &job, "--format", "csv"]).await;
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert!(csv.starts_with("rank,ligand,score,cnn_score,cnn_affinity,"), "{csv}");
+    assert!(!csv.contains("n/a"), "rustina computed both CNN columns: {csv}");
+
+    let o = c.cli(&["results", &job, "--rank-by", "cnn"]).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cnn_affinity"), "{o:?}");
+
+    let report = c
+        .jobs()
+        .await
+        .get_job_report(pb::GetJobRequest { job_id: job.clone() })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.rank_by, "cnn_score");
+    let names: Vec<&str> = report.top_hits.iter().map(|h| h.ligand.as_str()).collect();
+    let own_names: Vec<&str> = own.iter().map(|r| r["ligand"].as_str().expect("ligand")).collect();
+    assert_eq!(names, own_names);
+}
