@@ -117,14 +117,17 @@ pub async fn stats(c: &Client) -> Result<pb::QueueStatsResponse> {
         .into_inner())
 }
 
-pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
-    let r = c
-        .jobs
+pub async fn fetch_report(c: &Client, job: &str) -> Result<pb::JobReport> {
+    Ok(c.jobs
         .clone()
         .get_job_report(c.req(pb::GetJobRequest { job_id: job.to_string() }))
         .await
         .map_err(explain)?
-        .into_inner();
+        .into_inner())
+}
+
+pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
+    let r = fetch_report(c, job).await?;
     print!("{}", output::render_report(&r, f));
     Ok(())
 }

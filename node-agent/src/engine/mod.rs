@@ -99,6 +99,34 @@ pub struct EngineOutput {
     pub wall_seconds: f64,
 }
 
+/// The output of a batch run whose results were gathered by ligand index: one entry per
+/// input ligand in input order (a ligand without a result was not docked), and the log
+/// when the engine wrote one.
+pub(crate) async fn in_input_order(
+    run: &EngineRun,
+    mut results: std::collections::HashMap<u32, Result<DockedLigand, String>>,
+    log_path: PathBuf,
+    cpu_seconds: f64,
+    started: std::time::Instant,
+) -> EngineOutput {
+    let ligands = run
+        .ligands
+        .iter()
+        .map(|lig| LigandDock {
+            index: lig.index,
+            name: lig.name.clone(),
+            result: results.remove(&lig.index).unwrap_or_else(|| Err("ligand was not docked".into())),
+        })
+        .collect();
+    let log_file = tokio::fs::try_exists(&log_path).await.unwrap_or(false).then_some(log_path);
+    EngineOutput {
+        ligands,
+        log_file,
+        cpu_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("engine timed out after {0:?}")]

@@ -50,7 +50,7 @@ use dockyard_common::spec::{CnnScoring, EngineKind, Scoring, SearchMode};
 
 use super::log::{read_log_from, tail};
 use super::process::{run_process, ProcessSpec, DEFAULT_GRACE};
-use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
+use super::{in_input_order, DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun};
 
 /// The driver, as it is in the repository.
 pub const DRIVER: &str = include_str!("../../drivers/rustina_dock.py");
@@ -345,22 +345,7 @@ impl DockingEngine for RustinaEngine {
             pending = left.into_iter().skip(1).collect();
         }
 
-        let ligands = run
-            .ligands
-            .iter()
-            .map(|lig| LigandDock {
-                index: lig.index,
-                name: lig.name.clone(),
-                result: results.remove(&lig.index).unwrap_or_else(|| Err("ligand was not docked".into())),
-            })
-            .collect();
-        let log_file = tokio::fs::try_exists(&log_path).await.unwrap_or(false).then_some(log_path);
-        Ok(EngineOutput {
-            ligands,
-            log_file,
-            cpu_seconds,
-            wall_seconds: started.elapsed().as_secs_f64(),
-        })
+        Ok(in_input_order(&run, results, log_path, cpu_seconds, started).await)
     }
 }
 

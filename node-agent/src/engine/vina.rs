@@ -21,7 +21,7 @@ use dockyard_common::spec::EngineKind;
 
 use super::log::{probe_version, read_log_from, tail};
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
-use super::{DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun, LigandDock};
+use super::{in_input_order, DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun};
 
 /// Seed passed when the run asks for 0. Vina's own 0 means "pick a random seed", which
 /// would make a retried or re-run task produce different poses and scores; a fixed seed
@@ -251,22 +251,7 @@ impl DockingEngine for VinaEngine {
             .dock_batches(&run, &receptor, pending, &mut results, &log_path, started)
             .await?;
 
-        let ligands = run
-            .ligands
-            .iter()
-            .map(|lig| LigandDock {
-                index: lig.index,
-                name: lig.name.clone(),
-                result: results.remove(&lig.index).unwrap_or_else(|| Err("ligand was not docked".into())),
-            })
-            .collect();
-        let log_file = tokio::fs::try_exists(&log_path).await.unwrap_or(false).then_some(log_path);
-        Ok(EngineOutput {
-            ligands,
-            log_file,
-            cpu_seconds,
-            wall_seconds: started.elapsed().as_secs_f64(),
-        })
+        Ok(in_input_order(&run, results, log_path, cpu_seconds, started).await)
     }
 }
 

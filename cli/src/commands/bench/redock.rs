@@ -220,13 +220,7 @@ async fn dock_and_measure(
 ) -> Result<Outcome> {
     watch::watch(client, job, true).await?;
     let wall_s = started.elapsed().as_secs_f64();
-    let report = client
-        .jobs
-        .clone()
-        .get_job_report(client.req(pb::GetJobRequest { job_id: job.to_string() }))
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let report = query::fetch_report(client, job).await?;
     let cpu_s = report.cpu_seconds;
     let rows = query::fetch_results(client, job, 1, "").await?.0;
     let Some(top) = rows.first() else {

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 use dockyard_common::spec::{DockParams, EngineOptions};
 
 use super::*;
+use crate::engine::LigandDock;
 use crate::engine::LigandFile;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
