@@ -99,6 +99,8 @@ async fn smina_given_by_path_is_advertised_and_docks_a_job() {
         assert_eq!(row.fields.get("minimizedAffinity"), Some(&row.score), "{row:?}");
 
         assert!(row.sdf_key.ends_with(".sdf"), "{row:?}");
+        // smina writes SDF: its poses are stored once, under their format's name.
+        assert_eq!(row.pose_key, row.sdf_key, "{row:?}");
         let path = c.artifacts_dir().join(&row.sdf_key);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("pose file {}: {e}", path.display()));
         let affinities = sdf_affinities(&text);

@@ -41,12 +41,12 @@ pub(super) async fn upload(
         let (smiles, preparation) = notes.remove(&l.index).unwrap_or_default();
         let outcome = match l.result {
             Ok(d) => {
-                let k = ArtifactKey::task_file(&a.output_prefix, TaskFile::PosesPdbqt(l.index))?;
+                // The engine's own pose file, named for its format: an SDF engine's poses are
+                // stored once, and serve as both the pose file and the SDF.
+                let file = if traits.sdf_poses { TaskFile::PosesSdf(l.index) } else { TaskFile::PosesPdbqt(l.index) };
+                let k = ArtifactKey::task_file(&a.output_prefix, file)?;
                 ctx.store.put_file(&k, &d.pose_file).await?;
                 let sdf_key = if traits.sdf_poses {
-                    // Already SDF: stored as is under the SDF name too.
-                    let k = ArtifactKey::task_file(&a.output_prefix, TaskFile::PosesSdf(l.index))?;
-                    ctx.store.put_file(&k, &d.pose_file).await?;
                     k.to_string()
                 } else {
                     match export_sdf {
