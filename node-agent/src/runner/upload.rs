@@ -43,7 +43,11 @@ pub(super) async fn upload(
             Ok(d) => {
                 // The engine's own pose file, named for its format: an SDF engine's poses are
                 // stored once, and serve as both the pose file and the SDF.
-                let file = if traits.sdf_poses { TaskFile::PosesSdf(l.index) } else { TaskFile::PosesPdbqt(l.index) };
+                let file = if traits.sdf_poses {
+                    TaskFile::PosesSdf(l.index)
+                } else {
+                    TaskFile::PosesPdbqt(l.index)
+                };
                 let k = ArtifactKey::task_file(&a.output_prefix, file)?;
                 ctx.store.put_file(&k, &d.pose_file).await?;
                 let sdf_key = if traits.sdf_poses {
