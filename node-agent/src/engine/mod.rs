@@ -63,6 +63,20 @@ pub struct EngineRun {
     pub cancel: CancellationToken,
 }
 
+impl EngineRun {
+    /// What is left of the run's timeout for the next engine process, `started` being when
+    /// the run began (`Duration::ZERO`: no timeout); `Timeout` once it is spent.
+    pub fn time_left(&self, started: std::time::Instant) -> Result<Duration, EngineError> {
+        if self.timeout.is_zero() {
+            return Ok(Duration::ZERO);
+        }
+        match self.timeout.checked_sub(started.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(EngineError::Timeout(self.timeout)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockedLigand {
     /// In the engine's order (best first for Vina).

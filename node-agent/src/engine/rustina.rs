@@ -257,14 +257,7 @@ impl DockingEngine for RustinaEngine {
             if run.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }
-            let timeout = if run.timeout.is_zero() {
-                Duration::ZERO
-            } else {
-                match run.timeout.checked_sub(started.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return Err(EngineError::Timeout(run.timeout)),
-                }
-            };
+            let timeout = run.time_left(started)?;
             let job = DriverJob {
                 receptor: receptor.clone(),
                 ligands: std::mem::take(&mut pending),

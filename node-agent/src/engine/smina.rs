@@ -260,7 +260,7 @@ impl SdfRunner<'_> {
             if run.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }
-            let timeout = remaining(&run, started)?;
+            let timeout = run.time_left(started)?;
             let lig_path = std::path::absolute(&lig.path)?;
             if let Err(e) = tokio::fs::metadata(&lig_path).await {
                 return Err(EngineError::Io(format!("ligand {}: {e}", lig_path.display())));
@@ -340,16 +340,6 @@ impl SdfRunner<'_> {
             cpu_seconds,
             wall_seconds: started.elapsed().as_secs_f64(),
         })
-    }
-}
-
-fn remaining(run: &EngineRun, started: Instant) -> Result<Duration, EngineError> {
-    if run.timeout.is_zero() {
-        return Ok(Duration::ZERO);
-    }
-    match run.timeout.checked_sub(started.elapsed()) {
-        Some(left) if !left.is_zero() => Ok(left),
-        _ => Err(EngineError::Timeout(run.timeout)),
     }
 }
 

@@ -121,14 +121,7 @@ impl VinaEngine {
             if run.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }
-            let timeout = if run.timeout.is_zero() {
-                Duration::ZERO
-            } else {
-                match run.timeout.checked_sub(started.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return Err(EngineError::Timeout(run.timeout)),
-                }
-            };
+            let timeout = run.time_left(started)?;
             let log_offset = tokio::fs::metadata(log_path).await.map(|m| m.len()).unwrap_or(0);
             let spec = ProcessSpec {
                 program: self.program.clone(),
