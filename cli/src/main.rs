@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod output;
+mod output_stages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -55,6 +55,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "finished_at_ms": j.finished_at_ms,
         "unschedulable_reason": j.unschedulable_reason,
         "error": j.error,
+        "stages": j.stages.iter().map(crate::output_stages::stage_json).collect::<Vec<_>>(),
     })
 }
 
@@ -127,8 +128,34 @@ fn csv(s: &str) -> String {
     }
 }
 
-pub fn print_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) {
+/// How the coordinator ranked a list of results.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranking {
+    /// The key (empty from an older coordinator).
+    pub key: String,
+    /// A funnel's: the fields holding each earlier stage's score, in stage order.
+    pub stage_columns: Vec<String>,
+}
+
+impl From<&str> for Ranking {
+    fn from(key: &str) -> Self {
+        Ranking {
+            key: key.to_string(),
+            stage_columns: Vec::new(),
+        }
+    }
+}
+
+pub fn print_results(rows: &[pb::LigandResult], ranked_by: &Ranking, f: Format) {
     print!("{}", render_results(rows, ranked_by, f));
+}
+
+/// An earlier stage's score of one result, or `n/a` (a cached result, an older record).
+fn stage_cell(r: &pb::LigandResult, column: &str) -> String {
+    r.fields
+        .get(column)
+        .filter(|v| v.is_finite())
+        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
 }
 
 /// A CNN column of one result: its value, or `n/a` when the engine did not compute it.
@@ -137,9 +164,10 @@ fn cnn_cell(r: &pb::LigandResult, key: RankKey) -> String {
         .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
 }
 
-/// `ranked_by` is the key the coordinator ranked by (empty from an older coordinator).
-pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> String {
+pub fn render_results(rows: &[pb::LigandResult], ranking: &Ranking, f: Format) -> String {
     use std::fmt::Write;
+    let ranked_by = ranking.key.as_str();
+    let stages = &ranking.stage_columns;
     let mut out = String::new();
     let cnn = [RankKey::CnnScore, RankKey::CnnAffinity];
     match f {
@@ -163,6 +191,7 @@ pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> 
                         "smiles": r.smiles,
                         "preparation": r.preparation,
                         "cached": r.cached,
+                        "stage_scores": stages.iter().map(|c| (c.clone(), serde_json::json!(r.fields.get(c).copied().filter(|v| v.is_finite())))).collect::<serde_json::Map<String, serde_json::Value>>(),
                         "fields": r.fields,
                     })
                 })
@@ -170,9 +199,16 @@ pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> 
             let _ = writeln!(out, "{}", serde_json::Value::Array(v));
         }
         Format::Csv => {
-            let _ = writeln!(out, "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key");
+            // A funnel's earlier stages come after the fixed columns, so scripts reading
+            // those by position read the same file with or without stages.
+            let mut header = "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key".to_string();
+            for c in stages {
+                header.push(',');
+                header.push_str(&csv(c));
+            }
+            let _ = writeln!(out, "{header}");
             for (i, r) in rows.iter().enumerate() {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{},{},{:.3},{},{},{},{}",
                     i + 1,
@@ -183,6 +219,10 @@ pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> 
                     r.poses.len(),
                     r.pose_key
                 );
+                for c in stages {
+                    let _ = write!(out, ",{}", stage_cell(r, c));
+                }
+                let _ = writeln!(out);
             }
         }
         Format::Table => {
@@ -192,11 +232,17 @@ pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> 
             if with_cnn {
                 let _ = write!(out, "  {:>9}  {:>12}", "CNN_SCORE", "CNN_AFFINITY");
             }
+            for c in stages {
+                let _ = write!(out, "  {:>14}", c.to_ascii_uppercase());
+            }
             let _ = writeln!(out, "  {:>5}", "POSES");
             for (i, r) in rows.iter().enumerate() {
                 let _ = write!(out, "{:>4}  {:<32}  {:>12.3}", i + 1, r.ligand, r.score);
                 if with_cnn {
                     let _ = write!(out, "  {:>9}  {:>12}", cnn_cell(r, cnn[0]), cnn_cell(r, cnn[1]));
+                }
+                for c in stages {
+                    let _ = write!(out, "  {:>14}", stage_cell(r, c));
                 }
                 let _ = writeln!(out, "  {:>5}", r.poses.len());
             }
@@ -214,6 +260,13 @@ pub fn render_results(rows: &[pb::LigandResult], ranked_by: &str, f: Format) -> 
     out
 }
 
+fn ranking(r: &pb::JobReport) -> Ranking {
+    Ranking {
+        key: r.rank_by.clone(),
+        stage_columns: r.stage_columns.clone(),
+    }
+}
+
 /// `dockyard report`: counts, failures grouped by reason, and the library records left out
 /// at submission (`--skip-invalid`). JSON for `--output json`, a table otherwise.
 pub fn render_report(r: &pb::JobReport, f: Format) -> String {
@@ -224,10 +277,11 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
         let v = serde_json::json!({
             "job": job_json(&j),
             "cpu_seconds": r.cpu_seconds,
-            "failures": r.failures.iter().map(|g| serde_json::json!({"kind": g.kind, "reason": g.reason, "count": g.count, "examples": g.examples})).collect::<Vec<_>>(),
+            "failures": r.failures.iter().map(|g| serde_json::json!({"stage": g.stage, "kind": g.kind, "reason": g.reason, "count": g.count, "examples": g.examples})).collect::<Vec<_>>(),
             "skipped": r.skipped.iter().map(|s| serde_json::json!({"file": s.file, "record": s.record, "name": s.name, "line": s.line, "reason": s.reason})).collect::<Vec<_>>(),
             "rank_by": r.rank_by,
-            "top_hits": serde_json::from_str::<serde_json::Value>(&render_results(&r.top_hits, &r.rank_by, Format::Json)).unwrap_or_default(),
+            "stages": j.stages.iter().map(crate::output_stages::stage_json).collect::<Vec<_>>(),
+            "top_hits": serde_json::from_str::<serde_json::Value>(&render_results(&r.top_hits, &ranking(r), Format::Json)).unwrap_or_default(),
         });
         let _ = writeln!(out, "{v}");
         return out;
@@ -245,12 +299,30 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
         j.ligands_total, j.ligands_docked, j.ligands_failed, j.ligands_skipped
     );
     let _ = writeln!(out, "  engine CPU time: {:.1} s", r.cpu_seconds);
+    if !j.stages.is_empty() {
+        let _ = writeln!(out, "  funnel:");
+        for line in crate::output_stages::funnel_table(&j.stages).lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
     if r.failures.is_empty() {
         let _ = writeln!(out, "  failures: none");
     } else {
         let _ = writeln!(out, "  failures by reason:");
         for g in &r.failures {
-            let _ = writeln!(out, "    {:>5} x {} {}: e.g. {}", g.count, g.kind, g.reason, g.examples.join(", "));
+            let stage = if g.stage.is_empty() {
+                String::new()
+            } else {
+                format!("[{}] ", g.stage)
+            };
+            let _ = writeln!(
+                out,
+                "    {:>5} x {stage}{} {}: e.g. {}",
+                g.count,
+                g.kind,
+                g.reason,
+                g.examples.join(", ")
+            );
         }
     }
     if !r.skipped.is_empty() {
@@ -276,7 +348,7 @@ pub fn render_report(r: &pb::JobReport, f: Format) -> String {
     }
     if !r.top_hits.is_empty() {
         let _ = writeln!(out, "  top hits:");
-        for line in render_results(&r.top_hits, &r.rank_by, Format::Table).lines() {
+        for line in render_results(&r.top_hits, &ranking(r), Format::Table).lines() {
             let _ = writeln!(out, "    {line}");
         }
     }
@@ -394,22 +466,22 @@ mod tests {
             hit("b", -8.0, &[("CNNscore", 0.5), ("CNNaffinity", 6.0)]),
             hit("c", -7.0, &[]),
         ];
-        let csv = render_results(&rows, "cnn_score", Format::Csv);
+        let csv = render_results(&rows, &"cnn_score".into(), Format::Csv);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key");
         assert_eq!(lines[1], "1,a,-9.500,0.910,7.250,0,");
         assert_eq!(lines[2], "2,b,-8.000,0.500,6.000,0,");
         assert_eq!(lines[3], "3,c,-7.000,n/a,n/a,0,");
 
-        let table = render_results(&rows, "cnn_score", Format::Table);
+        let table = render_results(&rows, &"cnn_score".into(), Format::Table);
         assert!(
             table.contains("CNN_SCORE") && table.contains("ranked by cnn_score, highest first"),
             "{table}"
         );
-        let plain = render_results(&rows[2..], "score", Format::Table);
+        let plain = render_results(&rows[2..], &"score".into(), Format::Table);
         assert!(!plain.contains("CNN_SCORE") && plain.contains("ranked by score"), "{plain}");
 
-        let json: serde_json::Value = serde_json::from_str(&render_results(&rows, "", Format::Json)).expect("json");
+        let json: serde_json::Value = serde_json::from_str(&render_results(&rows, &"".into(), Format::Json)).expect("json");
         assert_eq!(json[1]["cnn_affinity"], serde_json::json!(6.0));
         assert!(json[2]["cnn_score"].is_null(), "{json}");
     }
@@ -442,6 +514,7 @@ mod tests {
             ],
             top_hits: vec![hit("best", -9.5, &[("cnn_score", 0.91), ("cnn_affinity", 7.25)])],
             rank_by: "cnn_score".into(),
+            stage_columns: Vec::new(),
         }
     }
 

@@ -40,6 +40,18 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of stage `stage` (0-based; 0 is this job itself) of the funnel this job is:
+    /// derived, not drawn, so a coordinator that crosses a stage boundary twice (a restart,
+    /// a failover) finds the stage it already created instead of making a second one.
+    pub fn stage(&self, stage: u32) -> JobId {
+        if stage == 0 {
+            return self.clone();
+        }
+        let (time, rand) = self.0.split_at(12);
+        let r = u32::from_str_radix(rand, 16).unwrap_or(0);
+        JobId(format!("{time}{:08x}", r.wrapping_add(stage.wrapping_mul(0x9e37_79b9))))
+    }
 }
 
 impl fmt::Display for JobId {
@@ -161,6 +173,20 @@ pub type Epoch = u64;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_ids_are_valid_distinct_and_stable() {
+        let j = JobId::parse("0123456789abffffffff").expect("id");
+        assert_eq!(j.stage(0), j);
+        let ids: Vec<JobId> = (0..5).map(|k| j.stage(k)).collect();
+        for (k, id) in ids.iter().enumerate() {
+            assert_eq!(&JobId::parse(id.as_str()).expect("a stage id parses"), id, "stage {k}");
+            assert!(id.as_str().starts_with("0123456789ab"), "keeps the creation time: {id}");
+            assert_eq!(j.stage(k as u32), *id, "derived the same way every time");
+        }
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 5);
+    }
 
     #[test]
     fn task_id_round_trips_through_text_and_key() {

@@ -1,6 +1,7 @@
 //! Job specifications: validated domain types built from client requests.
 
 mod engine;
+mod funnel;
 mod ligand_table;
 mod params;
 mod prepare;
@@ -17,6 +18,7 @@ use crate::ids::OrgId;
 use crate::queue_key::{MAX_PRIORITY, MIN_PRIORITY};
 
 pub use engine::{EngineKind, EngineTraits};
+pub use funnel::{carry, validate_stage_name, Funnel, Keep, StagePlan};
 pub use params::{CnnModel, CnnScoring, DockMode, DockParams, EngineOptions, OptionName, Scoring, SearchMode, DEFAULT_SEED};
 pub use prepare::{prep_steps, PrepStep, PrepTool, PrepTools, Preparation, MEEKO, MOLSCRUB, OBABEL, PROTONATION_PH};
 pub use rank::{RankKey, ResultFields};
@@ -156,6 +158,10 @@ pub struct JobSpec {
     pub cached: u32,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
+    /// Set when the job is a funnel (its first stage, holding the plan) or one of a
+    /// funnel's later stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funnel: Option<Funnel>,
 }
 
 /// Jobs stored before `cpus_per_task` ran each task on one core.
@@ -168,6 +174,21 @@ fn is_one_cpu(n: &u32) -> bool {
 }
 
 impl JobSpec {
+    /// The stages of the funnel this job is the first stage of (empty for any other job).
+    pub fn plan(&self) -> &[StagePlan] {
+        self.funnel.as_ref().map_or(&[], |f| f.plan.as_slice())
+    }
+
+    /// The funnel a later stage's job belongs to.
+    pub fn funnel_root(&self) -> Option<&crate::ids::JobId> {
+        self.funnel.as_ref().and_then(|f| f.root.as_ref())
+    }
+
+    /// What earlier stages of a funnel measured for ligand `index` (empty outside funnels).
+    pub fn carried(&self, index: usize) -> Option<&BTreeMap<String, f64>> {
+        self.funnel.as_ref().and_then(|f| f.carried.get(index))
+    }
+
     /// Number of tasks this job splits into.
     pub fn task_count(&self) -> u32 {
         if self.engine == EngineKind::Sleep && self.ligands.is_empty() {
@@ -321,6 +342,7 @@ mod tests {
             cached: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
+            funnel: None,
         }
     }
 

@@ -42,6 +42,7 @@ pub fn failure_groups(store: &Store, job: &JobId) -> Result<Vec<pb::FailureGroup
             reason,
             count,
             examples,
+            stage: String::new(),
         })
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));

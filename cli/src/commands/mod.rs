@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 pub mod query;
 pub mod run;
+pub mod stages;
 pub mod submit;
 pub mod top;
 pub mod watch;

@@ -35,7 +35,7 @@ pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> 
 
 /// The job's `top` best results by `rank_by` ("" = the engine's own ranking), and the key
 /// the coordinator ranked them by.
-pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> Result<(Vec<pb::LigandResult>, String)> {
+pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> Result<(Vec<pb::LigandResult>, output::Ranking)> {
     let mut out = Vec::new();
     let mut token = String::new();
     let ranked_by = loop {
@@ -54,7 +54,10 @@ pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> 
             .into_inner();
         out.extend(r.results);
         if r.next_page_token.is_empty() || out.len() >= top {
-            break r.rank_by;
+            break output::Ranking {
+                key: r.rank_by,
+                stage_columns: r.stage_columns,
+            };
         }
         token = r.next_page_token;
     };

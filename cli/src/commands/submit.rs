@@ -109,6 +109,17 @@ pub struct SubmitArgs {
     /// Sleep engine: milliseconds per task.
     #[arg(long)]
     pub sleep_ms: Option<u32>,
+    /// One stage of a funnel, as key=value pairs (repeat for each stage, in order): the first
+    /// docks the library, each later one takes the best of the one before, e.g.
+    /// --stage "engine=vina exhaustiveness=1" --stage "keep=10% exhaustiveness=32 num_modes=20".
+    /// Keys: name engine exhaustiveness num_modes seed scoring mode cnn_scoring cnn_model
+    /// search_mode no_gpu gpus cpus_per_task batch_size timeout_s rank_by keep (N or P%)
+    /// max_score receptor center size. Unset keys take the job's flags.
+    #[arg(long, value_name = "K=V ...")]
+    pub stage: Vec<String>,
+    /// A funnel's stages from a TOML file: one [[stage]] table per stage, with the keys of --stage.
+    #[arg(long, value_name = "FILE", conflicts_with = "stage")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +128,7 @@ struct BoxFile {
     size: [f64; 3],
 }
 
-fn parse_vec3(flag: &str, s: &str) -> Result<pb::Vec3> {
+pub fn parse_vec3(flag: &str, s: &str) -> Result<pb::Vec3> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     if parts.len() != 3 {
         bail!("--{flag} takes three numbers X,Y,Z (got '{s}')");
@@ -250,21 +261,33 @@ pub async fn build_request(client: &Client, a: &SubmitArgs) -> Result<pb::Submit
         protonate: a.protonate,
         ..Default::default()
     };
-    if a.engine == "sleep" {
+    let stages = match &a.plan {
+        Some(f) => super::stages::read_plan(f)?,
+        None => a.stage.iter().map(|s| super::stages::parse_stage(s)).collect::<Result<Vec<_>>>()?,
+    };
+    let mut budget = INLINE_TOTAL_MAX;
+    for (i, t) in stages.iter().enumerate() {
+        let (mut s, receptor) = super::stages::to_proto(i, t)?;
+        if let Some(r) = receptor {
+            s.receptor = Some(input_file(client, &r, &mut budget).await?);
+        }
+        req.stages.push(s);
+    }
+    // In a funnel even the test-only sleep engine takes a library (its made-up scores rank it).
+    if a.engine == "sleep" && stages.is_empty() {
         if a.receptor.is_some() || !a.ligands.is_empty() {
             bail!("the sleep engine takes no input files; use --count N [--sleep-ms MS]");
         }
         req.sleep_task_count = a.count.context("the sleep engine needs --count N (number of tasks)")?;
         return Ok(req);
     }
-    if a.count.is_some() || a.sleep_ms.is_some() {
-        bail!("--count and --sleep-ms are for --engine sleep only");
+    if a.count.is_some() || (a.sleep_ms.is_some() && a.engine != "sleep") {
+        bail!("--count and --sleep-ms are for --engine sleep only (and a funnel takes a library, not --count)");
     }
     let receptor = a.receptor.as_ref().context("missing --receptor FILE.pdbqt")?;
     if a.ligands.is_empty() {
         bail!("missing --ligands FILE|DIR");
     }
-    let mut budget = INLINE_TOTAL_MAX;
     match &a.autobox_ligand {
         Some(f) => {
             if read_box(a)?.is_some() {

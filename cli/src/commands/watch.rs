@@ -13,6 +13,11 @@ use crate::output::{is_final, job_state};
 
 fn units(j: &pb::Job) -> (u64, u64, &'static str) {
     let t = j.tasks.unwrap_or_default();
+    if !j.stages.is_empty() {
+        // A funnel: every ligand of every stage started so far.
+        let (done, total) = crate::output_stages::progress(&j.stages);
+        return (done, total, "ligands over its stages");
+    }
     if j.ligands_total > 0 {
         (
             u64::from(j.ligands_docked + j.ligands_failed),
@@ -65,8 +70,13 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
             None if j.ligands_docked > 0 => format!(" · best {:.2}", j.best_score),
             None => String::new(),
         };
+        let stages = if j.stages.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", crate::output_stages::progress_line(&j.stages))
+        };
         bar.set_message(format!(
-            "{unit} · {} · {} running, {} queued{best}",
+            "{unit} · {} · {} running, {} queued{stages}{best}",
             job_state(j.state),
             t.running,
             t.queued
@@ -84,6 +94,9 @@ pub async fn watch(client: &Client, job_id: &str, quiet: bool) -> Result<pb::Job
     bar.finish_and_clear();
     let j = last.ok_or_else(|| anyhow::anyhow!("the watch stream ended without any event"))?;
     if !quiet {
+        if !j.stages.is_empty() {
+            eprint!("{}", crate::output_stages::funnel_table(&j.stages));
+        }
         let (done, total, unit) = units(&j);
         eprintln!(
             "job {} {} in {:.1}s: {done}/{total} {unit}, {} docked, {} failed{}",

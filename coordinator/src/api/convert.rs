@@ -5,7 +5,7 @@ use dockyard_common::ids::JobId;
 use dockyard_common::spec::{DockBox, JobSpec};
 use dockyard_proto::v1 as pb;
 
-use crate::model::{JobState, JobStatus, LigandResultRecord};
+use crate::model::{JobState, JobStatus, LigandResultRecord, TaskCounts};
 
 pub fn job_state(s: JobState) -> pb::JobState {
     match s {
@@ -18,6 +18,17 @@ pub fn job_state(s: JobState) -> pb::JobState {
     }
 }
 
+pub fn task_counts(c: &TaskCounts) -> pb::TaskCounts {
+    pb::TaskCounts {
+        total: c.total,
+        queued: c.queued,
+        running: c.running,
+        succeeded: c.succeeded,
+        failed: c.failed,
+        cancelled: c.cancelled,
+    }
+}
+
 pub fn job_view(id: &JobId, spec: &JobSpec, st: &JobStatus) -> pb::Job {
     pb::Job {
         job_id: id.to_string(),
@@ -26,14 +37,7 @@ pub fn job_view(id: &JobId, spec: &JobSpec, st: &JobStatus) -> pb::Job {
         engine: spec.engine.name().to_string(),
         state: job_state(st.state) as i32,
         priority: spec.priority,
-        tasks: Some(pb::TaskCounts {
-            total: st.tasks.total,
-            queued: st.tasks.queued,
-            running: st.tasks.running,
-            succeeded: st.tasks.succeeded,
-            failed: st.tasks.failed,
-            cancelled: st.tasks.cancelled,
-        }),
+        tasks: Some(task_counts(&st.tasks)),
         ligands_total: st.ligands_total,
         ligands_docked: st.ligands_docked,
         ligands_failed: st.ligands_failed,
@@ -45,6 +49,8 @@ pub fn job_view(id: &JobId, spec: &JobSpec, st: &JobStatus) -> pb::Job {
         test_only: spec.engine.test_only(),
         cpu_seconds: st.cpu_seconds,
         ligands_skipped: spec.skipped,
+        stages: Vec::new(),
+        funnel_job_id: String::new(),
     }
 }
 

@@ -20,7 +20,8 @@ use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::job_service_server::JobService;
 
-use super::convert::{job_view, ligand_result};
+use super::convert::ligand_result;
+use super::funnel_view;
 use super::results_page;
 use crate::auth::guard::until_revoked;
 use crate::auth::{Auth, Caller};
@@ -157,8 +158,9 @@ impl JobService for JobApi {
             for (i, id) in ids.into_iter().enumerate() {
                 cursor = Some(id.clone());
                 if let (Some(spec), Some(st)) = (self.store.spec(&id)?, self.store.status(&id)?) {
-                    if wanted(&spec.org) {
-                        jobs.push(job_view(&id, &spec, &st));
+                    // A funnel's later stages are listed inside the funnel, not beside it.
+                    if wanted(&spec.org) && spec.funnel_root().is_none() {
+                        jobs.push(funnel_view::view(&self.store, &id, &spec, &st));
                     }
                 }
                 if jobs.len() == size {
@@ -184,13 +186,18 @@ impl JobService for JobApi {
         let mut rx = self.scheduler.ask(|reply| Command::Watch { job: job.clone(), reply }).await?;
         let (tx, out) = tokio::sync::mpsc::channel(4);
         let store = self.store.clone();
+        let spec = self.store.spec(&job)?;
         // Results are committed before the snapshot that counts them is published, so the
         // hits read here are never behind the counts.
         let event = move |view: pb::Job| {
             let fin = final_state(view.state);
+            let source = match &spec {
+                Some(s) if !s.plan().is_empty() => funnel_view::results_source(&store, &job, s).map(|r| r.job).unwrap_or(job.clone()),
+                _ => job.clone(),
+            };
             let top_hits = if view.ligands_docked > 0 {
                 store
-                    .results(&job, None, TOP_HITS)
+                    .results(&source, None, TOP_HITS)
                     .map(|(rows, _)| rows.into_iter().map(ligand_result).collect())
                     .unwrap_or_default()
             } else {
@@ -259,13 +266,21 @@ impl JobService for JobApi {
             0 => 100,
             n => n.min(1000),
         } as usize;
-        let key = RankKey::parse(&req.rank_by)?.unwrap_or(spec.engine.traits().rank_key);
-        let page = results_page::page(&self.store, &job, key, &req.page_token, size)?;
+        // A funnel's results are its deepest stage's, each carrying the earlier stages' values.
+        let source = funnel_view::results_source(&self.store, &job, &spec)?;
+        let total = if source.job == job {
+            status.ligands_docked
+        } else {
+            self.store.status(&source.job)?.map_or(0, |s| s.ligands_docked)
+        };
+        let key = RankKey::parse(&req.rank_by)?.unwrap_or(source.key);
+        let page = results_page::page(&self.store, &source.job, key, &req.page_token, size)?;
         Ok(Response::new(pb::ListResultsResponse {
             results: page.rows.into_iter().map(ligand_result).collect(),
             next_page_token: page.next_token,
-            total: status.ligands_docked,
+            total,
             rank_by: key.name().to_string(),
+            stage_columns: source.stage_columns,
         }))
     }
 
@@ -273,13 +288,12 @@ impl JobService for JobApi {
         let caller = Caller::of(&request)?;
         let job_id = JobId::parse(&request.get_ref().job_id)?;
         let job = self.visible_job(&caller, &job_id).await?;
-        let failures = crate::report::failure_groups(&self.store, &job_id)?;
+        let spec = self.store.spec(&job_id)?.ok_or_else(|| no_such_job(&job_id))?;
+        let failures = funnel_view::failure_groups(&self.store, &job_id, &spec)?;
         let skipped = self.store.skipped(&job_id)?.into_iter().map(Into::into).collect();
-        let key = self
-            .store
-            .spec(&job_id)?
-            .map_or(RankKey::Score, |spec| spec.engine.traits().rank_key);
-        let top = results_page::page(&self.store, &job_id, key, "", REPORT_TOP_HITS)?;
+        let source = funnel_view::results_source(&self.store, &job_id, &spec)?;
+        let key = source.key;
+        let top = results_page::page(&self.store, &source.job, key, "", REPORT_TOP_HITS)?;
         Ok(Response::new(pb::JobReport {
             cpu_seconds: job.cpu_seconds,
             job: Some(job),
@@ -287,6 +301,7 @@ impl JobService for JobApi {
             skipped,
             top_hits: top.rows.into_iter().map(ligand_result).collect(),
             rank_by: key.name().to_string(),
+            stage_columns: source.stage_columns,
         }))
     }
 

@@ -3,5 +3,6 @@
 pub mod admin_service;
 pub mod agent_service;
 pub mod convert;
+pub mod funnel_view;
 pub mod job_service;
 mod results_page;

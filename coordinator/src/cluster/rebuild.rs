@@ -183,9 +183,12 @@ pub async fn rebuild(
             });
         }
         let counts = &status.tasks;
-        status.state = if counts.finished() == total {
+        // A funnel's job whose first stage is done is still running while the index says
+        // so: its later stages are jobs of their own.
+        let funnel_goes_on = !spec.plan().is_empty() && rec.state == JobIndexState::Active;
+        status.state = if counts.finished() == total && !funnel_goes_on {
             counts.final_state(status.ligands_failed)
-        } else if counts.finished() > 0 {
+        } else if counts.finished() > 0 || funnel_goes_on {
             JobState::Running
         } else {
             JobState::Queued

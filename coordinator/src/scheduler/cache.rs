@@ -124,10 +124,27 @@ impl Core {
         let mut todo = Vec::with_capacity(spec.ligands.len() - found.len());
         let mut hits = Vec::with_capacity(found.len());
         let mut found = found.into_iter().peekable();
+        // A funnel stage's per-ligand lists move with their ligands.
+        let (mut carried, mut origin) = match spec.funnel.as_mut() {
+            Some(f) => (
+                std::mem::take(&mut f.carried).into_iter(),
+                std::mem::take(&mut f.origin).into_iter(),
+            ),
+            None => (Vec::new().into_iter(), Vec::new().into_iter()),
+        };
+        let mut todo_extra = Vec::new();
+        let mut hit_extra = Vec::new();
         for (i, l) in std::mem::take(&mut spec.ligands).into_iter().enumerate() {
+            let extra = (carried.next(), origin.next());
             match found.next_if(|(at, _)| *at == i) {
-                Some((_, rec)) => hits.push((l, rec)),
-                None => todo.push(l),
+                Some((_, rec)) => {
+                    hits.push((l, rec));
+                    hit_extra.push(extra);
+                }
+                None => {
+                    todo.push(l);
+                    todo_extra.push(extra);
+                }
             }
         }
         let base = todo.len();
@@ -139,9 +156,20 @@ impl Core {
             rec.ligand = l.name.clone();
             rec.index = index;
             rec.cached = true;
+            if let Some((Some(c), _)) = hit_extra.get(i) {
+                rec.fields.extend(c.iter().map(|(k, v)| (k.clone(), *v)));
+            }
             tx.batch.put_result(job, &rec);
             spec.ligands.push(l);
             served.push(rec);
+        }
+        if let Some(f) = spec.funnel.as_mut() {
+            for (c, o) in todo_extra.into_iter().chain(hit_extra) {
+                if let (Some(c), Some(o)) = (c, o) {
+                    f.carried.push(c);
+                    f.origin.push(o);
+                }
+            }
         }
         served
     }
@@ -152,7 +180,14 @@ impl Core {
             return;
         }
         if let Some(key) = cache_key(spec, versions, ligand) {
-            tx.batch.put_cached(&key, rec);
+            if rec.fields.keys().any(|k| k.contains('.')) {
+                // What earlier funnel stages carried belongs to this job, not to the docking.
+                let mut own = rec.clone();
+                own.fields.retain(|k, _| !k.contains('.'));
+                tx.batch.put_cached(&key, &own);
+            } else {
+                tx.batch.put_cached(&key, rec);
+            }
         }
     }
 }

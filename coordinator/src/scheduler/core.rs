@@ -18,7 +18,7 @@ use super::nodes::{NodeRt, NodeTable};
 use super::queue::{ReadyQueue, TaskClass};
 use super::txn::Txn;
 use super::{Command, SchedulerConfig};
-use crate::api::convert::job_view;
+use crate::api::funnel_view;
 use crate::cluster::outcome::JobChange;
 use crate::model::{JobState, JobStatus};
 use crate::store::Store;
@@ -33,11 +33,13 @@ pub(super) struct ActiveJob {
     pub live: BTreeSet<u32>,
     /// When the job was accepted (or loaded): the enqueue time of its fresh tasks.
     pub accepted_at: Instant,
+    /// A funnel's job: the 0-based stage it is on (the last one created).
+    pub stage: u32,
 }
 
 impl ActiveJob {
     pub fn new(id: &JobId, spec: JobSpec, status: JobStatus) -> Self {
-        let (watch, _) = watch::channel(job_view(id, &spec, &status));
+        let (watch, _) = watch::channel(crate::api::convert::job_view(id, &spec, &status));
         let class = class_of(&spec);
         ActiveJob {
             spec: Arc::new(spec),
@@ -46,6 +48,7 @@ impl ActiveJob {
             watch,
             live: BTreeSet::new(),
             accepted_at: Instant::now(),
+            stage: 0,
         }
     }
 
@@ -117,6 +120,9 @@ pub struct Core {
     pub(super) members_known: bool,
     /// From the replication port: may submissions be served from the local result cache?
     pub(super) serves_cache: bool,
+    /// Funnels whose current stage ended in this batch: their boundary is crossed in the next.
+    pub(super) funnels_due: BTreeSet<JobId>,
+    pub(super) funnels_retry: BTreeSet<JobId>,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
@@ -145,6 +151,7 @@ impl Core {
             },
             Command::Cancel { job, reason, reply } => {
                 self.cancel(tx, &job, &reason);
+                self.cancel_stage(tx, &job, &reason);
                 let view = self.view(&job);
                 tx.after(move || {
                     let _ = reply.send(view);
@@ -211,7 +218,7 @@ impl Core {
 
     pub(super) fn view(&self, job: &JobId) -> Result<pb::Job, DockyardError> {
         if let Some(j) = self.jobs.get(job) {
-            return Ok(job_view(job, &j.spec, &j.status));
+            return Ok(funnel_view::view(&self.store, job, &j.spec, &j.status));
         }
         let spec = self
             .store
@@ -221,7 +228,7 @@ impl Core {
             .store
             .status(job)?
             .ok_or_else(|| DockyardError::not_found(format!("job {job}")))?;
-        Ok(job_view(job, &spec, &status))
+        Ok(funnel_view::view(&self.store, job, &spec, &status))
     }
 
     /// Writes the status (counts and queue cursor) of every job touched in this batch.
@@ -282,9 +289,14 @@ impl Core {
                 }
             }
         }
-        for id in dirty_jobs {
+        // A stage's change is its funnel's too.
+        let roots: Vec<JobId> = dirty_jobs
+            .iter()
+            .filter_map(|id| self.jobs.get(id).and_then(|j| j.spec.funnel_root().cloned()))
+            .collect();
+        for id in dirty_jobs.into_iter().chain(roots) {
             if let Some(job) = self.jobs.get(&id) {
-                job.watch.send_replace(job_view(&id, &job.spec, &job.status));
+                job.watch.send_replace(funnel_view::view(&self.store, &id, &job.spec, &job.status));
             }
         }
         for id in std::mem::take(&mut self.finished_jobs) {

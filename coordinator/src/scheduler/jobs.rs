@@ -22,13 +22,7 @@ use crate::model::{JobState, JobStatus, Phase, SkippedRecord, TaskCounts, TaskRe
 impl Core {
     /// Queues a whole job with two writes (spec and status): its tasks are implied by the
     /// status's cursor, however many there are.
-    pub(super) fn submit(
-        &mut self,
-        tx: &mut Txn,
-        id: JobId,
-        mut spec: JobSpec,
-        skipped: Vec<SkippedRecord>,
-    ) -> Result<JobId, DockyardError> {
+    pub(super) fn submit(&mut self, tx: &mut Txn, id: JobId, spec: JobSpec, skipped: Vec<SkippedRecord>) -> Result<JobId, DockyardError> {
         if self.jobs.contains_key(&id) || self.store.spec(&id)?.is_some() {
             return Err(DockyardError::FailedPrecondition(format!("job {id} already exists")));
         }
@@ -47,6 +41,12 @@ impl Core {
                 )));
             }
         }
+        self.check_plan(&spec)?;
+        Ok(self.accept(tx, id, spec, skipped))
+    }
+
+    /// Queues a job that passed its checks: a submission, or a funnel's next stage.
+    pub(super) fn accept(&mut self, tx: &mut Txn, id: JobId, mut spec: JobSpec, skipped: Vec<SkippedRecord>) -> JobId {
         let served = self.serve_from_cache(tx, &id, &mut spec);
         let n = spec.task_count();
         let class = class_of(&spec);
@@ -98,7 +98,7 @@ impl Core {
         tx.dirty_jobs.insert(id.clone());
         // Everything came from the cache: the job is done at once.
         self.maybe_finish(&id);
-        Ok(id)
+        id
     }
 
     pub(super) fn cancel(&mut self, tx: &mut Txn, id: &JobId, reason: &str) {
@@ -186,6 +186,11 @@ impl Core {
         if c.finished() < c.total || job.status.state.is_final() {
             return;
         }
+        // A funnel's own job runs its first stage; the funnel ends when its last stage does.
+        if !job.spec.plan().is_empty() && c.cancelled == 0 {
+            self.stage_ended(id.clone());
+            return;
+        }
         job.status.state = c.final_state(job.status.ligands_failed);
         job.status.finished_at_ms = now_ms();
         job.status.unschedulable_reason = None;
@@ -205,6 +210,10 @@ impl Core {
                 finished_ms: job.status.finished_at_ms,
             });
         }
+        let root = job.spec.funnel_root().cloned();
         self.finished_jobs.push(id.clone());
+        if let Some(root) = root {
+            self.stage_ended(root);
+        }
     }
 }

@@ -39,6 +39,8 @@ impl Core {
             members: Default::default(),
             members_known: false,
             serves_cache: replication.serves_local_cache(),
+            funnels_due: Default::default(),
+            funnels_retry: Default::default(),
         };
         let started = Instant::now();
         for n in store.drained_nodes()? {
@@ -126,6 +128,7 @@ impl Core {
                 );
             }
         }
+        core.resume_funnels()?;
         if orphans > 0 {
             core.orphan_deadline = Some(Instant::now() + core.cfg.reconcile_grace);
         }

@@ -6,6 +6,7 @@ mod backoff;
 mod cache;
 mod core;
 mod dispatch;
+mod funnel;
 mod gauges;
 mod jobs;
 mod latency;
@@ -223,6 +224,8 @@ async fn run(
         };
         let mut tx = Txn::default();
         core.apply_pending_evictions(&mut tx);
+        // Stages that ended in an earlier batch, whose results are all on disk now.
+        core.advance_funnels(&mut tx);
         if let Some(c) = first {
             core.apply(c, &mut tx);
             let mut n = 1;
@@ -236,6 +239,7 @@ async fn run(
         }
         if last_tick.elapsed() >= TICK {
             core.tick(&mut tx);
+            core.retry_funnels();
             core.publish_gauges();
             last_tick = Instant::now();
         }
@@ -301,6 +305,7 @@ mod tests {
             cached: 0,
             labels: BTreeMap::new(),
             created_at_ms: 0,
+            funnel: None,
         }
     }
 

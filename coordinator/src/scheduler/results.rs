@@ -101,6 +101,11 @@ impl Core {
             }
             let name = job.spec.ligands.get(idx).map(|l| l.name.clone()).unwrap_or(lig.name);
             if lig.error.is_empty() && lig.best_score.is_finite() {
+                let mut fields: std::collections::BTreeMap<String, f64> = lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect();
+                // A funnel's later stage: what earlier stages measured goes beside its own.
+                if let Some(c) = job.spec.carried(idx) {
+                    fields.extend(c.iter().map(|(k, v)| (k.clone(), *v)));
+                }
                 let rec = LigandResultRecord {
                     ligand: name,
                     index: lig.index,
@@ -112,7 +117,7 @@ impl Core {
                     sdf_key: lig.sdf_key,
                     smiles: lig.smiles,
                     preparation: lig.preparation,
-                    fields: lig.fields.into_iter().filter(|(_, v)| v.is_finite()).collect(),
+                    fields,
                     cached: false,
                 };
                 if let (Some(v), Some(l)) = (versions, job.spec.ligands.get(idx)) {

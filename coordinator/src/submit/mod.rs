@@ -8,6 +8,7 @@
 
 mod geometry;
 mod library;
+mod stages;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::OrgId;
 use dockyard_common::spec::{
-    DockBox, DockParams, EngineKind, JobSpec, Preparation, SearchMode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S,
+    DockBox, DockParams, EngineKind, Funnel, JobSpec, Preparation, SearchMode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S,
     MAX_SLEEP_TASKS,
 };
 use dockyard_proto::v1 as pb;
@@ -91,6 +92,9 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// More stages than any funnel needs; each is a job of its own.
+pub const MAX_STAGES: usize = 8;
 
 /// A validated job and what was left out of it.
 pub struct Submission {
@@ -268,6 +272,7 @@ fn scalars(req: &pb::SubmitJobRequest, org: &OrgId, now_ms: i64) -> Result<JobSp
         cached: 0,
         labels: req.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
         created_at_ms: now_ms,
+        funnel: None,
     })
 }
 
@@ -280,8 +285,31 @@ pub async fn build_spec(
     now_ms: i64,
     limits: &SubmitLimits,
 ) -> Result<Submission, DockyardError> {
-    let mut spec = scalars(req, &org, now_ms)?;
-    if spec.engine == EngineKind::Sleep {
+    if req.stages.len() > MAX_STAGES {
+        return Err(DockyardError::invalid(
+            "stages",
+            format!("{} stages; a funnel has at most {MAX_STAGES}", req.stages.len()),
+        ));
+    }
+    let funnel = !req.stages.is_empty();
+    // A funnel's job runs its first stage: the job's settings with the stage's over them.
+    let mut spec = if funnel {
+        scalars(&stages::stage_request(req, 0), &org, now_ms).map_err(|e| match e {
+            DockyardError::InvalidArgument { field, reason } => DockyardError::invalid(format!("stages[0].{field}"), reason),
+            other => other,
+        })?
+    } else {
+        scalars(req, &org, now_ms)?
+    };
+    if funnel && spec.engine == EngineKind::Sleep && req.sleep_task_count != 0 {
+        return Err(DockyardError::invalid(
+            "sleep_task_count",
+            "a funnel docks a library: give ligand files, not a task count",
+        ));
+    }
+    // In a funnel the test-only sleep engine takes a library, so later stages have made-up
+    // scores to choose survivors by.
+    if spec.engine == EngineKind::Sleep && !funnel {
         if req.receptor.is_some() || !req.ligands.is_empty() {
             return Err(DockyardError::invalid(
                 "engine",
@@ -328,10 +356,27 @@ pub async fn build_spec(
                 return Err(e);
             }
         };
-        lib.created.keep();
         spec.receptor = Some(rref);
         spec.skipped = lib.skipped_total;
         spec.ligands = lib.ligands;
+        if funnel {
+            match stages::resolve(req, &spec, &org, store.as_ref(), &dir, limits).await {
+                Ok(plan) => {
+                    spec.funnel = Some(Funnel {
+                        stage: 0,
+                        plan,
+                        root: None,
+                        carried: Vec::new(),
+                        origin: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    lib.created.delete_all().await;
+                    return Err(e);
+                }
+            }
+        }
+        lib.created.keep();
         Ok(lib.skipped)
     }
     .await;

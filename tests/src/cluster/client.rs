@@ -120,6 +120,15 @@ impl TestCluster {
             .into_inner()
     }
 
+    pub async fn report(&self, job: &str) -> pb::JobReport {
+        self.jobs()
+            .await
+            .get_job_report(self.req(pb::GetJobRequest { job_id: job.to_string() }))
+            .await
+            .unwrap_or_else(|s| panic!("GetJobReport {job}: {s:?}"))
+            .into_inner()
+    }
+
     pub async fn cancel(&self, job: &str) -> pb::Job {
         self.jobs()
             .await

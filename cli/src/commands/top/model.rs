@@ -332,6 +332,7 @@ fn jobs_table(jobs: &[pb::Job], h: &History, now_ms: i64) -> Table {
                     progress_bar(d, total, BAR_WIDTH),
                     format!("{d}/{total}"),
                     t.failed.to_string(),
+                    clean(&crate::output_stages::current(&j.stages), NAME_MAX),
                     eta,
                 ],
                 tone,
@@ -340,7 +341,7 @@ fn jobs_table(jobs: &[pb::Job], h: &History, now_ms: i64) -> Table {
         .collect();
     Table {
         title: "JOBS".into(),
-        header: vec!["JOB", "NAME", "STATE", "PRI", "PROGRESS", "DONE", "FAILED", "ETA"],
+        header: vec!["JOB", "NAME", "STATE", "PRI", "PROGRESS", "DONE", "FAILED", "STAGE", "ETA"],
         rows,
         empty: "no active or recent jobs".into(),
     }

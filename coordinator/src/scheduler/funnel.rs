@@ -1,0 +1,325 @@
+//! Funnel boundaries: when a stage's last task has committed, its survivors are chosen from
+//! its committed results and the next stage's job is created, in one group commit.
+//!
+//! Exactly once: a boundary is crossed only in a batch after the one that committed the
+//! stage's last task (so every result of the stage is on disk to choose from), and the next
+//! stage's job id is derived from the funnel's. Its spec (which holds the survivors) and
+//! status are the only record of the crossing: written in one sled batch, replicated as one
+//! job index entry in the same journal commit. A coordinator killed before that batch is
+//! durable crosses the boundary again after its restart (or its successor does); one killed
+//! after it finds the stage there and goes on from it.
+
+use std::collections::BTreeMap;
+
+use tracing::{error, info, warn};
+
+use dockyard_common::error::DockyardError;
+use dockyard_common::ids::JobId;
+use dockyard_common::spec::{carry, Funnel, InputRef, JobSpec, Keep, RankKey, StagePlan};
+use dockyard_common::time::now_ms;
+
+use super::core::{class_of, Core};
+use super::txn::Txn;
+use crate::model::{JobState, JobStatus, LigandResultRecord};
+
+/// Results read per page while choosing survivors.
+const PAGE: usize = 4096;
+
+/// The job a later stage runs as, before its ligands are chosen: the funnel's settings with
+/// the stage's over them.
+pub(super) fn stage_template(root: &JobSpec, plan: &StagePlan) -> JobSpec {
+    JobSpec {
+        name: if root.name.is_empty() {
+            plan.name.clone()
+        } else {
+            format!("{} / {}", root.name, plan.name)
+        },
+        org: root.org.clone(),
+        engine: plan.engine,
+        priority: root.priority,
+        batch_size: plan.batch_size,
+        max_attempts: root.max_attempts,
+        timeout_s: plan.timeout_s,
+        gpus_per_task: plan.gpus_per_task,
+        cpus_per_task: plan.cpus_per_task,
+        dock_box: plan.dock_box.unwrap_or(root.dock_box),
+        params: plan.params.clone(),
+        preparation: root.preparation,
+        receptor: plan.receptor.clone().or_else(|| root.receptor.clone()),
+        ligands: Vec::new(),
+        sleep_tasks: 0,
+        skipped: 0,
+        fresh: root.fresh,
+        cached: 0,
+        labels: root.labels.clone(),
+        created_at_ms: now_ms(),
+        funnel: None,
+    }
+}
+
+/// The input a survivor takes into a rescoring stage: its pose file.
+fn pose_input(r: &LigandResultRecord) -> InputRef {
+    let (key, format) = if r.sdf_key.is_empty() {
+        (r.pose_key.as_str(), "pdbqt")
+    } else {
+        (r.sdf_key.as_str(), "sdf")
+    };
+    InputRef {
+        name: r.ligand.clone(),
+        key: key.into(),
+        size: 0,
+        format: format.into(),
+        offset: None,
+        record_sha: None,
+    }
+}
+
+impl Core {
+    /// Refuses a funnel that cannot run: a stage whose tasks no connected node could take.
+    pub(super) fn check_plan(&self, spec: &JobSpec) -> Result<(), DockyardError> {
+        for (i, p) in spec.plan().iter().enumerate() {
+            let mut t = stage_template(spec, p);
+            if !p.rescores() {
+                // The preparation tools a stage needs depend on its inputs' formats.
+                t.ligands = spec
+                    .ligands
+                    .iter()
+                    .find(|l| !l.is_pdbqt())
+                    .or(spec.ligands.first())
+                    .cloned()
+                    .into_iter()
+                    .collect();
+            }
+            if let Some(why) = self.nodes.unschedulable_reason(&class_of(&t)) {
+                return Err(DockyardError::invalid(
+                    format!("stages[{i}].engine"),
+                    format!("stage '{}' could not run: {why}", p.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage `root.stage(k)` of a funnel ended (or may have): the boundary is looked at in
+    /// the next batch, once this one is durable.
+    pub(super) fn stage_ended(&mut self, root: JobId) {
+        self.funnels_due.insert(root);
+    }
+
+    /// Crosses the boundaries of every funnel whose current stage ended in an earlier batch.
+    pub fn advance_funnels(&mut self, tx: &mut Txn) {
+        for root in std::mem::take(&mut self.funnels_due) {
+            if let Err(e) = self.advance(tx, &root) {
+                // Left for the next batch: a read that failed now may not fail then.
+                error!(job = %root, error = %e, "cannot cross a funnel stage boundary; retrying");
+                self.funnels_retry.insert(root);
+            }
+        }
+    }
+
+    /// Funnels whose boundary failed wait a tick before they are tried again.
+    pub(super) fn retry_funnels(&mut self) {
+        let again = std::mem::take(&mut self.funnels_retry);
+        self.funnels_due.extend(again);
+    }
+
+    fn advance(&mut self, tx: &mut Txn, root: &JobId) -> Result<(), DockyardError> {
+        let Some(job) = self.jobs.get(root) else { return Ok(()) };
+        if job.status.state.is_final() || job.spec.plan().is_empty() {
+            return Ok(());
+        }
+        let k = job.stage;
+        let stage_id = root.stage(k);
+        let ended = if k == 0 {
+            let c = &job.status.tasks;
+            (c.finished() == c.total).then(|| job.status.clone())
+        } else if self.jobs.contains_key(&stage_id) {
+            None
+        } else {
+            self.store.status(&stage_id)?.filter(|s| s.state.is_final())
+        };
+        let Some(ended) = ended else { return Ok(()) };
+        let plan = job.spec.plan().to_vec();
+        let p = &plan[k as usize];
+        if ended.state == JobState::Cancelled {
+            let why = ended.error.clone().unwrap_or_else(|| "cancelled".into());
+            return self.finish_funnel(tx, root, Some(format!("stage '{}' was cancelled: {why}", p.name)));
+        }
+        let Some(next) = plan.get(k as usize + 1) else {
+            return self.finish_funnel(tx, root, None);
+        };
+        let keep = next.keep.unwrap_or(Keep::Percent(100.0));
+        let stage_spec = if k == 0 { None } else { self.store.spec(&stage_id)? };
+        let chosen = self.survivors(&stage_id, p.rank_key(), keep, ended.ligands_total as usize)?;
+        if chosen.is_empty() {
+            let note = format!(
+                "stage '{}' ({}) kept none of the {} ligands stage '{}' docked; the funnel ends there",
+                next.name,
+                keep.label(),
+                ended.ligands_docked,
+                p.name
+            );
+            info!(job = %root, "{note}");
+            return self.finish_funnel(tx, root, Some(note));
+        }
+        let Some(job) = self.jobs.get(root) else { return Ok(()) };
+        let mut spec = stage_template(&job.spec, next);
+        let mut carried = Vec::with_capacity(chosen.len());
+        let mut origin = Vec::with_capacity(chosen.len());
+        for r in &chosen {
+            let from = match &stage_spec {
+                None => r.index,
+                Some(s) => s
+                    .funnel
+                    .as_ref()
+                    .and_then(|f| f.origin.get(r.index as usize).copied())
+                    .unwrap_or(u32::MAX),
+            };
+            let input = if next.rescores() {
+                Some(pose_input(r))
+            } else {
+                job.spec.ligands.get(from as usize).cloned()
+            };
+            let Some(input) = input else {
+                warn!(job = %root, ligand = %r.ligand, index = r.index, "survivor with no library entry; left out");
+                continue;
+            };
+            spec.ligands.push(input);
+            carried.push(carry(&p.name, r.score, &r.fields));
+            origin.push(from);
+        }
+        spec.funnel = Some(Funnel {
+            stage: k + 1,
+            plan: Vec::new(),
+            root: Some(root.clone()),
+            carried,
+            origin,
+        });
+        let next_id = root.stage(k + 1);
+        if self.store.spec(&next_id)?.is_some() || self.jobs.contains_key(&next_id) {
+            // Crossed before (this leader's state was rebuilt behind it): go on from there.
+            warn!(job = %root, stage = k + 2, "next stage already exists; not created again");
+        } else {
+            let n = spec.ligands.len();
+            self.accept(tx, next_id.clone(), spec, Vec::new());
+            info!(job = %root, stage = %next.name, stage_job = %next_id, survivors = n, rule = %keep.label(), "funnel stage started");
+        }
+        if let Some(job) = self.jobs.get_mut(root) {
+            job.stage = k + 1;
+        }
+        tx.dirty_jobs.insert(root.clone());
+        Ok(())
+    }
+
+    /// The results of `stage` that go on, best first, read from what is committed.
+    fn survivors(&self, stage: &JobId, key: RankKey, keep: Keep, entered: usize) -> Result<Vec<LigandResultRecord>, DockyardError> {
+        // Results are stored in score order: a score-ranked stage needs only its head.
+        let want = match (key, keep) {
+            (RankKey::Score, Keep::Top(n)) => Some(n as usize),
+            (RankKey::Score, Keep::Percent(p)) => Some((((entered as f64) * p / 100.0).ceil() as usize).max(1)),
+            _ => None,
+        };
+        let mut ranked = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (rows, more) = self.store.results(stage, after.as_deref(), PAGE)?;
+            let done = rows
+                .last()
+                .is_some_and(|r| matches!(keep, Keep::MaxScore(m) if key == RankKey::Score && r.score > m));
+            ranked.extend(rows);
+            if want.is_some_and(|n| ranked.len() >= n) || done {
+                break;
+            }
+            match more {
+                Some(m) => after = Some(m),
+                None => break,
+            }
+        }
+        if key != RankKey::Score {
+            ranked.sort_by(|a, b| key.compare((a.score, &a.fields), (b.score, &b.fields)).then(a.index.cmp(&b.index)));
+        }
+        let n = keep.survivors(&ranked, entered, key, |r| key.value(r.score, &r.fields));
+        ranked.truncate(n);
+        Ok(ranked)
+    }
+
+    /// Ends the funnel: its state from its stages' (a cancelled stage cancels it, a last stage
+    /// whose every task failed fails it, any failure on the way makes it partial).
+    fn finish_funnel(&mut self, tx: &mut Txn, root: &JobId, note: Option<String>) -> Result<(), DockyardError> {
+        let Some(job) = self.jobs.get(root) else { return Ok(()) };
+        let mut stages: Vec<JobStatus> = vec![job.status.clone()];
+        for k in 1..=job.stage {
+            if let Some(s) = self.store.status(&root.stage(k))? {
+                stages.push(s);
+            }
+        }
+        let last = stages.last().map(|s| s.tasks.final_state(s.ligands_failed));
+        let state = if stages.iter().any(|s| s.state == JobState::Cancelled || s.tasks.cancelled > 0) {
+            JobState::Cancelled
+        } else if last == Some(JobState::Failed) {
+            JobState::Failed
+        } else if stages.iter().any(|s| s.tasks.failed > 0 || s.ligands_failed > 0) {
+            JobState::Partial
+        } else {
+            JobState::Succeeded
+        };
+        let Some(job) = self.jobs.get_mut(root) else { return Ok(()) };
+        job.status.state = state;
+        job.status.finished_at_ms = now_ms();
+        job.status.unschedulable_reason = None;
+        if let Some(n) = note {
+            job.status.error.get_or_insert(n);
+        }
+        info!(job = %root, state = ?state, stages = job.stage + 1, "funnel finished");
+        self.finished_jobs.push(root.clone());
+        tx.dirty_jobs.insert(root.clone());
+        Ok(())
+    }
+
+    /// Cancels the stage a funnel is on along with the funnel itself.
+    pub(super) fn cancel_stage(&mut self, tx: &mut Txn, root: &JobId, reason: &str) {
+        let Some(job) = self.jobs.get(root) else { return };
+        if job.spec.plan().is_empty() {
+            return;
+        }
+        let current = root.stage(job.stage);
+        if job.stage > 0 && self.jobs.contains_key(&current) {
+            self.cancel(tx, &current, reason);
+        }
+        if let Some(job) = self.jobs.get_mut(root) {
+            if !job.status.state.is_final() {
+                job.status.state = JobState::Cancelled;
+                job.status.finished_at_ms = now_ms();
+                job.status.error.get_or_insert_with(|| reason.to_string());
+                self.finished_jobs.push(root.clone());
+                tx.dirty_jobs.insert(root.clone());
+            }
+        }
+    }
+
+    /// At load: which stage each active funnel is on (the last one created), and a look at
+    /// its boundary in the first batch.
+    pub(super) fn resume_funnels(&mut self) -> Result<(), DockyardError> {
+        let roots: Vec<(JobId, usize)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.spec.plan().is_empty())
+            .map(|(id, j)| (id.clone(), j.spec.plan().len()))
+            .collect();
+        let mut stages: BTreeMap<JobId, u32> = BTreeMap::new();
+        for (root, n) in roots {
+            let mut k = 0;
+            while (k + 1) < n as u32 && self.store.spec(&root.stage(k + 1))?.is_some() {
+                k += 1;
+            }
+            stages.insert(root.clone(), k);
+            self.funnels_due.insert(root);
+        }
+        for (root, k) in stages {
+            if let Some(j) = self.jobs.get_mut(&root) {
+                j.stage = k;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! Funnel screens: one job whose stages each take the best ligands of the one before.
+//!
+//! The test-only sleep engine scores ligand `i` of a stage -1.00 - i/100 (made up, but
+//! known), so which ligands survive each stage is computed here from that rule alone.
+
+use std::time::Duration;
+
+use dockyard_tests::{input, pb, read_shared, receptor_1iep, vec3, AgentOptions, TestCluster};
+
+/// `n` one-atom-chain SMILES named L0..L(n-1).
+fn library(n: usize) -> pb::InputFile {
+    let text: String = (0..n).map(|i| format!("{} L{i}\n", "C".repeat(i % 5 + 1))).collect();
+    input("library.smi", text.into_bytes())
+}
+
+fn stage(name: &str, f: impl FnOnce(&mut pb::Stage)) -> pb::Stage {
+    let mut s = pb::Stage {
+        name: name.into(),
+        ..Default::default()
+    };
+    f(&mut s);
+    s
+}
+
+fn funnel_request(ligands: usize, stages: Vec<pb::Stage>) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        name: "funnel".into(),
+        engine: "sleep".into(),
+        receptor: Some(input("1iep_receptor.pdbqt", read_shared(&receptor_1iep()))),
+        ligands: vec![library(ligands)],
+        r#box: Some(pb::DockingBox {
+            center: Some(vec3(15.190, 53.903, 16.917)),
+            size: Some(vec3(20.0, 20.0, 20.0)),
+        }),
+        params: Some(pb::EngineParams {
+            sleep_ms: 50,
+            ..Default::default()
+        }),
+        batch_size: 2,
+        stages,
+        ..Default::default()
+    }
+}
+
+fn three_stages() -> Vec<pb::Stage> {
+    vec![
+        stage("pre", |_| {}),
+        stage("redock", |s| s.keep_top = 5),
+        stage("final", |s| s.keep_percent = 40.0),
+    ]
+}
+
+/// The sleep engine's score of the ligand at `index` in its stage.
+fn fake(index: usize) -> f64 {
+    -1.0 - (index % 100) as f64 / 100.0
+}
+
+#[tokio::test]
+async fn a_funnel_docks_everything_then_the_best_of_each_stage() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let job = c.submit(funnel_request(20, three_stages())).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+
+    // Stage 1 ranks L19 (-1.19) .. L0; keep 5: L19, L18, L17, L16, L15, in that order.
+    // Stage 2 scores them by position: L19 -1.00 .. L15 -1.04; 40% of 5 is 2: L15, L16.
+    // Stage 3: L15 -1.00, L16 -1.01, so L16 ranks first.
+    let s = &j.stages;
+    assert_eq!(s.len(), 3, "{s:?}");
+    let flow: Vec<(u32, u32, u32, bool)> = s
+        .iter()
+        .map(|s| (s.ligands_in, s.ligands_docked, s.survivors, s.survivors_chosen))
+        .collect();
+    assert_eq!(flow, [(20, 20, 5, true), (5, 5, 2, true), (2, 2, 0, false)]);
+    assert!(s.iter().all(|s| s.state == pb::JobState::Succeeded as i32), "{s:?}");
+    assert_eq!(s[0].job_id, job, "stage 1 is the funnel's own job");
+    let tasks = j.tasks.expect("tasks");
+    // batch_size 2: 10 + 3 + 1 tasks.
+    assert_eq!((tasks.total, tasks.succeeded), (14, 14), "{tasks:?}");
+
+    let r = c.results(&job).await;
+    assert_eq!(r.rank_by, "score");
+    assert_eq!(r.stage_columns, ["pre.score", "redock.score"]);
+    let got: Vec<(&str, f64, f64, f64)> = r
+        .results
+        .iter()
+        .map(|x| (x.ligand.as_str(), x.score, x.fields["pre.score"], x.fields["redock.score"]))
+        .collect();
+    let want = [("L16", fake(1), fake(16), fake(3)), ("L15", fake(0), fake(15), fake(4))];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.0, w.0, "{got:?}");
+        for (a, b) in [(g.1, w.1), (g.2, w.2), (g.3, w.3)] {
+            assert!((a - b).abs() < 1e-6, "{got:?} against {want:?}");
+        }
+    }
+
+    // The stages' own jobs are inside the funnel, not listed beside it.
+    let listed: Vec<String> = c.list_jobs().await.into_iter().map(|j| j.job_id).collect();
+    assert_eq!(listed, std::slice::from_ref(&job));
+    let inner = c.get_job(&s[1].job_id).await;
+    assert_eq!(inner.funnel_job_id, job);
+
+    let report = c.report(&job).await;
+    assert_eq!(report.stage_columns, ["pre.score", "redock.score"]);
+    assert_eq!(report.top_hits.first().map(|h| h.ligand.as_str()), Some("L16"));
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+
+    // The CLI shows each stage's score as its own column.
+    let out = c.cli(&["results", &job, "--format", "csv"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key,pre.score,redock.score")
+    );
+    let first: Vec<&str> = lines.next().expect("a row").split(',').collect();
+    assert_eq!((first[1], first[7], first[8]), ("L16", "-1.160", "-1.030"), "{text}");
+    let out = c.cli(&["report", &job]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.contains(" redock ")).unwrap_or_default().to_string();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(3..9), Some(&["keep=5", "succeeded", "5", "5", "0", "2"][..]), "{text}");
+}
+
+#[tokio::test]
+async fn an_impossible_plan_is_refused_before_anything_runs() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let cases: Vec<(Vec<pb::Stage>, &str)> = vec![
+        // No agent here offers vina.
+        (
+            vec![
+                stage("pre", |_| {}),
+                stage("redock", |s| {
+                    s.engine = "gnina".into();
+                    s.keep_top = 5;
+                }),
+            ],
+            "stages[1].engine",
+        ),
+        (vec![stage("pre", |_| {}), stage("redock", |_| {})], "stages[1].keep"),
+        (vec![stage("pre", |s| s.keep_percent = 5.0)], "stages[0].keep"),
+        (
+            vec![stage("pre", |s| {
+                s.engine = "smina".into();
+                s.params = Some(pb::EngineParams {
+                    mode: "score_only".into(),
+                    ..Default::default()
+                });
+            })],
+            "stages[0].params.mode",
+        ),
+    ];
+    for (stages, field) in cases {
+        let e = c
+            .jobs()
+            .await
+            .submit_job(funnel_request(4, stages))
+            .await
+            .expect_err("an impossible plan");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    assert!(c.list_jobs().await.is_empty(), "nothing was queued");
+}
+
+#[tokio::test]
+async fn a_coordinator_killed_at_a_stage_boundary_makes_exactly_one_next_stage() {
+    let mut c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let mut req = funnel_request(12, vec![stage("pre", |_| {}), stage("redock", |s| s.keep_top = 4)]);
+    req.params = Some(pb::EngineParams {
+        sleep_ms: 300,
+        ..Default::default()
+    });
+    let job = c.submit(req).await;
+    // Killed the moment stage 1 is seen complete: before or just after stage 2 was created.
+    c.wait_job(
+        &job,
+        |j| {
+            j.stages
+                .first()
+                .and_then(|s| s.tasks)
+                .is_some_and(|t| t.succeeded == t.total && t.total > 0)
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    c.kill_coordinator();
+    c.start_coordinator_again().await;
+    let j = c.wait_job_final(&job, Duration::from_secs(60)).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    let s = &j.stages;
+    assert_eq!((s[0].survivors, s[1].ligands_in, s[1].ligands_docked), (4, 4, 4), "{s:?}");
+    let t = s[1].tasks.expect("tasks");
+    assert_eq!((t.total, t.succeeded), (2, 2), "one stage 2, each task committed once: {t:?}");
+    let names: Vec<String> = c.results(&job).await.results.into_iter().map(|r| r.ligand).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["L10", "L11", "L8", "L9"], "the best 4 of stage 1");
+}
+
+#[tokio::test]
+async fn cancelling_a_funnel_cancels_its_current_stage_and_starts_no_other() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(1)).start().await;
+    c.wait_for_nodes(1).await;
+    let mut req = funnel_request(6, three_stages());
+    req.stages[1].keep_top = 6;
+    req.stages[1].params = Some(pb::EngineParams {
+        sleep_ms: 2000,
+        ..Default::default()
+    });
+    let job = c.submit(req).await;
+    let j = c
+        .wait_job(
+            &job,
+            |j| j.stages.get(1).is_some_and(|s| !s.job_id.is_empty()),
+            Duration::from_secs(60),
+        )
+        .await;
+    let stage2 = j.stages[1].job_id.clone();
+    c.cancel(&job).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(30)).await;
+    assert_eq!(j.state, pb::JobState::Cancelled as i32, "{j:?}");
+    let inner = c.wait_job_final(&stage2, Duration::from_secs(30)).await;
+    assert_eq!(inner.state, pb::JobState::Cancelled as i32, "{inner:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let j = c.get_job(&job).await;
+    assert!(j.stages[2].job_id.is_empty(), "no third stage after a cancel: {:?}", j.stages);
+}
