@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use commands::bench::{DispatchArgs, DockingArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
+use commands::bench::{DispatchArgs, DockingArgs, FunnelArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -197,6 +197,13 @@ its own jobs and hits.")]
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Funnel: the full screen at high effort against a funnel (a cheap stage over the
+    /// library, the high effort on the best of it), with CPU-s for each and how many of the
+    /// full screen's top hits the funnel found.
+    #[command(after_help = "Example:
+  target/release/dockyard bench funnel --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
+      --ligands ../shared/data/ligands-100.smi --center 15.190,53.903,16.917 --size 20,20,20 --high 16 --cheap 1 --keep 10%")]
+    Funnel(FunnelArgs),
     /// Dispatch throughput: real coordinator + K agent processes, N sleep tasks at 0 ms.
     #[command(after_help = "Example:\n  cargo build --release && target/release/dockyard bench dispatch --tasks 100000 --agents 2")]
     Dispatch(DispatchArgs),
@@ -310,6 +317,7 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
         } => commands::run::demo(examples.as_deref(), &embedded, exhaustiveness).await,
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Funnel(a)) => commands::bench::funnel(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Scale(a)) => commands::bench::scale(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Redock(a)) => commands::bench::redock(&a).await.map(|_| true),
     }

@@ -421,7 +421,30 @@ impl HaCluster {
 
     /// Every commit record in etcd for `job`: (epoch, task indices).
     pub async fn commits(&self, job: &str) -> Vec<(u64, Vec<u32>)> {
-        let prefix = format!("/dockyard/{CLUSTER}/commits/{job}/");
+        let r = self.etcd_prefix(format!("/dockyard/{CLUSTER}/commits/{job}/")).await;
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                let v: serde_json::Value = serde_json::from_slice(kv.value()).expect("commit json");
+                let epoch = v["epoch"].as_u64().expect("epoch");
+                let tasks = v["tasks"]
+                    .as_array()
+                    .expect("tasks")
+                    .iter()
+                    .map(|t| t.as_u64().expect("index") as u32)
+                    .collect();
+                (epoch, tasks)
+            })
+            .collect()
+    }
+
+    /// Whether `job` is in the cluster's job index in etcd (the leader replicated its creation).
+    pub async fn job_indexed(&self, job: &str) -> bool {
+        !self.etcd_prefix(format!("/dockyard/{CLUSTER}/jobs/{job}")).await.kvs().is_empty()
+    }
+
+    /// The keys under `prefix`, from whichever etcd member answers.
+    async fn etcd_prefix(&self, prefix: String) -> etcd_client::GetResponse {
         // Asks each live member in turn: a scenario may have stopped some of them.
         let mut last = String::new();
         let mut found = None;
@@ -441,21 +464,7 @@ impl HaCluster {
                 }
             }
         }
-        let r = found.unwrap_or_else(|| panic!("no etcd member answered: {last}"));
-        r.kvs()
-            .iter()
-            .map(|kv| {
-                let v: serde_json::Value = serde_json::from_slice(kv.value()).expect("commit json");
-                let epoch = v["epoch"].as_u64().expect("epoch");
-                let tasks = v["tasks"]
-                    .as_array()
-                    .expect("tasks")
-                    .iter()
-                    .map(|t| t.as_u64().expect("index") as u32)
-                    .collect();
-                (epoch, tasks)
-            })
-            .collect()
+        found.unwrap_or_else(|| panic!("no etcd member answered: {last}"))
     }
 
     pub fn log_tails(&self, n: usize) -> String {

@@ -33,4 +33,7 @@ pub use fixtures::{ligand_1iep, read_shared, receptor_1iep, require_smina, requi
 pub use paths::{bin_dir, binary, files_under};
 pub use process::processes_mentioning;
 pub(crate) use process::{clean_command, tail};
-pub use requests::{counts, describe_job, input, is_final, node_state, sleep_request, state, vec3, vina_1iep_request, with_token};
+pub use requests::{
+    counts, describe_job, input, is_final, node_state, sleep_funnel_request, sleep_request, stage, state, vec3, vina_1iep_request,
+    with_token,
+};

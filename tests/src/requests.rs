@@ -26,6 +26,40 @@ pub fn sleep_request(count: u32, sleep_ms: u32, priority: i32) -> pb::SubmitJobR
     }
 }
 
+/// A funnel of sleep-engine stages over `ligands` made-up SMILES named L0, L1, ...
+/// (`batch_size` ligands per task, `sleep_ms` per task). The sleep engine scores ligand `i`
+/// of a stage -1.00 - i/100, so a test knows which ligands each stage keeps.
+pub fn sleep_funnel_request(ligands: usize, batch_size: u32, sleep_ms: u32, stages: Vec<pb::Stage>) -> pb::SubmitJobRequest {
+    let library: String = (0..ligands).map(|i| format!("{} L{i}\n", "C".repeat(i % 5 + 1))).collect();
+    pb::SubmitJobRequest {
+        name: "funnel".into(),
+        engine: "sleep".into(),
+        receptor: Some(input("1iep_receptor.pdbqt", read_shared(&receptor_1iep()))),
+        ligands: vec![input("library.smi", library.into_bytes())],
+        r#box: Some(pb::DockingBox {
+            center: Some(vec3(15.190, 53.903, 16.917)),
+            size: Some(vec3(20.0, 20.0, 20.0)),
+        }),
+        params: Some(pb::EngineParams {
+            sleep_ms,
+            ..Default::default()
+        }),
+        batch_size,
+        stages,
+        ..Default::default()
+    }
+}
+
+/// A funnel stage named `name`, as `f` sets it.
+pub fn stage(name: &str, f: impl FnOnce(&mut pb::Stage)) -> pb::Stage {
+    let mut s = pb::Stage {
+        name: name.into(),
+        ..Default::default()
+    };
+    f(&mut s);
+    s
+}
+
 /// An inline input file.
 pub fn input(name: &str, content: impl Into<Vec<u8>>) -> pb::InputFile {
     pb::InputFile {

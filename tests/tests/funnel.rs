@@ -5,41 +5,10 @@
 
 use std::time::Duration;
 
-use dockyard_tests::{input, pb, read_shared, receptor_1iep, vec3, AgentOptions, TestCluster};
-
-/// `n` one-atom-chain SMILES named L0..L(n-1).
-fn library(n: usize) -> pb::InputFile {
-    let text: String = (0..n).map(|i| format!("{} L{i}\n", "C".repeat(i % 5 + 1))).collect();
-    input("library.smi", text.into_bytes())
-}
-
-fn stage(name: &str, f: impl FnOnce(&mut pb::Stage)) -> pb::Stage {
-    let mut s = pb::Stage {
-        name: name.into(),
-        ..Default::default()
-    };
-    f(&mut s);
-    s
-}
+use dockyard_tests::{pb, sleep_funnel_request, stage, AgentOptions, TestCluster};
 
 fn funnel_request(ligands: usize, stages: Vec<pb::Stage>) -> pb::SubmitJobRequest {
-    pb::SubmitJobRequest {
-        name: "funnel".into(),
-        engine: "sleep".into(),
-        receptor: Some(input("1iep_receptor.pdbqt", read_shared(&receptor_1iep()))),
-        ligands: vec![library(ligands)],
-        r#box: Some(pb::DockingBox {
-            center: Some(vec3(15.190, 53.903, 16.917)),
-            size: Some(vec3(20.0, 20.0, 20.0)),
-        }),
-        params: Some(pb::EngineParams {
-            sleep_ms: 50,
-            ..Default::default()
-        }),
-        batch_size: 2,
-        stages,
-        ..Default::default()
-    }
+    sleep_funnel_request(ligands, 2, 50, stages)
 }
 
 fn three_stages() -> Vec<pb::Stage> {

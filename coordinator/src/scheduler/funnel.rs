@@ -323,3 +323,141 @@ impl Core {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio_util::sync::CancellationToken;
+
+    use dockyard_common::spec::{DockParams, EngineKind};
+
+    use super::super::tests::sleep_job;
+    use super::super::{spawn, SchedulerConfig};
+    use super::*;
+    use crate::model::{JobState, TaskCounts};
+    use crate::store::{Store, StoreBatch};
+
+    fn plan(name: &str, keep: Option<Keep>) -> StagePlan {
+        StagePlan {
+            name: name.into(),
+            engine: EngineKind::Sleep,
+            params: DockParams::default(),
+            gpus_per_task: 0,
+            cpus_per_task: 1,
+            batch_size: 2,
+            timeout_s: 60,
+            rank_by: "score".into(),
+            receptor: None,
+            dock_box: None,
+            keep,
+        }
+    }
+
+    /// A funnel whose first stage has committed every task (4 ligands, scores -5 .. -8) and
+    /// whose coordinator stopped before it crossed the boundary.
+    fn stopped_at_the_boundary(store: &Store, root: &JobId) {
+        let mut spec = sleep_job("o", 0, 0);
+        spec.batch_size = 2;
+        spec.ligands = (0..4)
+            .map(|i| InputRef {
+                name: format!("L{i}"),
+                key: format!("orgs/o/inputs/{i}").into(),
+                size: 1,
+                format: "smi".into(),
+                offset: None,
+                record_sha: None,
+            })
+            .collect();
+        spec.funnel = Some(Funnel {
+            stage: 0,
+            plan: vec![plan("pre", None), plan("redock", Some(Keep::Top(2)))],
+            root: None,
+            carried: Vec::new(),
+            origin: Vec::new(),
+        });
+        let status = JobStatus {
+            state: JobState::Running,
+            tasks: TaskCounts {
+                total: 2,
+                succeeded: 2,
+                ..TaskCounts::default()
+            },
+            ligands_total: 4,
+            ligands_docked: 4,
+            ligands_failed: 0,
+            best_score: Some(-8.0),
+            error: None,
+            finished_at_ms: 0,
+            unschedulable_reason: None,
+            cpu_seconds: 4.0,
+            cursor: 2,
+            vtime0: 0,
+            seq0: 1,
+            flight: Default::default(),
+        };
+        let mut b = StoreBatch::default();
+        b.put_spec(root, &spec);
+        b.put_status(root, &status);
+        for i in 0..4u32 {
+            b.put_result(
+                root,
+                &LigandResultRecord {
+                    ligand: format!("L{i}"),
+                    index: i,
+                    task: format!("{root}.{}", i / 2),
+                    score: -5.0 - f64::from(i),
+                    ..Default::default()
+                },
+            );
+        }
+        store.apply(b).expect("write");
+    }
+
+    async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_at_a_stage_boundary_creates_the_next_stage_once_from_committed_results() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let root = JobId::parse("0123456789ab00000001").expect("id");
+        stopped_at_the_boundary(&store, &root);
+        let next = root.stage(1);
+        assert!(store.spec(&next).expect("read").is_none());
+
+        let stop = CancellationToken::new();
+        let (_h, join) = spawn(store.clone(), SchedulerConfig::default(), stop.clone()).await.expect("spawn");
+        let spec = until("stage 2", || store.spec(&next).ok().flatten()).await;
+        let names: Vec<&str> = spec.ligands.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["L3", "L2"], "the best two of stage 1, best first");
+        let f = spec.funnel.clone().expect("a funnel stage");
+        assert_eq!((f.stage, f.root.as_ref(), f.origin.as_slice()), (1, Some(&root), &[3, 2][..]));
+        assert_eq!(f.carried[0].get("pre.score"), Some(&-8.0));
+        let status = store.status(&next).expect("read").expect("status");
+        assert_eq!((status.tasks.total, status.ligands_total), (1, 2));
+        stop.cancel();
+        join.await.expect("joined").expect("clean stop");
+
+        // Again: the stage is there, so nothing is created or rewritten.
+        let stop = CancellationToken::new();
+        let (_h, join) = spawn(store.clone(), SchedulerConfig::default(), stop.clone())
+            .await
+            .expect("respawn");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(store.spec(&next).expect("read").map(|s| s.created_at_ms), Some(spec.created_at_ms));
+        assert!(store.spec(&root.stage(2)).expect("read").is_none());
+        let root_status = store.status(&root).expect("read").expect("status");
+        assert_eq!(root_status.state, JobState::Running, "the funnel goes on with stage 2");
+        stop.cancel();
+        join.await.expect("joined").expect("clean stop");
+    }
+}

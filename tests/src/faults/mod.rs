@@ -4,7 +4,7 @@
 //! --short` (every scenario once, small sizes) or without `--short` (full sizes).
 //!
 //! Counters, per scenario:
-//! - `lost`: tasks of the job with no committed outcome once it is done (from the fenced
+//! - `lost`: tasks of the job (of each stage's job, for a funnel) with no committed outcome once it is done (from the fenced
 //!   commit records in etcd), or acknowledged jobs missing after a restart;
 //! - `double_commits`: tasks whose outcome was committed more than once;
 //! - `dup_exec`: executions beyond the first that ran to completion (agents' logs);
@@ -13,6 +13,7 @@
 
 pub mod agents;
 pub mod engines;
+pub mod funnel;
 pub mod inputs;
 pub mod leaders;
 pub mod storage;
@@ -116,6 +117,9 @@ pub fn all() -> Vec<(&'static str, ScenarioFn)> {
         ("engine_crashes_every_run", |s| Box::pin(engines::crash(s))),
         ("agent_disk_full", |s| Box::pin(engines::disk_full(s))),
         ("agent_stops_reading", |s| Box::pin(agents::stops_reading(s))),
+        ("leader_kill_at_stage_boundary", |s| {
+            Box::pin(funnel::leader_kill_at_stage_boundary(s))
+        }),
     ]
 }
 

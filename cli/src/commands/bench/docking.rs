@@ -67,12 +67,12 @@ fn per_cpu_hour(ligands: u32, cpu_s: f64) -> f64 {
 }
 
 /// What the plain loop docks: PDBQT files as they are, or SMILES to prepare first.
-enum Ligand {
+pub(super) enum Ligand {
     Pdbqt(PathBuf),
     Smiles { smiles: String, id: String },
 }
 
-fn read_ligands(path: &Path) -> Result<Vec<Ligand>> {
+pub(super) fn read_ligands(path: &Path) -> Result<Vec<Ligand>> {
     if path.extension().is_some_and(|e| e == "smi") {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         return Ok(text
@@ -92,7 +92,7 @@ fn read_ligands(path: &Path) -> Result<Vec<Ligand>> {
 }
 
 /// The agent's own SMILES preparation (node-agent/src/prepare.rs), so both sides do the same work.
-async fn prepare(smiles: &str, out: &Path) -> Result<()> {
+pub(super) async fn prepare(smiles: &str, out: &Path) -> Result<()> {
     let status = Command::new("obabel")
         .arg(format!("-:{smiles}"))
         .args(["--gen3d", "-h", "--partialcharge", "gasteiger", "-opdbqt", "-O"])

@@ -2,6 +2,7 @@
 
 mod dispatch;
 mod docking;
+mod funnel;
 mod obrms;
 mod plain_loop;
 mod procs;
@@ -12,5 +13,6 @@ mod scale;
 
 pub use dispatch::{dispatch, DispatchArgs};
 pub use docking::{docking, DockingArgs};
+pub use funnel::{funnel, FunnelArgs};
 pub use redock::{redock, RedockArgs, REDOCK_HELP};
 pub use scale::{scale, ScaleArgs};

@@ -1,0 +1,117 @@
+//! A funnel's stage boundary under a leader kill.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+
+use dockyard_common::ids::JobId;
+
+use super::{job, wait_for, with_two_agents, Report, Size};
+use crate::ha::{audit, executions, HaOptions};
+use crate::{pb, sleep_funnel_request, stage};
+
+/// Stage 1's own counts (the funnel's job runs it).
+fn stage1(j: &pb::Job) -> pb::TaskCounts {
+    j.stages.first().and_then(|s| s.tasks).unwrap_or_default()
+}
+
+/// Scenario: `kill -9` of the leader between a stage's last commit and the next stage's
+/// first dispatch. Both agents are drained once stage 1's last tasks are out, so stage 2
+/// (created at the boundary, or by the next leader) can dispatch nothing before the kill;
+/// they are undrained once a new leader has taken over. Lost and double commits come from
+/// the fenced commit records in etcd for both stages' jobs; the survivors are checked
+/// against the sleep engine's made-up scores.
+pub async fn leader_kill_at_stage_boundary(size: Size) -> Result<Report> {
+    let mut r = Report::new("leader_kill_at_stage_boundary");
+    let (mut c, old) = with_two_agents(HaOptions::default()).await;
+    let n = size.tasks();
+    let keep = n / 4;
+    let req = sleep_funnel_request(
+        n as usize,
+        1,
+        size.task_ms(),
+        vec![stage("pre", |_| {}), stage("redock", |s| s.keep_top = keep)],
+    );
+    let id = c.jobs(old).await.submit_job(req).await?.into_inner().job_id;
+    let stage2 = JobId::parse(&id).context("job id")?.stage(1).to_string();
+    wait_for("stage 1's last tasks to be dispatched", Duration::from_secs(120), || async {
+        job(&c, &id).await.filter(|j| stage1(j).queued == 0 && stage1(j).total == n)
+    })
+    .await?;
+    let mut admin = c.admin(old).await;
+    for node in ["a0", "a1"] {
+        admin
+            .drain_node(pb::DrainNodeRequest { node_id: node.into() })
+            .await
+            .with_context(|| format!("drain {node}"))?;
+    }
+    wait_for("stage 1 to be committed", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| stage1(j).succeeded == n)
+    })
+    .await?;
+    c.kill_coordinator(old);
+    let t = Instant::now();
+    // Read before any standby leads: which side of the boundary the kill landed on.
+    let crossed = c.job_indexed(&stage2).await;
+    let leader = c.wait_new_leader(old, Duration::from_secs(30)).await;
+    r.detect_s = t.elapsed().as_secs_f64();
+    let admin = c.admin(leader).await;
+    for node in ["a0", "a1"] {
+        wait_for("the undrain to be accepted", Duration::from_secs(30), || {
+            let mut a = admin.clone();
+            async move { a.undrain_node(pb::DrainNodeRequest { node_id: node.into() }).await.ok() }
+        })
+        .await?;
+    }
+    let j = wait_for("the funnel to finish", Duration::from_secs(120), || async {
+        job(&c, &id).await.filter(crate::is_final)
+    })
+    .await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    ensure!(
+        j.state == pb::JobState::Succeeded as i32,
+        "funnel ended {:?}: {}",
+        j.state,
+        crate::describe_job(&j)
+    );
+    let s2 = j.stages.get(1).context("stage 2")?;
+    ensure!(s2.job_id == stage2, "stage 2 is {} (expected {stage2})", s2.job_id);
+    let t2 = s2.tasks.unwrap_or_default();
+    ensure!(
+        (s2.ligands_in, t2.total, t2.succeeded) == (keep, keep, keep),
+        "exactly one stage 2 of {keep} tasks: {s2:?}"
+    );
+    let (d1, l1) = audit(&c.commits(&id).await, n);
+    let (d2, l2) = audit(&c.commits(&stage2).await, keep);
+    r.lost = l1 + l2;
+    r.double_commits = d1 + d2;
+    r.dup_exec = executions(&c.dir().join("logs"))
+        .iter()
+        .filter(|(t, _)| t.starts_with(&id) || t.starts_with(&stage2))
+        .map(|(_, k)| k.saturating_sub(1))
+        .sum();
+    // Stage 1 scores ligand i -1 - i/100: its best `keep` are the last `keep` of the library.
+    let mut got: Vec<String> = c
+        .jobs(leader)
+        .await
+        .list_results(pb::ListResultsRequest {
+            job_id: id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|x| x.ligand)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (n - keep..n).map(|i| format!("L{i}")).collect();
+    want.sort();
+    ensure!(got == want, "stage 2 docked {got:?}, expected the best {keep} of stage 1 {want:?}");
+    r.note = format!(
+        "kill landed {} stage 2 was created; stage 2: {keep} ligands, each once",
+        if crossed { "after" } else { "before" }
+    );
+    Ok(r)
+}
