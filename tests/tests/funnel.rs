@@ -200,3 +200,106 @@ async fn cancelling_a_funnel_cancels_its_current_stage_and_starts_no_other() {
     let j = c.get_job(&job).await;
     assert!(j.stages[2].job_id.is_empty(), "no third stage after a cancel: {:?}", j.stages);
 }
+
+/// Real engines in a funnel: every ligand through stage 1 (sleep), real rustina re-docks
+/// them and refuses one (a torsion tree it cannot read), and real smina rescores the one
+/// rustina docked from rustina's own pose file (`score_only`), not the library's molecule.
+/// The refused ligand does not go on and the report names the stage it failed in.
+#[tokio::test]
+async fn a_ligand_that_fails_a_stage_stops_there_and_real_engines_rescore_the_rest() {
+    let smina = dockyard_tests::require_smina();
+    let c = TestCluster::builder()
+        .agent(
+            AgentOptions::sleep(1)
+                .arg("--rustina-python")
+                .arg("python3")
+                .arg("--smina")
+                .arg(smina.display().to_string()),
+        )
+        .start()
+        .await;
+    c.wait_for_nodes(1).await;
+    let data = |name: &str| dockyard_tests::read_shared(&dockyard_tests::shared_data(&format!("vina-examples/5x72/{name}")));
+    let good = String::from_utf8(data("5x72_ligand_p59.pdbqt")).expect("text");
+    // As in the rustina engine test: a BRANCH hanging off an atom of a closed branch.
+    let bad = good.replace("BRANCH  11  20", "BRANCH  13  20");
+    let req = pb::SubmitJobRequest {
+        name: "real-funnel".into(),
+        engine: "sleep".into(),
+        receptor: Some(dockyard_tests::input("5x72_receptor.pdbqt", data("5x72_receptor.pdbqt"))),
+        ligands: vec![
+            dockyard_tests::input("bad_tree.pdbqt", bad),
+            dockyard_tests::input("p59.pdbqt", good),
+        ],
+        r#box: Some(pb::DockingBox {
+            center: Some(dockyard_tests::vec3(-15.0, 15.0, 129.0)),
+            size: Some(dockyard_tests::vec3(20.0, 20.0, 20.0)),
+        }),
+        params: Some(pb::EngineParams {
+            exhaustiveness: 1,
+            num_modes: 3,
+            seed: 42,
+            ..Default::default()
+        }),
+        fresh: true,
+        stages: vec![
+            stage("pre", |_| {}),
+            stage("redock", |s| {
+                s.engine = "rustina".into();
+                s.keep_percent = 100.0;
+                s.params = Some(pb::EngineParams {
+                    search_mode: "qvina2".into(),
+                    ..Default::default()
+                });
+            }),
+            stage("rescore", |s| {
+                s.engine = "smina".into();
+                s.keep_top = 10;
+                s.params = Some(pb::EngineParams {
+                    mode: "score_only".into(),
+                    ..Default::default()
+                });
+            }),
+        ],
+        ..Default::default()
+    };
+    let job = c.submit(req).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(180)).await;
+    assert_eq!(j.state, pb::JobState::Partial as i32, "a ligand failed on the way: {j:?}");
+    let flow: Vec<(u32, u32, u32, u32)> = j
+        .stages
+        .iter()
+        .map(|s| (s.ligands_in, s.ligands_docked, s.ligands_failed, s.survivors))
+        .collect();
+    assert_eq!(flow, [(2, 2, 0, 2), (2, 1, 1, 1), (1, 1, 0, 0)], "{:?}", j.stages);
+
+    let report = c.report(&job).await;
+    let failed = report
+        .failures
+        .iter()
+        .find(|f| f.kind == "ligand")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(failed.stage, "redock", "{failed:?}");
+    assert!(failed.reason.contains("rustina refused the ligand"), "{failed:?}");
+    assert_eq!(failed.examples, ["bad_tree"], "{failed:?}");
+
+    let r = c.results(&job).await;
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    let row = &r.results[0];
+    assert_eq!(row.ligand, "p59");
+    let redock = row.fields.get("redock.score").copied().expect("rustina's score carried");
+    assert!(
+        row.fields.contains_key("redock.cnn_score") && row.fields.contains_key("pre.score"),
+        "{row:?}"
+    );
+    // smina scored rustina's pose file (SDF, three poses), not the library's PDBQT molecule.
+    assert_eq!(row.preparation, "none (sdf given to smina)", "{row:?}");
+    assert_eq!(row.poses.len(), 3, "one score per rustina pose: {row:?}");
+    assert_eq!(row.fields.get("minimizedAffinity"), Some(&row.score), "{row:?}");
+    assert!(
+        (row.score - redock).abs() > 1e-6,
+        "smina's vina scoring, not rustina's vinardo: {row:?}"
+    );
+    let stage3 = c.get_job(&j.stages[2].job_id).await;
+    assert_eq!(stage3.engine, "smina");
+}

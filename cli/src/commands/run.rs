@@ -69,16 +69,40 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
     let endpoint = coord.endpoint();
     let outcome = async {
         let client = Client::connect(&endpoint, None).await?;
+        // A funnel is checked against the nodes that could run its stages: let the agent
+        // register first (it probes its engines, which takes a moment).
+        let registered = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let nodes = client
+                .admin
+                .clone()
+                .list_nodes(client.req(dockyard_proto::v1::ListNodesRequest {}))
+                .await
+                .map_err(crate::client::explain)?
+                .into_inner()
+                .nodes;
+            if !nodes.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() > registered {
+                anyhow::bail!("the embedded agent did not register within 60 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let resp = super::submit::submit(&client, sub).await?;
         println!("{}", resp.job_id);
         let job = watch::watch(&client, &resp.job_id, false).await?;
         if job.ligands_total > 0 {
             let (rows, ranked_by) = query::fetch_results(&client, &resp.job_id, emb.top, "").await?;
             if emb.format == Format::Table {
+                // A funnel's results are its last stage's.
+                let (docked, of) = match job.stages.iter().rev().find(|s| !s.job_id.is_empty()) {
+                    Some(s) => (s.ligands_docked, format!(" in stage '{}'", s.name)),
+                    None => (job.ligands_docked, String::new()),
+                };
                 eprintln!(
-                    "Top {} of {} docked ligands (artifacts in {}):",
+                    "Top {} of {docked} docked ligands{of} (artifacts in {}):",
                     rows.len(),
-                    job.ligands_docked,
                     emb.data_dir.join("coordinator/artifacts").display()
                 );
             }
