@@ -9,10 +9,13 @@ fn started(s: &pb::StageProgress) -> bool {
     !s.job_id.is_empty()
 }
 
-/// What a stage passed on: a count once chosen, `n/a` before (or for the last stage).
+/// What a stage passed on: a count once chosen, `N so far` while the next stage is fed
+/// as it runs, `n/a` before (or for the last stage).
 fn survivors(s: &pb::StageProgress) -> String {
     if s.survivors_chosen {
         s.survivors.to_string()
+    } else if s.survivors > 0 {
+        format!("{}+", s.survivors)
     } else {
         "n/a".into()
     }
@@ -41,7 +44,9 @@ pub fn stage_json(s: &pb::StageProgress) -> serde_json::Value {
         "ligands_in": if on { serde_json::json!(s.ligands_in) } else { serde_json::Value::Null },
         "ligands_docked": if on { serde_json::json!(s.ligands_docked) } else { serde_json::Value::Null },
         "ligands_failed": if on { serde_json::json!(s.ligands_failed) } else { serde_json::Value::Null },
-        "survivors": if s.survivors_chosen { serde_json::json!(s.survivors) } else { serde_json::Value::Null },
+        "survivors": if s.survivors_chosen || s.survivors > 0 { serde_json::json!(s.survivors) } else { serde_json::Value::Null },
+        "survivors_final": s.survivors_chosen,
+        "streaming": s.streaming,
         "cpu_seconds": if on { serde_json::json!(s.cpu_seconds) } else { serde_json::Value::Null },
         "best_score": if s.ligands_docked > 0 { serde_json::json!(s.best_score) } else { serde_json::Value::Null },
     })
@@ -93,6 +98,8 @@ pub fn progress_line(stages: &[pb::StageProgress]) -> String {
             let done = s.ligands_docked + s.ligands_failed;
             if s.survivors_chosen {
                 format!("{} {done}/{} → {}", s.name, s.ligands_in, s.survivors)
+            } else if s.survivors > 0 {
+                format!("{} {done}/{} → {} so far", s.name, s.ligands_in, s.survivors)
             } else {
                 format!("{} {done}/{}", s.name, s.ligands_in)
             }

@@ -184,6 +184,21 @@ impl JobSpec {
         self.funnel.as_ref().and_then(|f| f.root.as_ref())
     }
 
+    /// Whether more ligands may still be appended (a funnel stage fed while the one before runs).
+    pub fn is_open(&self) -> bool {
+        self.funnel.as_ref().is_some_and(|f| f.open)
+    }
+
+    /// How many times the spec was rewritten since the job was created.
+    pub fn version(&self) -> u32 {
+        self.funnel.as_ref().map_or(0, |f| f.version)
+    }
+
+    /// Task positions to set aside in the queue: more than `task_count` for an open stage.
+    pub fn reserved_tasks(&self) -> u32 {
+        self.task_count().max(self.funnel.as_ref().map_or(0, |f| f.reserve))
+    }
+
     /// What earlier stages of a funnel measured for ligand `index` (empty outside funnels).
     pub fn carried(&self, index: usize) -> Option<&BTreeMap<String, f64>> {
         self.funnel.as_ref().and_then(|f| f.carried.get(index))

@@ -117,6 +117,10 @@ pub struct JobStatus {
     /// a place here has succeeded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub flight: BTreeMap<NodeId, BTreeSet<u32>>,
+    /// A funnel stage still fed by the stage before it (as its spec says): it does not
+    /// finish while open, however many of its tasks are done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
 }
 
 impl JobStatus {
@@ -269,6 +273,7 @@ mod tests {
             vtime0: 0,
             seq0: 0,
             flight: BTreeMap::new(),
+            open: false,
         }
     }
 

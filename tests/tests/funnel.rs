@@ -303,3 +303,102 @@ async fn a_ligand_that_fails_a_stage_stops_there_and_real_engines_rescore_the_re
     let stage3 = c.get_job(&j.stages[2].job_id).await;
     assert_eq!(stage3.engine, "smina");
 }
+
+/// A stage that keeps by `max_score` is fed while the stage before still runs: it opens as
+/// soon as a batch of survivors waits, and closes with the last one once that stage ends.
+fn streaming_request(stage1_ms: u32) -> pb::SubmitJobRequest {
+    // 21 ligands in 11 tasks: on two slots, stage 1's last task runs alone, beside stage 2.
+    let mut req = funnel_request(
+        21,
+        vec![
+            stage("pre", |_| {}),
+            stage("redock", |s| {
+                // Ligands 5..20 score -1.05 .. -1.20 in stage 1.
+                s.max_score = Some(-1.045);
+                s.params = Some(pb::EngineParams {
+                    sleep_ms: 1000,
+                    ..Default::default()
+                });
+            }),
+        ],
+    );
+    req.params = Some(pb::EngineParams {
+        sleep_ms: stage1_ms,
+        ..Default::default()
+    });
+    req
+}
+
+/// Stage 2's results: each survivor of stage 1 exactly once.
+async fn assert_streamed_once(c: &TestCluster, job: &str) {
+    let j = c.wait_job_final(job, Duration::from_secs(90)).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    let s = &j.stages[1];
+    let t = s.tasks.expect("tasks");
+    assert_eq!((s.ligands_in, s.ligands_docked, t.total, t.succeeded), (16, 16, 8, 8), "{s:?}");
+    assert!(j.stages[0].survivors_chosen && !s.streaming, "{:?}", j.stages);
+    let mut names: Vec<u32> = c
+        .results(job)
+        .await
+        .results
+        .iter()
+        .map(|r| r.ligand.trim_start_matches('L').parse().expect("L<n>"))
+        .collect();
+    names.sort();
+    assert_eq!(names, (5..21).collect::<Vec<u32>>(), "each survivor of stage 1, once");
+}
+
+#[tokio::test]
+async fn a_max_score_stage_starts_while_the_stage_before_runs() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let job = c.submit(streaming_request(500)).await;
+    let mut stream = c
+        .jobs()
+        .await
+        .watch_job(pb::WatchJobRequest { job_id: job.clone() })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut overlapped = None;
+    let mut opened_early = false;
+    let until = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(ev) = stream.message().await.expect("watch") {
+            let Some(j) = ev.job else { continue };
+            let (s1, s2) = (j.stages[0].tasks.unwrap_or_default(), j.stages[1].clone());
+            let stage1_running = s1.succeeded < s1.total;
+            if stage1_running && !s2.job_id.is_empty() {
+                opened_early = true;
+                assert!(s2.streaming, "an early stage 2 is still fed: {s2:?}");
+                let t2 = s2.tasks.unwrap_or_default();
+                if t2.running + t2.succeeded > 0 {
+                    overlapped = Some((s1, t2));
+                }
+            }
+            if ev.r#final {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(until.is_ok(), "the funnel did not finish in 90 s");
+    assert!(opened_early, "stage 2 was only created after stage 1 ended");
+    assert!(overlapped.is_some(), "no snapshot showed stage 2 running beside stage 1");
+    assert_streamed_once(&c, &job).await;
+}
+
+#[tokio::test]
+async fn a_coordinator_killed_while_a_stage_is_fed_feeds_each_survivor_once() {
+    let mut c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let job = c.submit(streaming_request(400)).await;
+    c.wait_job(
+        &job,
+        |j| j.stages.get(1).is_some_and(|s| s.streaming && s.ligands_in >= 2),
+        Duration::from_secs(60),
+    )
+    .await;
+    c.kill_coordinator();
+    c.start_coordinator_again().await;
+    assert_streamed_once(&c, &job).await;
+}

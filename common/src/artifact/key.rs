@@ -74,6 +74,16 @@ impl ArtifactKey {
         ArtifactKey::from_ids(format!("{ORGS}/{org}/{JOBS}/{job}/{SPEC}"))
     }
 
+    /// Version `version` of a spec that changes (a funnel stage fed while the stage before
+    /// runs): each version is a new object, named by the fenced index entry that points at
+    /// it, so a deposed leader's late write names nothing.
+    pub fn job_spec_at(org: &OrgId, job: &JobId, version: u32) -> Self {
+        if version == 0 {
+            return Self::job_spec(org, job);
+        }
+        ArtifactKey::from_ids(format!("{ORGS}/{org}/{JOBS}/{job}/spec.{version}.json"))
+    }
+
     /// The records `skip_invalid` left out of a job, written with its spec (the spec counts
     /// them in `skipped`, so a rebuild knows when to look).
     pub fn job_skipped(org: &OrgId, job: &JobId) -> Self {

@@ -166,7 +166,7 @@ pub fn validate_stage_name(i: usize, name: &str) -> Result<(), DockyardError> {
 }
 
 /// Where a job stands in a funnel (`JobSpec.funnel`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Funnel {
     /// 0-based index of the stage this job runs.
     pub stage: u32,
@@ -183,6 +183,20 @@ pub struct Funnel {
     /// On a later stage's job, one per ligand: its index in the funnel's library.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origin: Vec<u32>,
+    /// A stage fed while the stage before still runs (a `max_score` rule): more ligands may
+    /// be appended, a whole batch at a time, until the stage before ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// Queue positions set aside for the tasks an open stage may grow to.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reserve: u32,
+    /// How many times the spec was rewritten (ligands appended, closed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Funnel {

@@ -77,9 +77,10 @@ pub fn stages(store: &Store, root: &JobId, spec: &JobSpec, status: &JobStatus) -
             s.ligands_failed = st.ligands_failed;
             s.cpu_seconds = st.cpu_seconds;
             s.best_score = st.best_score.unwrap_or(0.0);
+            s.streaming = st.open;
             if let Some(Some(next)) = statuses.get(k + 1) {
                 s.survivors = next.ligands_total;
-                s.survivors_chosen = true;
+                s.survivors_chosen = !next.open;
             }
         }
         out.push(s);

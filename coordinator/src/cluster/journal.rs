@@ -87,7 +87,7 @@ impl Journal {
         let mut puts: Vec<(ArtifactKey, Bytes)> = Vec::new();
         let mut ops = Vec::new();
         for (id, change) in &w.jobs {
-            let key = ArtifactKey::job_spec(&change.org, id);
+            let key = ArtifactKey::job_spec_at(&change.org, id, change.spec_version);
             if let Some(spec) = &change.spec {
                 let body = serde_json::to_vec(spec.as_ref()).map_err(|e| JournalError::Failed(DockyardError::Internal(e.to_string())))?;
                 puts.push((key.clone(), Bytes::from(body)));

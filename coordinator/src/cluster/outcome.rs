@@ -44,6 +44,8 @@ pub struct JobChange {
     /// With a new job's spec: the library records `skip_invalid` left out, for its report.
     pub skipped: Vec<SkippedRecord>,
     pub created_at_ms: i64,
+    /// The spec's version ([`JobSpec::version`]): which spec object the index points at.
+    pub spec_version: u32,
 }
 
 /// Everything one scheduler batch must replicate before its effects leave the process.

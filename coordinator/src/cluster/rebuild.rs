@@ -153,9 +153,11 @@ pub async fn rebuild(
             vtime0: *vtime,
             seq0: seq + 1,
             flight: Default::default(),
+            open: spec.is_open(),
         };
         *vtime += u64::from(total);
-        seq += u64::from(total);
+        // An open funnel stage may grow into the positions set aside for it.
+        seq += u64::from(spec.reserved_tasks());
         for o in outcomes.values() {
             record_outcome(&id, &mut status, &mut batch, Phase::Running, o);
         }
@@ -185,7 +187,7 @@ pub async fn rebuild(
         let counts = &status.tasks;
         // A funnel's job whose first stage is done is still running while the index says
         // so: its later stages are jobs of their own.
-        let funnel_goes_on = !spec.plan().is_empty() && rec.state == JobIndexState::Active;
+        let funnel_goes_on = (!spec.plan().is_empty() || spec.is_open()) && rec.state == JobIndexState::Active;
         status.state = if counts.finished() == total && !funnel_goes_on {
             counts.final_state(status.ligands_failed)
         } else if counts.finished() > 0 || funnel_goes_on {

@@ -123,6 +123,8 @@ pub struct Core {
     /// Funnels whose current stage ended in this batch: their boundary is crossed in the next.
     pub(super) funnels_due: BTreeSet<JobId>,
     pub(super) funnels_retry: BTreeSet<JobId>,
+    /// Per funnel: committed survivors waiting to be fed to a streaming stage.
+    pub(super) funnel_feed: HashMap<JobId, Vec<crate::model::LigandResultRecord>>,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {
@@ -247,6 +249,7 @@ impl Core {
                 spec: None,
                 skipped: Vec::new(),
                 created_at_ms: job.spec.created_at_ms,
+                spec_version: job.spec.version(),
             };
             tx.shared.job(id, change);
         }

@@ -10,6 +10,7 @@
 //! after it finds the stage there and goes on from it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
@@ -55,6 +56,16 @@ pub(super) fn stage_template(root: &JobSpec, plan: &StagePlan) -> JobSpec {
         created_at_ms: now_ms(),
         funnel: None,
     }
+}
+
+/// What survivors take into their next stage, one entry per ligand.
+#[derive(Default)]
+pub(super) struct Entries {
+    pub ligands: Vec<InputRef>,
+    /// What earlier stages measured (`Funnel::carried`).
+    pub carried: Vec<BTreeMap<String, f64>>,
+    /// Places in the library (`Funnel::origin`).
+    pub origin: Vec<u32>,
 }
 
 /// The input a survivor takes into a rescoring stage: its pose file.
@@ -129,6 +140,10 @@ impl Core {
             return Ok(());
         }
         let k = job.stage;
+        // A stage fed while the one before runs takes what waits for it first.
+        if k > 0 && self.jobs.get(&root.stage(k)).is_some_and(|j| j.status.open) {
+            return self.feed_open_stage(tx, root, k);
+        }
         let stage_id = root.stage(k);
         let ended = if k == 0 {
             let c = &job.status.tasks;
@@ -138,7 +153,12 @@ impl Core {
         } else {
             self.store.status(&stage_id)?.filter(|s| s.state.is_final())
         };
-        let Some(ended) = ended else { return Ok(()) };
+        let Some(ended) = ended else {
+            // Still running: a stage whose rule needs no ranking opens once a batch waits.
+            return self.open_next_stage(tx, root, k);
+        };
+        // The boundary reads every survivor from the store; what waited in memory is in it.
+        self.funnel_feed.remove(root);
         let plan = job.spec.plan().to_vec();
         let p = &plan[k as usize];
         if ended.state == JobState::Cancelled {
@@ -149,7 +169,6 @@ impl Core {
             return self.finish_funnel(tx, root, None);
         };
         let keep = next.keep.unwrap_or(Keep::Percent(100.0));
-        let stage_spec = if k == 0 { None } else { self.store.spec(&stage_id)? };
         let chosen = self.survivors(&stage_id, p.rank_key(), keep, ended.ligands_total as usize)?;
         if chosen.is_empty() {
             let note = format!(
@@ -164,9 +183,59 @@ impl Core {
         }
         let Some(job) = self.jobs.get(root) else { return Ok(()) };
         let mut spec = stage_template(&job.spec, next);
-        let mut carried = Vec::with_capacity(chosen.len());
-        let mut origin = Vec::with_capacity(chosen.len());
-        for r in &chosen {
+        let e = self.survivor_entries(root, k, next, &chosen)?;
+        spec.ligands = e.ligands;
+        spec.funnel = Some(Funnel {
+            stage: k + 1,
+            plan: Vec::new(),
+            root: Some(root.clone()),
+            carried: e.carried,
+            origin: e.origin,
+            ..Funnel::default()
+        });
+        self.start_stage(tx, root, k + 1, spec, &keep)
+    }
+
+    /// Queues stage `k`'s job (unless a crossing before this leader's rebuild made it) and
+    /// moves the funnel on to it.
+    pub(super) fn start_stage(&mut self, tx: &mut Txn, root: &JobId, k: u32, spec: JobSpec, keep: &Keep) -> Result<(), DockyardError> {
+        let id = root.stage(k);
+        if self.store.spec(&id)?.is_some() || self.jobs.contains_key(&id) {
+            warn!(job = %root, stage = k + 1, "next stage already exists; not created again");
+        } else {
+            let (n, open) = (spec.ligands.len(), spec.is_open());
+            self.accept(tx, id.clone(), spec, Vec::new());
+            info!(job = %root, stage = k + 1, stage_job = %id, survivors = n, open, rule = %keep.label(), "funnel stage started");
+        }
+        if let Some(job) = self.jobs.get_mut(root) {
+            job.stage = k;
+        }
+        tx.dirty_jobs.insert(root.clone());
+        Ok(())
+    }
+
+    /// What the survivors `recs` of stage `k` take into stage `next`: their inputs (the
+    /// library's molecules, or their poses for a rescoring stage), what they carry, and
+    /// their places in the library.
+    pub(super) fn survivor_entries(
+        &self,
+        root: &JobId,
+        k: u32,
+        next: &StagePlan,
+        recs: &[LigandResultRecord],
+    ) -> Result<Entries, DockyardError> {
+        let Some(job) = self.jobs.get(root) else {
+            return Ok(Entries::default());
+        };
+        let name = job.spec.plan().get(k as usize).map_or("", |p| p.name.as_str());
+        let stage_id = root.stage(k);
+        let stage_spec = match (k, self.jobs.get(&stage_id)) {
+            (0, _) => None,
+            (_, Some(j)) => Some(Arc::clone(&j.spec)),
+            (_, None) => self.store.spec(&stage_id)?.map(Arc::new),
+        };
+        let mut out = Entries::default();
+        for r in recs {
             let from = match &stage_spec {
                 None => r.index,
                 Some(s) => s
@@ -184,31 +253,11 @@ impl Core {
                 warn!(job = %root, ligand = %r.ligand, index = r.index, "survivor with no library entry; left out");
                 continue;
             };
-            spec.ligands.push(input);
-            carried.push(carry(&p.name, r.score, &r.fields));
-            origin.push(from);
+            out.ligands.push(input);
+            out.carried.push(carry(name, r.score, &r.fields));
+            out.origin.push(from);
         }
-        spec.funnel = Some(Funnel {
-            stage: k + 1,
-            plan: Vec::new(),
-            root: Some(root.clone()),
-            carried,
-            origin,
-        });
-        let next_id = root.stage(k + 1);
-        if self.store.spec(&next_id)?.is_some() || self.jobs.contains_key(&next_id) {
-            // Crossed before (this leader's state was rebuilt behind it): go on from there.
-            warn!(job = %root, stage = k + 2, "next stage already exists; not created again");
-        } else {
-            let n = spec.ligands.len();
-            self.accept(tx, next_id.clone(), spec, Vec::new());
-            info!(job = %root, stage = %next.name, stage_job = %next_id, survivors = n, rule = %keep.label(), "funnel stage started");
-        }
-        if let Some(job) = self.jobs.get_mut(root) {
-            job.stage = k + 1;
-        }
-        tx.dirty_jobs.insert(root.clone());
-        Ok(())
+        Ok(out)
     }
 
     /// The results of `stage` that go on, best first, read from what is committed.
@@ -276,16 +325,19 @@ impl Core {
         Ok(())
     }
 
-    /// Cancels the stage a funnel is on along with the funnel itself.
+    /// Cancels the stages a funnel runs (the one it is on, and the one feeding it) with it.
     pub(super) fn cancel_stage(&mut self, tx: &mut Txn, root: &JobId, reason: &str) {
         let Some(job) = self.jobs.get(root) else { return };
         if job.spec.plan().is_empty() {
             return;
         }
-        let current = root.stage(job.stage);
-        if job.stage > 0 && self.jobs.contains_key(&current) {
-            self.cancel(tx, &current, reason);
+        for k in 1..=job.stage {
+            let id = root.stage(k);
+            if self.jobs.contains_key(&id) {
+                self.cancel(tx, &id, reason);
+            }
         }
+        self.funnel_feed.remove(root);
         if let Some(job) = self.jobs.get_mut(root) {
             if !job.status.state.is_final() {
                 job.status.state = JobState::Cancelled;
@@ -319,6 +371,7 @@ impl Core {
             if let Some(j) = self.jobs.get_mut(&root) {
                 j.stage = k;
             }
+            self.rebuild_feed(&root)?;
         }
         Ok(())
     }
@@ -372,9 +425,7 @@ mod tests {
         spec.funnel = Some(Funnel {
             stage: 0,
             plan: vec![plan("pre", None), plan("redock", Some(Keep::Top(2)))],
-            root: None,
-            carried: Vec::new(),
-            origin: Vec::new(),
+            ..Funnel::default()
         });
         let status = JobStatus {
             state: JobState::Running,
@@ -395,6 +446,7 @@ mod tests {
             vtime0: 0,
             seq0: 1,
             flight: Default::default(),
+            open: spec.is_open(),
         };
         let mut b = StoreBatch::default();
         b.put_spec(root, &spec);

@@ -52,7 +52,8 @@ impl Core {
         let class = class_of(&spec);
         let vtime0 = self.queue.assign_vtime(spec.priority, &spec.org, u64::from(n));
         let seq0 = self.seq + 1;
-        self.seq += u64::from(n);
+        // An open funnel stage's later tasks take the positions set aside after its first.
+        self.seq += u64::from(n.max(spec.reserved_tasks()));
         let status = JobStatus {
             state: JobState::Queued,
             tasks: TaskCounts {
@@ -72,6 +73,7 @@ impl Core {
             vtime0,
             seq0,
             flight: Default::default(),
+            open: spec.is_open(),
         };
         tx.batch.put_spec(&id, &spec);
         if !skipped.is_empty() {
@@ -92,10 +94,12 @@ impl Core {
             spec: Some(Arc::clone(&job.spec)),
             skipped,
             created_at_ms: job.spec.created_at_ms,
+            spec_version: job.spec.version(),
         };
         tx.shared.job(&id, change);
         self.jobs.insert(id.clone(), job);
         tx.dirty_jobs.insert(id.clone());
+        self.feed(&id, &served);
         // Everything came from the cache: the job is done at once.
         self.maybe_finish(&id);
         id
@@ -174,6 +178,7 @@ impl Core {
                 spec: None,
                 skipped: Vec::new(),
                 created_at_ms: job.spec.created_at_ms,
+                spec_version: job.spec.version(),
             };
             tx.shared.job(id, change);
         }
@@ -189,6 +194,10 @@ impl Core {
         // A funnel's own job runs its first stage; the funnel ends when its last stage does.
         if !job.spec.plan().is_empty() && c.cancelled == 0 {
             self.stage_ended(id.clone());
+            return;
+        }
+        // A stage still fed by the one before waits for more ligands.
+        if job.status.open && c.cancelled == 0 {
             return;
         }
         job.status.state = c.final_state(job.status.ligands_failed);

@@ -41,6 +41,7 @@ impl Core {
             serves_cache: replication.serves_local_cache(),
             funnels_due: Default::default(),
             funnels_retry: Default::default(),
+            funnel_feed: Default::default(),
         };
         let started = Instant::now();
         for n in store.drained_nodes()? {
@@ -58,7 +59,7 @@ impl Core {
                 continue;
             };
             let total = u64::from(status.tasks.total);
-            core.seq = core.seq.max(status.seq0 + total);
+            core.seq = core.seq.max(status.seq0 + total.max(u64::from(spec.reserved_tasks())));
             core.queue.observe_loaded(spec.priority, status.vtime0 + total, &spec.org);
             let job = ActiveJob::new(&id, spec, status);
             if job.has_fresh() {

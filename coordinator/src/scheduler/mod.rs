@@ -7,6 +7,7 @@ mod cache;
 mod core;
 mod dispatch;
 mod funnel;
+mod funnel_feed;
 mod gauges;
 mod jobs;
 mod latency;

@@ -89,6 +89,8 @@ impl Core {
 
     fn commit_success(&mut self, tx: &mut Txn, tid: &TaskId, node: &NodeId, ok: pb::TaskSuccess, cpu: f64, versions: Option<&Versions>) {
         let attempt = self.tasks.get(tid).map_or(0, |t| t.attempt);
+        // A funnel stage feeding a streaming stage: its passing results go on at once.
+        let streams = self.feed_rule(&tid.job).map(|(_, _, max)| max);
         let Some(job) = self.jobs.get_mut(&tid.job) else { return };
         let range = job.spec.task_ligands(tid.index);
         let mut results = Vec::new();
@@ -133,6 +135,10 @@ impl Core {
                 errors.push((lig.index, name, why));
             }
         }
+        let fed: Vec<LigandResultRecord> = match streams {
+            Some(max) => results.iter().filter(|r| r.score <= max).cloned().collect(),
+            None => Vec::new(),
+        };
         let outcome = TaskOutcome {
             index: tid.index,
             attempt,
@@ -154,6 +160,9 @@ impl Core {
         self.stats.committed += 1;
         self.cfg.metrics.succeeded();
         let id = tid.job.clone();
+        if !fed.is_empty() {
+            self.feed(&id, &fed);
+        }
         self.maybe_finish(&id);
     }
 

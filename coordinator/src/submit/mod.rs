@@ -365,9 +365,7 @@ pub async fn build_spec(
                     spec.funnel = Some(Funnel {
                         stage: 0,
                         plan,
-                        root: None,
-                        carried: Vec::new(),
-                        origin: Vec::new(),
+                        ..Funnel::default()
                     })
                 }
                 Err(e) => {

@@ -1,4 +1,4 @@
-//! A funnel's stage boundary under a leader kill.
+//! A funnel's stage boundary, and a stage fed while the one before runs, under a leader kill.
 
 use std::time::{Duration, Instant};
 
@@ -113,5 +113,87 @@ pub async fn leader_kill_at_stage_boundary(size: Size) -> Result<Report> {
         "kill landed {} stage 2 was created; stage 2: {keep} ligands, each once",
         if crossed { "after" } else { "before" }
     );
+    Ok(r)
+}
+
+/// The sleep engine's made-up score of ligand `i` of a stage.
+fn fake(i: u32) -> f64 {
+    -1.0 - f64::from(i % 100) / 100.0
+}
+
+/// Scenario: `kill -9` of the leader while a `max_score` stage is being fed (stage 1 still
+/// running, stage 2 open and growing). The standby rebuilds the open stage from its last
+/// replicated spec and what still waits from the committed results; every survivor must
+/// reach stage 2 exactly once.
+pub async fn leader_kill_while_stage_fed(size: Size) -> Result<Report> {
+    let mut r = Report::new("leader_kill_while_stage_fed");
+    let (mut c, old) = with_two_agents(HaOptions::default()).await;
+    let n = size.tasks();
+    let max = -1.195;
+    let req = sleep_funnel_request(
+        n as usize,
+        1,
+        size.task_ms(),
+        vec![stage("pre", |_| {}), stage("redock", |s| s.max_score = Some(max))],
+    );
+    let id = c.jobs(old).await.submit_job(req).await?.into_inner().job_id;
+    let stage2 = JobId::parse(&id).context("job id")?.stage(1).to_string();
+    let j = wait_for("stage 2 fed while stage 1 runs", Duration::from_secs(120), || async {
+        job(&c, &id)
+            .await
+            .filter(|j| j.stages.get(1).is_some_and(|s| s.streaming && s.ligands_in > 0))
+    })
+    .await?;
+    let fed_at_kill = j.stages[1].ligands_in;
+    c.kill_coordinator(old);
+    let t = Instant::now();
+    c.wait_new_leader(old, Duration::from_secs(30)).await;
+    r.detect_s = t.elapsed().as_secs_f64();
+    let j = wait_for("the funnel to finish", Duration::from_secs(180), || async {
+        job(&c, &id).await.filter(crate::is_final)
+    })
+    .await?;
+    r.recover_s = t.elapsed().as_secs_f64();
+    ensure!(
+        j.state == pb::JobState::Succeeded as i32,
+        "funnel ended {:?}: {}",
+        j.state,
+        crate::describe_job(&j)
+    );
+    let want: Vec<u32> = (0..n).filter(|i| fake(*i) <= max).collect();
+    let survivors = want.len() as u32;
+    let s2 = j.stages.get(1).context("stage 2")?;
+    let t2 = s2.tasks.unwrap_or_default();
+    ensure!(
+        (s2.ligands_in, t2.total, t2.succeeded, s2.streaming) == (survivors, survivors, survivors, false),
+        "stage 2 must hold each of the {survivors} survivors once: {s2:?}"
+    );
+    let (d1, l1) = audit(&c.commits(&id).await, n);
+    let (d2, l2) = audit(&c.commits(&stage2).await, survivors);
+    r.lost = l1 + l2;
+    r.double_commits = d1 + d2;
+    r.dup_exec = executions(&c.dir().join("logs"))
+        .iter()
+        .filter(|(t, _)| t.starts_with(&id) || t.starts_with(&stage2))
+        .map(|(_, k)| k.saturating_sub(1))
+        .sum();
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let mut got: Vec<u32> = c
+        .jobs(leader)
+        .await
+        .list_results(pb::ListResultsRequest {
+            job_id: id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .results
+        .iter()
+        .filter_map(|x| x.ligand.trim_start_matches('L').parse().ok())
+        .collect();
+    got.sort();
+    ensure!(got == want, "stage 2 docked {got:?}, expected {want:?}");
+    r.note = format!("{fed_at_kill} of {survivors} survivors fed to stage 2 at the kill; each docked once");
     Ok(r)
 }

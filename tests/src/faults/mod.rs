@@ -120,6 +120,7 @@ pub fn all() -> Vec<(&'static str, ScenarioFn)> {
         ("leader_kill_at_stage_boundary", |s| {
             Box::pin(funnel::leader_kill_at_stage_boundary(s))
         }),
+        ("leader_kill_while_stage_fed", |s| Box::pin(funnel::leader_kill_while_stage_fed(s))),
     ]
 }
 
