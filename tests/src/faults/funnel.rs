@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use dockyard_common::ids::JobId;
 
 use super::{job, wait_for, with_two_agents, Report, Size};
-use crate::ha::{audit, executions, HaOptions};
+use crate::ha::{audit, executions, HaCluster, HaOptions};
 use crate::{pb, sleep_funnel_request, stage};
 
 /// Stage 1's own counts (the funnel's job runs it).
@@ -81,39 +81,50 @@ pub async fn leader_kill_at_stage_boundary(size: Size) -> Result<Report> {
         (s2.ligands_in, t2.total, t2.succeeded) == (keep, keep, keep),
         "exactly one stage 2 of {keep} tasks: {s2:?}"
     );
-    let (d1, l1) = audit(&c.commits(&id).await, n);
-    let (d2, l2) = audit(&c.commits(&stage2).await, keep);
-    r.lost = l1 + l2;
-    r.double_commits = d1 + d2;
-    r.dup_exec = executions(&c.dir().join("logs"))
-        .iter()
-        .filter(|(t, _)| t.starts_with(&id) || t.starts_with(&stage2))
-        .map(|(_, k)| k.saturating_sub(1))
-        .sum();
+    count(&c, &id, n, &stage2, keep, &mut r).await;
+    let got = docked(&c, leader, &id).await?;
     // Stage 1 scores ligand i -1 - i/100: its best `keep` are the last `keep` of the library.
-    let mut got: Vec<String> = c
-        .jobs(leader)
-        .await
-        .list_results(pb::ListResultsRequest {
-            job_id: id.clone(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|x| x.ligand)
-        .collect();
-    got.sort();
-    let mut want: Vec<String> = (n - keep..n).map(|i| format!("L{i}")).collect();
-    want.sort();
+    let want: Vec<u32> = (n - keep..n).collect();
     ensure!(got == want, "stage 2 docked {got:?}, expected the best {keep} of stage 1 {want:?}");
     r.note = format!(
         "kill landed {} stage 2 was created; stage 2: {keep} ligands, each once",
         if crossed { "after" } else { "before" }
     );
     Ok(r)
+}
+
+/// Lost and double commits of both stages' jobs (from etcd's commit records), and the
+/// executions beyond the first (from the agents' logs).
+async fn count(c: &HaCluster, id: &str, tasks: u32, stage2: &str, stage2_tasks: u32, r: &mut Report) {
+    let (d1, l1) = audit(&c.commits(id).await, tasks);
+    let (d2, l2) = audit(&c.commits(stage2).await, stage2_tasks);
+    r.lost = l1 + l2;
+    r.double_commits = d1 + d2;
+    r.dup_exec = executions(&c.dir().join("logs"))
+        .iter()
+        .filter(|(t, _)| t.starts_with(id) || t.starts_with(stage2))
+        .map(|(_, k)| k.saturating_sub(1))
+        .sum();
+}
+
+/// The library numbers (`L<n>`) of the funnel's results (its last stage's), sorted.
+async fn docked(c: &HaCluster, leader: usize, id: &str) -> Result<Vec<u32>> {
+    let mut got: Vec<u32> = c
+        .jobs(leader)
+        .await
+        .list_results(pb::ListResultsRequest {
+            job_id: id.to_string(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .results
+        .iter()
+        .filter_map(|x| x.ligand.trim_start_matches('L').parse().ok())
+        .collect();
+    got.sort();
+    Ok(got)
 }
 
 /// The sleep engine's made-up score of ligand `i` of a stage.
@@ -168,31 +179,9 @@ pub async fn leader_kill_while_stage_fed(size: Size) -> Result<Report> {
         (s2.ligands_in, t2.total, t2.succeeded, s2.streaming) == (survivors, survivors, survivors, false),
         "stage 2 must hold each of the {survivors} survivors once: {s2:?}"
     );
-    let (d1, l1) = audit(&c.commits(&id).await, n);
-    let (d2, l2) = audit(&c.commits(&stage2).await, survivors);
-    r.lost = l1 + l2;
-    r.double_commits = d1 + d2;
-    r.dup_exec = executions(&c.dir().join("logs"))
-        .iter()
-        .filter(|(t, _)| t.starts_with(&id) || t.starts_with(&stage2))
-        .map(|(_, k)| k.saturating_sub(1))
-        .sum();
+    count(&c, &id, n, &stage2, survivors, &mut r).await;
     let leader = c.wait_leader(Duration::from_secs(30)).await;
-    let mut got: Vec<u32> = c
-        .jobs(leader)
-        .await
-        .list_results(pb::ListResultsRequest {
-            job_id: id.clone(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .results
-        .iter()
-        .filter_map(|x| x.ligand.trim_start_matches('L').parse().ok())
-        .collect();
-    got.sort();
+    let got = docked(&c, leader, &id).await?;
     ensure!(got == want, "stage 2 docked {got:?}, expected {want:?}");
     r.note = format!("{fed_at_kill} of {survivors} survivors fed to stage 2 at the kill; each docked once");
     Ok(r)
