@@ -302,6 +302,16 @@ async fn a_ligand_that_fails_a_stage_stops_there_and_real_engines_rescore_the_re
     );
     let stage3 = c.get_job(&j.stages[2].job_id).await;
     assert_eq!(stage3.engine, "smina");
+
+    // The SD export carries each earlier stage's values as data fields on every pose.
+    let out = c.dir().join("hits.sdf");
+    let path = out.display().to_string();
+    let done = c.cli(&["results", &job, "--format", "sdf", "--out", &path]).await;
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let sdf = std::fs::read_to_string(&out).expect("sdf");
+    assert_eq!(sdf.matches(">  <redock.score>").count(), 3, "{sdf}");
+    assert!(sdf.contains(&format!(">  <redock.score>\n{redock}\n")), "{sdf}");
+    assert_eq!(sdf.matches(">  <pre.score>").count(), 3, "{sdf}");
 }
 
 /// A stage that keeps by `max_score` is fed while the stage before still runs: it opens as
