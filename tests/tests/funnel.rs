@@ -412,3 +412,23 @@ async fn a_coordinator_killed_while_a_stage_is_fed_feeds_each_survivor_once() {
     c.start_coordinator_again().await;
     assert_streamed_once(&c, &job).await;
 }
+
+#[tokio::test]
+async fn two_streaming_stages_in_a_row_keep_exactly_what_passes_each() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    c.wait_for_nodes(1).await;
+    let mut req = streaming_request(200);
+    req.stages[1].params = None;
+    // Stage 2 scores its ligands -1.00 .. -1.15 by the order they reach it: 10..15 pass.
+    req.stages.push(stage("last", |s| s.max_score = Some(-1.095)));
+    let job = c.submit(req).await;
+    let j = c.wait_job_final(&job, Duration::from_secs(90)).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    let flow: Vec<(u32, u32, u32)> = j.stages.iter().map(|s| (s.ligands_in, s.ligands_docked, s.survivors)).collect();
+    assert_eq!(flow, [(21, 21, 16), (16, 16, 6), (6, 6, 0)], "{:?}", j.stages);
+    let r = c.results(&job).await;
+    assert_eq!(r.results.len(), 6);
+    for x in &r.results {
+        assert!(x.fields["pre.score"] <= -1.045 && x.fields["redock.score"] <= -1.095, "{x:?}");
+    }
+}

@@ -123,8 +123,9 @@ pub struct Core {
     /// Funnels whose current stage ended in this batch: their boundary is crossed in the next.
     pub(super) funnels_due: BTreeSet<JobId>,
     pub(super) funnels_retry: BTreeSet<JobId>,
-    /// Per funnel: committed survivors waiting to be fed to a streaming stage.
-    pub(super) funnel_feed: HashMap<JobId, Vec<crate::model::LigandResultRecord>>,
+    /// Per funnel and 0-based stage: its committed results waiting to be fed to the
+    /// streaming stage after it.
+    pub(super) funnel_feed: HashMap<(JobId, u32), Vec<crate::model::LigandResultRecord>>,
 }
 
 pub(super) fn class_of(spec: &JobSpec) -> TaskClass {

@@ -158,7 +158,7 @@ impl Core {
             return self.open_next_stage(tx, root, k);
         };
         // The boundary reads every survivor from the store; what waited in memory is in it.
-        self.funnel_feed.remove(root);
+        self.funnel_feed.remove(&(root.clone(), k));
         let plan = job.spec.plan().to_vec();
         let p = &plan[k as usize];
         if ended.state == JobState::Cancelled {
@@ -337,7 +337,7 @@ impl Core {
                 self.cancel(tx, &id, reason);
             }
         }
-        self.funnel_feed.remove(root);
+        self.funnel_feed.retain(|(r, _), _| r != root);
         if let Some(job) = self.jobs.get_mut(root) {
             if !job.status.state.is_final() {
                 job.status.state = JobState::Cancelled;
@@ -371,7 +371,11 @@ impl Core {
             if let Some(j) = self.jobs.get_mut(&root) {
                 j.stage = k;
             }
-            self.rebuild_feed(&root)?;
+            // The stage being fed (if open), and the stage it feeds in turn.
+            if k > 0 {
+                self.rebuild_feed(&root, k - 1)?;
+            }
+            self.rebuild_feed(&root, k)?;
         }
         Ok(())
     }

@@ -40,10 +40,16 @@ impl Core {
             None if !spec.plan().is_empty() => (job.clone(), 0),
             None => return None,
         };
-        let plan = self.jobs.get(&root)?.spec.plan();
+        let max = self.stream_max(&root, k)?;
+        Some((root, k, max))
+    }
+
+    /// The threshold of the streaming stage after stage `k` of funnel `root`, if it streams.
+    fn stream_max(&self, root: &JobId, k: u32) -> Option<f64> {
+        let plan = self.jobs.get(root)?.spec.plan();
         let (here, next) = (plan.get(k as usize)?, plan.get(k as usize + 1)?);
         match next.keep {
-            Some(Keep::MaxScore(m)) if here.rank_key() == RankKey::Score => Some((root, k, m)),
+            Some(Keep::MaxScore(m)) if here.rank_key() == RankKey::Score => Some(m),
             _ => None,
         }
     }
@@ -51,10 +57,10 @@ impl Core {
     /// Results just committed (or served from the cache) for `job`: those a streaming next
     /// stage keeps wait for it, and the funnel is looked at in the next batch.
     pub(super) fn feed(&mut self, job: &JobId, results: &[LigandResultRecord]) {
-        let Some((root, _, max)) = self.feed_rule(job) else { return };
+        let Some((root, k, max)) = self.feed_rule(job) else { return };
         let passing: Vec<LigandResultRecord> = results.iter().filter(|r| r.score <= max).cloned().collect();
         if !passing.is_empty() {
-            self.funnel_feed.entry(root.clone()).or_default().extend(passing);
+            self.funnel_feed.entry((root.clone(), k)).or_default().extend(passing);
             self.stage_ended(root);
         }
     }
@@ -69,7 +75,8 @@ impl Core {
             return Ok(());
         };
         let b = next.batch_size.max(1) as usize;
-        let waiting = self.funnel_feed.get(root).map_or(0, Vec::len);
+        let key = (root.clone(), k);
+        let waiting = self.funnel_feed.get(&key).map_or(0, Vec::len);
         let n = waiting / b * b;
         if n == 0 {
             return Ok(());
@@ -79,7 +86,7 @@ impl Core {
             _ => self.jobs.get(&root.stage(k)).map_or(0, |j| j.status.ligands_total),
         };
         let mut spec = stage_template(&job.spec, &next);
-        let recs: Vec<LigandResultRecord> = self.funnel_feed.get_mut(root).map(|v| v.drain(..n).collect()).unwrap_or_default();
+        let recs: Vec<LigandResultRecord> = self.funnel_feed.get_mut(&key).map(|v| v.drain(..n).collect()).unwrap_or_default();
         let e = self.survivor_entries(root, k, &next, &recs)?;
         spec.ligands = e.ligands;
         // Its ligand list grows; the result cache, which moves cached ligands to its end, is
@@ -110,12 +117,13 @@ impl Core {
         };
         let id = root.stage(k);
         let b = plan.batch_size.max(1) as usize;
-        let waiting = self.funnel_feed.get(root).map_or(0, Vec::len);
+        let key = (root.clone(), k - 1);
+        let waiting = self.funnel_feed.get(&key).map_or(0, Vec::len);
         let n = if before_ended { waiting } else { waiting / b * b };
         if n == 0 && !before_ended {
             return Ok(());
         }
-        let recs: Vec<LigandResultRecord> = self.funnel_feed.get_mut(root).map(|v| v.drain(..n).collect()).unwrap_or_default();
+        let recs: Vec<LigandResultRecord> = self.funnel_feed.get_mut(&key).map(|v| v.drain(..n).collect()).unwrap_or_default();
         let e = self.survivor_entries(root, k - 1, &plan, &recs)?;
         let Some(job) = self.jobs.get_mut(&id) else { return Ok(()) };
         let mut spec = (*job.spec).clone();
@@ -155,50 +163,55 @@ impl Core {
         tx.dirty_jobs.insert(root.clone());
         info!(job = %root, stage = k + 1, added = n, ligands = spec.ligands.len(), closed = before_ended, "funnel stage fed");
         if before_ended {
-            // Every task it has may be done already.
+            self.funnel_feed.remove(&key);
+            // Every task it has may be done already; and what it committed while open may
+            // be enough to open the stage after it.
             self.maybe_finish(&id);
+            self.stage_ended(root.clone());
         }
         Ok(())
     }
 
-    /// At load: what waits for a streaming stage, from the committed results of the stage
-    /// feeding it, less the survivors already in the open stage.
-    pub(super) fn rebuild_feed(&mut self, root: &JobId) -> Result<(), DockyardError> {
-        let Some(k) = self.jobs.get(root).map(|j| j.stage) else {
+    /// At load: what stage `from` of funnel `root` committed that waits for the streaming
+    /// stage after it: its results that pass, less those that stage already holds.
+    pub(super) fn rebuild_feed(&mut self, root: &JobId, from: u32) -> Result<(), DockyardError> {
+        let from_id = root.stage(from);
+        let Some(max) = self.stream_max(root, from) else {
             return Ok(());
         };
-        let open = k > 0 && self.jobs.get(&root.stage(k)).is_some_and(|j| j.status.open);
-        let feeding = if open { k - 1 } else { k };
-        let Some((_, stage, max)) = self.feed_rule(&root.stage(feeding)) else {
-            return Ok(());
-        };
-        debug_assert_eq!(stage, feeding);
-        let fed: HashSet<u32> = match self.jobs.get(&root.stage(k)) {
-            Some(j) if open => j
+        let fed: HashSet<u32> = match self.jobs.get(&root.stage(from + 1)) {
+            Some(j) => j
                 .spec
                 .funnel
                 .as_ref()
                 .map(|f| f.origin.iter().copied().collect())
                 .unwrap_or_default(),
-            _ => HashSet::new(),
+            // Not created, or ended: nothing fed, or nothing more to feed (ended stages
+            // were closed, and a closed stage takes no more).
+            None if self.store.status(&root.stage(from + 1))?.is_some() => return Ok(()),
+            None => HashSet::new(),
         };
-        let from = root.stage(feeding);
+        // The feeding stage may have ended (and so not be loaded) before the stage it fed
+        // was closed.
+        let from_spec = match (from, self.jobs.get(&from_id)) {
+            (0, _) => None,
+            (_, Some(j)) => Some(Arc::clone(&j.spec)),
+            (_, None) => self.store.spec(&from_id)?.map(Arc::new),
+        };
         let origin_of = |r: &LigandResultRecord| -> u32 {
-            match (feeding, self.jobs.get(&from)) {
-                (0, _) => r.index,
-                (_, Some(j)) => j
-                    .spec
+            match &from_spec {
+                None => r.index,
+                Some(s) => s
                     .funnel
                     .as_ref()
                     .and_then(|f| f.origin.get(r.index as usize).copied())
                     .unwrap_or(u32::MAX),
-                _ => u32::MAX,
             }
         };
         let mut waiting = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         'pages: loop {
-            let (rows, more) = self.store.results(&from, after.as_deref(), PAGE)?;
+            let (rows, more) = self.store.results(&from_id, after.as_deref(), PAGE)?;
             for r in rows {
                 // Results are in score order: past the threshold nothing else passes.
                 if r.score > max {
@@ -214,8 +227,8 @@ impl Core {
             }
         }
         if !waiting.is_empty() {
-            info!(job = %root, waiting = waiting.len(), "survivors waiting for a streaming stage");
-            self.funnel_feed.insert(root.clone(), waiting);
+            info!(job = %root, stage = from + 1, waiting = waiting.len(), "survivors waiting for a streaming stage");
+            self.funnel_feed.insert((root.clone(), from), waiting);
         }
         Ok(())
     }
