@@ -114,6 +114,10 @@ enum Cmd {
         /// engine's own ranking: cnn_score for gnina and rustina, score for the others].
         #[arg(long, value_parser = ["score", "cnn_score", "cnn_affinity"])]
         rank_by: Option<String>,
+        /// A funnel's stage to list, 1-based (its own results, by its own key) [default: the
+        /// last stage so far, with each earlier stage's score as a column].
+        #[arg(long, value_name = "N")]
+        stage: Option<u32>,
     },
     /// Job report: counts, failures grouped by reason, engine CPU time.
     #[command(after_help = "Example:\n  dockyard report JOB --format json")]
@@ -267,13 +271,15 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
             format,
             out,
             rank_by,
+            stage,
         } => {
             let c = connect().await?;
             let rank_by = rank_by.unwrap_or_default();
+            let stage = stage.unwrap_or(0);
             match format.as_str() {
                 "sdf" => {
                     let out = out.context("--format sdf needs --out FILE.sdf")?;
-                    commands::query::export_sdf(&c, &job, top.max(1), &rank_by, &out)
+                    commands::query::export_sdf(&c, &job, top.max(1), &rank_by, stage, &out)
                         .await
                         .map(|_| true)
                 }
@@ -282,12 +288,14 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
                         .map_err(|_| anyhow::anyhow!("--format must be table, csv, json or sdf (got '{other}')"))?;
                     match out {
                         Some(path) => {
-                            let (rows, ranked_by) = commands::query::fetch_results(&c, &job, top.max(1), &rank_by).await?;
+                            let (rows, ranked_by) = commands::query::fetch_stage_results(&c, &job, top.max(1), &rank_by, stage).await?;
                             std::fs::write(&path, output::render_results(&rows, &ranked_by, f))
                                 .with_context(|| format!("cannot write {}", path.display()))?;
                             Ok(true)
                         }
-                        None => commands::query::results(&c, &job, top.max(1), &rank_by, f).await.map(|_| true),
+                        None => commands::query::results(&c, &job, top.max(1), &rank_by, stage, f)
+                            .await
+                            .map(|_| true),
                     }
                 }
             }

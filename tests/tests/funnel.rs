@@ -65,6 +65,33 @@ async fn a_funnel_docks_everything_then_the_best_of_each_stage() {
         }
     }
 
+    // Each stage's own results, by its own key: stage 1 has all 20, L19 first.
+    let stage_results = |stage: u32| {
+        let job = job.clone();
+        let c = &c;
+        async move {
+            c.jobs()
+                .await
+                .list_results(pb::ListResultsRequest {
+                    job_id: job,
+                    page_size: 100,
+                    stage,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let first = stage_results(1).await.expect("stage 1").into_inner();
+    assert_eq!((first.results.len(), first.results[0].ligand.as_str()), (20, "L19"));
+    assert!(first.stage_columns.is_empty());
+    let second = stage_results(2).await.expect("stage 2").into_inner();
+    assert_eq!(
+        (second.results.len(), second.stage_columns.as_slice()),
+        (5, &["pre.score".to_string()][..])
+    );
+    let e = stage_results(4).await.expect_err("a funnel of 3 stages");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
     // The stages' own jobs are inside the funnel, not listed beside it.
     let listed: Vec<String> = c.list_jobs().await.into_iter().map(|j| j.job_id).collect();
     assert_eq!(listed, std::slice::from_ref(&job));

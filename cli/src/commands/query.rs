@@ -36,6 +36,17 @@ pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> 
 /// The job's `top` best results by `rank_by` ("" = the engine's own ranking), and the key
 /// the coordinator ranked them by.
 pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> Result<(Vec<pb::LigandResult>, output::Ranking)> {
+    fetch_stage_results(c, job, top, rank_by, 0).await
+}
+
+/// As [`fetch_results`], for one stage of a funnel (1-based; 0 = its deepest so far).
+pub async fn fetch_stage_results(
+    c: &Client,
+    job: &str,
+    top: usize,
+    rank_by: &str,
+    stage: u32,
+) -> Result<(Vec<pb::LigandResult>, output::Ranking)> {
     let mut out = Vec::new();
     let mut token = String::new();
     let ranked_by = loop {
@@ -48,6 +59,7 @@ pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> 
                 page_size: page,
                 page_token: token,
                 rank_by: rank_by.to_string(),
+                stage,
             }))
             .await
             .map_err(explain)?
@@ -65,8 +77,8 @@ pub async fn fetch_results(c: &Client, job: &str, top: usize, rank_by: &str) -> 
     Ok((out, ranked_by))
 }
 
-pub async fn results(c: &Client, job: &str, top: usize, rank_by: &str, f: Format) -> Result<()> {
-    let (rows, ranked_by) = fetch_results(c, job, top, rank_by).await?;
+pub async fn results(c: &Client, job: &str, top: usize, rank_by: &str, stage: u32, f: Format) -> Result<()> {
+    let (rows, ranked_by) = fetch_stage_results(c, job, top, rank_by, stage).await?;
     output::print_results(&rows, &ranked_by, f);
     Ok(())
 }
@@ -136,9 +148,9 @@ pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
 }
 
 /// Writes the top hits' poses as one SDF, each record carrying its scores as data fields.
-pub async fn export_sdf(c: &Client, job: &str, top: usize, rank_by: &str, out: &std::path::Path) -> Result<()> {
+pub async fn export_sdf(c: &Client, job: &str, top: usize, rank_by: &str, stage: u32, out: &std::path::Path) -> Result<()> {
     use std::io::Write;
-    let (rows, _) = fetch_results(c, job, top, rank_by).await?;
+    let (rows, _) = fetch_stage_results(c, job, top, rank_by, stage).await?;
     let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?);
     let mut written = 0;
     let mut missing = Vec::new();

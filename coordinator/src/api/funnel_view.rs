@@ -105,9 +105,41 @@ pub struct ResultsSource {
     pub stage_columns: Vec<String>,
 }
 
-pub fn results_source(store: &Store, id: &JobId, spec: &JobSpec) -> Result<ResultsSource, DockyardError> {
+pub fn results_source(store: &Store, id: &JobId, spec: &JobSpec, stage: u32) -> Result<ResultsSource, DockyardError> {
     let plan = spec.plan();
     let columns = |k: usize| plan[..k].iter().map(|p| format!("{}.score", p.name)).collect();
+    if stage == 1 && plan.is_empty() {
+        return Ok(ResultsSource {
+            job: id.clone(),
+            key: spec.engine.traits().rank_key,
+            stage_columns: Vec::new(),
+        });
+    }
+    if stage > 0 {
+        let k = stage as usize - 1;
+        let Some(p) = plan.get(k) else {
+            return Err(DockyardError::invalid(
+                "stage",
+                format!(
+                    "job {id} has {} stage(s); ask for 1-{} or 0 (the deepest)",
+                    plan.len().max(1),
+                    plan.len().max(1)
+                ),
+            ));
+        };
+        let job = id.stage(k as u32);
+        if k > 0 && store.status(&job)?.is_none() {
+            return Err(DockyardError::FailedPrecondition(format!(
+                "stage {stage} ('{}') of job {id} has not started: its survivors are not chosen yet",
+                p.name
+            )));
+        }
+        return Ok(ResultsSource {
+            job,
+            key: p.rank_key(),
+            stage_columns: columns(k),
+        });
+    }
     for k in (1..plan.len()).rev() {
         let stage = id.stage(k as u32);
         if store.status(&stage)?.is_some() {

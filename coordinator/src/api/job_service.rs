@@ -192,7 +192,9 @@ impl JobService for JobApi {
         let event = move |view: pb::Job| {
             let fin = final_state(view.state);
             let source = match &spec {
-                Some(s) if !s.plan().is_empty() => funnel_view::results_source(&store, &job, s).map(|r| r.job).unwrap_or(job.clone()),
+                Some(s) if !s.plan().is_empty() => funnel_view::results_source(&store, &job, s, 0)
+                    .map(|r| r.job)
+                    .unwrap_or(job.clone()),
                 _ => job.clone(),
             };
             let top_hits = if view.ligands_docked > 0 {
@@ -267,7 +269,7 @@ impl JobService for JobApi {
             n => n.min(1000),
         } as usize;
         // A funnel's results are its deepest stage's, each carrying the earlier stages' values.
-        let source = funnel_view::results_source(&self.store, &job, &spec)?;
+        let source = funnel_view::results_source(&self.store, &job, &spec, req.stage)?;
         let total = if source.job == job {
             status.ligands_docked
         } else {
@@ -291,7 +293,7 @@ impl JobService for JobApi {
         let spec = self.store.spec(&job_id)?.ok_or_else(|| no_such_job(&job_id))?;
         let failures = funnel_view::failure_groups(&self.store, &job_id, &spec)?;
         let skipped = self.store.skipped(&job_id)?.into_iter().map(Into::into).collect();
-        let source = funnel_view::results_source(&self.store, &job_id, &spec)?;
+        let source = funnel_view::results_source(&self.store, &job_id, &spec, 0)?;
         let key = source.key;
         let top = results_page::page(&self.store, &source.job, key, "", REPORT_TOP_HITS)?;
         Ok(Response::new(pb::JobReport {

@@ -40,6 +40,10 @@ pub struct FunnelArgs {
     /// Which of the first stage's ligands the second docks again: N or P%.
     #[arg(long, default_value = "10%")]
     pub keep: String,
+    /// Funnels to run against the one full screen, each `cheap=N keep=N|P%` (repeatable)
+    /// [default: one, from --cheap and --keep].
+    #[arg(long, value_name = "cheap=N keep=X")]
+    pub variant: Vec<String>,
     /// How many of the full screen's best the funnel is asked to find.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -110,6 +114,78 @@ async fn run(client: &Client, sub: &SubmitArgs, pids: &[Option<u32>]) -> Result<
     })
 }
 
+/// `cheap=N keep=X`: one funnel to run against the full screen.
+fn parse_variant(v: &str) -> Result<(u32, String)> {
+    let (mut cheap, mut keep) = (None, None);
+    for word in v.split_whitespace() {
+        match word.split_once('=') {
+            Some(("cheap", x)) => cheap = Some(x.parse().with_context(|| format!("--variant '{v}': cheap={x}"))?),
+            Some(("keep", x)) => keep = Some(x.to_string()),
+            _ => bail!("--variant '{v}': expected cheap=N keep=N|P%"),
+        }
+    }
+    match (cheap, keep) {
+        (Some(c), Some(k)) => Ok((c, k)),
+        _ => bail!("--variant '{v}': give both cheap=N and keep=N|P%"),
+    }
+}
+
+/// One funnel's line of figures against the full screen, and where its cheap stage ranked
+/// each of the full screen's best.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    client: &Client,
+    a: &FunnelArgs,
+    n: usize,
+    cores: u32,
+    f: &Run,
+    u: &Run,
+    best: &[pb::LigandResult],
+    cheap_effort: u32,
+    keep: &str,
+) -> Result<()> {
+    let (found, _) = query::fetch_results(client, &u.job, usize::MAX >> 1, "").await?;
+    let found: BTreeSet<&str> = found.iter().map(|r| r.ligand.as_str()).collect();
+    let hits = best.iter().filter(|r| found.contains(r.ligand.as_str())).count();
+    let stage_cpu: Vec<String> = u.stages.iter().map(|s| format!("{}_cpu_s={:.1}", s.name, s.cpu_seconds)).collect();
+    let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.3}", x / y) } else { "n/a".into() };
+    println!(
+        "ligands={n} high={} cheap={} keep={} survivors={} cores={cores} full_s={:.1} full_engine_cpu_s={:.1} full_overhead_cpu_s={:.1} funnel_s={:.1} funnel_engine_cpu_s={:.1} funnel_overhead_cpu_s={:.1} {} engine_cpu_ratio={} total_cpu_ratio={} top{}_found={hits}/{}",
+        a.high,
+        cheap_effort,
+        keep,
+        u.stages.get(1).map_or(0, |s| s.ligands_in),
+        f.wall_s,
+        f.engine_cpu_s,
+        f.overhead_cpu_s,
+        u.wall_s,
+        u.engine_cpu_s,
+        u.overhead_cpu_s,
+        stage_cpu.join(" "),
+        ratio(u.engine_cpu_s, f.engine_cpu_s),
+        ratio(u.engine_cpu_s + u.overhead_cpu_s, f.engine_cpu_s + f.overhead_cpu_s),
+        a.top,
+        best.len(),
+    );
+    // Where the cheap stage ranked each of the full screen's best.
+    let (cheap, _) = query::fetch_stage_results(client, &u.job, usize::MAX >> 1, "", 1).await?;
+    eprintln!(
+        "  {:<40} {:>8}  {:>11}  {:>10}  funnel",
+        "full screen's best", "score", "cheap rank", "cheap"
+    );
+    for r in best {
+        let mark = if found.contains(r.ligand.as_str()) { "found" } else { "missed" };
+        let (rank, score) = cheap
+            .iter()
+            .position(|c| c.ligand == r.ligand)
+            .map_or(("n/a".to_string(), "n/a".to_string()), |i| {
+                ((i + 1).to_string(), format!("{:.3}", cheap[i].score))
+            });
+        eprintln!("  {:<40} {:>8.3}  {rank:>11}  {score:>10}  {mark}", r.ligand, r.score);
+    }
+    Ok(())
+}
+
 pub async fn funnel(a: &FunnelArgs) -> Result<()> {
     let cores = a.cores.unwrap_or_else(dockyard_agent::capacity::cpu_count).max(1);
     if a.agents == 0 || a.agents > cores {
@@ -161,54 +237,34 @@ async fn bench(a: &FunnelArgs, cores: u32, tmp: &Path) -> Result<()> {
         name: Some("bench-funnel-full".into()),
         ..base.clone()
     };
-    let kept = match a.keep.strip_suffix('%') {
-        Some(p) => (n as f64 * p.parse::<f64>().context("--keep P%")? / 100.0).ceil() as u32,
-        None => a.keep.parse().context("--keep N or P%")?,
-    };
-    let funnel = SubmitArgs {
-        name: Some("bench-funnel".into()),
-        stage: vec![
-            format!("name=cheap exhaustiveness={}", a.cheap),
-            format!(
-                "name=high exhaustiveness={} keep={} batch_size={}",
-                a.high,
-                a.keep,
-                kept.max(1).div_ceil(cores)
-            ),
-        ],
-        ..base.clone()
+    let variants: Vec<(u32, String)> = if a.variant.is_empty() {
+        vec![(a.cheap, a.keep.clone())]
+    } else {
+        a.variant.iter().map(|v| parse_variant(v)).collect::<Result<_>>()?
     };
     eprintln!("full screen: {n} ligands at exhaustiveness {}", a.high);
     let f = run(&client, &full, &pids).await?;
-    eprintln!("funnel: {n} ligands at exhaustiveness {}, then {} at {}", a.cheap, a.keep, a.high);
-    let u = run(&client, &funnel, &pids).await?;
     let (best, _) = query::fetch_results(&client, &f.job, a.top, "").await?;
-    let (found, _) = query::fetch_results(&client, &u.job, usize::MAX >> 1, "").await?;
-    let found: BTreeSet<&str> = found.iter().map(|r| r.ligand.as_str()).collect();
-    let hits = best.iter().filter(|r| found.contains(r.ligand.as_str())).count();
-    let stage_cpu: Vec<String> = u.stages.iter().map(|s| format!("{}_cpu_s={:.1}", s.name, s.cpu_seconds)).collect();
-    let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.3}", x / y) } else { "n/a".into() };
-    println!(
-        "ligands={n} high={} cheap={} keep={} survivors={} cores={cores} full_s={:.1} full_engine_cpu_s={:.1} full_overhead_cpu_s={:.1} funnel_s={:.1} funnel_engine_cpu_s={:.1} funnel_overhead_cpu_s={:.1} {} engine_cpu_ratio={} total_cpu_ratio={} top{}_found={hits}/{}",
-        a.high,
-        a.cheap,
-        a.keep,
-        u.stages.get(1).map_or(0, |s| s.ligands_in),
-        f.wall_s,
-        f.engine_cpu_s,
-        f.overhead_cpu_s,
-        u.wall_s,
-        u.engine_cpu_s,
-        u.overhead_cpu_s,
-        stage_cpu.join(" "),
-        ratio(u.engine_cpu_s, f.engine_cpu_s),
-        ratio(u.engine_cpu_s + u.overhead_cpu_s, f.engine_cpu_s + f.overhead_cpu_s),
-        a.top,
-        best.len(),
-    );
-    for r in &best {
-        let mark = if found.contains(r.ligand.as_str()) { "found" } else { "missed" };
-        eprintln!("  {:<40} {:>8.3}  {mark}", r.ligand, r.score);
+    for (cheap, keep) in variants {
+        let kept = match keep.strip_suffix('%') {
+            Some(p) => (n as f64 * p.parse::<f64>().context("keep P%")? / 100.0).ceil() as u32,
+            None => keep.parse().context("keep N or P%")?,
+        };
+        let funnel = SubmitArgs {
+            name: Some("bench-funnel".into()),
+            stage: vec![
+                format!("name=cheap exhaustiveness={cheap}"),
+                format!(
+                    "name=high exhaustiveness={} keep={keep} batch_size={}",
+                    a.high,
+                    kept.max(1).div_ceil(cores)
+                ),
+            ],
+            ..base.clone()
+        };
+        eprintln!("funnel: {n} ligands at exhaustiveness {cheap}, then {keep} at {}", a.high);
+        let u = run(&client, &funnel, &pids).await?;
+        report(&client, a, n, cores, &f, &u, &best, cheap, &keep).await?;
     }
     // The coordinator first, so it does not log the agents' going as lost nodes.
     drop(coord);

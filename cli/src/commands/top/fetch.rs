@@ -100,6 +100,8 @@ impl Fetcher {
                 page_token: String::new(),
                 // The dashboard's hits column is by score, whatever the engine ranks by.
                 rank_by: "score".into(),
+                // A funnel's deepest stage.
+                stage: 0,
             }))
             .await;
         let rows = match r {
