@@ -68,6 +68,24 @@ pub(super) struct Entries {
     pub origin: Vec<u32>,
 }
 
+/// A stage's map from its ligands to the library's (`None`: stage 1, the library itself).
+pub(super) struct Origins(Option<Arc<JobSpec>>);
+
+impl Origins {
+    /// The library index of the ligand result `r` is for; `u32::MAX` if the stage's spec
+    /// does not say.
+    pub fn of(&self, r: &LigandResultRecord) -> u32 {
+        match &self.0 {
+            None => r.index,
+            Some(s) => s
+                .funnel
+                .as_ref()
+                .and_then(|f| f.origin.get(r.index as usize).copied())
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// The input a survivor takes into a rescoring stage: its pose file.
 fn pose_input(r: &LigandResultRecord) -> InputRef {
     let (key, format) = if r.sdf_key.is_empty() {
@@ -228,22 +246,10 @@ impl Core {
             return Ok(Entries::default());
         };
         let name = job.spec.plan().get(k as usize).map_or("", |p| p.name.as_str());
-        let stage_id = root.stage(k);
-        let stage_spec = match (k, self.jobs.get(&stage_id)) {
-            (0, _) => None,
-            (_, Some(j)) => Some(Arc::clone(&j.spec)),
-            (_, None) => self.store.spec(&stage_id)?.map(Arc::new),
-        };
+        let origins = self.origins(root, k)?;
         let mut out = Entries::default();
         for r in recs {
-            let from = match &stage_spec {
-                None => r.index,
-                Some(s) => s
-                    .funnel
-                    .as_ref()
-                    .and_then(|f| f.origin.get(r.index as usize).copied())
-                    .unwrap_or(u32::MAX),
-            };
+            let from = origins.of(r);
             let input = if next.rescores() {
                 Some(pose_input(r))
             } else {
@@ -258,6 +264,17 @@ impl Core {
             out.origin.push(from);
         }
         Ok(out)
+    }
+
+    /// How stage `k`'s results map to the library: a later stage's spec says where each of
+    /// its ligands came from; the spec is read from the store once that stage has ended.
+    pub(super) fn origins(&self, root: &JobId, k: u32) -> Result<Origins, DockyardError> {
+        let id = root.stage(k);
+        Ok(Origins(match (k, self.jobs.get(&id)) {
+            (0, _) => None,
+            (_, Some(j)) => Some(Arc::clone(&j.spec)),
+            (_, None) => self.store.spec(&id)?.map(Arc::new),
+        }))
     }
 
     /// The results of `stage` that go on, best first, read from what is committed.

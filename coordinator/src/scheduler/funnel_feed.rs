@@ -192,22 +192,8 @@ impl Core {
             None => HashSet::new(),
         };
         // The feeding stage may have ended (and so not be loaded) before the stage it fed
-        // was closed.
-        let from_spec = match (from, self.jobs.get(&from_id)) {
-            (0, _) => None,
-            (_, Some(j)) => Some(Arc::clone(&j.spec)),
-            (_, None) => self.store.spec(&from_id)?.map(Arc::new),
-        };
-        let origin_of = |r: &LigandResultRecord| -> u32 {
-            match &from_spec {
-                None => r.index,
-                Some(s) => s
-                    .funnel
-                    .as_ref()
-                    .and_then(|f| f.origin.get(r.index as usize).copied())
-                    .unwrap_or(u32::MAX),
-            }
-        };
+        // was closed: `origins` reads its spec from the store then.
+        let origins = self.origins(root, from)?;
         let mut waiting = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         'pages: loop {
@@ -217,7 +203,7 @@ impl Core {
                 if r.score > max {
                     break 'pages;
                 }
-                if !fed.contains(&origin_of(&r)) {
+                if !fed.contains(&origins.of(&r)) {
                     waiting.push(r);
                 }
             }
