@@ -16,9 +16,13 @@
 //! still exists with the create revision it won with (its epoch), so a leader that was
 //! paused past its lease cannot write anything after a new one took over.
 
+pub mod access;
+
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
+
+pub use access::{EtcdAccess, EtcdAccessFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DockyardError;
@@ -142,6 +146,8 @@ pub struct CommitRecord {
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     pub cluster: String,
+    /// TLS and etcd credentials; none by default.
+    pub access: EtcdAccess,
 }
 
 impl EtcdSettings {
@@ -163,7 +169,15 @@ impl EtcdSettings {
         Ok(EtcdSettings {
             endpoints,
             cluster: cluster.to_string(),
+            access: EtcdAccess::default(),
         })
+    }
+
+    /// `parse`, then the `--etcd-ca/-cert/-key/-user/-password-file` files read.
+    pub fn parse_with(urls: &str, cluster: &str, flags: &EtcdAccessFlags) -> Result<Self, DockyardError> {
+        let mut s = Self::parse(urls, cluster)?;
+        s.access = EtcdAccess::load(flags, &s.endpoints)?;
+        Ok(s)
     }
 
     pub fn keys(&self) -> Keys {
@@ -186,10 +200,38 @@ impl EtcdSettings {
         if let Some(t) = request_timeout {
             opts = opts.with_timeout(t);
         }
-        Client::connect(&self.endpoints, Some(opts))
-            .await
-            .map_err(|e| DockyardError::Unavailable(format!("etcd {}: {e}", self.endpoints.join(","))))
+        opts = self.access.apply(opts);
+        Client::connect(&self.endpoints, Some(opts)).await.map_err(|e| {
+            let who = self.access.user().map(|u| format!(" as etcd user '{u}'")).unwrap_or_default();
+            let msg = format!("etcd {}{who}: {}", self.endpoints.join(","), error_chain(&e));
+            if is_refusal(&e) {
+                DockyardError::Unauthenticated(msg)
+            } else {
+                DockyardError::Unavailable(msg)
+            }
+        })
     }
+}
+
+/// etcd (or its TLS layer) turned our credentials down: waiting will not change that, so
+/// start-up fails at once with the reason instead of retrying as if etcd were still down.
+pub fn is_refusal(e: &etcd_client::Error) -> bool {
+    if let etcd_client::Error::GRpcStatus(s) = e {
+        let m = s.message();
+        if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+            || m.contains("authentication failed")
+            || m.contains("user name is empty")
+            || m.contains("invalid auth token")
+        {
+            return true;
+        }
+    }
+    // A refused client certificate surfaces (TLS 1.3) as a fatal alert on the first call,
+    // or as a closed connection: only the alert is evidence, so only it counts.
+    let chain = format!("{}: {e:?}", error_chain(e)).to_ascii_lowercase();
+    ["certificate", "handshake", "alert", "invalid peer", "unknownissuer"]
+        .iter()
+        .any(|w| chain.contains(w))
 }
 
 /// True for errors worth retrying: a member that is down or a request that timed out.
@@ -202,6 +244,21 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
+}
+
+/// An error with its causes: a TLS refusal's reason is only in the innermost one.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let next = s.to_string();
+        if !out.contains(&next) {
+            out.push_str(": ");
+            out.push_str(&next);
+        }
+        src = s.source();
+    }
+    out
 }
 
 pub fn etcd_err(what: &str, e: etcd_client::Error) -> DockyardError {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
-use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
+use dockyard_common::cluster::{EtcdAccessFlags, EtcdSettings, DEFAULT_CLUSTER};
 use dockyard_common::error::DockyardError;
 use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
 
@@ -109,6 +109,21 @@ pub struct CoordinatorSettings {
     /// etcd endpoints, comma-separated: turns on cluster mode (election, failover, etcd membership).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
+    /// PEM CA that signed the etcd members' certificates: TLS to etcd (https:// endpoints).
+    #[arg(long, env = "DOCKYARD_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's --client-cert-auth; needs --etcd-key.
+    #[arg(long, env = "DOCKYARD_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "DOCKYARD_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, when etcd has authentication enabled (deploy/etcd/README.md lists the roles).
+    #[arg(long, env = "DOCKYARD_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding --etcd-user's password.
+    #[arg(long, env = "DOCKYARD_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Cluster name: the etcd key prefix /dockyard/<cluster>/.
     #[arg(long, env = "DOCKYARD_CLUSTER", default_value = DEFAULT_CLUSTER)]
     pub cluster: String,
@@ -174,6 +189,16 @@ impl Default for CoordinatorSettings {
 }
 
 impl CoordinatorSettings {
+    fn etcd_access(&self) -> EtcdAccessFlags {
+        EtcdAccessFlags {
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
+
     /// Checks the settings and turns them into the library's config.
     pub fn resolve(&self) -> Result<CoordinatorConfig, DockyardError> {
         let (hb, lease) = (self.heartbeat_ms, self.lease_ms);
@@ -236,7 +261,7 @@ impl CoordinatorSettings {
             ));
         }
         Ok(ClusterConfig {
-            etcd: EtcdSettings::parse(urls, &self.cluster)?,
+            etcd: EtcdSettings::parse_with(urls, &self.cluster, &self.etcd_access())?,
             advertise: self.advertise.clone().unwrap_or_default(),
             election_ttl: Duration::from_millis(ttl),
             takeover_grace: Duration::from_millis(self.takeover_grace_ms),

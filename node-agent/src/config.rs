@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{ArgMatches, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
-use dockyard_common::cluster::{EtcdSettings, DEFAULT_CLUSTER};
+use dockyard_common::cluster::{EtcdAccessFlags, EtcdSettings, DEFAULT_CLUSTER};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::NodeId;
 use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
@@ -184,6 +184,21 @@ pub struct AgentSettings {
     /// coordinator through it (then --coordinator is not needed).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
+    /// PEM CA that signed the etcd members' certificates: TLS to etcd (https:// endpoints).
+    #[arg(long, env = "DOCKYARD_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's --client-cert-auth; needs --etcd-key.
+    #[arg(long, env = "DOCKYARD_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "DOCKYARD_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, when etcd has authentication enabled (deploy/etcd/README.md lists the roles).
+    #[arg(long, env = "DOCKYARD_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding --etcd-user's password.
+    #[arg(long, env = "DOCKYARD_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Cluster name (etcd key prefix /dockyard/<cluster>/).
     #[arg(long, env = "DOCKYARD_CLUSTER", default_value = DEFAULT_CLUSTER)]
     pub cluster: String,
@@ -221,6 +236,16 @@ impl Default for AgentSettings {
 }
 
 impl AgentSettings {
+    fn etcd_access(&self) -> EtcdAccessFlags {
+        EtcdAccessFlags {
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
+
     /// Checks the settings, probes what they leave to the machine (CPUs, memory, host name)
     /// and turns them into the agent's config.
     pub fn resolve(&self) -> Result<AgentConfig, DockyardError> {
@@ -258,7 +283,7 @@ impl AgentSettings {
         let etcd = match &self.etcd {
             None => None,
             Some(urls) => {
-                let etcd = EtcdSettings::parse(urls, &self.cluster)?;
+                let etcd = EtcdSettings::parse_with(urls, &self.cluster, &self.etcd_access())?;
                 if self.etcd_ttl_ms < 1000 {
                     return Err(DockyardError::invalid(
                         "etcd_ttl_ms",

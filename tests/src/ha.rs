@@ -9,13 +9,20 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
+use crate::ha_secure::{SecureEtcd, COORDINATOR_USER};
 use crate::pb;
+use crate::pki::Pki;
 use crate::servers::{free_port, EtcdServer, S3Server};
 use crate::{binary, clean_command, tail};
 use pb::admin_service_client::AdminServiceClient;
 use pb::job_service_client::JobServiceClient;
 
 pub const CLUSTER: &str = "test";
+
+/// The etcd user `deploy/etcd/setup-auth.sh agent` makes for a node.
+pub fn agent_user(node_id: &str) -> String {
+    format!("dockyard-agent-{node_id}")
+}
 
 /// How the cluster is built.
 #[derive(Clone, Debug)]
@@ -32,6 +39,9 @@ pub struct HaOptions {
     pub supervised: bool,
     /// etcd members (1 or 3).
     pub etcd_members: usize,
+    /// One etcd member with TLS, client certificates and authentication on; coordinators
+    /// and agents get their own etcd users (`deploy/etcd/setup-auth.sh`).
+    pub etcd_secure: bool,
 }
 
 impl Default for HaOptions {
@@ -44,6 +54,7 @@ impl Default for HaOptions {
             coordinator_args: Vec::new(),
             supervised: false,
             etcd_members: 1,
+            etcd_secure: false,
         }
     }
 }
@@ -99,6 +110,8 @@ pub struct HaCluster {
     dir: Option<tempfile::TempDir>,
     pub etcd: Vec<EtcdServer>,
     pub s3: Option<S3Server>,
+    /// Set with `HaOptions::etcd_secure`.
+    pub secure: Option<SecureEtcd>,
     artifacts: String,
     coordinators: Vec<(String, Child2)>,
     agents: Vec<(String, Child2)>,
@@ -109,7 +122,15 @@ impl HaCluster {
     pub async fn start(opts: HaOptions) -> HaCluster {
         let dir = tempfile::Builder::new().prefix("dockyard-ha-").tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
-        let etcd = EtcdServer::start_cluster(dir.path(), opts.etcd_members.max(1));
+        let (etcd, secure) = if opts.etcd_secure {
+            let pki = Pki::new();
+            let e = EtcdServer::start_secure(dir.path(), &pki);
+            let s = SecureEtcd::new(pki, dir.path(), &e.client_url);
+            s.setup(CLUSTER, &["init"]);
+            (vec![e], Some(s))
+        } else {
+            (EtcdServer::start_cluster(dir.path(), opts.etcd_members.max(1)), None)
+        };
         let (s3, artifacts) = if opts.s3 {
             let s = S3Server::start(dir.path());
             s.create_bucket("dockyard");
@@ -122,6 +143,7 @@ impl HaCluster {
             dir: Some(dir),
             etcd,
             s3,
+            secure,
             artifacts,
             coordinators: Vec::new(),
             agents: Vec::new(),
@@ -172,6 +194,9 @@ impl HaCluster {
             "--retry-base-ms".into(),
             "100".into(),
         ];
+        if let Some(s) = &self.secure {
+            args.extend(s.flags(Some(COORDINATOR_USER)));
+        }
         args.extend(self.opts.coordinator_args.iter().cloned());
         let supervised = self.opts.supervised;
         let mut cmd = if supervised {
@@ -207,8 +232,14 @@ impl HaCluster {
     /// Starts an agent that knows only etcd; returns its index.
     pub fn add_agent(&mut self, node_id: &str, slots: u32, extra: &[&str]) -> usize {
         let etcd = self.etcd_urls();
-        let mut args = vec!["--etcd", etcd.as_str(), "--cluster", CLUSTER];
-        args.extend_from_slice(extra);
+        let mut args: Vec<String> = vec!["--etcd".into(), etcd, "--cluster".into(), CLUSTER.into()];
+        if let Some(s) = &self.secure {
+            // Its own etcd user, as an operator makes one per agent host.
+            s.setup(CLUSTER, &["agent", node_id]);
+            args.extend(s.flags(Some(&agent_user(node_id))));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.spawn_agent(node_id, slots, &args, &[])
     }
 
@@ -449,7 +480,11 @@ impl HaCluster {
         let mut last = String::new();
         let mut found = None;
         for e in self.etcd.iter().cycle().take(3 * self.etcd.len()) {
-            let got = match etcd_client::Client::connect([e.client_url.as_str()], None).await {
+            let conn = match &self.secure {
+                Some(s) => s.client("root").await,
+                None => etcd_client::Client::connect([e.client_url.as_str()], None).await,
+            };
+            let got = match conn {
                 Ok(mut c) => c.get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix())).await,
                 Err(err) => Err(err),
             };
@@ -525,6 +560,50 @@ pub fn executions(logs_dir: &Path) -> std::collections::HashMap<String, usize> {
     out
 }
 
+/// When each task of `job` finished on an agent, in seconds since the Unix epoch, from the
+/// agents' "task finished" log lines (their UTC timestamps).
+pub fn finish_times(logs_dir: &Path, job: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for f in crate::files_under(logs_dir) {
+        if !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("task finished") && l.contains(&format!("task={job}.")))
+        {
+            if let Some(t) = line.split_whitespace().next().and_then(unix_seconds) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// `2026-12-06T04:48:09.043720Z` as seconds since the Unix epoch.
+pub fn unix_seconds(ts: &str) -> Option<f64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, min, sec) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
 /// Resident memory of a process in KiB (Linux).
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -533,4 +612,15 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_read_as_unix_seconds() {
+        let t = super::unix_seconds("2026-12-06T04:48:09.500000Z").expect("parses");
+        // date -u -d 2026-12-06T04:48:09Z +%s
+        assert!((t - 1_796_532_489.5).abs() < 1e-6, "{t}");
+        assert!(super::unix_seconds("2026-12-06 04:48:09").is_none());
+    }
 }

@@ -19,21 +19,24 @@ pub mod fault_engine;
 pub mod faults;
 mod fixtures;
 pub mod ha;
+pub mod ha_secure;
 mod paths;
 pub mod pki;
 mod process;
 pub mod proxy;
 mod requests;
 pub mod servers;
+pub mod sled_audit;
 
 pub use dockyard_proto::v1 as pb;
 
 pub use cluster::{AgentOptions, ClusterBuilder, TestCluster, WAIT};
 pub use fixtures::{ligand_1iep, read_shared, receptor_1iep, require_smina, require_vina, shared_data};
 pub use paths::{bin_dir, binary, files_under};
+pub use process::clean_command;
 pub use process::processes_mentioning;
-pub(crate) use process::{clean_command, tail};
+pub(crate) use process::tail;
 pub use requests::{
-    counts, describe_job, input, is_final, node_state, sleep_funnel_request, sleep_request, stage, state, vec3, vina_1iep_request,
-    with_token,
+    counts, describe_job, input, is_final, node_state, sleep_docking_request, sleep_funnel_request, sleep_request, stage, state, vec3,
+    vina_1iep_request, with_token,
 };

@@ -45,9 +45,9 @@ impl Pki {
         };
         let issuer = ca("Dockyard test CA", "ca.pem");
         ca("Some other CA", "other-ca.pem");
-        let leaf = |names: Vec<String>, eku: ExtendedKeyUsagePurpose, stem: &str| {
+        let leaf = |names: Vec<String>, eku: Vec<ExtendedKeyUsagePurpose>, stem: &str| {
             let mut p = CertificateParams::new(names).expect("params");
-            p.extended_key_usages = vec![eku];
+            p.extended_key_usages = eku;
             let key = KeyPair::generate().expect("key");
             let cert = p.signed_by(&key, &issuer).expect("signed");
             write(dir.path(), &format!("{stem}.pem"), &cert.pem());
@@ -55,10 +55,16 @@ impl Pki {
         };
         leaf(
             vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
             "server",
         );
-        leaf(vec!["agent".into()], ExtendedKeyUsagePurpose::ClientAuth, "client");
+        leaf(vec!["agent".into()], vec![ExtendedKeyUsagePurpose::ClientAuth], "client");
+        // etcd dials itself with its serving certificate (its gRPC gateway), so it needs both.
+        leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            "etcd-server",
+        );
         Pki { dir }
     }
 

@@ -30,7 +30,7 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 }
 
 /// A command with the environment cleaned of `DOCKYARD_*` settings the caller may have set.
-pub(crate) fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("DOCKYARD_") {

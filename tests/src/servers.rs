@@ -92,6 +92,37 @@ impl EtcdServer {
         members
     }
 
+    /// One member serving clients over TLS only, with etcd's `--client-cert-auth`: a client
+    /// needs a certificate signed by `pki`'s CA (then etcd's users, once auth is enabled).
+    pub fn start_secure(dir: &Path, pki: &crate::pki::Pki) -> EtcdServer {
+        let (cp, pp) = (free_port(), free_port());
+        let mut m = EtcdServer::member(
+            dir,
+            "m0",
+            cp,
+            pp,
+            &format!("m0=http://127.0.0.1:{pp}"),
+            &format!("dockyard-tls-{cp}"),
+        );
+        m.client_url = format!("https://127.0.0.1:{cp}");
+        for a in m.args.iter_mut() {
+            if a.starts_with("http://127.0.0.1:") && a.ends_with(&format!(":{cp}")) {
+                *a = m.client_url.clone();
+            }
+        }
+        m.args.extend([
+            "--cert-file".into(),
+            pki.path("etcd-server.pem"),
+            "--key-file".into(),
+            pki.path("etcd-server.key"),
+            "--trusted-ca-file".into(),
+            pki.path("ca.pem"),
+            "--client-cert-auth".into(),
+        ]);
+        m.spawn();
+        m
+    }
+
     fn member(dir: &Path, name: &str, cp: u16, pp: u16, initial_cluster: &str, token: &str) -> EtcdServer {
         let bin = server_binary("etcd", "apt-get install etcd-server");
         let data = dir.join(format!("etcd-{name}"));

@@ -25,11 +25,22 @@ use dockyard_tests::{bin_dir, binary, processes_mentioning};
 use serde_yaml_ng::Value;
 
 use crate::cluster::{free_base_port, run, text, StopOnDrop, CLUSTER_PROCESSES};
-use crate::compose::{compose, compose_binary, service_command};
+use crate::compose::{compose, compose_binary, mount_holding, mounts, service_command, service_script};
 use crate::flags::{deploy_usages, help_of};
-use crate::k8s::{check_pod_template, container_args, resolved_args, workload_binary, K8s};
+use crate::k8s::{check_pod_template, container_args, resolved_args, secret_holding, workload_binary, K8s};
 use crate::support::{at, deploy, flag_value, mapping_keys, read, seq_at, str_at, strings};
 use crate::systemd::{env_file, parse_unit, UNITS};
+
+/// Flags that would give an agent etcd access: the deploy files give agents none.
+const NO_ETCD_FOR_AGENTS: [&str; 7] = [
+    "--etcd",
+    "--cluster",
+    "--etcd-user",
+    "--etcd-password-file",
+    "--etcd-ca",
+    "--etcd-cert",
+    "--etcd-key",
+];
 
 // ----- compose -----
 
@@ -85,11 +96,17 @@ fn compose_file_is_coherent() {
         for d in deps {
             assert!(names.contains(&d), "service {name} depends on unknown service {d}");
         }
-        // Named volumes are declared.
-        for v in strings(seq_at(s, &["volumes"])) {
-            let src = v.split(':').next().unwrap_or_default();
-            if !src.starts_with('.') && !src.starts_with('/') {
-                assert!(declared_volumes.contains(src), "service {name} mounts undeclared volume {src}");
+        // Named volumes are declared; files bind-mounted from the repository exist.
+        for m in mounts(s) {
+            if m.is_named() {
+                assert!(
+                    declared_volumes.contains(&m.source),
+                    "service {name} mounts undeclared volume {}",
+                    m.source
+                );
+            } else if m.source.starts_with('.') {
+                let src = compose_dir.join(&m.source);
+                assert!(src.exists(), "service {name} bind-mounts {}, which does not exist", src.display());
             }
         }
         // Every Dockerfile named exists, relative to the build context.
@@ -105,6 +122,14 @@ fn compose_file_is_coherent() {
         }
     }
 
+    // etcd runs with authentication on, so its healthcheck cannot be an anonymous
+    // `etcdctl endpoint health` (a quorum read etcd refuses without a user).
+    let etcd_health = strings(seq_at(svc("etcd"), &["healthcheck", "test"])).join(" ");
+    assert!(
+        !etcd_health.contains("endpoint health") || etcd_health.contains("--user"),
+        "etcd's healthcheck `{etcd_health}` fails once auth is on ('user name is empty')"
+    );
+
     // Coordinators: cluster mode, advertising the name other containers reach them by.
     let coordinators: Vec<&str> = names
         .iter()
@@ -115,6 +140,8 @@ fn compose_file_is_coherent() {
     let mut data_volumes = BTreeSet::new();
     let mut artifacts = BTreeSet::new();
     let mut clusters = BTreeSet::new();
+    let mut advertised = BTreeSet::new();
+    let mut secret_volumes = BTreeSet::new();
     for n in &coordinators {
         let s = svc(n);
         let cmd = service_command(s);
@@ -128,6 +155,31 @@ fn compose_file_is_coherent() {
             format!("http://{n}:{port}"),
             "{n} must advertise its service name and listen port"
         );
+        advertised.insert(adv);
+        // Its own etcd user, the password on a read-only volume that the one-shot
+        // etcd-auth writes after `setup-auth.sh init` made the users.
+        assert_eq!(
+            flag_value(&cmd, "--etcd-user").as_deref(),
+            Some("dockyard-coordinator"),
+            "{n}: --etcd-user"
+        );
+        let pw = flag_value(&cmd, "--etcd-password-file").unwrap_or_else(|| panic!("{n} has no --etcd-password-file"));
+        let m = mount_holding(s, &pw).unwrap_or_else(|| panic!("{n}: no volume mounted where {pw} lies"));
+        assert!(m.is_named() && m.read_only, "{n}: {pw} must be on a named volume mounted :ro");
+        let file = pw.rsplit('/').next().unwrap_or_default();
+        let writer = one_shot
+            .iter()
+            .find(|w| {
+                let ws = svc(w);
+                service_script(ws).contains(&format!("/{file}")) && mounts(ws).iter().any(|wm| wm.source == m.source && !wm.read_only)
+            })
+            .unwrap_or_else(|| panic!("{n}: no one-shot service writes {file} into volume {}", m.source));
+        assert_eq!(
+            str_at(svc(n), &["depends_on", writer.as_str(), "condition"]),
+            Some("service_completed_successfully"),
+            "{n} must wait for {writer}"
+        );
+        secret_volumes.insert((writer.clone(), m.source.clone()));
         let data = flag_value(&cmd, "--data-dir").unwrap_or_else(|| panic!("{n} has no --data-dir"));
         let vol = strings(seq_at(s, &["volumes"]))
             .into_iter()
@@ -144,17 +196,81 @@ fn compose_file_is_coherent() {
             assert!(env.contains(k), "{n} lacks {k} for the S3 store");
         }
     }
-    // Agents: etcd alone finds the leader; same store and cluster as the coordinators.
+    assert_eq!(clusters.len(), 1, "coordinators must name one cluster: {clusters:?}");
+    let cluster = clusters.into_iter().next().unwrap_or_default();
+
+    // The one-shot that hands out the password made the users with setup-auth.sh (the file
+    // in the repository, bind-mounted), for the coordinators' cluster, and keeps root's
+    // password on a volume no Dockyard service mounts.
+    for (writer, _) in &secret_volumes {
+        let w = svc(writer);
+        let script = service_script(w);
+        let mount = mounts(w)
+            .into_iter()
+            .find(|m| m.target.ends_with("setup-auth.sh"))
+            .unwrap_or_else(|| panic!("{writer} does not mount setup-auth.sh"));
+        assert!(
+            compose_dir.join(&mount.source).canonicalize().ok() == deploy("etcd/setup-auth.sh").canonicalize().ok(),
+            "{writer} mounts {} instead of deploy/etcd/setup-auth.sh",
+            mount.source
+        );
+        let init = format!("{} init {cluster} ", mount.target);
+        let root_dir = script
+            .split(&init)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{writer} does not run `setup-auth.sh init {cluster} DIR`: {script}"));
+        let holder = mount_holding(w, &format!("{root_dir}/root")).unwrap_or_else(|| panic!("{writer}: {root_dir} is on no volume"));
+        assert!(holder.is_named(), "{writer}: {root_dir} must be a named volume");
+        for (other, o) in services {
+            if compose_binary(o).is_some() {
+                assert!(
+                    mounts(o).iter().all(|m| m.source != holder.source),
+                    "{}: mounts {}, which holds etcd's root password",
+                    other.as_str().unwrap_or_default(),
+                    holder.source
+                );
+            }
+        }
+        assert!(
+            str_at(w, &["environment", "ETCDCTL_ENDPOINTS"]).is_some_and(|e| e.contains("etcd:2379")),
+            "{writer}: ETCDCTL_ENDPOINTS must name the etcd service"
+        );
+        assert_eq!(
+            str_at(w, &["depends_on", "etcd", "condition"]),
+            Some("service_healthy"),
+            "{writer} must wait for etcd"
+        );
+    }
+    assert!(!secret_volumes.is_empty(), "no coordinators");
+
+    // Agents: no etcd access at all; they ask every coordinator who leads. Same store.
     let cmd = service_command(agent);
-    assert!(flag_value(&cmd, "--etcd").is_some(), "agent has no --etcd: {cmd:?}");
+    for f in NO_ETCD_FOR_AGENTS {
+        assert!(
+            flag_value(&cmd, f).is_none(),
+            "the agent must not use {f} (no etcd access): {cmd:?}"
+        );
+    }
+    let named: BTreeSet<String> = flag_value(&cmd, "--coordinator")
+        .unwrap_or_else(|| panic!("agent has no --coordinator: {cmd:?}"))
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .collect();
+    assert_eq!(named, advertised, "the agent's --coordinator must name every coordinator");
+    for m in mounts(agent) {
+        assert!(
+            secret_volumes.iter().all(|(_, v)| *v != m.source),
+            "the agent mounts {}, the coordinators' etcd password",
+            m.source
+        );
+    }
     assert!(
-        flag_value(&cmd, "--coordinator").is_none(),
-        "agents find the leader in etcd; no --coordinator"
+        !mapping_keys(agent.get("depends_on")).contains("etcd"),
+        "the agent does not use etcd; it need not wait for it"
     );
     artifacts.insert(flag_value(&cmd, "--artifacts").unwrap_or_else(|| panic!("agent has no --artifacts")));
-    clusters.insert(flag_value(&cmd, "--cluster").unwrap_or_default());
     assert_eq!(artifacts.len(), 1, "coordinators and agents must share one store: {artifacts:?}");
-    assert_eq!(clusters.len(), 1, "coordinators and agents must name one cluster: {clusters:?}");
     let store = artifacts.into_iter().next().unwrap_or_default();
     let bucket = store
         .strip_prefix("s3://")
@@ -294,6 +410,29 @@ fn kubernetes_manifests_are_coherent() {
     );
     assert!(flag_value(&args, "--etcd").is_some(), "{sname}: --etcd");
     assert!(flag_value(&args, "--cluster").is_some(), "{sname}: --cluster");
+    // Its own etcd user from a Secret, the password a file on that Secret's read-only volume.
+    let user = flag_value(&resolved_args(&k, c), "--etcd-user").unwrap_or_else(|| panic!("{sname}: no --etcd-user"));
+    let pw = flag_value(&args, "--etcd-password-file").unwrap_or_else(|| panic!("{sname}: no --etcd-password-file"));
+    let etcd_secret = secret_holding(&k, sname, s, c, &pw);
+    if let Some(var) =
+        flag_value(&args, "--etcd-user").and_then(|u| u.strip_prefix("$(").and_then(|v| v.strip_suffix(')')).map(str::to_string))
+    {
+        let e = seq_at(c, &["env"])
+            .iter()
+            .find(|e| str_at(e, &["name"]) == Some(var.as_str()))
+            .expect("env of --etcd-user");
+        assert_eq!(
+            str_at(e, &["valueFrom", "secretKeyRef", "name"]),
+            Some(etcd_secret.as_str()),
+            "{sname}: --etcd-user comes from the Secret with the password"
+        );
+    } else {
+        assert_eq!(user, "dockyard-coordinator", "{sname}: --etcd-user");
+    }
+    let coord_port = seq_at(c, &["ports"])
+        .iter()
+        .find_map(|p| at(p, &["containerPort"]).and_then(Value::as_u64))
+        .expect("coordinator containerPort");
     // --advertise is the pod's DNS name under the headless Service.
     let svc_name = str_at(s, &["spec", "serviceName"]).expect("serviceName");
     let headless = k
@@ -358,8 +497,30 @@ fn kubernetes_manifests_are_coherent() {
         }
     }
     let args = container_args(c);
-    assert!(flag_value(&args, "--etcd").is_some(), "{dname}: --etcd");
-    assert!(flag_value(&args, "--cluster").is_some(), "{dname}: --cluster");
+    // No etcd access: the agents ask each coordinator pod who leads.
+    for f in NO_ETCD_FOR_AGENTS {
+        assert!(flag_value(&args, f).is_none(), "{dname}: agents use no etcd, yet it has {f}");
+    }
+    let text = serde_yaml_ng::to_string(d).expect("yaml");
+    assert!(
+        !text.contains(&etcd_secret),
+        "{dname} must not see the coordinators' etcd Secret {etcd_secret}"
+    );
+    let urls: Vec<String> = flag_value(&args, "--coordinator")
+        .unwrap_or_else(|| panic!("{dname}: no --coordinator"))
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let replicas = at(s, &["spec", "replicas"]).and_then(Value::as_u64).unwrap_or(1);
+    let want: Vec<String> = (0..replicas)
+        .map(|i| format!("http://{sname}-{i}.{svc_name}.$(POD_NAMESPACE).svc:{coord_port}"))
+        .collect();
+    assert_eq!(urls, want, "{dname}: --coordinator must name every coordinator pod");
+    let ns = seq_at(c, &["env"])
+        .iter()
+        .find(|e| str_at(e, &["name"]) == Some("POD_NAMESPACE"))
+        .unwrap_or_else(|| panic!("{dname}: no POD_NAMESPACE env"));
+    assert_eq!(str_at(ns, &["valueFrom", "fieldRef", "fieldPath"]), Some("metadata.namespace"));
     assert!(flag_value(&args, "--artifacts").is_some(), "{dname}: --artifacts");
 }
 
@@ -450,9 +611,33 @@ fn systemd_units_are_coherent() {
             rw.split_whitespace().any(|p| p == dir),
             "{unit}: ReadWritePaths={rw} does not cover {dir}"
         );
-        assert!(env.contains_key("DOCKYARD_ETCD"), "{example}: cluster mode needs DOCKYARD_ETCD");
         if bin == "dockyard-coordinator" {
+            assert!(env.contains_key("DOCKYARD_ETCD"), "{example}: cluster mode needs DOCKYARD_ETCD");
             assert!(env.contains_key("DOCKYARD_ADVERTISE"), "{example}: DOCKYARD_ADVERTISE");
+            // Its own etcd user; the password file where the unit can read it.
+            assert_eq!(
+                env.get("DOCKYARD_ETCD_USER").map(String::as_str),
+                Some("dockyard-coordinator"),
+                "{example}: DOCKYARD_ETCD_USER"
+            );
+            let pw = env
+                .get("DOCKYARD_ETCD_PASSWORD_FILE")
+                .unwrap_or_else(|| panic!("{example}: no DOCKYARD_ETCD_PASSWORD_FILE"));
+            assert!(pw.starts_with("/etc/dockyard/"), "{example}: DOCKYARD_ETCD_PASSWORD_FILE={pw}");
+        } else {
+            // Agents hold no etcd credentials: they ask every coordinator who leads.
+            let etcd: Vec<&String> = env
+                .keys()
+                .filter(|k| k.starts_with("DOCKYARD_ETCD") || *k == "DOCKYARD_CLUSTER")
+                .collect();
+            assert!(etcd.is_empty(), "{example}: agents use no etcd, yet it sets {etcd:?}");
+            let coordinators = env
+                .get("DOCKYARD_COORDINATOR")
+                .unwrap_or_else(|| panic!("{example}: no DOCKYARD_COORDINATOR"));
+            assert!(
+                coordinators.split(',').filter(|u| u.starts_with("http")).count() >= 2,
+                "{example}: DOCKYARD_COORDINATOR={coordinators} must name every coordinator"
+            );
         }
     }
 }

@@ -47,6 +47,7 @@ pub async fn campaign(
     let mut client = loop {
         match etcd.connect().await {
             Ok(c) => break c,
+            Err(e @ DockyardError::Unauthenticated(_)) => return Err(e),
             Err(e) => {
                 warn!(error = %e, "cannot reach etcd; retrying");
                 tokio::select! {

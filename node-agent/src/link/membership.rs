@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use etcd_client::PutOptions;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use dockyard_common::error::DockyardError;
 
 use dockyard_common::cluster::{EtcdSettings, NodeRecord};
 
@@ -18,6 +20,13 @@ pub async fn keep_registered(etcd: EtcdSettings, record: NodeRecord, ttl: Durati
     loop {
         let mut client = match etcd.connect().await {
             Ok(c) => c,
+            Err(e @ DockyardError::Unauthenticated(_)) => {
+                error!(error = %e, "etcd refused this agent's credentials; fix --etcd-user/--etcd-cert (retrying)");
+                if pause(&shutdown, Duration::from_secs(5)).await {
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, "cannot reach etcd to register this node; retrying");
                 if pause(&shutdown, Duration::from_secs(1)).await {
@@ -41,6 +50,9 @@ pub async fn keep_registered(etcd: EtcdSettings, record: NodeRecord, ttl: Durati
             .await
         {
             warn!(error = %e, "cannot write this node's membership key; retrying");
+            if pause(&shutdown, Duration::from_secs(1)).await {
+                return;
+            }
             continue;
         }
         info!(key = %key, lease, ttl_s, "registered in etcd");

@@ -176,3 +176,41 @@ pub(crate) fn resolved_args(k: &K8s, c: &Value) -> Vec<String> {
         .map(|a| vars.iter().fold(a, |a, (n, v)| a.replace(&format!("$({n})"), v)))
         .collect()
 }
+
+/// The Secret a file inside a container comes from: the file must lie directly in a mount
+/// (read-only) of a `secret` volume of the pod, under a key (or `items` path) that the Secret
+/// has. Returns the Secret's name.
+pub(crate) fn secret_holding(k: &K8s, what: &str, w: &Value, c: &Value, file: &str) -> String {
+    let (dir, name) = file
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{what}: {file} is not an absolute path"));
+    let mount = seq_at(c, &["volumeMounts"])
+        .iter()
+        .find(|m| str_at(m, &["mountPath"]).map(|p| p.trim_end_matches('/')) == Some(dir))
+        .unwrap_or_else(|| panic!("{what}: nothing is mounted at {dir}, where {file} should be"));
+    assert_eq!(
+        at(mount, &["readOnly"]).and_then(Value::as_bool),
+        Some(true),
+        "{what}: the mount at {dir} must be readOnly"
+    );
+    let vname = str_at(mount, &["name"]).expect("volumeMount name");
+    let vol = seq_at(w, &["spec", "template", "spec", "volumes"])
+        .iter()
+        .find(|v| str_at(v, &["name"]) == Some(vname))
+        .unwrap_or_else(|| panic!("{what}: volumeMount {vname} names no volume"));
+    let secret =
+        str_at(vol, &["secret", "secretName"]).unwrap_or_else(|| panic!("{what}: volume {vname} (holding {file}) is not a Secret"));
+    let keys = k.keys("Secret", secret);
+    let items = seq_at(vol, &["secret", "items"]);
+    let key = if items.is_empty() {
+        name.to_string()
+    } else {
+        let item = items
+            .iter()
+            .find(|i| str_at(i, &["path"]) == Some(name))
+            .unwrap_or_else(|| panic!("{what}: Secret volume {vname} has no item with path {name}"));
+        str_at(item, &["key"]).expect("item key").to_string()
+    };
+    assert!(keys.contains(&key), "{what}: Secret {secret} has no key {key} for {file}");
+    secret.to_string()
+}
