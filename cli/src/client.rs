@@ -85,6 +85,9 @@ impl Client {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
         let https = endpoint.starts_with("https://");
+        if token.is_some() {
+            warn_plain_token(endpoint);
+        }
         if https {
             let tls = match ca {
                 Some(c) => ClientTlsConfig::new().ca_certificate(c.clone()),
@@ -113,6 +116,35 @@ impl Client {
         }
         r
     }
+}
+
+/// The host a bearer token would cross the network to in clear text: an `http://`
+/// endpoint that is not loopback. `None` when TLS protects it or it never leaves the host.
+fn plain_token_host(endpoint: &str) -> Option<String> {
+    let uri: tonic::codegen::http::Uri = endpoint.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
+}
+
+static WARNED_PLAIN_TOKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Warns once per process (a leader lookup may dial several endpoints).
+fn warn_plain_token(endpoint: &str) -> bool {
+    let Some(host) = plain_token_host(endpoint) else {
+        return false;
+    };
+    if WARNED_PLAIN_TOKEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    eprintln!(
+        "warning: your bearer token goes to {host} over plain http://, readable by anyone on the way; \
+         serve the coordinator with --tls-cert and use https://"
+    );
+    true
 }
 
 /// Why a connection failed, in the user's terms: a certificate we do not trust, a TLS
@@ -151,5 +183,29 @@ pub fn explain(s: tonic::Status) -> anyhow::Error {
         tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", s.message()),
         tonic::Code::ResourceExhausted => anyhow::anyhow!("over a limit: {}", s.message()),
         _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_off_the_host_exposes_a_token() {
+        assert_eq!(plain_token_host("http://10.0.0.5:50051").as_deref(), Some("10.0.0.5"));
+        assert_eq!(plain_token_host("http://coord.internal:50051").as_deref(), Some("coord.internal"));
+        assert_eq!(plain_token_host("http://127.0.0.1:50051"), None);
+        assert_eq!(plain_token_host("http://127.3.4.5:50051"), None);
+        assert_eq!(plain_token_host("http://localhost:50051"), None);
+        assert_eq!(plain_token_host("http://[::1]:50051"), None);
+        assert_eq!(plain_token_host("https://10.0.0.5:50051"), None);
+        assert_eq!(plain_token_host("http://[fd00::5]:50051").as_deref(), Some("fd00::5"));
+    }
+
+    #[test]
+    fn the_warning_is_printed_once() {
+        assert!(!warn_plain_token("http://127.0.0.1:1"));
+        assert!(warn_plain_token("http://10.0.0.5:50051"));
+        assert!(!warn_plain_token("http://10.0.0.6:50051"));
     }
 }
