@@ -26,6 +26,18 @@ pub fn sleep_request(count: u32, sleep_ms: u32, priority: i32) -> pb::SubmitJobR
     }
 }
 
+/// A sleep-engine job that writes real artifacts (a pose file and an engine log per
+/// ligand) for `n` made-up ligands: the sleep engine takes ligands only in a funnel, so it
+/// is one of two stages, the second keeping every ligand.
+pub fn sleep_docking_request(n: usize) -> pb::SubmitJobRequest {
+    sleep_funnel_request(
+        n,
+        n as u32,
+        10,
+        vec![crate::stage("dock", |_| {}), crate::stage("keep", |s| s.keep_top = n as u32)],
+    )
+}
+
 /// A funnel of sleep-engine stages over `ligands` made-up SMILES named L0, L1, ...
 /// (`batch_size` ligands per task, `sleep_ms` per task). The sleep engine scores ligand `i`
 /// of a stage -1.00 - i/100, so a test knows which ligands each stage keeps.

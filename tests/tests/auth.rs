@@ -97,16 +97,24 @@ async fn organisations_see_only_their_own_jobs() {
     assert!(code == Code::NotFound && same(&m), "GetJobReport: {code:?} {m}");
     let (code, m) = code_of(jobs.watch_job(with_token(pb::WatchJobRequest { job_id: jb.clone() }, &chem)).await);
     assert!(code == Code::NotFound && same(&m), "WatchJob: {code:?} {m}");
-    let (code, _) = code_of(
-        jobs.get_artifact(with_token(
-            pb::GetArtifactRequest {
-                key: format!("orgs/bio/jobs/{jb}/tasks/0/a1e1/log.txt"),
-            },
-            &chem,
-        ))
-        .await,
-    );
-    assert_eq!(code, Code::NotFound);
+    // bio's poses and engine log exist and bio reads them; chem gets NOT_FOUND exactly.
+    let docked = submit_as(&c, &bio, dockyard_tests::sleep_docking_request(3))
+        .await
+        .expect("bio docks");
+    assert_eq!(state(&c.wait_job_final(&docked, WAIT).await), pb::JobState::Succeeded);
+    let rows = c.results_as(&docked, &bio).await.expect("bio lists its results");
+    let row = rows.first().expect("a result");
+    for key in [&row.pose_key, &row.log_key] {
+        let own = c
+            .artifact_as(key, &bio)
+            .await
+            .unwrap_or_else(|s| panic!("bio reads its {key}: {s:?}"));
+        assert!(!own.is_empty(), "{key} is empty");
+        match c.artifact_as(key, &chem).await {
+            Err(s) => assert_eq!(s.code(), Code::NotFound, "chem reading bio's {key}: {s:?}"),
+            Ok(b) => panic!("chem read {} bytes of bio's {key}", b.len()),
+        }
+    }
     let (code, m) = code_of(
         jobs.get_artifact(with_token(
             pb::GetArtifactRequest {
@@ -124,7 +132,7 @@ async fn organisations_see_only_their_own_jobs() {
     assert!(list_as(&c, &chem, "bio").await.is_empty());
     let all = list_as(&c, ADMIN, "").await;
     assert!(all.contains(&ja) && all.contains(&jb), "{all:?}");
-    assert_eq!(list_as(&c, ADMIN, "bio").await, vec![jb.clone()]);
+    assert_eq!(list_as(&c, ADMIN, "bio").await, vec![docked.clone(), jb.clone()], "newest first");
 
     // Admin calls with an organisation token: PERMISSION_DENIED, naming the admin token.
     let (code, m) = code_of(c.admin().await.list_nodes(with_token(pb::ListNodesRequest {}, &chem)).await);
@@ -366,7 +374,7 @@ async fn tls_for_clients_and_agents() {
             .arg("--tls-ca")
             .arg(pki.path("other-ca.pem")),
     );
-    never_registers(&c, "suspicious").await;
+    never_registers(&c, "suspicious", "certificate").await;
     let log = agent_log(&c, "suspicious");
     assert!(log.to_lowercase().contains("certificate"), "the agent should log why: {log}");
 }
@@ -383,8 +391,8 @@ async fn agents_need_the_join_token_when_one_is_set() {
         .await;
     c.add_agent(AgentOptions::sleep(1).node_id("stranger"));
     c.add_agent(AgentOptions::sleep(1).node_id("impostor").arg("--join-token-file").arg(arg(&wrong)));
-    never_registers(&c, "stranger").await;
-    never_registers(&c, "impostor").await;
+    never_registers(&c, "stranger", "join token").await;
+    never_registers(&c, "impostor", "join token").await;
     assert!(agent_log(&c, "stranger").contains("join token"), "{}", agent_log(&c, "stranger"));
     c.add_agent_and_wait(AgentOptions::sleep(1).node_id("member").arg("--join-token-file").arg(arg(&join)))
         .await;
@@ -415,7 +423,7 @@ async fn agents_can_authenticate_with_client_certificates() {
             .arg(pki.path("client.key")),
     )
     .await;
-    never_registers(&c, "anonymous").await;
+    never_registers(&c, "anonymous", "certificate").await;
     // Clients share the port without a certificate (client auth is optional at the TLS level).
     let o = c.cli(&["--tls-ca", &pki.path("ca.pem"), "jobs"]).await;
     assert!(o.status.success(), "{}", err(&o));

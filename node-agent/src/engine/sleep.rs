@@ -100,9 +100,22 @@ impl DockingEngine for SleepEngine {
                 }),
             });
         }
+        // A log like a real engine's, so what reads and guards engine logs (the report, the
+        // organisation boundary on artifacts) is exercised without docking.
+        let log_file = if ligands.is_empty() {
+            None
+        } else {
+            let path = out_dir.join("engine.log");
+            let text: String = ligands
+                .iter()
+                .map(|l| format!("sleep engine: ligand {} ({}) not docked\n", l.index, l.name))
+                .collect();
+            tokio::fs::write(&path, text).await?;
+            Some(path)
+        };
         Ok(EngineOutput {
             ligands,
-            log_file: None,
+            log_file,
             cpu_seconds: 0.0,
             wall_seconds: started.elapsed().as_secs_f64(),
         })

@@ -120,6 +120,38 @@ impl TestCluster {
             .into_inner()
     }
 
+    /// The first page of `job`'s results as the holder of `token` lists them.
+    pub async fn results_as(&self, job: &str, token: &str) -> Result<Vec<pb::LigandResult>, tonic::Status> {
+        let req = pb::ListResultsRequest {
+            job_id: job.to_string(),
+            page_size: 100,
+            ..Default::default()
+        };
+        Ok(self
+            .jobs()
+            .await
+            .list_results(crate::with_token(req, token))
+            .await?
+            .into_inner()
+            .results)
+    }
+
+    /// The whole artifact `key` as the holder of `token` reads it through GetArtifact; the
+    /// status of the call or of the stream's first failing message.
+    pub async fn artifact_as(&self, key: &str, token: &str) -> Result<Vec<u8>, tonic::Status> {
+        let mut stream = self
+            .jobs()
+            .await
+            .get_artifact(crate::with_token(pb::GetArtifactRequest { key: key.to_string() }, token))
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
     pub async fn report(&self, job: &str) -> pb::JobReport {
         self.jobs()
             .await

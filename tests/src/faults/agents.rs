@@ -186,13 +186,26 @@ pub async fn clock_skew(size: Size) -> Result<Report> {
         &[],
     );
     c.wait_nodes(l, 1).await;
+    // The fake clock took effect: the agent stamps its log lines 10 minutes ahead.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let log = std::fs::read_to_string(c.dir().join("logs").join("agent-skewed.log"))?;
+    let stamped = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_whitespace().next().and_then(crate::ha::unix_seconds))
+        .ok_or_else(|| anyhow::anyhow!("the skewed agent logged no timestamp"))?;
+    let ahead = stamped - now;
+    ensure!(
+        (540.0..660.0).contains(&ahead),
+        "the agent's clock is {ahead:.0} s off, not 10 min ahead: faketime did not take effect"
+    );
     let total = size.tasks();
     let t = Instant::now();
     let id = submit_sleep(&c, total, size.task_ms() / 4).await?;
     settle(&c, &id, total, Duration::from_secs(120), &mut r).await?;
     r.recover_s = t.elapsed().as_secs_f64();
     ensure!(requeued(&c).await == 0, "tasks were requeued from an agent with a skewed clock");
-    r.note = "agent 10 min ahead: no eviction, no requeue".into();
+    r.note = format!("agent {ahead:.0} s ahead (its log's clock): no eviction, no requeue");
     Ok(r)
 }
 
@@ -208,12 +221,12 @@ pub async fn stops_reading(size: Size) -> Result<Report> {
         job(&c, &id).await.filter(|j| succeeded(j) >= 20)
     })
     .await?;
-    let before = rss_kib(pid).unwrap_or(0);
+    let before = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS (pid {pid})"))?;
     proxy.set(Mode::BlackholeDown);
     let t = Instant::now();
     settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;
     r.recover_s = t.elapsed().as_secs_f64();
-    let after = rss_kib(pid).unwrap_or(0);
+    let after = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS after the stall (pid {pid})"))?;
     let nodes = c.admin(l).await.list_nodes(pb::ListNodesRequest {}).await?.into_inner().nodes;
     let a0 = nodes.iter().find(|n| n.node_id == "a0").map(|n| n.state);
     r.detect_s = 0.0;

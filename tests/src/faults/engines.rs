@@ -74,10 +74,16 @@ async fn run(c: &TestCluster, fault: &Fault, mode: &str, timeout_s: u32, attempt
     }
 }
 
-fn lost(j: &pb::Job) -> usize {
-    j.tasks
-        .as_ref()
-        .map_or(0, |t| (t.total - t.succeeded - t.failed - t.cancelled) as usize)
+/// Stops the coordinator and counts the job's lost and double commits from the records in
+/// its sled folder, not from the counters that marked the job final.
+fn audit(c: &mut TestCluster, j: &pb::Job, r: &mut Report) -> Result<()> {
+    let total = j.tasks.as_ref().map_or(0, |t| t.total);
+    ensure!(total > 0, "job {} has no tasks", j.job_id);
+    c.kill_coordinator();
+    let (doubles, lost) = crate::sled_audit::audit_sled(c.data_dir(), &j.job_id, total)?;
+    r.lost = Some(lost);
+    r.double_commits = Some(doubles);
+    Ok(())
 }
 
 /// After a bad run, the same agent still docks (stand-in `ok` mode).
@@ -96,7 +102,7 @@ async fn still_serves(c: &TestCluster, fault: &Fault) -> Result<f64> {
 /// group: each attempt times out, nothing it started survives, the agent serves on.
 pub async fn hang_and_fork(_size: Size) -> Result<Report> {
     let mut r = Report::new("engine_hangs_and_forks_away");
-    let (c, fault) = cluster(None).await?;
+    let (mut c, fault) = cluster(None).await?;
     let (j, detect) = run(&c, &fault, "fork-away", 2, 2).await?;
     r.detect_s = detect;
     ensure!(
@@ -107,8 +113,8 @@ pub async fn hang_and_fork(_size: Size) -> Result<Report> {
     ensure!(j.error.contains("timed out") || j.error.contains("timeout"), "reason: {}", j.error);
     ensure!(fault.count("escaped") > 0, "the stand-in never forked away");
     nothing_left(&c, &fault).await?;
-    r.lost = lost(&j);
     r.recover_s = still_serves(&c, &fault).await?;
+    audit(&mut c, &j, &mut r)?;
     Ok(r)
 }
 
@@ -116,13 +122,13 @@ pub async fn hang_and_fork(_size: Size) -> Result<Report> {
 /// the crash as reason; the agent is untouched.
 pub async fn crash(_size: Size) -> Result<Report> {
     let mut r = Report::new("engine_crashes_every_run");
-    let (c, fault) = cluster(None).await?;
+    let (mut c, fault) = cluster(None).await?;
     let (j, detect) = run(&c, &fault, "crash", 30, 3).await?;
     r.detect_s = detect;
     ensure!(j.state == pb::JobState::Failed as i32, "{}", crate::describe_job(&j));
     ensure!(j.error.contains("signal 11"), "reason: {}", j.error);
-    r.lost = lost(&j);
     r.recover_s = still_serves(&c, &fault).await?;
+    audit(&mut c, &j, &mut r)?;
     Ok(r)
 }
 
@@ -152,7 +158,7 @@ pub async fn disk_full(_size: Size) -> Result<Report> {
         "cannot mount a 64 MB tmpfs for the agent's work folder (this scenario needs root)"
     );
     let _mount = Mount(work.clone());
-    let (c, fault) = cluster(Some(&work)).await?;
+    let (mut c, fault) = cluster(Some(&work)).await?;
     let (j, detect) = run(&c, &fault, "fill-disk", 60, 2).await?;
     r.detect_s = detect;
     ensure!(j.state == pb::JobState::Failed as i32, "{}", crate::describe_job(&j));
@@ -164,8 +170,8 @@ pub async fn disk_full(_size: Size) -> Result<Report> {
     );
     let used = std::fs::read_dir(work.join("runs")).map(|d| d.count()).unwrap_or(0);
     ensure!(used == 0, "{used} scratch folders left on the full disk");
-    r.lost = lost(&j);
     r.recover_s = still_serves(&c, &fault).await?;
+    audit(&mut c, &j, &mut r)?;
     drop(c);
     Ok(r)
 }

@@ -98,8 +98,8 @@ pub async fn leader_kill_at_stage_boundary(size: Size) -> Result<Report> {
 async fn count(c: &HaCluster, id: &str, tasks: u32, stage2: &str, stage2_tasks: u32, r: &mut Report) {
     let (d1, l1) = audit(&c.commits(id).await, tasks);
     let (d2, l2) = audit(&c.commits(stage2).await, stage2_tasks);
-    r.lost = l1 + l2;
-    r.double_commits = d1 + d2;
+    r.lost = Some(l1 + l2);
+    r.double_commits = Some(d1 + d2);
     r.dup_exec = executions(&c.dir().join("logs"))
         .iter()
         .filter(|(t, _)| t.starts_with(id) || t.starts_with(stage2))

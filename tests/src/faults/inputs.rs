@@ -228,11 +228,32 @@ pub async fn wrong_org(_size: Size) -> Result<Report> {
         .context("beta listed alpha's results")?,
         "results",
     )?;
-    let key = format!("orgs/alpha/jobs/{id}/spec.json");
-    let mut s = jobs.get_artifact(with_token(pb::GetArtifactRequest { key }, &b)).await;
-    if let Ok(stream) = s.as_mut() {
-        let first = stream.get_mut().message().await;
-        ensure!(first.is_err(), "beta read an artifact of alpha's: {first:?}");
+    // Objects that exist: alpha's poses and engine log, read by alpha, refused to beta as
+    // NOT_FOUND exactly (as if they did not exist).
+    let docked = jobs
+        .submit_job(with_token(crate::sleep_docking_request(3), &a))
+        .await?
+        .into_inner()
+        .job_id;
+    let dj = c.wait_job_final(&docked, Duration::from_secs(60)).await;
+    ensure!(
+        dj.state == pb::JobState::Succeeded as i32,
+        "alpha's docking: {}",
+        crate::describe_job(&dj)
+    );
+    let rows = c.results_as(&docked, &a).await?;
+    let row = rows.first().context("alpha's docking has no result")?;
+    for key in [&row.pose_key, &row.log_key] {
+        ensure!(!key.is_empty(), "a result without a pose or log key: {row:?}");
+        let own = c.artifact_as(key, &a).await;
+        ensure!(
+            own.as_ref().is_ok_and(|b| !b.is_empty()),
+            "alpha cannot read its own {key}: {own:?}"
+        );
+        match c.artifact_as(key, &b).await {
+            Err(st) if st.code() == tonic::Code::NotFound => {}
+            other => anyhow::bail!("beta read alpha's {key}: {:?}", other.map(|b| b.len())),
+        }
     }
     for key in [
         "orgs/beta/../alpha/jobs/x/spec.json",
@@ -330,7 +351,33 @@ pub async fn bad_credentials(_size: Size) -> Result<Report> {
     let o = t.cli(&["--tls-ca", &pki.path("other-ca.pem"), "jobs"]).await;
     ensure!(!o.status.success(), "the CLI trusted a coordinator certified by another CA");
     t.add_agent(AgentOptions::sleep(1).node_id("no-cert").arg("--tls-ca").arg(pki.path("ca.pem")));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Waits on the refusal itself: the agent logs the coordinator turning it away.
+    let logs = t.dir().join("logs");
+    let refusal = super::wait_for("the agent's refusal", Duration::from_secs(30), || async {
+        files_under(&logs)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("no-cert")))
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .find(|l| (l.contains("WARN") || l.contains("ERROR")) && l.to_lowercase().contains("certificate"))
+    })
+    .await?;
+    r.note = format!(
+        "no-cert agent: {}",
+        refusal
+            .chars()
+            .rev()
+            .take(120)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+    );
     ensure!(
         t.nodes().await.iter().all(|n| n.node_id != "no-cert"),
         "an agent without a client certificate registered"

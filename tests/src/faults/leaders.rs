@@ -15,12 +15,19 @@ async fn ha(opts: HaOptions) -> Result<(HaCluster, usize)> {
 }
 
 /// Kills the leader at the moment `when` picks, then checks a standby finishes the screen.
-async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnce(&HaCluster, &str)) -> Result<Report> {
+/// `when` fails the scenario if the moment it waits for never comes: a kill at the wrong
+/// moment would test something else, unnoticed. What it returns goes in the note.
+async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnce(&HaCluster, &str) -> Result<String>) -> Result<Report> {
     let mut r = Report::new(name);
     let (mut c, old) = ha(HaOptions::default()).await?;
     let total = size.tasks();
     let id = submit_sleep(&c, total, task_ms).await?;
-    when(&c, &id).await;
+    let old_epoch = c.leader_info(old).await.context("the leader's epoch before the kill")?.epoch;
+    ensure!(old_epoch > 0, "the leader reports epoch 0");
+    r.note = when(&c, &id)
+        .await
+        .with_context(|| format!("{name}: the moment to kill the leader"))?;
+    let killed_at = std::time::SystemTime::now();
     c.kill_coordinator(old);
     let t = Instant::now();
     c.wait_new_leader(old, Duration::from_secs(30)).await;
@@ -29,21 +36,62 @@ async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnc
     let patience = Duration::from_secs(120) + Duration::from_millis(u64::from(total) * u64::from(task_ms) / 2);
     settle(&c, &id, total, patience, &mut r).await?;
     r.recover_s = t.elapsed().as_secs_f64();
+    let commits = c.commits(&id).await;
+    let by_old: usize = commits.iter().filter(|(e, _)| *e == old_epoch).map(|(_, t)| t.len()).sum();
+    ensure!(
+        by_old < total as usize,
+        "the killed leader had committed all {total} tasks: the kill came after the work"
+    );
+    if name == "leader_kill_before_result_commit" {
+        check_kill_landed_between_finish_and_commit(&c, &id, killed_at, by_old)?;
+    }
+    r.note = format!("{}; the killed leader had committed {by_old} of {total} tasks", r.note);
     Ok(r)
+}
+
+/// Scenario 3c's claim, checked: at the kill, results of tasks that had finished on the
+/// agents (their "task finished" log lines, in the agents' clocks on this host) were not
+/// yet committed by the killed leader, and at least one finished within 250 ms of the kill.
+fn check_kill_landed_between_finish_and_commit(
+    c: &HaCluster,
+    id: &str,
+    killed_at: std::time::SystemTime,
+    committed_by_old: usize,
+) -> Result<()> {
+    let kill_s = killed_at.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let finished = crate::ha::finish_times(&c.dir().join("logs"), id);
+    let before: Vec<f64> = finished.iter().copied().filter(|f| *f <= kill_s).collect();
+    ensure!(
+        before.len() > committed_by_old,
+        "no result was in flight at the kill: {} tasks had finished, the leader had committed {committed_by_old}",
+        before.len()
+    );
+    let nearest = finished.iter().map(|f| (f - kill_s).abs()).fold(f64::INFINITY, f64::min);
+    ensure!(
+        nearest <= 0.25,
+        "the kill landed {nearest:.3} s from the nearest task end, not a few ms before a round ended"
+    );
+    Ok(())
 }
 
 /// Scenario 3a: Right after the job was acknowledged (its durable write), before much ran.
 pub async fn leader_kill_after_write(size: Size) -> Result<Report> {
-    kill_leader("leader_kill_after_durable_write", size, size.task_ms(), async |_, _| {}).await
+    kill_leader("leader_kill_after_durable_write", size, size.task_ms(), async |c, id| {
+        ensure!(c.job_indexed(id).await, "the acknowledged job is not in etcd's job index");
+        Ok("killed right after the job was indexed".to_string())
+    })
+    .await
 }
 
 /// Scenario 3b: While tasks are out on agents (assignments sent, results not yet back).
 pub async fn leader_kill_after_send(size: Size) -> Result<Report> {
     kill_leader("leader_kill_after_send", size, 2000, async |c, id| {
-        let _ = wait_for("tasks running", Duration::from_secs(30), || async {
+        let j = wait_for("tasks running", Duration::from_secs(30), || async {
             job(c, id).await.filter(|j| j.tasks.as_ref().is_some_and(|t| t.running >= 4))
         })
-        .await;
+        .await?;
+        ensure!(succeeded(&j) == 0, "tasks had already finished: {}", crate::describe_job(&j));
+        Ok(format!("killed with {} tasks running", j.tasks.map_or(0, |t| t.running)))
     })
     .await
 }
@@ -52,12 +100,21 @@ pub async fn leader_kill_after_send(size: Size) -> Result<Report> {
 /// results are in flight or received but not yet committed.
 pub async fn leader_kill_before_commit(size: Size) -> Result<Report> {
     kill_leader("leader_kill_before_result_commit", size, 1000, async |c, id| {
-        let _ = wait_for("the first round done", Duration::from_secs(30), || async {
+        let j = wait_for("the first round done", Duration::from_secs(30), || async {
             job(c, id).await.filter(|j| succeeded(j) >= 4)
         })
-        .await;
-        // The next round started within a few ms of the first round's results.
-        tokio::time::sleep(Duration::from_millis(990)).await;
+        .await?;
+        // Then the moment a task of the next round ends on an agent (its log line), before
+        // the leader can have committed it (a fenced etcd transaction and an S3 write away).
+        // Whether the kill did land there is checked after the fact.
+        let logs = c.dir().join("logs");
+        let seen = crate::ha::finish_times(&logs, id).len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while crate::ha::finish_times(&logs, id).len() <= seen {
+            ensure!(Instant::now() < deadline, "no task of the next round ended within 30 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(format!("killed as the next round ended ({} seen done before)", succeeded(&j)))
     })
     .await
 }
@@ -67,7 +124,8 @@ pub async fn leader_pause(size: Size) -> Result<Report> {
     let mut r = Report::new("leader_pause_past_lease");
     let (mut c, old) = ha(HaOptions::default()).await?;
     let (id, total) = screen_under_way(&c, size).await?;
-    let epoch = c.leader_info(old).await.map_or(0, |i| i.epoch);
+    let epoch = c.leader_info(old).await.context("the leader's epoch before the pause")?.epoch;
+    ensure!(epoch > 0, "the leader reports epoch 0");
     c.pause_coordinator(old);
     let t = Instant::now();
     c.wait_new_leader(old, Duration::from_secs(30)).await;
@@ -137,16 +195,31 @@ pub async fn submit_storm_embedded(size: Size) -> Result<Report> {
         c.kill_coordinator();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let acked = h.await?;
+        ensure!(!acked.is_empty(), "the storm got no job acknowledged in {ms} ms");
+        // Counted in the killed coordinator's sled folder: an acknowledged job whose spec
+        // and status are not there was lost.
+        let store = dockyard_coordinator::store::Store::open(c.data_dir()).context("open the killed coordinator's sled")?;
+        let mut missing = 0;
+        for id in &acked {
+            let jid = dockyard_common::ids::JobId::parse(id).context("job id")?;
+            if store.spec(&jid)?.is_none() || store.status(&jid)?.is_none() {
+                missing += 1;
+            }
+        }
+        drop(store);
+        Report::add(&mut r.lost, missing);
         let t = Instant::now();
         c.start_coordinator_again().await;
         r.recover_s = r.recover_s.max(t.elapsed().as_secs_f64());
         let mut jobs = c.jobs().await;
         for id in &acked {
-            if jobs.get_job(pb::GetJobRequest { job_id: id.clone() }).await.is_err() {
-                r.lost += 1;
-            }
+            ensure!(
+                jobs.get_job(pb::GetJobRequest { job_id: id.clone() }).await.is_ok(),
+                "acknowledged job {id} is in the sled folder but not served after the restart"
+            );
         }
-        ensure!(!acked.is_empty(), "the storm got no job acknowledged in {ms} ms");
+        // Sleep tasks leave no per-task commit record in a single coordinator: the
+        // double_commits column is n/a here (the cluster variant counts it from etcd).
         r.note = format!("{} rounds; last: {} acknowledged jobs before kill at {ms} ms", rounds, acked.len());
     }
     Ok(r)
@@ -166,10 +239,19 @@ pub async fn submit_storm_cluster(size: Size) -> Result<Report> {
     let t = Instant::now();
     let new = c.wait_new_leader(old, Duration::from_secs(30)).await;
     r.detect_s = t.elapsed().as_secs_f64();
+    r.lost = Some(0);
+    r.double_commits = Some(0);
+    // An acknowledged job missing from etcd's job index was lost; one indexed but not served
+    // by the new leader is a failure of its own.
     let mut jobs = c.jobs(new).await;
     for id in &acked {
-        if jobs.get_job(pb::GetJobRequest { job_id: id.clone() }).await.is_err() {
-            r.lost += 1;
+        if !c.job_indexed(id).await {
+            Report::add(&mut r.lost, 1);
+        } else {
+            ensure!(
+                jobs.get_job(pb::GetJobRequest { job_id: id.clone() }).await.is_ok(),
+                "acknowledged job {id} is indexed in etcd but the new leader does not serve it"
+            );
         }
     }
     // Every acknowledged job also runs to completion on the new leader.
@@ -181,8 +263,8 @@ pub async fn submit_storm_cluster(size: Size) -> Result<Report> {
         .with_context(|| format!("job {id}"))?;
         ensure!(j.state == pb::JobState::Succeeded as i32, "job {id}: {}", crate::describe_job(&j));
         let (d, l) = crate::ha::audit(&c.commits(id).await, 3);
-        r.double_commits += d;
-        r.lost += l;
+        Report::add(&mut r.double_commits, d);
+        Report::add(&mut r.lost, l);
     }
     r.recover_s = t.elapsed().as_secs_f64();
     r.note = format!("{} jobs acknowledged before the kill at {ms} ms", acked.len());

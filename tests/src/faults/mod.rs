@@ -5,8 +5,11 @@
 //!
 //! Counters, per scenario:
 //! - `lost`: tasks of the job (of each stage's job, for a funnel) with no committed outcome once it is done (from the fenced
-//!   commit records in etcd), or acknowledged jobs missing after a restart;
-//! - `double_commits`: tasks whose outcome was committed more than once;
+//!   commit records in etcd; for a single coordinator, from the result and task records in
+//!   its sled folder, read after it stopped), or acknowledged jobs missing after a restart;
+//! - `double_commits`: tasks whose outcome was committed more than once (the same records);
+//! - both print `n/a` where the scenario has no such records to count (a refused input
+//!   queues nothing; a sleep task in a single coordinator leaves no per-task commit record);
 //! - `dup_exec`: executions beyond the first that ran to completion (agents' logs);
 //! - `detect_s`: from the fault to the cluster acting on it (requeue, new leader, refusal);
 //! - `recover_s`: from the fault (or its repair) to the work being done.
@@ -61,8 +64,9 @@ impl Size {
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub name: String,
-    pub lost: usize,
-    pub double_commits: usize,
+    /// `None`: not measured in this scenario (printed `n/a`, never 0).
+    pub lost: Option<usize>,
+    pub double_commits: Option<usize>,
     pub dup_exec: usize,
     pub detect_s: f64,
     pub recover_s: f64,
@@ -80,9 +84,23 @@ impl Report {
     pub fn line(&self) -> String {
         format!(
             "scenario={} lost={} double_commits={} dup_exec={} detect_s={:.2} recover_s={:.2}",
-            self.name, self.lost, self.double_commits, self.dup_exec, self.detect_s, self.recover_s
+            self.name,
+            na(self.lost),
+            na(self.double_commits),
+            self.dup_exec,
+            self.detect_s,
+            self.recover_s
         )
     }
+
+    /// Adds `n` to a counter, making it measured.
+    pub fn add(counter: &mut Option<usize>, n: usize) {
+        *counter = Some(counter.unwrap_or(0) + n);
+    }
+}
+
+pub fn na(v: Option<usize>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |n| n.to_string())
 }
 
 pub type ScenarioFn = fn(Size) -> Pin<Box<dyn Future<Output = Result<Report>>>>;
@@ -198,8 +216,8 @@ pub async fn settle(c: &HaCluster, id: &str, total: u32, timeout: Duration, r: &
     }
     let commits = c.commits(id).await;
     let (doubles, lost) = audit(&commits, total);
-    r.lost = lost;
-    r.double_commits = doubles;
+    r.lost = Some(lost);
+    r.double_commits = Some(doubles);
     r.dup_exec = executions(&c.dir().join("logs"))
         .iter()
         .filter(|(t, _)| t.starts_with(id))
@@ -210,8 +228,8 @@ pub async fn settle(c: &HaCluster, id: &str, total: u32, timeout: Duration, r: &
 
 /// Checks a finished scenario's hard rules: nothing lost, nothing committed twice.
 pub fn verdict(r: &Report) -> Result<()> {
-    if r.lost > 0 || r.double_commits > 0 {
-        bail!("lost={} double_commits={}", r.lost, r.double_commits);
+    if r.lost.unwrap_or(0) > 0 || r.double_commits.unwrap_or(0) > 0 {
+        bail!("lost={} double_commits={}", na(r.lost), na(r.double_commits));
     }
     Ok(())
 }

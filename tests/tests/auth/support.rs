@@ -106,9 +106,24 @@ pub(crate) fn agent_log(c: &TestCluster, id: &str) -> String {
         .collect()
 }
 
-/// Waits a while and checks `id` never registered.
-pub(crate) async fn never_registers(c: &TestCluster, id: &str) {
-    tokio::time::sleep(Duration::from_secs(3)).await;
+/// Waits for the refusal itself (the agent logs a failed attempt naming `reason`), then
+/// checks `id` is not registered: a wait on the event, not a sleep then an absence.
+pub(crate) async fn never_registers(c: &TestCluster, id: &str, reason: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = agent_log(c, id);
+        let refused = log
+            .lines()
+            .any(|l| (l.contains("WARN") || l.contains("ERROR")) && l.to_lowercase().contains(&reason.to_lowercase()));
+        if refused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent {id} logged no refusal naming {reason:?} in 30 s:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let nodes = c.nodes().await;
     assert!(nodes.iter().all(|n| n.node_id != id), "{id} registered: {nodes:?}");
 }
