@@ -134,6 +134,32 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
         .drain_node(pb::DrainNodeRequest { node_id: "drained".into() })
         .await
         .expect("drain");
+    // A finished job with results (ligands with poses), read from the old leader.
+    let docked = c
+        .jobs(old)
+        .await
+        .submit_job(dockyard_tests::sleep_docking_request(5))
+        .await
+        .expect("submit a docking")
+        .into_inner()
+        .job_id;
+    wait_job(&c, old, &docked, Duration::from_secs(60), succeeded).await;
+    let results_of = |r: pb::ListResultsResponse| -> Vec<(String, String)> {
+        r.results.into_iter().map(|l| (l.ligand, format!("{:.3}", l.score))).collect()
+    };
+    let before = results_of(
+        c.jobs(old)
+            .await
+            .list_results(pb::ListResultsRequest {
+                job_id: docked.clone(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("results before the failover")
+            .into_inner(),
+    );
+    assert_eq!(before.len(), 5, "the docking's results before the failover: {before:?}");
     let total = 80;
     let id = submit(&c, old, total, 150).await;
     wait_job(&c, old, &id, Duration::from_secs(30), |j| done(j) >= 20).await;
@@ -180,14 +206,17 @@ async fn a_leader_killed_mid_screen_is_replaced_with_nothing_lost_or_committed_t
     assert_eq!(d.state, pb::NodeState::Draining as i32, "{d:?}");
     // Results written before the failover are still served, from the rebuilt state.
     let mut jobs = c.jobs(new).await;
-    let r = jobs
-        .list_results(pb::ListResultsRequest {
-            job_id: id.clone(),
+    let after = results_of(
+        jobs.list_results(pb::ListResultsRequest {
+            job_id: docked.clone(),
+            page_size: 100,
             ..Default::default()
         })
         .await
-        .expect("results");
-    let _ = r;
+        .expect("results after the failover")
+        .into_inner(),
+    );
+    assert_eq!(after, before, "the new leader serves other results than the old one did");
 }
 
 /// Records `bad` (0-based) of the first `n` in the 3D SDF library, each with a bond that

@@ -120,8 +120,20 @@ async fn silent_agent_past_lease_is_lost_and_its_late_results_dropped() {
     c.resume_agent(1);
     c.wait_node(&victim, "READY again", |n| n.state == pb::NodeState::Ready as i32, WAIT)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = c.stats().await;
+    // The late results did arrive (dropped as duplicates) before "none was committed" can
+    // mean anything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = c.stats().await;
+        if s.duplicate_results_dropped > 0 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the woken agent's late results never reached the coordinator: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(s.requeued_total >= 1, "{s:?}");
     assert_eq!(s.results_committed_total, 16, "a late result was committed: {s:?}");
     let j = c.get_job(&job).await;

@@ -126,12 +126,19 @@ async fn run(a: &ScaleArgs, tmp: &std::path::Path) -> Result<()> {
     let t1 = Instant::now();
     let (coord, endpoint) = procs::coordinator(&data, &listen).await?;
     let listening_s = t1.elapsed().as_secs_f64();
+    // Before any agent connects: the whole backlog came back, not merely something to run.
+    let client = Client::connect(&endpoint, None).await?;
+    let queued_after = query::stats(&client).await?.queued;
+    let total_after = job(&client, &big.job_id).await?.tasks.unwrap_or_default().total;
+    if total_after != tasks || queued_after < u64::from(tasks) {
+        bail!("after the restart the job has {total_after} of {tasks} tasks and {queued_after} are queued");
+    }
+    eprintln!("after the restart: {queued_after} of {tasks} tasks queued");
     let mut agents: Vec<Child> = Vec::new();
     for i in 0..a.agents {
         let dir = tmp.join(format!("agent-{i}"));
         agents.push(procs::agent(&endpoint, &format!("scale-{i}"), 1, &dir, &["--enable-sleep-engine"])?);
     }
-    let client = Client::connect(&endpoint, None).await?;
     until(Duration::from_secs(120), "first dispatch after the restart", || async {
         Ok(query::stats(&client).await?.dispatched_total > 0)
     })
@@ -166,7 +173,7 @@ async fn run(a: &ScaleArgs, tmp: &std::path::Path) -> Result<()> {
     drop(agents);
     drop(coord);
     println!(
-        "ligands={} tasks={tasks} library_mb={:.1} ack_s={ack_s:.2} rss_mb={} rss_after_restart_mb={} sled_mb={} artifacts_mb={} restart_listening_s={listening_s:.2} restart_first_dispatch_s={first_dispatch_s:.2} p9_start_s={urgent_s:.3} dispatched_until_p9_started={between} agents={}",
+        "ligands={} tasks={tasks} library_mb={:.1} ack_s={ack_s:.2} rss_mb={} rss_after_restart_mb={} sled_mb={} artifacts_mb={} queued_after_restart={queued_after} restart_listening_s={listening_s:.2} restart_first_dispatch_s={first_dispatch_s:.2} p9_start_s={urgent_s:.3} dispatched_until_p9_started={between} agents={}",
         a.ligands,
         lib_bytes as f64 / 1e6,
         rss / 1_000_000,
