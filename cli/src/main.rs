@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod output;
+mod output_results;
 mod output_stages;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use commands::bench::{DispatchArgs, DockingArgs, FunnelArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
+use commands::results::{Export, ResultsFormat};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
 use output::Format;
@@ -22,7 +24,7 @@ const EXAMPLES: &str = "Examples:
   dockyard run --receptor rec.pdbqt --ligands ligs/ --center 15.2,53.9,16.9 --size 20,20,20
   dockyard submit --receptor rec.pdbqt --ligands ligs/ --center 15.2,53.9,16.9 --size 20,20,20 --wait
   dockyard watch JOB            dockyard results JOB --top 20 --format csv
-  dockyard jobs --format json   dockyard nodes      dockyard drain NODE
+  dockyard jobs --format json   dockyard job JOB    dockyard nodes      dockyard drain NODE
   TOKEN=$(dockyard --token \"$ADMIN\" admin token create --org chem)
   dockyard --endpoint https://coord:50051 --tls-ca ca.pem --token \"$TOKEN\" jobs
 
@@ -92,21 +94,38 @@ enum Cmd {
     Jobs {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// How many of the newest jobs to list (stderr says when more exist).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// List every job, page by page.
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
         /// Only this organisation's jobs (an admin sees every organisation's otherwise).
         #[arg(long)]
         org: Option<String>,
     },
+    /// One job's state, counts and, if any, its error or why it waits.
+    #[command(after_help = "Example:\n  dockyard job 0192f3a1b2c3d4e5f6a7 --format json | jq .state")]
+    Job {
+        job: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Ranked hits of a job, best score first.
-    #[command(after_help = "Example:\n  dockyard results JOB --top 20 --format csv > hits.csv")]
+    #[command(after_help = "Examples:
+  dockyard results JOB --top 20 --format csv > hits.csv
+  dockyard results JOB --all --format sdf --out hits.sdf    # every result, streamed")]
     Results {
         job: String,
+        /// How many of the best results (0: all of them, written as they are paged in).
         #[arg(long, default_value_t = 20)]
         top: usize,
-        /// table, csv, json, or sdf (poses with scores as data fields; needs --out).
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Every result (as --top 0).
+        #[arg(long, conflicts_with = "top")]
+        all: bool,
+        /// sdf: poses with scores as data fields (needs --out).
+        #[arg(long, value_enum, default_value = "table")]
+        format: ResultsFormat,
         /// Write to this file instead of stdout (required for sdf).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -261,44 +280,28 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
             let j = commands::watch::watch(&c, &job, false).await?;
             Ok(matches!(output::job_state(j.state), "succeeded" | "partial"))
         }
-        Cmd::Jobs { format, limit, org } => commands::query::jobs(&connect().await?, limit.max(1), org.unwrap_or_default(), format)
-            .await
-            .map(|_| true),
+        Cmd::Jobs { format, limit, all, org } => {
+            let limit = (!all).then_some(limit.max(1) as usize);
+            commands::query::jobs(&connect().await?, limit, org.unwrap_or_default(), format)
+                .await
+                .map(|_| true)
+        }
+        Cmd::Job { job, format } => commands::query::job(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Admin(cmd) => commands::admin::run(&connect().await?, cmd).await.map(|_| true),
         Cmd::Results {
             job,
             top,
+            all,
             format,
             out,
             rank_by,
             stage,
         } => {
+            let export = Export::new(top, all, format, out);
+            export.check()?;
             let c = connect().await?;
-            let rank_by = rank_by.unwrap_or_default();
-            let stage = stage.unwrap_or(0);
-            match format.as_str() {
-                "sdf" => {
-                    let out = out.context("--format sdf needs --out FILE.sdf")?;
-                    commands::query::export_sdf(&c, &job, top.max(1), &rank_by, stage, &out)
-                        .await
-                        .map(|_| true)
-                }
-                other => {
-                    let f = <Format as clap::ValueEnum>::from_str(other, true)
-                        .map_err(|_| anyhow::anyhow!("--format must be table, csv, json or sdf (got '{other}')"))?;
-                    match out {
-                        Some(path) => {
-                            let (rows, ranked_by) = commands::query::fetch_stage_results(&c, &job, top.max(1), &rank_by, stage).await?;
-                            std::fs::write(&path, output::render_results(&rows, &ranked_by, f))
-                                .with_context(|| format!("cannot write {}", path.display()))?;
-                            Ok(true)
-                        }
-                        None => commands::query::results(&c, &job, top.max(1), &rank_by, stage, f)
-                            .await
-                            .map(|_| true),
-                    }
-                }
-            }
+            let (rank_by, stage) = (rank_by.unwrap_or_default(), stage.unwrap_or(0));
+            commands::results::export(&c, &job, &rank_by, stage, &export).await.map(|_| true)
         }
         Cmd::Report { job, format } => commands::query::report(&connect().await?, &job, format).await.map(|_| true),
         Cmd::Cancel { job, format } => commands::query::cancel(&connect().await?, &job, format).await.map(|_| true),

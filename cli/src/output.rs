@@ -1,6 +1,5 @@
 //! Rendering for humans (tables) and scripts (json, csv).
 
-use dockyard_common::spec::RankKey;
 use dockyard_proto::v1 as pb;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +111,24 @@ pub fn print_jobs(jobs: &[pb::Job], f: Format) {
     }
 }
 
+/// `dockyard job`: the job's `jobs` row, then why it failed and a funnel's stages; JSON is
+/// the object `jobs --format json` lists.
+pub fn print_job(j: &pb::Job, f: Format) {
+    match f {
+        Format::Json => println!("{}", job_json(j)),
+        Format::Csv => print_jobs(std::slice::from_ref(j), f),
+        Format::Table => {
+            print_jobs(std::slice::from_ref(j), f);
+            if !j.error.is_empty() {
+                println!("error: {}", j.error);
+            }
+            if !j.stages.is_empty() {
+                print!("{}", crate::output_stages::funnel_table(&j.stages));
+            }
+        }
+    }
+}
+
 fn best(j: &pb::Job) -> String {
     if j.ligands_docked > 0 {
         format!("{:.2}", j.best_score)
@@ -146,118 +163,9 @@ impl From<&str> for Ranking {
     }
 }
 
-pub fn print_results(rows: &[pb::LigandResult], ranked_by: &Ranking, f: Format) {
-    print!("{}", render_results(rows, ranked_by, f));
-}
-
-/// An earlier stage's score of one result, or `n/a` (a cached result, an older record).
-fn stage_cell(r: &pb::LigandResult, column: &str) -> String {
-    r.fields
-        .get(column)
-        .filter(|v| v.is_finite())
-        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
-}
-
-/// A CNN column of one result: its value, or `n/a` when the engine did not compute it.
-fn cnn_cell(r: &pb::LigandResult, key: RankKey) -> String {
-    key.value(r.score, &r.fields)
-        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
-}
-
+/// A whole list at once; long exports stream through [`crate::output_results::ResultsWriter`].
 pub fn render_results(rows: &[pb::LigandResult], ranking: &Ranking, f: Format) -> String {
-    use std::fmt::Write;
-    let ranked_by = ranking.key.as_str();
-    let stages = &ranking.stage_columns;
-    let mut out = String::new();
-    let cnn = [RankKey::CnnScore, RankKey::CnnAffinity];
-    match f {
-        Format::Json => {
-            let v: Vec<serde_json::Value> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    serde_json::json!({
-                        "rank": i + 1,
-                        "ligand": r.ligand,
-                        "score": r.score,
-                        "cnn_score": RankKey::CnnScore.value(r.score, &r.fields),
-                        "cnn_affinity": RankKey::CnnAffinity.value(r.score, &r.fields),
-                        "ligand_index": r.ligand_index,
-                        "task_id": r.task_id,
-                        "poses": r.poses.iter().map(|p| serde_json::json!({"rank": p.rank, "affinity": p.affinity, "rmsd_lb": p.rmsd_lb, "rmsd_ub": p.rmsd_ub})).collect::<Vec<_>>(),
-                        "pose_key": r.pose_key,
-                        "sdf_key": r.sdf_key,
-                        "log_key": r.log_key,
-                        "smiles": r.smiles,
-                        "preparation": r.preparation,
-                        "cached": r.cached,
-                        "stage_scores": stages.iter().map(|c| (c.clone(), serde_json::json!(r.fields.get(c).copied().filter(|v| v.is_finite())))).collect::<serde_json::Map<String, serde_json::Value>>(),
-                        "fields": r.fields,
-                    })
-                })
-                .collect();
-            let _ = writeln!(out, "{}", serde_json::Value::Array(v));
-        }
-        Format::Csv => {
-            // A funnel's earlier stages come after the fixed columns, so scripts reading
-            // those by position read the same file with or without stages.
-            let mut header = "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key".to_string();
-            for c in stages {
-                header.push(',');
-                header.push_str(&csv(c));
-            }
-            let _ = writeln!(out, "{header}");
-            for (i, r) in rows.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    "{},{},{:.3},{},{},{},{}",
-                    i + 1,
-                    csv(&r.ligand),
-                    r.score,
-                    cnn_cell(r, cnn[0]),
-                    cnn_cell(r, cnn[1]),
-                    r.poses.len(),
-                    r.pose_key
-                );
-                for c in stages {
-                    let _ = write!(out, ",{}", stage_cell(r, c));
-                }
-                let _ = writeln!(out);
-            }
-        }
-        Format::Table => {
-            // CNN columns only for jobs whose engine computed them.
-            let with_cnn = rows.iter().any(|r| cnn.iter().any(|k| k.value(r.score, &r.fields).is_some()));
-            let _ = write!(out, "{:>4}  {:<32}  {:>12}", "RANK", "LIGAND", "SCORE");
-            if with_cnn {
-                let _ = write!(out, "  {:>9}  {:>12}", "CNN_SCORE", "CNN_AFFINITY");
-            }
-            for c in stages {
-                let _ = write!(out, "  {:>14}", c.to_ascii_uppercase());
-            }
-            let _ = writeln!(out, "  {:>5}", "POSES");
-            for (i, r) in rows.iter().enumerate() {
-                let _ = write!(out, "{:>4}  {:<32}  {:>12.3}", i + 1, r.ligand, r.score);
-                if with_cnn {
-                    let _ = write!(out, "  {:>9}  {:>12}", cnn_cell(r, cnn[0]), cnn_cell(r, cnn[1]));
-                }
-                for c in stages {
-                    let _ = write!(out, "  {:>14}", stage_cell(r, c));
-                }
-                let _ = writeln!(out, "  {:>5}", r.poses.len());
-            }
-            let by = match ranked_by {
-                "" | "score" => "ranked by score".to_string(),
-                k => format!("ranked by {k}, highest first"),
-            };
-            let _ = write!(out, "(score: best affinity in kcal/mol; lower is better; {by}");
-            if with_cnn {
-                let _ = write!(out, "; cnn_score: pose probability, cnn_affinity: pK");
-            }
-            let _ = writeln!(out, ")");
-        }
-    }
-    out
+    crate::output_results::render(rows, ranking, f)
 }
 
 fn ranking(r: &pb::JobReport) -> Ranking {
@@ -468,10 +376,14 @@ mod tests {
         ];
         let csv = render_results(&rows, &"cnn_score".into(), Format::Csv);
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key");
-        assert_eq!(lines[1], "1,a,-9.500,0.910,7.250,0,");
-        assert_eq!(lines[2], "2,b,-8.000,0.500,6.000,0,");
-        assert_eq!(lines[3], "3,c,-7.000,n/a,n/a,0,");
+        // The original columns lead; SMILES and the engine fields follow.
+        assert!(
+            lines[0].starts_with("rank,ligand,score,cnn_score,cnn_affinity,poses,pose_key,smiles,"),
+            "{csv}"
+        );
+        assert!(lines[1].starts_with("1,a,-9.500,0.910,7.250,0,,"), "{csv}");
+        assert!(lines[2].starts_with("2,b,-8.000,0.500,6.000,0,,"), "{csv}");
+        assert!(lines[3].starts_with("3,c,-7.000,n/a,n/a,0,,"), "{csv}");
 
         let table = render_results(&rows, &"cnn_score".into(), Format::Table);
         assert!(

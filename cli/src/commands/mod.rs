@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod query;
+pub mod results;
 pub mod run;
 pub mod stages;
 pub mod submit;

@@ -1,22 +1,26 @@
-//! Read-only and small admin commands: jobs, results, cancel, nodes, drain, stats.
+//! Read-only and small admin commands: jobs, job, cancel, nodes, drain, stats, report.
 
 use anyhow::Result;
 
 use dockyard_proto::v1 as pb;
 
 use crate::client::{explain, Client};
+use crate::commands::results::Pages;
 use crate::output::{self, Format};
 
-pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> {
+/// `limit` None: every job. When the list is cut, stderr says so (stdout stays the list).
+pub async fn jobs(c: &Client, limit: Option<usize>, org: String, f: Format) -> Result<()> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let page = (limit as usize - out.len()).min(1000) as u32;
+        // One job past the limit, to know whether more exist: a full page's token does not
+        // tell (the coordinator hands one out whenever a page is full).
+        let want = limit.map_or(1000, |l| (l + 1 - out.len()).min(1000));
         let r = c
             .jobs
             .clone()
             .list_jobs(c.req(pb::ListJobsRequest {
-                page_size: page,
+                page_size: want as u32,
                 page_token: token,
                 org: org.clone(),
             }))
@@ -24,12 +28,32 @@ pub async fn jobs(c: &Client, limit: u32, org: String, f: Format) -> Result<()> 
             .map_err(explain)?
             .into_inner();
         out.extend(r.jobs);
-        if r.next_page_token.is_empty() || out.len() >= limit as usize {
+        if r.next_page_token.is_empty() || limit.is_some_and(|l| out.len() > l) {
             break;
         }
         token = r.next_page_token;
     }
+    let cut = limit.filter(|&l| out.len() > l);
+    if let Some(l) = cut {
+        out.truncate(l);
+    }
     output::print_jobs(&out, f);
+    if let Some(l) = cut {
+        eprintln!("showing the newest {l} jobs; more exist: use --limit N or --all");
+    }
+    Ok(())
+}
+
+/// `dockyard job JOB`: one job's state.
+pub async fn job(c: &Client, job: &str, f: Format) -> Result<()> {
+    let j = c
+        .jobs
+        .clone()
+        .get_job(c.req(pb::GetJobRequest { job_id: job.to_string() }))
+        .await
+        .map_err(explain)?
+        .into_inner();
+    output::print_job(&j, f);
     Ok(())
 }
 
@@ -47,40 +71,12 @@ pub async fn fetch_stage_results(
     rank_by: &str,
     stage: u32,
 ) -> Result<(Vec<pb::LigandResult>, output::Ranking)> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    let ranked_by = loop {
-        let page = (top - out.len()).min(1000) as u32;
-        let r = c
-            .jobs
-            .clone()
-            .list_results(c.req(pb::ListResultsRequest {
-                job_id: job.to_string(),
-                page_size: page,
-                page_token: token,
-                rank_by: rank_by.to_string(),
-                stage,
-            }))
-            .await
-            .map_err(explain)?
-            .into_inner();
-        out.extend(r.results);
-        if r.next_page_token.is_empty() || out.len() >= top {
-            break output::Ranking {
-                key: r.rank_by,
-                stage_columns: r.stage_columns,
-            };
-        }
-        token = r.next_page_token;
-    };
-    out.truncate(top);
-    Ok((out, ranked_by))
-}
-
-pub async fn results(c: &Client, job: &str, top: usize, rank_by: &str, stage: u32, f: Format) -> Result<()> {
-    let (rows, ranked_by) = fetch_stage_results(c, job, top, rank_by, stage).await?;
-    output::print_results(&rows, &ranked_by, f);
-    Ok(())
+    let mut pages = Pages::new(c, job, Some(top), rank_by, stage);
+    let (mut out, ranking) = pages.next().await?.unwrap_or_default();
+    while let Some((rows, _)) = pages.next().await? {
+        out.extend(rows);
+    }
+    Ok((out, ranking))
 }
 
 pub async fn cancel(c: &Client, job: &str, f: Format) -> Result<()> {
@@ -144,66 +140,5 @@ pub async fn fetch_report(c: &Client, job: &str) -> Result<pb::JobReport> {
 pub async fn report(c: &Client, job: &str, f: Format) -> Result<()> {
     let r = fetch_report(c, job).await?;
     print!("{}", output::render_report(&r, f));
-    Ok(())
-}
-
-/// Writes the top hits' poses as one SDF, each record carrying its scores as data fields.
-pub async fn export_sdf(c: &Client, job: &str, top: usize, rank_by: &str, stage: u32, out: &std::path::Path) -> Result<()> {
-    use std::io::Write;
-    let (rows, _) = fetch_stage_results(c, job, top, rank_by, stage).await?;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?);
-    let mut written = 0;
-    let mut missing = Vec::new();
-    for (rank, r) in rows.iter().enumerate() {
-        if r.sdf_key.is_empty() {
-            missing.push(r.ligand.clone());
-            continue;
-        }
-        let mut s = c
-            .jobs
-            .clone()
-            .get_artifact(c.req(pb::GetArtifactRequest { key: r.sdf_key.clone() }))
-            .await
-            .map_err(explain)?
-            .into_inner();
-        let mut data = Vec::new();
-        while let Some(ch) = s.message().await.map_err(explain)? {
-            data.extend_from_slice(&ch.data);
-        }
-        let text = String::from_utf8_lossy(&data);
-        for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {
-            let pose = r.poses.get(pose_i);
-            writeln!(f, "{}", rec.trim_start_matches(['\r', '\n']))?;
-            let mut field = |k: &str, v: String| writeln!(f, ">  <{k}>\n{v}\n");
-            field("dockyard_ligand", r.ligand.clone())?;
-            field("dockyard_rank", (rank + 1).to_string())?;
-            field("dockyard_pose", (pose_i + 1).to_string())?;
-            if let Some(p) = pose {
-                field("dockyard_affinity", format!("{:.3}", p.affinity))?;
-            }
-            field("dockyard_best_score", format!("{:.3}", r.score))?;
-            if !r.smiles.is_empty() {
-                field("dockyard_smiles", r.smiles.clone())?;
-            }
-            for (k, v) in &r.fields {
-                field(k, format!("{v}"))?;
-            }
-            writeln!(f, "$$$$")?;
-            written += 1;
-        }
-    }
-    f.flush()?;
-    eprintln!(
-        "wrote {written} poses of {} ligands to {}",
-        rows.len() - missing.len(),
-        out.display()
-    );
-    if !missing.is_empty() {
-        eprintln!(
-            "no SDF poses for {} ligand(s) (their agent had no Open Babel): {}",
-            missing.len(),
-            missing.join(", ")
-        );
-    }
     Ok(())
 }

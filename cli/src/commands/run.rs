@@ -11,8 +11,9 @@ use dockyard_agent::config::AgentSettings;
 use dockyard_coordinator::config::CoordinatorSettings;
 
 use crate::client::Client;
-use crate::commands::{query, submit::SubmitArgs, watch};
-use crate::output::{self, is_final, job_state, Format};
+use crate::commands::results::{self, Export, ResultsFormat};
+use crate::commands::{submit::SubmitArgs, watch};
+use crate::output::{is_final, job_state};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmbeddedArgs {
@@ -22,16 +23,26 @@ pub struct EmbeddedArgs {
     /// Tasks run at once by the embedded agent [default: number of CPUs].
     #[arg(long)]
     pub slots: Option<u32>,
-    /// How many of the best hits to print.
+    /// How many of the best hits to print (0: all of them, written as they are paged in).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Output format of the hit list.
+    /// Every hit (as --top 0).
+    #[arg(long, conflicts_with = "top")]
+    pub all: bool,
+    /// Format of the hit list; with csv or json stdout carries only the list (the job id
+    /// goes to stderr). sdf: poses with scores as data fields (needs --out).
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub format: ResultsFormat,
+    /// Write the hit list to this file instead of stdout (required for sdf).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Starts coordinator + agent, runs one job, prints the hits, stops everything.
 pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> {
+    let export = Export::new(emb.top, emb.all, emb.format, emb.out.clone());
+    // Before the docking, not after it.
+    export.check()?;
     std::fs::create_dir_all(&emb.data_dir).with_context(|| format!("cannot create --data-dir {}", emb.data_dir.display()))?;
     // The declared defaults (not the environment, which is the standalone binaries'), but
     // loopback on any port, and the agent beside the coordinator.
@@ -90,23 +101,30 @@ pub async fn run_embedded(sub: &SubmitArgs, emb: &EmbeddedArgs) -> Result<bool> 
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let resp = super::submit::submit(&client, sub).await?;
-        println!("{}", resp.job_id);
+        // Scripts read a CSV or JSON hit list from stdout: nothing else may go there.
+        let listing_to_stdout = export.to_stdout() && emb.format != ResultsFormat::Table;
+        if listing_to_stdout {
+            eprintln!("{}", resp.job_id);
+        } else {
+            println!("{}", resp.job_id);
+        }
         let job = watch::watch(&client, &resp.job_id, false).await?;
-        if job.ligands_total > 0 {
-            let (rows, ranked_by) = query::fetch_results(&client, &resp.job_id, emb.top, "").await?;
-            if emb.format == Format::Table {
+        // A job without ligands (the sleep engine's) has no hits to show a person; a script
+        // still gets a header or an empty array.
+        if job.ligands_total > 0 || emb.format != ResultsFormat::Table {
+            if emb.format == ResultsFormat::Table && export.to_stdout() {
                 // A funnel's results are its last stage's.
                 let (docked, of) = match job.stages.iter().rev().find(|s| !s.job_id.is_empty()) {
                     Some(s) => (s.ligands_docked, format!(" in stage '{}'", s.name)),
                     None => (job.ligands_docked, String::new()),
                 };
+                let shown = export.limit.map_or(docked as usize, |l| l.min(docked as usize));
                 eprintln!(
-                    "Top {} of {docked} docked ligands{of} (artifacts in {}):",
-                    rows.len(),
+                    "Top {shown} of {docked} docked ligands{of} (artifacts in {}):",
                     emb.data_dir.join("coordinator/artifacts").display()
                 );
             }
-            output::print_results(&rows, &ranked_by, emb.format);
+            results::export(&client, &resp.job_id, "", 0, &export).await?;
         }
         Ok::<_, anyhow::Error>(job)
     };
