@@ -182,10 +182,12 @@ case "${1:-}" in
         peers=${DOCKYARD_PEERS_DIR:-../shared/bench/peers}
         [ -x "$peers/celery_bench.sh" ] || { echo "dev.sh: no peer scripts in $peers (set DOCKYARD_PEERS_DIR)" >&2; exit 1; }
         cargo build -q --release --workspace --bins
-        reps=${2:-3} tasks=${3:-100000} peer_n=${4:-20000}
+        reps=${2:-3} tasks=${3:-100000} peer_n=${4:-20000} jobs=${5:-20000}
         out=$(mktemp -d)
         for rep in $(seq "$reps"); do
+            # Both Dockyard modes: one job of N tasks, and N single-task jobs (per request).
             echo "rep=$rep $(target/release/dockyard bench dispatch --tasks "$tasks" --agents 2 2>/dev/null | tail -1)" | tee -a "$out/raw"
+            echo "rep=$rep $(target/release/dockyard bench dispatch --jobs "$jobs" --agents 2 2>/dev/null | tail -1)" | tee -a "$out/raw"
             echo "rep=$rep $("$peers/celery_bench.sh" reliable "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
             echo "rep=$rep $(timeout 300 python3 "$peers/ray_bench.py" --n "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
         done
@@ -194,7 +196,7 @@ import re, statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
     kv = dict(re.findall(r"(\S+?)=(\S+)", line))
-    name = "dockyard" if "tasks_per_s" in kv else "celery_reliable" if "celery_reliable_noop_tasks_per_s" in kv else "ray" if "ray_noop_tasks_per_s" in kv else None
+    name = ("dockyard_" + kv["mode"]) if "mode" in kv else "celery_reliable" if "celery_reliable_noop_tasks_per_s" in kv else "ray" if "ray_noop_tasks_per_s" in kv else None
     if name is None:
         continue
     rate = float(kv.get("tasks_per_s") or kv.get("celery_reliable_noop_tasks_per_s") or kv.get("ray_noop_tasks_per_s"))
@@ -205,14 +207,14 @@ print("| system | runs | tasks/s (median) | CPU us/task (median) |")
 print("|---|---|---|---|")
 for n, (r, c) in med.items():
     print(f"| {n} | {len(runs[n])} | {r:,.0f} | {c:,.1f} |")
-if "dockyard" in med and "celery_reliable" in med:
-    print(f"dockyard/celery_reliable: {med['dockyard'][0] / med['celery_reliable'][0]:.0f}x tasks/s, {med['celery_reliable'][1] / med['dockyard'][1]:.0f}x less CPU per task")
-if "dockyard" in med and "ray" in med:
-    print(f"dockyard/ray: {med['dockyard'][0] / med['ray'][0]:.0f}x tasks/s, {med['ray'][1] / med['dockyard'][1]:.0f}x less CPU per task")
+for d in ("dockyard_bulk", "dockyard_per_request"):
+    for peer in ("celery_reliable", "ray"):
+        if d in med and peer in med:
+            print(f"{d}/{peer}: {med[d][0] / med[peer][0]:.1f}x tasks/s, {med[peer][1] / med[d][1]:.1f}x less CPU per task")
 PY
         ;;
     *)
-        echo "usage: ./dev.sh demo | test | bench [REPS=3] [TASKS=100000] [PEER_TASKS=20000]" >&2
+        echo "usage: ./dev.sh demo | test | bench [REPS=3] [TASKS=100000] [PEER_TASKS=20000] [JOBS=20000]" >&2
         exit 2
         ;;
 esac

@@ -1,9 +1,11 @@
 //! Benchmarks (not tests): each starts the real binaries and prints one line of figures.
 
+mod disk;
 mod dispatch;
 mod docking;
 mod funnel;
 mod obrms;
+mod per_request;
 mod plain_loop;
 mod procs;
 mod redock;
