@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use crate::ha_secure::{SecureEtcd, COORDINATOR_USER};
 use crate::pb;
 use crate::pki::Pki;
+use crate::proxy::Proxy;
 use crate::servers::{free_port, EtcdServer, S3Server};
 use crate::{binary, clean_command, tail};
 use pb::admin_service_client::AdminServiceClient;
@@ -42,6 +43,8 @@ pub struct HaOptions {
     /// One etcd member with TLS, client certificates and authentication on; coordinators
     /// and agents get their own etcd users (`deploy/etcd/setup-auth.sh`).
     pub etcd_secure: bool,
+    /// S3 reached through a [`Proxy`] (`HaCluster::s3_proxy`), to slow or cut it.
+    pub s3_proxy: bool,
 }
 
 impl Default for HaOptions {
@@ -55,6 +58,7 @@ impl Default for HaOptions {
             supervised: false,
             etcd_members: 1,
             etcd_secure: false,
+            s3_proxy: false,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct HaCluster {
     dir: Option<tempfile::TempDir>,
     pub etcd: Vec<EtcdServer>,
     pub s3: Option<S3Server>,
+    /// Set with `HaOptions::s3_proxy`: everything S3 sees passes through it.
+    pub s3_proxy: Option<Proxy>,
     /// Set with `HaOptions::etcd_secure`.
     pub secure: Option<SecureEtcd>,
     artifacts: String,
@@ -131,18 +137,26 @@ impl HaCluster {
         } else {
             (EtcdServer::start_cluster(dir.path(), opts.etcd_members.max(1)), None)
         };
-        let (s3, artifacts) = if opts.s3 {
+        let (s3, s3_proxy, artifacts) = if opts.s3 {
             let s = S3Server::start(dir.path());
             s.create_bucket("dockyard");
-            let uri = format!("s3://dockyard/cluster?endpoint={}&region=us-east-1&path_style=true", s.endpoint);
-            (Some(s), uri)
+            let proxy = if opts.s3_proxy {
+                let target = s.endpoint.trim_start_matches("http://").parse().expect("s3 address");
+                Some(Proxy::start(target).await)
+            } else {
+                None
+            };
+            let endpoint = proxy.as_ref().map_or_else(|| s.endpoint.clone(), Proxy::endpoint);
+            let uri = format!("s3://dockyard/cluster?endpoint={endpoint}&region=us-east-1&path_style=true");
+            (Some(s), proxy, uri)
         } else {
-            (None, format!("file://{}", dir.path().join("shared-artifacts").display()))
+            (None, None, format!("file://{}", dir.path().join("shared-artifacts").display()))
         };
         let mut c = HaCluster {
             dir: Some(dir),
             etcd,
             s3,
+            s3_proxy,
             secure,
             artifacts,
             coordinators: Vec::new(),

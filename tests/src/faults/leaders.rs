@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::{job, screen_under_way, settle, submit_sleep, succeeded, wait_for, with_two_agents, Report, Size};
 use crate::ha::{HaCluster, HaOptions};
+use crate::proxy::Mode;
 use crate::{pb, sleep_request, AgentOptions, TestCluster};
 
 async fn ha(opts: HaOptions) -> Result<(HaCluster, usize)> {
@@ -19,7 +20,12 @@ async fn ha(opts: HaOptions) -> Result<(HaCluster, usize)> {
 /// moment would test something else, unnoticed. What it returns goes in the note.
 async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnce(&HaCluster, &str) -> Result<String>) -> Result<Report> {
     let mut r = Report::new(name);
-    let (mut c, old) = ha(HaOptions::default()).await?;
+    // S3 behind a proxy: scenario 3c slows it to widen the moment between result and commit.
+    let (mut c, old) = ha(HaOptions {
+        s3_proxy: true,
+        ..HaOptions::default()
+    })
+    .await?;
     let total = size.tasks();
     let id = submit_sleep(&c, total, task_ms).await?;
     let old_epoch = c.leader_info(old).await.context("the leader's epoch before the kill")?.epoch;
@@ -29,6 +35,9 @@ async fn kill_leader(name: &str, size: Size, task_ms: u32, when: impl AsyncFnOnc
         .with_context(|| format!("{name}: the moment to kill the leader"))?;
     let killed_at = std::time::SystemTime::now();
     c.kill_coordinator(old);
+    if let Some(p) = &c.s3_proxy {
+        p.set(Mode::Pass);
+    }
     let t = Instant::now();
     c.wait_new_leader(old, Duration::from_secs(30)).await;
     r.detect_s = t.elapsed().as_secs_f64();
@@ -105,8 +114,16 @@ pub async fn leader_kill_before_commit(size: Size) -> Result<Report> {
         })
         .await?;
         // Then the moment a task of the next round ends on an agent (its log line), before
-        // the leader can have committed it (a fenced etcd transaction and an S3 write away).
-        // Whether the kill did land there is checked after the fact.
+        // the leader can have committed it: its commit writes the outcomes to S3 first, and
+        // S3 now answers 300 ms late, so the kill lands between result and commit. Whether
+        // it did is checked after the fact.
+        if let Some(p) = &c.s3_proxy {
+            p.set(Mode::Slow {
+                delay_ms: 300,
+                loss: 0.0,
+                stall_ms: 0,
+            });
+        }
         let logs = c.dir().join("logs");
         let seen = crate::ha::finish_times(&logs, id).len();
         let deadline = Instant::now() + Duration::from_secs(30);
