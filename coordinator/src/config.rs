@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+use dockyard_common::artifact::Compression;
 use dockyard_common::cluster::{EtcdAccessFlags, EtcdSettings, DEFAULT_CLUSTER};
 use dockyard_common::error::DockyardError;
 use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
@@ -25,6 +26,7 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     /// Artifact store URI; `None` means `file://<data_dir>/artifacts`.
     pub artifacts: Option<String>,
+    pub artifact_compression: Compression,
     pub scheduler: SchedulerConfig,
     pub max_message_bytes: usize,
     pub max_upload_bytes: u64,
@@ -88,6 +90,10 @@ pub struct CoordinatorSettings {
     /// Artifact store URI [default: file://<data-dir>/artifacts].
     #[arg(long, env = "DOCKYARD_ARTIFACTS")]
     pub artifacts: Option<String>,
+    /// How artifacts this process writes are stored: zstd (compressed where it saves 10% or
+    /// more) or off. Reads accept both forms whatever this says.
+    #[arg(long, env = "DOCKYARD_ARTIFACT_COMPRESSION", value_enum, default_value_t = Compression::Zstd)]
+    pub artifact_compression: Compression,
     /// How often agents heartbeat, in milliseconds.
     #[arg(long, env = "DOCKYARD_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -229,6 +235,7 @@ impl CoordinatorSettings {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             artifacts: self.artifacts.clone(),
+            artifact_compression: self.artifact_compression,
             scheduler: SchedulerConfig {
                 heartbeat_interval: self.heartbeat_interval(),
                 lease: self.lease(),

@@ -104,7 +104,10 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let artifacts_uri = cfg.artifacts_uri();
     let mut registry = Registry::with_prefix("dockyard");
     let metrics = Arc::new(CoordinatorMetrics::new(&mut registry));
-    let artifacts = metrics.artifacts.wrap(artifact::open(&artifacts_uri).await?);
+    // The agent relay passes objects through as agents stored them (compressed by the agent
+    // where it pays); everything else reads and writes through the compression layer.
+    let raw_artifacts = metrics.artifacts.wrap(artifact::open(&artifacts_uri).await?);
+    let artifacts = metrics.artifacts.compressed(Arc::clone(&raw_artifacts), cfg.artifact_compression);
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -184,7 +187,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     .max_encoding_message_size(max);
     let agents = AgentServiceServer::new(AgentApi {
         scheduler: handle.clone(),
-        artifacts,
+        artifacts: raw_artifacts,
         upload_dir,
         max_artifact_bytes: cfg.max_upload_bytes,
         auth: Arc::clone(&auth),

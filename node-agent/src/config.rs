@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{ArgMatches, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+use dockyard_common::artifact::Compression;
 use dockyard_common::cluster::{EtcdAccessFlags, EtcdSettings, DEFAULT_CLUSTER};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::NodeId;
@@ -37,6 +38,7 @@ pub struct AgentConfig {
     /// Read/write the artifact store directly (same URI as the coordinator's) instead of
     /// relaying through the coordinator.
     pub artifacts: Option<String>,
+    pub artifact_compression: Compression,
     pub labels: BTreeMap<String, String>,
     /// On SIGTERM, how long running tasks may finish before they are handed back.
     pub shutdown_grace: Duration,
@@ -167,6 +169,10 @@ pub struct AgentSettings {
     /// Access the artifact store directly with this URI instead of through the coordinator.
     #[arg(long, env = "DOCKYARD_ARTIFACTS")]
     pub artifacts: Option<String>,
+    /// How artifacts this process writes are stored: zstd (compressed where it saves 10% or
+    /// more) or off. Reads accept both forms whatever this says.
+    #[arg(long, env = "DOCKYARD_ARTIFACT_COMPRESSION", value_enum, default_value_t = Compression::Zstd)]
+    pub artifact_compression: Compression,
     /// Label as KEY=VALUE (repeatable); added to the file's [labels].
     #[arg(long = "label", value_name = "KEY=VALUE")]
     #[serde(with = "label_table")]
@@ -318,6 +324,7 @@ impl AgentSettings {
             rustina_python: self.rustina_python.clone(),
             enable_sleep_engine: self.enable_sleep_engine,
             artifacts: self.artifacts.clone(),
+            artifact_compression: self.artifact_compression,
             labels: self.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s),
             probe_gpus,

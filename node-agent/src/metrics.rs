@@ -13,7 +13,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
-use dockyard_common::artifact::{ArtifactStore, StoreObserver, StoreOp, TimedStore};
+use dockyard_common::artifact::{
+    ArtifactStore, CodecCollector, CodecStats, CompressedStore, Compression, StoreObserver, StoreOp, TimedStore,
+};
 use dockyard_common::error::DockyardError;
 use dockyard_common::metrics_http::{self, Render};
 use dockyard_common::spec::EngineKind;
@@ -54,6 +56,8 @@ pub struct AgentMetrics {
     connects: Counter,
     artifact_seconds: [Histogram; StoreOp::ALL.len()],
     artifact_errors: [Counter; StoreOp::ALL.len()],
+    /// What the compression layer wrote and the CPU it took.
+    codec: Arc<CodecStats>,
 }
 
 impl Default for AgentMetrics {
@@ -93,7 +97,9 @@ impl AgentMetrics {
             connects: Counter::default(),
             artifact_seconds: StoreOp::ALL.map(|op| op_seconds.get_or_create_owned(&OpLabel { op: op.name() })),
             artifact_errors: StoreOp::ALL.map(|op| op_errors.get_or_create_owned(&OpLabel { op: op.name() })),
+            codec: Arc::default(),
         };
+        CodecCollector::register(Arc::clone(&m.codec), r);
         r.register("tasks", "Task attempts this agent finished, by engine and outcome", finished);
         r.register_with_unit(
             "task_run",
@@ -155,9 +161,11 @@ impl AgentMetrics {
         h.seconds.observe(took.as_secs_f64());
     }
 
-    /// `store`, timed into these metrics.
-    pub fn wrap_store(self: &Arc<Self>, store: Arc<dyn ArtifactStore>) -> Arc<dyn ArtifactStore> {
-        Arc::new(TimedStore::new(store, Arc::clone(self) as Arc<dyn StoreObserver>))
+    /// `store`, timed into these metrics, behind the compression layer (which the timings
+    /// leave out: they are the store's own latency).
+    pub fn wrap_store(self: &Arc<Self>, store: Arc<dyn ArtifactStore>, mode: Compression) -> Arc<dyn ArtifactStore> {
+        let timed = Arc::new(TimedStore::new(store, Arc::clone(self) as Arc<dyn StoreObserver>));
+        Arc::new(CompressedStore::new(timed, mode, Arc::clone(&self.codec)))
     }
 }
 

@@ -101,8 +101,7 @@ async fn smina_given_by_path_is_advertised_and_docks_a_job() {
         assert!(row.sdf_key.ends_with(".sdf"), "{row:?}");
         // smina writes SDF: its poses are stored once, under their format's name.
         assert_eq!(row.pose_key, row.sdf_key, "{row:?}");
-        let path = c.artifacts_dir().join(&row.sdf_key);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("pose file {}: {e}", path.display()));
+        let text = c.stored_text(&row.sdf_key);
         let affinities = sdf_affinities(&text);
         assert_eq!(affinities.len(), row.poses.len(), "{text}");
         for (file, pose) in affinities.iter().zip(&row.poses) {
@@ -282,10 +281,10 @@ async fn rustina_docks_with_cnn_fields_fails_a_bad_ligand_alone_and_is_cancelled
     let p = row.fields.get("cnn_score").copied().unwrap_or(f64::NAN);
     assert!((0.0..=1.0).contains(&p), "{row:?}");
     assert!(row.fields.get("cnn_affinity").is_some_and(|a| *a > 0.0), "{row:?}");
-    let poses = std::fs::read_to_string(c.artifacts_dir().join(&row.pose_key)).expect("poses");
+    let poses = c.stored_text(&row.pose_key);
     assert_eq!(poses.matches("REMARK VINA RESULT").count(), 3, "{poses}");
     assert!(!row.sdf_key.is_empty(), "{row:?}");
-    let sdf = std::fs::read_to_string(c.artifacts_dir().join(&row.sdf_key)).expect("sdf");
+    let sdf = c.stored_text(&row.sdf_key);
     assert_eq!(sdf.matches(">  <cnn_score>").count(), 3, "{sdf}");
     assert_eq!(sdf.matches(">  <cnn_affinity>").count(), 3, "{sdf}");
     assert!(

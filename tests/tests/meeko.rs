@@ -94,7 +94,7 @@ async fn meeko_prepares_smiles_for_vina_on_meeko_agents_only() {
         assert!(r.preparation.starts_with(&expected), "expected '{expected}…': {r:?}");
         assert!(r.preparation.contains("smi -> pdbqt (ETKDGv3 seed 42, MMFF94)"), "{r:?}");
         assert!(!r.smiles.is_empty(), "{r:?}");
-        let pose = std::fs::read_to_string(c.artifacts_dir().join(&r.pose_key)).expect("pose file");
+        let pose = c.stored_text(&r.pose_key);
         assert!(pose.contains("REMARK VINA RESULT"), "{pose}");
     }
 

@@ -125,3 +125,42 @@ async fn coordinator_and_agent_metrics_follow_a_screen() {
     assert_eq!(must(&text, "dockyard_agent_slots_busy"), 0.0, "{text}");
     assert_eq!(must(&text, "dockyard_agent_stream_connects_total"), 1.0, "{text}");
 }
+
+/// The codec counters against the bytes on disk: what the agent stored is the size of the
+/// files under the job's folder, what it was given is their size decoded by zstd itself.
+#[tokio::test]
+async fn artifact_codec_counters_match_the_files_on_disk() {
+    dockyard_tests::require_vina();
+    let agent_metrics = free_addr();
+    let c = TestCluster::builder()
+        .agent(AgentOptions::vina(1).arg("--metrics-listen").arg(&agent_metrics))
+        .start()
+        .await;
+    let job = c
+        .submit(dockyard_tests::vina_1iep_request(vec![dockyard_tests::input(
+            "1iep_ligand.pdbqt",
+            dockyard_tests::read_shared(&dockyard_tests::ligand_1iep()),
+        )]))
+        .await;
+    let j = c.wait_job_final(&job, Duration::from_secs(240)).await;
+    assert_eq!(state(&j), pb::JobState::Succeeded, "{}", describe_job(&j));
+    let dir = c.artifacts_dir();
+    let (mut stored, mut given, mut compressed) = (0u64, 0u64, 0u64);
+    for path in dockyard_tests::files_under(&dir.join(format!("orgs/default/jobs/{job}/tasks"))) {
+        let rel = path.strip_prefix(&dir).expect("under the artifacts").to_string_lossy().into_owned();
+        let (text, was) = c.stored(&rel);
+        stored += std::fs::metadata(&path).expect("stat").len();
+        given += text.len() as u64;
+        compressed += u64::from(was);
+    }
+    assert!(compressed > 0, "no pose or log was stored compressed");
+    let text = scrape(&agent_metrics).await;
+    assert_eq!(must(&text, "dockyard_agent_artifact_stored_bytes_total"), stored as f64, "{text}");
+    assert_eq!(must(&text, "dockyard_agent_artifact_written_bytes_total"), given as f64, "{text}");
+    assert_eq!(
+        must(&text, "dockyard_agent_artifact_compressed_objects_total"),
+        compressed as f64,
+        "{text}"
+    );
+    assert!(must(&text, "dockyard_agent_artifact_compress_cpu_seconds_total") > 0.0, "{text}");
+}

@@ -23,9 +23,17 @@ async fn uploaded_receptor_is_referenced_by_id() {
     let up = upload(&c, "1iep_receptor.pdbqt", &receptor).await.expect("upload");
     assert_eq!(up.size, receptor.len() as u64);
     assert_eq!(up.upload_id, format!("sha256:{}", hex::encode(Sha256::digest(&receptor))));
-    // The stored object is the uploaded bytes, under the organisation's inputs.
+    // The stored object is the uploaded bytes, under the organisation's inputs, compressed
+    // (the id stays the hash of the bytes as uploaded).
     let stored = c.artifacts_dir().join(format!("orgs/default/inputs/sha256/{}", &up.upload_id[7..]));
-    assert_eq!(std::fs::read(&stored).expect("stored upload"), receptor);
+    let stored = std::fs::read(&stored).expect("stored upload");
+    assert!(
+        stored.len() * 2 < receptor.len(),
+        "stored {} bytes of {}",
+        stored.len(),
+        receptor.len()
+    );
+    assert_eq!(zstd::stream::decode_all(&stored[..]).expect("a zstd frame"), receptor);
 
     let mut req = vina_1iep_request(vec![input("1iep_ligand.pdbqt", read_shared(&ligand_1iep()))]);
     req.receptor = Some(pb::InputFile {

@@ -42,9 +42,12 @@ async fn vina_docks_1iep_end_to_end() {
     assert!(!row.pose_key.is_empty(), "{row:?}");
     assert!((j.best_score - row.score).abs() < 1e-6, "{}", describe_job(&j));
 
-    let pose = c.artifacts_dir().join(&row.pose_key);
-    let text = std::fs::read_to_string(&pose).unwrap_or_else(|e| panic!("pose file {}: {e}", pose.display()));
-    assert!(text.contains("REMARK VINA RESULT"), "not a Vina pose file: {}", pose.display());
+    // Stored compressed (the agent's default), and the same bytes through the API.
+    let (pose, compressed) = c.stored(&row.pose_key);
+    let text = String::from_utf8(pose.clone()).expect("UTF-8 poses");
+    assert!(text.contains("REMARK VINA RESULT"), "not a Vina pose file: {}", row.pose_key);
+    assert!(compressed, "{} was stored uncompressed", row.pose_key);
+    assert_eq!(c.artifact(&row.pose_key).await.expect("GetArtifact"), pose);
 
     // The engine's CPU time is measured (rusage), and the watch stream carries the hits.
     assert!(j.cpu_seconds > 0.1, "engine CPU time not recorded: {}", j.cpu_seconds);

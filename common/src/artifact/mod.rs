@@ -1,9 +1,15 @@
 //! The `ArtifactStore` port: job inputs, poses and logs. Adapters sit beside it, one per file.
 
+#[cfg(feature = "metrics-http")]
+mod codec_metrics;
+mod compressed;
 mod key;
 mod local;
 #[cfg(feature = "cloud")]
 mod s3;
+/// The one `unsafe` call of this crate: a clock std does not offer.
+#[allow(unsafe_code)]
+mod thread_cpu;
 mod timed;
 
 use std::path::Path;
@@ -12,6 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(feature = "metrics-http")]
+pub use codec_metrics::CodecCollector;
+pub use compressed::{is_compressed, CodecStats, CompressedStore, Compression, MAX_DECODED_BYTES};
 pub use key::{ArtifactKey, JobFile, OutputPrefix, ParsedKey, TaskFile};
 pub use local::LocalStore;
 #[cfg(feature = "cloud")]

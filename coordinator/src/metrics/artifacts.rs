@@ -10,7 +10,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use dockyard_common::artifact::{ArtifactStore, StoreObserver, StoreOp, TimedStore};
+use dockyard_common::artifact::{
+    ArtifactStore, CodecCollector, CodecStats, CompressedStore, Compression, StoreObserver, StoreOp, TimedStore,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct OpLabel {
@@ -22,6 +24,7 @@ struct OpLabel {
 pub struct ArtifactMetrics {
     seconds: [Histogram; StoreOp::ALL.len()],
     errors: [Counter; StoreOp::ALL.len()],
+    codec: Arc<CodecStats>,
 }
 
 impl ArtifactMetrics {
@@ -31,7 +34,9 @@ impl ArtifactMetrics {
         let m = ArtifactMetrics {
             seconds: StoreOp::ALL.map(|op| seconds.get_or_create_owned(&OpLabel { op: op.name() })),
             errors: StoreOp::ALL.map(|op| errors.get_or_create_owned(&OpLabel { op: op.name() })),
+            codec: Arc::default(),
         };
+        CodecCollector::register(Arc::clone(&m.codec), r);
         r.register_with_unit(
             "artifact_operation",
             "Artifact-store call latency, by operation",
@@ -49,6 +54,11 @@ impl ArtifactMetrics {
     /// `store`, timed into these metrics.
     pub fn wrap(self: &Arc<Self>, store: Arc<dyn ArtifactStore>) -> Arc<dyn ArtifactStore> {
         Arc::new(TimedStore::new(store, Arc::clone(self) as Arc<dyn StoreObserver>))
+    }
+
+    /// The compression layer over a (timed) store, counted into these metrics.
+    pub fn compressed(self: &Arc<Self>, store: Arc<dyn ArtifactStore>, mode: Compression) -> Arc<dyn ArtifactStore> {
+        Arc::new(CompressedStore::new(store, mode, Arc::clone(&self.codec)))
     }
 }
 

@@ -132,7 +132,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: CancellationToken) -> Result<()
             (swap.clone(), Some(swap))
         }
     };
-    let store = metrics.wrap_store(store);
+    let store = metrics.wrap_store(store, cfg.artifact_compression);
     let finder = LeaderFinder::new(coordinators, cfg.etcd.clone(), dialer.clone());
     let leader_changes = finder.watch(shutdown.clone());
     // Optional: without obabel the node still docks PDBQT inputs, and says so by

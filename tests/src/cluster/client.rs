@@ -139,12 +139,17 @@ impl TestCluster {
     /// The whole artifact `key` as the holder of `token` reads it through GetArtifact; the
     /// status of the call or of the stream's first failing message.
     pub async fn artifact_as(&self, key: &str, token: &str) -> Result<Vec<u8>, tonic::Status> {
-        let mut stream = self
-            .jobs()
+        self.read_artifact(crate::with_token(pb::GetArtifactRequest { key: key.to_string() }, token))
             .await
-            .get_artifact(crate::with_token(pb::GetArtifactRequest { key: key.to_string() }, token))
-            .await?
-            .into_inner();
+    }
+
+    /// The whole artifact `key` through GetArtifact, with this client's credentials.
+    pub async fn artifact(&self, key: &str) -> Result<Vec<u8>, tonic::Status> {
+        self.read_artifact(self.req(pb::GetArtifactRequest { key: key.to_string() })).await
+    }
+
+    async fn read_artifact(&self, req: tonic::Request<pb::GetArtifactRequest>) -> Result<Vec<u8>, tonic::Status> {
+        let mut stream = self.jobs().await.get_artifact(req).await?.into_inner();
         let mut out = Vec::new();
         while let Some(chunk) = stream.message().await? {
             out.extend_from_slice(&chunk.data);

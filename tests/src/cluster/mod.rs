@@ -61,6 +61,24 @@ impl TestCluster {
         self.data_dir.join("artifacts")
     }
 
+    /// The object at `key` as stored in the artifact folder, decoded by zstd itself when it
+    /// was stored compressed (frame magic), and whether it was.
+    pub fn stored(&self, key: &str) -> (Vec<u8>, bool) {
+        let path = self.artifacts_dir().join(key);
+        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("stored object {}: {e}", path.display()));
+        if raw.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+            let text = zstd::stream::decode_all(&raw[..]).unwrap_or_else(|e| panic!("{}: not a zstd frame: {e}", path.display()));
+            (text, true)
+        } else {
+            (raw, false)
+        }
+    }
+
+    /// The stored object at `key` as text (decoded from zstd where it was compressed).
+    pub fn stored_text(&self, key: &str) -> String {
+        String::from_utf8(self.stored(key).0).unwrap_or_else(|e| panic!("{key}: not UTF-8: {e}"))
+    }
+
     /// `host:port` the coordinator listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("coordinator address")
