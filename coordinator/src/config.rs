@@ -15,6 +15,7 @@ use dockyard_common::error::DockyardError;
 use dockyard_common::settings::{self, declared_defaults, ConfigFlag};
 
 use crate::auth::AuthConfig;
+use crate::backup::schedule::Schedule;
 use crate::cluster::ClusterConfig;
 use crate::scheduler::{Backoff, SchedulerConfig};
 use crate::submit::SubmitLimits;
@@ -27,6 +28,8 @@ pub struct CoordinatorConfig {
     /// Artifact store URI; `None` means `file://<data_dir>/artifacts`.
     pub artifacts: Option<String>,
     pub artifact_compression: Compression,
+    pub backup: Option<Schedule>,
+    pub restore_from: Option<String>,
     pub scheduler: SchedulerConfig,
     pub max_message_bytes: usize,
     pub max_upload_bytes: u64,
@@ -94,6 +97,20 @@ pub struct CoordinatorSettings {
     /// more) or off. Reads accept both forms whatever this says.
     #[arg(long, env = "DOCKYARD_ARTIFACT_COMPRESSION", value_enum, default_value_t = Compression::Zstd)]
     pub artifact_compression: Compression,
+    /// Take a snapshot this often (e.g. 1h, 30m) to --backup-to [default: off].
+    #[arg(long, env = "DOCKYARD_BACKUP_EVERY", value_name = "DURATION")]
+    pub backup_every: Option<String>,
+    /// Where scheduled snapshots go: file:///DIR or s3://BUCKET/PREFIX.
+    #[arg(long, env = "DOCKYARD_BACKUP_TO", value_name = "URI")]
+    pub backup_to: Option<String>,
+    /// How many scheduled snapshots to keep; older ones are deleted after each backup.
+    #[arg(long, env = "DOCKYARD_BACKUP_KEEP", default_value_t = 24)]
+    pub backup_keep: usize,
+    /// Before serving, restore this snapshot (its folder, or a backup location: the newest
+    /// there) into the data folder, which must be empty. A later start with the same flag
+    /// finds it restored and goes on.
+    #[arg(long, env = "DOCKYARD_RESTORE_FROM", value_name = "URI")]
+    pub restore_from: Option<String>,
     /// How often agents heartbeat, in milliseconds.
     #[arg(long, env = "DOCKYARD_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -231,11 +248,26 @@ impl CoordinatorSettings {
                 return Err(DockyardError::invalid(name, "must be at least 1"));
             }
         }
+        let backup = self.backup_schedule()?;
+        if backup.is_some() && cluster.is_some() {
+            return Err(DockyardError::invalid(
+                "backup_every",
+                "scheduled backups of a cluster (etcd) coordinator are not supported yet",
+            ));
+        }
+        if self.restore_from.is_some() && cluster.is_some() {
+            return Err(DockyardError::invalid(
+                "restore_from",
+                "restoring a cluster (etcd) coordinator is not supported yet; restore into a single coordinator (no --etcd)",
+            ));
+        }
         Ok(CoordinatorConfig {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             artifacts: self.artifacts.clone(),
             artifact_compression: self.artifact_compression,
+            backup,
+            restore_from: self.restore_from.clone(),
             scheduler: SchedulerConfig {
                 heartbeat_interval: self.heartbeat_interval(),
                 lease: self.lease(),
@@ -273,6 +305,28 @@ impl CoordinatorSettings {
             election_ttl: Duration::from_millis(ttl),
             takeover_grace: Duration::from_millis(self.takeover_grace_ms),
         })
+    }
+
+    fn backup_schedule(&self) -> Result<Option<Schedule>, DockyardError> {
+        let (every, to) = match (&self.backup_every, &self.backup_to) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err(DockyardError::invalid("backup_to", "--backup-every needs --backup-to URI")),
+            (None, Some(_)) => return Err(DockyardError::invalid("backup_every", "--backup-to needs --backup-every (e.g. 1h)")),
+            (Some(e), Some(t)) => (e, t),
+        };
+        let every = humantime::parse_duration(every)
+            .map_err(|e| DockyardError::invalid("backup_every", format!("'{every}': {e} (e.g. 30m, 1h, 1d)")))?;
+        if every < Duration::from_secs(1) {
+            return Err(DockyardError::invalid("backup_every", "must be at least 1s"));
+        }
+        if self.backup_keep == 0 {
+            return Err(DockyardError::invalid("backup_keep", "must be at least 1"));
+        }
+        Ok(Some(Schedule {
+            every,
+            to: to.clone(),
+            keep: self.backup_keep,
+        }))
     }
 
     pub(crate) fn heartbeat_interval(&self) -> Duration {

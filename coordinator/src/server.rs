@@ -22,6 +22,7 @@ use crate::api::admin_service::AdminApi;
 use crate::api::agent_service::AgentApi;
 use crate::api::job_service::JobApi;
 use crate::auth::etcd::EtcdTokens;
+use crate::backup::{self, Backups};
 use crate::auth::layer::AuthLayer;
 use crate::auth::{Auth, QuotaTable, SledTokens, TokenStore};
 use crate::cluster::election::{self, LeaderView, Leadership};
@@ -100,7 +101,6 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let store = Store::open(&cfg.data_dir)?;
     // Refuse a half-configured TLS before anything listens.
     let tls = crate::auth::tls::server_config(&cfg.auth)?;
-    let auth = open_auth(&cfg, &store).await?;
     let artifacts_uri = cfg.artifacts_uri();
     let mut registry = Registry::with_prefix("dockyard");
     let metrics = Arc::new(CoordinatorMetrics::new(&mut registry));
@@ -108,6 +108,23 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     // where it pays); everything else reads and writes through the compression layer.
     let raw_artifacts = metrics.artifacts.wrap(artifact::open(&artifacts_uri).await?);
     let artifacts = metrics.artifacts.compressed(Arc::clone(&raw_artifacts), cfg.artifact_compression);
+    // Before anything reads the state (tokens included).
+    if let Some(from) = &cfg.restore_from {
+        match backup::restore::restore(from, &store, &artifacts).await? {
+            backup::restore::Outcome::Restored(r) => info!(
+                snapshot = %r.id,
+                records = r.records,
+                epoch = r.epoch,
+                missing_artifacts = r.missing_artifacts.len(),
+                seconds = r.seconds,
+                "state restored from a snapshot"
+            ),
+            backup::restore::Outcome::AlreadyRestored(id) => {
+                info!(snapshot = %id, "this data folder already holds the snapshot --restore-from names; starting from it as it is now")
+            }
+        }
+    }
+    let auth = open_auth(&cfg, &store).await?;
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -127,6 +144,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let mut sched_cfg = cfg.scheduler.clone();
     sched_cfg.artifacts_uri = artifacts_uri.clone();
     sched_cfg.quotas = auth.quotas().clone();
+    let sched_metrics = Arc::clone(&metrics);
     sched_cfg.metrics = metrics;
     if let Some(c) = &cfg.cluster {
         tokio::spawn(crate::auth::etcd::watch(c.etcd.clone(), Arc::clone(&auth), shutdown.clone()));
@@ -194,7 +212,18 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let backups = Arc::new(Backups {
+        scheduler: handle.clone(),
+        store: store.clone(),
+        coordinator_id: cfg.scheduler.coordinator_id.clone(),
+        cluster_mode: cfg.cluster.is_some(),
+        metrics: Arc::clone(&sched_metrics),
+    });
+    if let Some(s) = cfg.backup.clone() {
+        tokio::spawn(backup::schedule::run(Arc::clone(&backups), s, shutdown.clone()));
+    }
     let admin = AdminServiceServer::new(AdminApi {
+        backups,
         scheduler: handle,
         leader: view_rx.clone(),
         coordinator_id: cfg.scheduler.coordinator_id.clone(),

@@ -146,6 +146,75 @@ impl Store {
         Ok(e)
     }
 
+    /// Every record of the scheduler's tree, as a point in its commit order when called
+    /// between two group commits (the actor's `Snapshot`). Values are reference-counted:
+    /// this copies keys and pointers, the bytes are read later, outside the actor.
+    pub fn export_scheduler(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, DockyardError> {
+        self.tree.iter().map(|kv| kv.map_err(err)).collect()
+    }
+
+    /// Every record of the tenants tree (tokens by hash, quotas, usage).
+    pub fn export_tenants(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, DockyardError> {
+        self.tenants_tree()?.iter().map(|kv| kv.map_err(err)).collect()
+    }
+
+    /// What `--restore-from` left here: a snapshot id, or `partial:<id>` while one is being
+    /// written. Kept in a tree of its own, which no snapshot carries.
+    pub fn restore_marker(&self) -> Result<Option<String>, DockyardError> {
+        let t = self.db.open_tree("restore").map_err(err)?;
+        Ok(t.get(b"from").map_err(err)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub async fn set_restore_marker(&self, v: &str) -> Result<(), DockyardError> {
+        let t = self.db.open_tree("restore").map_err(err)?;
+        t.insert(b"from", v.as_bytes()).map_err(err)?;
+        t.flush_async().await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Empties both state trees (a restore that was cut short starts again).
+    pub fn wipe(&self) -> Result<(), DockyardError> {
+        self.tree.clear().map_err(err)?;
+        self.tenants_tree()?.clear().map_err(err)
+    }
+
+    /// Whether both trees are empty: the only state a restore writes into.
+    pub fn is_blank(&self) -> Result<bool, DockyardError> {
+        Ok(self.tree.is_empty() && self.tenants_tree()?.is_empty())
+    }
+
+    /// Writes restored records into the named tree ("scheduler" or "tenants"), then flushes.
+    pub async fn import(&self, tree: SnapshotTree, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), DockyardError> {
+        let t = match tree {
+            SnapshotTree::Scheduler => self.tree.clone(),
+            SnapshotTree::Tenants => self.tenants_tree()?,
+        };
+        for chunk in records.chunks(10_000) {
+            let mut b = sled::Batch::default();
+            for (k, v) in chunk {
+                b.insert(k.as_slice(), v.as_slice());
+            }
+            t.apply_batch(b).map_err(err)?;
+        }
+        t.flush_async().await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Raises the epoch to at least `floor` (a restore: no epoch an earlier coordinator of
+    /// this data may have used can come again, or agents would refuse it and output
+    /// prefixes could repeat).
+    pub async fn raise_epoch(&self, floor: u64) -> Result<u64, DockyardError> {
+        let e = self.meta_u64("epoch")?.max(floor);
+        self.tree.insert(key(P_META, b"epoch"), &e.to_be_bytes()).map_err(err)?;
+        self.flush().await?;
+        Ok(e)
+    }
+
+    /// The number of group commits written so far: a position in the commit order.
+    pub fn commit_position(&self) -> Result<u64, DockyardError> {
+        self.meta_u64("commit")
+    }
+
     pub fn drained_nodes(&self) -> Result<Vec<String>, DockyardError> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(P_DRAINED) {
@@ -261,6 +330,30 @@ impl Store {
     }
 }
 
+/// The artifact keys exported scheduler records refer to: every spec's inputs, every
+/// result's (and cached result's) poses, SDF and log.
+pub fn referenced_artifacts(records: &[(sled::IVec, sled::IVec)]) -> Result<std::collections::BTreeSet<String>, DockyardError> {
+    let mut keys = std::collections::BTreeSet::new();
+    for (k, v) in records {
+        if k.starts_with(P_SPEC) {
+            let spec: JobSpec = decode(v)?;
+            for input in spec.receptor.iter().chain(spec.ligands.iter()) {
+                if !keys.contains(&*input.key) {
+                    keys.insert(input.key.to_string());
+                }
+            }
+        } else if k.starts_with(P_RESULT) || k.starts_with(P_CACHE) {
+            let r: LigandResultRecord = decode(v)?;
+            for key in [r.pose_key, r.sdf_key, r.log_key] {
+                if !key.is_empty() {
+                    keys.insert(key);
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
 fn job_key(prefix: &[u8], job: &JobId) -> Vec<u8> {
     key(prefix, job.as_str().as_bytes())
 }
@@ -277,9 +370,21 @@ pub struct StoreBatch {
     writes: usize,
 }
 
+/// The trees a snapshot carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotTree {
+    Scheduler,
+    Tenants,
+}
+
 impl StoreBatch {
     pub fn is_empty(&self) -> bool {
         self.writes == 0
+    }
+
+    /// Records the batch's position in the commit order (written with every group commit).
+    pub fn set_commit_position(&mut self, n: u64) {
+        self.put(key(P_META, b"commit"), n.to_be_bytes().to_vec());
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {

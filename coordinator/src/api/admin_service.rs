@@ -12,10 +12,12 @@ use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::admin_service_server::AdminService;
 
 use crate::auth::{Auth, Limits, TokenRecord};
+use crate::backup::Backups;
 use crate::cluster::election::LeaderView;
 use crate::scheduler::{Command, SchedulerHandle};
 
 pub struct AdminApi {
+    pub backups: Arc<Backups>,
     pub scheduler: SchedulerHandle,
     pub leader: watch::Receiver<LeaderView>,
     pub coordinator_id: String,
@@ -142,5 +144,23 @@ impl AdminService for AdminApi {
     async fn get_quota(&self, r: Request<pb::GetQuotaRequest>) -> Result<Response<pb::Quota>, Status> {
         let org = org_of(&r.get_ref().org)?;
         Ok(Response::new(self.quota(org).await?))
+    }
+
+    async fn backup(&self, r: Request<pb::BackupRequest>) -> Result<Response<pb::BackupResponse>, Status> {
+        let to = r.get_ref().to.trim();
+        if to.is_empty() {
+            return Err(DockyardError::invalid("to", "give a location: file:///DIR or s3://BUCKET/PREFIX").into());
+        }
+        let (m, uri, seconds) = self.backups.backup(to).await?;
+        Ok(Response::new(pb::BackupResponse {
+            id: m.id.clone(),
+            uri,
+            commit_position: m.commit_position,
+            bytes: m.parts.iter().map(|p| p.bytes).sum(),
+            records: m.parts.iter().filter(|p| p.name != crate::backup::format::ARTIFACTS_PART).map(|p| p.records).sum(),
+            pause_ms: m.pause_ms,
+            artifact_keys: m.artifact_keys,
+            seconds,
+        }))
     }
 }

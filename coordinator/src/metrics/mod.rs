@@ -4,6 +4,7 @@
 //! operations) are resolved to their handles here, never per task.
 
 mod artifacts;
+pub mod backup;
 mod gauges;
 mod serve;
 
@@ -88,6 +89,7 @@ pub struct CoordinatorMetrics {
     sled_write_seconds: Histogram,
     pub artifacts: Arc<ArtifactMetrics>,
     pub gauges: Gauges,
+    pub backup: backup::BackupMetrics,
 }
 
 impl Default for CoordinatorMetrics {
@@ -125,6 +127,7 @@ impl CoordinatorMetrics {
             sled_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             artifacts: Arc::new(ArtifactMetrics::new(r)),
             gauges: Gauges::new(r),
+            backup: backup::BackupMetrics::new(r),
         };
         r.register("tasks_dispatched", "Task attempts assigned to agents", m.dispatched.clone());
         r.register("tasks_succeeded", "Tasks whose result was committed", m.succeeded.clone());

@@ -216,6 +216,24 @@ impl Core {
                 self.members = nodes.into_iter().collect();
                 self.members_known = true;
             }
+            Command::Snapshot { reply } => {
+                // Runs with the batch's other effects, after its write: the tree then holds
+                // exactly the commits up to this one, and nothing writes it until we return.
+                let store = self.store.clone();
+                let epoch = self.epoch;
+                tx.after(move || {
+                    let started = std::time::Instant::now();
+                    let snap = store.export_scheduler().and_then(|records| {
+                        Ok(super::SchedulerSnapshot {
+                            commit_position: store.commit_position()?,
+                            records,
+                            epoch,
+                            paused: started.elapsed(),
+                        })
+                    });
+                    let _ = reply.send(snap);
+                });
+            }
         }
     }
 

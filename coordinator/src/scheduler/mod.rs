@@ -151,6 +151,19 @@ pub enum Command {
     Members {
         nodes: Vec<(NodeId, NodeRecord)>,
     },
+    /// The scheduler's records between two group commits (a backup), with the commit
+    /// position they stand at and how long the actor was held for it.
+    Snapshot {
+        reply: Reply<SchedulerSnapshot>,
+    },
+}
+
+pub struct SchedulerSnapshot {
+    pub records: Vec<(sled::IVec, sled::IVec)>,
+    pub commit_position: u64,
+    pub epoch: u64,
+    /// How long dispatch stood still while the records were copied.
+    pub paused: std::time::Duration,
 }
 
 /// Cheap to clone; every API handler holds one.
@@ -216,6 +229,10 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Fatal> {
     let mut last_tick = Instant::now();
+    let mut commit_position = match store.commit_position() {
+        Ok(n) => n,
+        Err(e) => return Err(Fatal::WriteFailed(e)),
+    };
     loop {
         let first = tokio::select! {
             biased;
@@ -253,6 +270,8 @@ async fn run(
             }
         }
         if !tx.batch.is_empty() {
+            commit_position += 1;
+            tx.batch.set_commit_position(commit_position);
             let batch = std::mem::take(&mut tx.batch);
             let started = Instant::now();
             let durable = match store.apply(batch) {

@@ -190,6 +190,13 @@ impl TestCluster {
         self.start_coordinator(&listen).await;
     }
 
+    /// Like [`start_coordinator_again`](Self::start_coordinator_again), with more flags,
+    /// kept for later restarts too (e.g. `--restore-from URI`).
+    pub async fn start_coordinator_again_with(&mut self, args: &[String]) {
+        self.settings.coordinator_args.extend(args.iter().cloned());
+        self.start_coordinator_again().await;
+    }
+
     /// SIGKILLs the coordinator (no restart). Agents keep running and keep retrying.
     pub fn kill_coordinator(&mut self) {
         if let Some(mut p) = self.coordinator.take() {

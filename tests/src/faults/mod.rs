@@ -15,6 +15,7 @@
 //! - `recover_s`: from the fault (or its repair) to the work being done.
 
 pub mod agents;
+pub mod backup;
 pub mod engines;
 pub mod funnel;
 pub mod inputs;
@@ -139,6 +140,8 @@ pub fn all() -> Vec<(&'static str, ScenarioFn)> {
             Box::pin(funnel::leader_kill_at_stage_boundary(s))
         }),
         ("leader_kill_while_stage_fed", |s| Box::pin(funnel::leader_kill_while_stage_fed(s))),
+        ("backup_then_data_folder_lost", |s| Box::pin(backup::restore_after_data_loss(s))),
+        ("corrupted_snapshot_refused", |s| Box::pin(backup::corrupted_snapshot(s))),
     ]
 }
 

@@ -1,0 +1,70 @@
+//! The snapshots under a backup location: which are complete (have a manifest), the newest,
+//! and pruning the oldest beyond `--backup-keep`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use dockyard_common::artifact::{ArtifactKey, ArtifactStore};
+use dockyard_common::error::DockyardError;
+
+use super::format::MANIFEST;
+
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Snapshot id -> its keys, for every folder named `snap-...`.
+    pub folders: BTreeMap<String, Vec<ArtifactKey>>,
+}
+
+impl Listing {
+    pub async fn read(target: &Arc<dyn ArtifactStore>) -> Result<Listing, DockyardError> {
+        let mut l = Listing::default();
+        for k in target.list("snap-").await? {
+            if let Some((id, _)) = k.as_str().split_once('/') {
+                l.folders.entry(id.to_string()).or_default().push(k);
+            }
+        }
+        Ok(l)
+    }
+
+    pub fn complete(&self) -> Vec<&str> {
+        self.folders
+            .iter()
+            .filter(|(id, keys)| keys.iter().any(|k| k.as_str() == format!("{id}/{MANIFEST}")))
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+
+    pub fn newest(&self) -> Option<&str> {
+        self.complete().last().copied()
+    }
+}
+
+/// Keeps the newest `keep` complete snapshots; deletes older ones (manifest first, so a
+/// deletion cut short leaves an incomplete folder, never a snapshot with parts missing) and
+/// the parts of backups that died before their manifest, when older than the newest one.
+pub async fn prune(target: &Arc<dyn ArtifactStore>, keep: usize) -> Result<usize, DockyardError> {
+    let l = Listing::read(target).await?;
+    let complete = l.complete();
+    let Some(newest) = complete.last().copied() else { return Ok(0) };
+    let old: Vec<&str> = complete[..complete.len().saturating_sub(keep.max(1))].to_vec();
+    let mut removed = 0;
+    for (id, keys) in &l.folders {
+        let unfinished = !complete.contains(&id.as_str()) && id.as_str() < newest;
+        if !(old.contains(&id.as_str()) || unfinished) {
+            continue;
+        }
+        let mut keys = keys.clone();
+        keys.sort_by_key(|k| !k.as_str().ends_with(MANIFEST));
+        for k in keys {
+            if let Err(e) = target.delete(&k).await {
+                warn!(key = %k, error = %e, "cannot delete an old snapshot's object; the next pruning retries");
+                return Err(e);
+            }
+        }
+        info!(snapshot = %id, unfinished, "old snapshot pruned");
+        removed += 1;
+    }
+    Ok(removed)
+}

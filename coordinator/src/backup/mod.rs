@@ -1,0 +1,68 @@
+//! Backup and restore of what a coordinator owns (docs/operations.md: "Backup and
+//! restore"). A snapshot is one point in the commit order: the scheduler's records copied
+//! between two group commits, plus the tenants (tokens by hash, quotas), written to a
+//! `file://` or `s3://` location with a manifest (`format.rs`). `take.rs` writes one,
+//! `catalog.rs` finds and prunes them, `restore.rs` brings one back into an empty data
+//! folder, `schedule.rs` runs them on the leader.
+
+pub mod catalog;
+pub mod format;
+pub mod restore;
+pub mod schedule;
+pub mod take;
+
+use std::sync::Arc;
+
+use dockyard_common::artifact;
+use dockyard_common::error::DockyardError;
+
+use crate::metrics::CoordinatorMetrics;
+use crate::scheduler::SchedulerHandle;
+use crate::store::Store;
+
+pub use format::Manifest;
+
+/// What a backup needs from the running coordinator; shared by the admin call and the
+/// schedule.
+pub struct Backups {
+    pub scheduler: SchedulerHandle,
+    pub store: Store,
+    pub coordinator_id: String,
+    /// Cluster mode keeps state in etcd too, which snapshots do not carry yet.
+    pub cluster_mode: bool,
+    pub metrics: Arc<CoordinatorMetrics>,
+}
+
+impl Backups {
+    /// Writes one snapshot under `to`; returns its manifest, its folder's URI and the
+    /// seconds it took.
+    pub async fn backup(&self, to: &str) -> Result<(Manifest, String, f64), DockyardError> {
+        if self.cluster_mode {
+            return Err(DockyardError::FailedPrecondition(
+                "backups of a cluster (etcd) coordinator are not supported yet: its state is rebuilt from etcd and the artifact store, back those up".into(),
+            ));
+        }
+        let target = artifact::open(to).await?;
+        let result = take::take(
+            take::Source {
+                scheduler: &self.scheduler,
+                store: &self.store,
+                coordinator_id: &self.coordinator_id,
+            },
+            &target,
+        )
+        .await;
+        match result {
+            Ok((m, secs)) => {
+                let bytes = m.parts.iter().map(|p| p.bytes).sum();
+                self.metrics.backup.succeeded(m.created_unix_ms, bytes, m.pause_ms);
+                let uri = format!("{}/{}", to.trim_end_matches('/'), m.id);
+                Ok((m, uri, secs))
+            }
+            Err(e) => {
+                self.metrics.backup.failed();
+                Err(e)
+            }
+        }
+    }
+}

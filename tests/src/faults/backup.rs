@@ -1,0 +1,200 @@
+//! Backup and restore: the coordinator's data folder lost mid-screen and brought back from a
+//! snapshot, and snapshots that must be refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use dockyard_common::ids::JobId;
+use dockyard_coordinator::store::Store;
+
+use super::{wait_for, Report, Size};
+use crate::fault_engine::Fault;
+use crate::{input, ligand_1iep, pb, read_shared, vina_1iep_request, AgentOptions, TestCluster};
+
+/// `(index, score, pose_key)` of every result of `job` in a snapshot's scheduler part,
+/// decoded here (zstd, then length-prefixed key and value) rather than by the restore code.
+fn snapshot_results(snapshot: &Path, job: &str) -> Result<Vec<(u32, f64, String)>> {
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(snapshot.join("manifest.json"))?)?;
+    ensure!(manifest["format"] == 1, "unexpected manifest: {manifest}");
+    let raw = zstd::stream::decode_all(&std::fs::read(snapshot.join("scheduler.kv.zst"))?[..])?;
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let len = u32::from_be_bytes(raw.get(at..at + 4).context("a cut length")?.try_into()?) as usize;
+        fields.push(raw.get(at + 4..at + 4 + len).context("a cut field")?);
+        at += 4 + len;
+    }
+    ensure!(fields.len() % 2 == 0, "odd number of fields");
+    let prefix = format!("r/{job}");
+    let mut out = Vec::new();
+    for kv in fields.chunks(2) {
+        if kv[0].starts_with(prefix.as_bytes()) {
+            let v: serde_json::Value = serde_json::from_slice(kv[1])?;
+            let index = v["index"].as_u64().context("index")? as u32;
+            out.push((index, v["score"].as_f64().context("score")?, v["pose_key"].as_str().context("pose_key")?.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn succeeded(j: &pb::Job) -> u32 {
+    j.tasks.as_ref().map_or(0, |t| t.succeeded)
+}
+
+/// Scenario: a screen is backed up mid-run; more of it commits; the coordinator is killed
+/// and its data folder deleted; a new one restores the snapshot and the screen finishes.
+/// Every task is committed exactly once (from the restored sled's records), and every
+/// result in the snapshot is there unchanged (same score, same pose object).
+pub async fn restore_after_data_loss(size: Size) -> Result<Report> {
+    let mut r = Report::new("backup_then_data_folder_lost");
+    let keep = tempfile::tempdir()?;
+    let artifacts = keep.path().join("artifacts");
+    let backups = keep.path().join("backups");
+    let backups_uri = format!("file://{}", backups.display());
+    let mut c = TestCluster::builder()
+        .coordinator_arg("--artifacts")
+        .coordinator_arg(format!("file://{}", artifacts.display()))
+        .reconcile_grace_ms(1500)
+        .start()
+        .await;
+    let fault = Fault::new(c.dir());
+    fault.set_mode("ok");
+    c.add_agent_and_wait(AgentOptions::vina(2).node_id("backup-host").arg("--vina").arg(fault.wrapper.display().to_string()))
+        .await;
+    let n = size.tasks() * 2;
+    let ligand = read_shared(&ligand_1iep());
+    let mut req = vina_1iep_request((0..n).map(|i| input(&format!("lig{i}.pdbqt"), ligand.clone())).collect());
+    req.fresh = true;
+    req.batch_size = 1;
+    let job = c.submit(req).await;
+    let total = c.get_job(&job).await.tasks.as_ref().map_or(0, |t| t.total);
+    ensure!(total == n, "{total} tasks for {n} ligands");
+
+    let third = total / 3;
+    wait_for("a third of the screen committed", Duration::from_secs(120), || {
+        let c = &c;
+        let job = &job;
+        async move { (succeeded(&c.get_job(job).await) >= third).then_some(()) }
+    })
+    .await?;
+    let b = c
+        .admin()
+        .await
+        .backup(c.req(pb::BackupRequest { to: backups_uri.clone() }))
+        .await
+        .context("Backup")?
+        .into_inner();
+    let before = snapshot_results(&backups.join(&b.id), &job)?;
+    ensure!(
+        !before.is_empty() && (before.len() as u32) < total,
+        "the snapshot should fall mid-screen: {} of {total} results",
+        before.len()
+    );
+    // Work committed after the snapshot, which the restore loses and must redo.
+    let after = before.len() as u32 + 4;
+    wait_for("results committed after the snapshot", Duration::from_secs(60), || {
+        let c = &c;
+        let job = &job;
+        async move {
+            let j = c.get_job(job).await;
+            (succeeded(&j) >= after || crate::is_final(&j)).then_some(())
+        }
+    })
+    .await?;
+    let lost_at = Instant::now();
+    c.kill_coordinator();
+    std::fs::remove_dir_all(c.data_dir()).context("delete the data folder")?;
+    c.start_coordinator_again_with(&["--restore-from".to_string(), backups_uri.clone()]).await;
+    r.detect_s = lost_at.elapsed().as_secs_f64();
+    let j = c.wait_job_final(&job, Duration::from_secs(180)).await;
+    ensure!(crate::state(&j) == pb::JobState::Succeeded, "{}", crate::describe_job(&j));
+    r.recover_s = lost_at.elapsed().as_secs_f64();
+    // The flag left in place (a unit file): the next start finds the snapshot restored and
+    // keeps what happened since.
+    c.restart_coordinator().await;
+    ensure!(crate::is_final(&c.get_job(&job).await), "a restart with --restore-from still set lost the finished screen");
+    c.kill_coordinator();
+
+    let (doubles, lost) = crate::sled_audit::audit_sled(c.data_dir(), &job, total)?;
+    r.lost = Some(lost);
+    r.double_commits = Some(doubles);
+    let store = Store::open(c.data_dir())?;
+    let (now, _) = store.results(&JobId::parse(&job)?, None, usize::MAX)?;
+    let now: HashMap<u32, (f64, String)> = now.into_iter().map(|x| (x.index, (x.score, x.pose_key))).collect();
+    for (index, score, key) in &before {
+        match now.get(index) {
+            Some((s, k)) if s == score && k == key => {}
+            other => bail!("ligand {index}: {score} {key} in the snapshot, {other:?} after the restore"),
+        }
+    }
+    r.note = format!(
+        "snapshot at commit {} held {} of {total} results, dispatch held {:.1} ms",
+        b.commit_position,
+        before.len(),
+        b.pause_ms
+    );
+    Ok(r)
+}
+
+/// Starts a coordinator on `data_dir` restoring from `from`; its exit status and log.
+async fn restore_exit(data_dir: &Path, from: &str) -> Result<(std::process::ExitStatus, String)> {
+    let out = tokio::process::Command::from(crate::clean_command(&crate::binary("dockyard-coordinator")))
+        .args(["--listen", "127.0.0.1:0", "--restore-from", from])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .context("the coordinator kept running with a bad snapshot")??;
+    Ok((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Scenario: a snapshot with one byte of a part changed, and one from a newer format, are
+/// refused at start, naming what is wrong, and nothing is written to the data folder.
+pub async fn corrupted_snapshot(_size: Size) -> Result<Report> {
+    let mut r = Report::new("corrupted_snapshot_refused");
+    let keep = tempfile::tempdir()?;
+    let backups = keep.path().join("backups");
+    let backups_uri = format!("file://{}", backups.display());
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    let job = c.submit_sleep(6, 10, 0).await;
+    c.wait_job_final(&job, Duration::from_secs(60)).await;
+    let b = c
+        .admin()
+        .await
+        .backup(c.req(pb::BackupRequest { to: backups_uri.clone() }))
+        .await
+        .context("Backup")?
+        .into_inner();
+    let snap = backups.join(&b.id);
+
+    let part = snap.join("scheduler.kv.zst");
+    let good = std::fs::read(&part)?;
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&part, &bad)?;
+    let fresh = keep.path().join("fresh");
+    let started = Instant::now();
+    let (st, log) = restore_exit(&fresh, &backups_uri).await?;
+    r.detect_s = started.elapsed().as_secs_f64();
+    ensure!(!st.success(), "a corrupted snapshot was restored:\n{log}");
+    ensure!(
+        log.contains("scheduler.kv.zst") && log.contains("checksum"),
+        "the refusal should name the part and its checksum:\n{log}"
+    );
+    ensure!(Store::open(&fresh)?.is_blank()?, "a refused restore wrote state");
+    std::fs::write(&part, &good)?;
+
+    let manifest = snap.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, text.replacen("\"format\": 1", "\"format\": 99", 1))?;
+    let (st, log) = restore_exit(&fresh, &format!("file://{}", snap.display())).await?;
+    ensure!(!st.success() && log.contains("format 99 is newer"), "a newer format was not refused:\n{log}");
+    ensure!(Store::open(&fresh)?.is_blank()?, "a refused restore wrote state");
+    r.note = "a flipped byte (checksum) and a newer format, both refused by name".into();
+    Ok(r)
+}
