@@ -316,8 +316,8 @@ impl CoordinatorSettings {
         };
         let every = humantime::parse_duration(every)
             .map_err(|e| DockyardError::invalid("backup_every", format!("'{every}': {e} (e.g. 30m, 1h, 1d)")))?;
-        if every < Duration::from_secs(1) {
-            return Err(DockyardError::invalid("backup_every", "must be at least 1s"));
+        if every < Duration::from_millis(100) {
+            return Err(DockyardError::invalid("backup_every", "must be at least 100ms"));
         }
         if self.backup_keep == 0 {
             return Err(DockyardError::invalid("backup_keep", "must be at least 1"));
@@ -411,6 +411,33 @@ pub(crate) mod tests {
         .resolve()
         .expect_err("lease too short");
         assert!(e.to_string().contains("lease_ms"), "{e}");
+    }
+
+    #[test]
+    fn backup_flags_come_together_and_durations_are_read() {
+        let s = settings_from(&["--backup-every", "90m", "--backup-to", "file:///b", "--backup-keep", "3"]).expect("ok");
+        let b = s.resolve().expect("valid").backup.expect("a schedule");
+        assert_eq!((b.every, b.to.as_str(), b.keep), (Duration::from_secs(5400), "file:///b", 3));
+        for (args, field) in [
+            (vec!["--backup-every", "1h"], "backup_to"),
+            (vec!["--backup-to", "file:///b"], "backup_every"),
+            (vec!["--backup-every", "soon", "--backup-to", "file:///b"], "backup_every"),
+            (
+                vec!["--backup-every", "1h", "--backup-to", "file:///b", "--backup-keep", "0"],
+                "backup_keep",
+            ),
+        ] {
+            let e = settings_from(&args).expect("parses").resolve().expect_err("refused");
+            assert!(
+                matches!(&e, DockyardError::InvalidArgument { field: f, .. } if f == field),
+                "{args:?}: {e}"
+            );
+        }
+        let e = settings_from(&["--etcd", "http://127.0.0.1:2379", "--restore-from", "file:///b"])
+            .expect("parses")
+            .resolve()
+            .expect_err("cluster restore");
+        assert!(e.to_string().contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -174,11 +174,7 @@ pub async fn run(c: &Client, cmd: AdminCmd) -> Result<()> {
             print_quota(&q, format);
         }
         AdminCmd::Backup { to, format } => {
-            let b = admin
-                .backup(c.req(pb::BackupRequest { to }))
-                .await
-                .map_err(explain)?
-                .into_inner();
+            let b = admin.backup(c.req(pb::BackupRequest { to })).await.map_err(explain)?.into_inner();
             if format == Format::Json {
                 let v = serde_json::json!({
                     "id": b.id, "uri": b.uri, "commit_position": b.commit_position, "bytes": b.bytes,
@@ -188,7 +184,7 @@ pub async fn run(c: &Client, cmd: AdminCmd) -> Result<()> {
             } else {
                 println!("snapshot {} written to {}", b.id, b.uri);
                 println!(
-                    "  {} records at commit {}, {} bytes, {} artifact keys listed; dispatch held {:.1} ms, {:.2} s in all",
+                    "  {} records at commit {}, {} bytes, {} artifact keys listed; dispatch held {:.3} ms, {:.2} s in all",
                     b.records, b.commit_position, b.bytes, b.artifact_keys, b.pause_ms, b.seconds
                 );
                 println!("  restore: dockyard-coordinator --data-dir NEW_EMPTY_DIR --restore-from {}", b.uri);

@@ -157,7 +157,12 @@ impl AdminService for AdminApi {
             uri,
             commit_position: m.commit_position,
             bytes: m.parts.iter().map(|p| p.bytes).sum(),
-            records: m.parts.iter().filter(|p| p.name != crate::backup::format::ARTIFACTS_PART).map(|p| p.records).sum(),
+            records: m
+                .parts
+                .iter()
+                .filter(|p| p.name != crate::backup::format::ARTIFACTS_PART)
+                .map(|p| p.records)
+                .sum(),
             pause_ms: m.pause_ms,
             artifact_keys: m.artifact_keys,
             seconds,

@@ -68,3 +68,43 @@ pub async fn prune(target: &Arc<dyn ArtifactStore>, keep: usize) -> Result<usize
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use dockyard_common::artifact::LocalStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn prune_keeps_the_newest_and_drops_unfinished_older_ones() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::open(dir.path()).expect("store"));
+        let put = |k: String| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .put(&ArtifactKey::new(k).expect("key"), Bytes::from_static(b"x"))
+                    .await
+                    .expect("put")
+            }
+        };
+        for (id, complete) in [
+            ("snap-1", true),
+            ("snap-2", false),
+            ("snap-3", true),
+            ("snap-4", true),
+            ("snap-5", false),
+        ] {
+            put(format!("{id}/scheduler.kv.zst")).await;
+            if complete {
+                put(format!("{id}/{MANIFEST}")).await;
+            }
+        }
+        assert_eq!(Listing::read(&store).await.expect("list").newest(), Some("snap-4"));
+        assert_eq!(prune(&store, 2).await.expect("prune"), 2);
+        let left: Vec<String> = Listing::read(&store).await.expect("list").folders.into_keys().collect();
+        // snap-5 may be a backup still being written: newer than the newest, it stays.
+        assert_eq!(left, ["snap-3", "snap-4", "snap-5"]);
+    }
+}

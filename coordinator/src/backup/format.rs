@@ -62,8 +62,8 @@ impl Manifest {
         struct Head {
             format: u32,
         }
-        let head: Head = serde_json::from_slice(bytes)
-            .map_err(|e| DockyardError::FailedPrecondition(format!("{at}: not a snapshot manifest: {e}")))?;
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| DockyardError::FailedPrecondition(format!("{at}: not a snapshot manifest: {e}")))?;
         if head.format > FORMAT {
             return Err(DockyardError::FailedPrecondition(format!(
                 "{at}: snapshot format {} is newer than this coordinator reads ({FORMAT}); restore it with the Dockyard that wrote it",
@@ -140,7 +140,9 @@ mod tests {
 
     #[test]
     fn parts_round_trip_and_truncation_is_caught() {
-        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..1000u32).map(|i| (i.to_be_bytes().to_vec(), vec![b'x'; i as usize % 7])).collect();
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..1000u32)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![b'x'; i as usize % 7]))
+            .collect();
         let (bytes, n) = encode_part(2, recs.iter().map(|(k, v)| vec![k.as_slice(), v.as_slice()])).expect("encode");
         assert_eq!(n, 1000);
         let back = decode_part(&bytes, 2, "p").expect("decode");

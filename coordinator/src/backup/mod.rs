@@ -1,4 +1,4 @@
-//! Backup and restore of what a coordinator owns (docs/operations.md: "Backup and
+//! Backup and restore of what a coordinator owns (README.md: "Backup and
 //! restore"). A snapshot is one point in the commit order: the scheduler's records copied
 //! between two group commits, plus the tenants (tokens by hash, quotas), written to a
 //! `file://` or `s3://` location with a manifest (`format.rs`). `take.rs` writes one,

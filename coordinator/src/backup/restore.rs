@@ -53,9 +53,11 @@ async fn locate(src: &Arc<dyn ArtifactStore>, from: &str) -> Result<(Manifest, S
         String::new()
     } else {
         let listing = Listing::read(src).await?;
-        let id = listing
-            .newest()
-            .ok_or_else(|| refuse(format!("{from}: no complete snapshot here (no {MANIFEST}, and no snap-*/{MANIFEST})")))?;
+        let id = listing.newest().ok_or_else(|| {
+            refuse(format!(
+                "{from}: no complete snapshot here (no {MANIFEST}, and no snap-*/{MANIFEST})"
+            ))
+        })?;
         format!("{id}/")
     };
     let at = format!("{from}/{prefix}{MANIFEST}");
@@ -64,7 +66,13 @@ async fn locate(src: &Arc<dyn ArtifactStore>, from: &str) -> Result<(Manifest, S
 }
 
 /// Reads one part and checks it against the manifest; the error names the part.
-async fn part(src: &Arc<dyn ArtifactStore>, m: &Manifest, prefix: &str, name: &str, fields: usize) -> Result<Vec<Vec<Vec<u8>>>, DockyardError> {
+async fn part(
+    src: &Arc<dyn ArtifactStore>,
+    m: &Manifest,
+    prefix: &str,
+    name: &str,
+    fields: usize,
+) -> Result<Vec<Vec<Vec<u8>>>, DockyardError> {
     let p = m.part(name)?;
     let bytes = src
         .get(&ArtifactKey::new(format!("{prefix}{name}"))?)
@@ -123,9 +131,10 @@ pub async fn restore(from: &str, store: &Store, artifacts: &Arc<dyn ArtifactStor
         }
         _ => {
             if !store.is_blank()? {
-                return Err(refuse(format!(
+                return Err(refuse(
                     "--restore-from needs an empty data folder, and this one holds state (restore into a new --data-dir, or move this one away)"
-                )));
+                        .to_string(),
+                ));
             }
         }
     }

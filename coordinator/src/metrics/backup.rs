@@ -23,14 +23,23 @@ impl BackupMetrics {
             Unit::Seconds,
             m.last_success.clone(),
         );
-        r.register_with_unit("backup_last_size", "Bytes of the last snapshot, all parts", Unit::Bytes, m.last_bytes.clone());
+        r.register_with_unit(
+            "backup_last_size",
+            "Bytes of the last snapshot, all parts",
+            Unit::Bytes,
+            m.last_bytes.clone(),
+        );
         r.register_with_unit(
             "backup_last_pause",
             "How long the last snapshot held dispatch while the scheduler's records were copied",
             Unit::Seconds,
             m.last_pause.clone(),
         );
-        r.register("backup_failures", "Snapshots that failed (each is logged with its reason)", m.failures.clone());
+        r.register(
+            "backup_failures",
+            "Snapshots that failed (each is logged with its reason)",
+            m.failures.clone(),
+        );
         m
     }
 

@@ -33,7 +33,11 @@ fn snapshot_results(snapshot: &Path, job: &str) -> Result<Vec<(u32, f64, String)
         if kv[0].starts_with(prefix.as_bytes()) {
             let v: serde_json::Value = serde_json::from_slice(kv[1])?;
             let index = v["index"].as_u64().context("index")? as u32;
-            out.push((index, v["score"].as_f64().context("score")?, v["pose_key"].as_str().context("pose_key")?.to_string()));
+            out.push((
+                index,
+                v["score"].as_f64().context("score")?,
+                v["pose_key"].as_str().context("pose_key")?.to_string(),
+            ));
         }
     }
     Ok(out)
@@ -61,8 +65,13 @@ pub async fn restore_after_data_loss(size: Size) -> Result<Report> {
         .await;
     let fault = Fault::new(c.dir());
     fault.set_mode("ok");
-    c.add_agent_and_wait(AgentOptions::vina(2).node_id("backup-host").arg("--vina").arg(fault.wrapper.display().to_string()))
-        .await;
+    c.add_agent_and_wait(
+        AgentOptions::vina(2)
+            .node_id("backup-host")
+            .arg("--vina")
+            .arg(fault.wrapper.display().to_string()),
+    )
+    .await;
     let n = size.tasks() * 2;
     let ligand = read_shared(&ligand_1iep());
     let mut req = vina_1iep_request((0..n).map(|i| input(&format!("lig{i}.pdbqt"), ligand.clone())).collect());
@@ -106,7 +115,8 @@ pub async fn restore_after_data_loss(size: Size) -> Result<Report> {
     let lost_at = Instant::now();
     c.kill_coordinator();
     std::fs::remove_dir_all(c.data_dir()).context("delete the data folder")?;
-    c.start_coordinator_again_with(&["--restore-from".to_string(), backups_uri.clone()]).await;
+    c.start_coordinator_again_with(&["--restore-from".to_string(), backups_uri.clone()])
+        .await;
     r.detect_s = lost_at.elapsed().as_secs_f64();
     let j = c.wait_job_final(&job, Duration::from_secs(180)).await;
     ensure!(crate::state(&j) == pb::JobState::Succeeded, "{}", crate::describe_job(&j));
@@ -114,7 +124,10 @@ pub async fn restore_after_data_loss(size: Size) -> Result<Report> {
     // The flag left in place (a unit file): the next start finds the snapshot restored and
     // keeps what happened since.
     c.restart_coordinator().await;
-    ensure!(crate::is_final(&c.get_job(&job).await), "a restart with --restore-from still set lost the finished screen");
+    ensure!(
+        crate::is_final(&c.get_job(&job).await),
+        "a restart with --restore-from still set lost the finished screen"
+    );
     c.kill_coordinator();
 
     let (doubles, lost) = crate::sled_audit::audit_sled(c.data_dir(), &job, total)?;
@@ -193,7 +206,10 @@ pub async fn corrupted_snapshot(_size: Size) -> Result<Report> {
     let text = std::fs::read_to_string(&manifest)?;
     std::fs::write(&manifest, text.replacen("\"format\": 1", "\"format\": 99", 1))?;
     let (st, log) = restore_exit(&fresh, &format!("file://{}", snap.display())).await?;
-    ensure!(!st.success() && log.contains("format 99 is newer"), "a newer format was not refused:\n{log}");
+    ensure!(
+        !st.success() && log.contains("format 99 is newer"),
+        "a newer format was not refused:\n{log}"
+    );
     ensure!(Store::open(&fresh)?.is_blank()?, "a refused restore wrote state");
     r.note = "a flipped byte (checksum) and a newer format, both refused by name".into();
     Ok(r)

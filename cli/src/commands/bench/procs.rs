@@ -78,9 +78,15 @@ pub(super) fn du(dir: &Path) -> u64 {
 
 /// Starts `dockyard-coordinator` on `listen` (`127.0.0.1:0`: any free port); returns it and its endpoint.
 pub(super) async fn coordinator(data_dir: &Path, listen: &str) -> Result<(Child, String)> {
+    coordinator_with(data_dir, listen, &[]).await
+}
+
+/// [`coordinator`] with more flags.
+pub(super) async fn coordinator_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<(Child, String)> {
     let mut coord = Command::new(sibling("dockyard-coordinator")?)
         .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -119,6 +119,19 @@ async fn run(a: &ScaleArgs, tmp: &std::path::Path) -> Result<()> {
     if stats.queued < u64::from(tasks) {
         bail!("only {} of {tasks} tasks are queued", stats.queued);
     }
+    // A snapshot of the whole backlog: how long dispatch stands still for it, and its size.
+    let backups = format!("file://{}", tmp.join("backups").display());
+    let snap = client
+        .admin
+        .clone()
+        .backup(client.req(pb::BackupRequest { to: backups.clone() }))
+        .await
+        .context("Backup")?
+        .into_inner();
+    eprintln!(
+        "backup: {} records, {} bytes, dispatch held {:.3} ms, {:.2} s in all",
+        snap.records, snap.bytes, snap.pause_ms, snap.seconds
+    );
 
     // A crash with the whole backlog queued; agents (re)connect as it comes back.
     coord.start_kill().context("kill -9 the coordinator")?;
@@ -171,16 +184,36 @@ async fn run(a: &ScaleArgs, tmp: &std::path::Path) -> Result<()> {
     // Dispatches from the submission to the urgent task's start, the urgent one included.
     let between = query::stats(&client).await?.dispatched_total.saturating_sub(before);
     drop(agents);
-    drop(coord);
+    let mut coord = coord;
+    coord.start_kill().context("stop the coordinator")?;
+    coord.wait().await?;
+
+    // The data folder lost: the snapshot restored into a new one (the artifacts stay where
+    // they were), timed from the start to serving, and the backlog checked again.
+    let t3 = Instant::now();
+    let artifacts_uri = format!("file://{}", data.join("artifacts").display());
+    let restored_dir = tmp.join("restored");
+    let (restored, endpoint) =
+        procs::coordinator_with(&restored_dir, &listen, &["--artifacts", &artifacts_uri, "--restore-from", &backups]).await?;
+    let restore_s = t3.elapsed().as_secs_f64();
+    let client = Client::connect(&endpoint, None).await?;
+    let queued_restored = query::stats(&client).await?.queued;
+    if queued_restored < u64::from(tasks) {
+        bail!("after the restore {queued_restored} of {tasks} tasks are queued");
+    }
+    drop(restored);
     println!(
-        "ligands={} tasks={tasks} library_mb={:.1} ack_s={ack_s:.2} rss_mb={} rss_after_restart_mb={} sled_mb={} artifacts_mb={} queued_after_restart={queued_after} restart_listening_s={listening_s:.2} restart_first_dispatch_s={first_dispatch_s:.2} p9_start_s={urgent_s:.3} dispatched_until_p9_started={between} agents={}",
+        "ligands={} tasks={tasks} library_mb={:.1} ack_s={ack_s:.2} rss_mb={} rss_after_restart_mb={} sled_mb={} artifacts_mb={} queued_after_restart={queued_after} restart_listening_s={listening_s:.2} restart_first_dispatch_s={first_dispatch_s:.2} p9_start_s={urgent_s:.3} dispatched_until_p9_started={between} agents={} backup_pause_ms={:.3} backup_s={:.2} backup_mb={:.1} restore_s={restore_s:.2} queued_after_restore={queued_restored}",
         a.ligands,
         lib_bytes as f64 / 1e6,
         rss / 1_000_000,
         rss_restarted / 1_000_000,
         stats.state_bytes_on_disk / 1_000_000,
         artifacts / 1_000_000,
-        a.agents
+        a.agents,
+        snap.pause_ms,
+        snap.seconds,
+        snap.bytes as f64 / 1e6
     );
     Ok(())
 }
