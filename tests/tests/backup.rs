@@ -91,3 +91,123 @@ async fn scheduled_backups_keep_the_newest_few() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_failing_backup_is_counted_logged_with_its_reason_and_retried() {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    // No folder can be made under /proc, root or not.
+    let c = TestCluster::builder()
+        .coordinator_arg("--backup-every")
+        .coordinator_arg("200ms")
+        .coordinator_arg("--backup-to")
+        .coordinator_arg("file:///proc/dockyard-backups")
+        .coordinator_arg("--metrics-listen")
+        .coordinator_arg(&metrics)
+        .start()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let failures = scrape_value(&metrics, "dockyard_backup_failures_total").await.unwrap_or(0.0);
+        let logged = c.log_tails(200).matches("scheduled backup failed").count();
+        // Two failures: the first, and a retry after it.
+        if failures >= 2.0 && logged >= 2 {
+            let log = c.log_tails(200);
+            assert!(log.contains("/proc/dockyard-backups"), "the reason names the location:\n{log}");
+            assert_eq!(
+                scrape_value(&metrics, "dockyard_backup_last_success_timestamp_seconds").await,
+                Some(0.0)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failures {failures}, logged {logged}:\n{}",
+            c.log_tails(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One series' value from `GET /metrics`.
+async fn scrape_value(addr: &str, series: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics listener");
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.expect("reply");
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+/// Starts a coordinator restoring `from` with `artifacts` as its store, waits until it
+/// serves, stops it; its log.
+async fn restore_log(dir: &std::path::Path, name: &str, artifacts: &std::path::Path, from: &str) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let log = dir.join(format!("{name}.log"));
+    let mut child = tokio::process::Command::from(dockyard_tests::clean_command(&dockyard_tests::binary("dockyard-coordinator")))
+        .args(["--listen", "127.0.0.1:0", "--restore-from", from])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .arg("--artifacts")
+        .arg(format!("file://{}", artifacts.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the coordinator");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let serving = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let _ = child.kill().await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(serving, Ok(true), "the restored coordinator did not serve:\n{text}");
+    text
+}
+
+/// The number in `missing_artifacts=N` of the restore's log line.
+fn missing(log: &str) -> usize {
+    let line = log
+        .lines()
+        .find(|l| l.contains("state restored from a snapshot"))
+        .unwrap_or_else(|| panic!("no restore line:\n{log}"));
+    let at = line.find("missing_artifacts=").unwrap_or_else(|| panic!("{line}")) + "missing_artifacts=".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test]
+async fn a_restore_counts_the_artifacts_its_state_refers_to_that_are_gone() {
+    let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
+    let job = c.submit(dockyard_tests::sleep_docking_request(3)).await;
+    c.wait_job_final(&job, Duration::from_secs(60)).await;
+    let dir = c.dir().join("restores");
+    let to = format!("file://{}", dir.join("backups").display());
+    let out = c.cli(&["admin", "backup", "--to", &to, "--format", "json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every object of the screen (inputs, poses, logs) is on disk in the old store.
+    let objects = files_under(&c.artifacts_dir()).len();
+    assert!(objects > 3, "{objects}");
+
+    let whole = restore_log(&dir, "with-artifacts", &c.artifacts_dir(), &to).await;
+    assert_eq!(missing(&whole), 0, "{whole}");
+    let empty = dir.join("empty-store");
+    let gone = restore_log(&dir, "without-artifacts", &empty, &to).await;
+    let n = missing(&gone);
+    assert!(n > 3 && n <= objects, "{n} missing of {objects} objects:\n{gone}");
+}

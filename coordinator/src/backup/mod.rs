@@ -42,17 +42,7 @@ impl Backups {
                 "backups of a cluster (etcd) coordinator are not supported yet: its state is rebuilt from etcd and the artifact store, back those up".into(),
             ));
         }
-        let target = artifact::open(to).await?;
-        let result = take::take(
-            take::Source {
-                scheduler: &self.scheduler,
-                store: &self.store,
-                coordinator_id: &self.coordinator_id,
-            },
-            &target,
-        )
-        .await;
-        match result {
+        match self.write(to).await {
             Ok((m, secs)) => {
                 let bytes = m.parts.iter().map(|p| p.bytes).sum();
                 self.metrics.backup.succeeded(m.created_unix_ms, bytes, m.pause_ms);
@@ -64,5 +54,18 @@ impl Backups {
                 Err(e)
             }
         }
+    }
+
+    async fn write(&self, to: &str) -> Result<(Manifest, f64), DockyardError> {
+        let target = artifact::open(to).await?;
+        take::take(
+            take::Source {
+                scheduler: &self.scheduler,
+                store: &self.store,
+                coordinator_id: &self.coordinator_id,
+            },
+            &target,
+        )
+        .await
     }
 }
