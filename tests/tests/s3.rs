@@ -115,6 +115,9 @@ async fn put_get_head_list_delete_round_trip() {
     );
     assert_eq!(&s.get(&a).await.expect("get")[..], b"hello");
     assert_eq!(s.get(&b).await.expect("get empty").len(), 0);
+    // A ranged read of the head of an object (the compression layer's frame header).
+    assert_eq!(&s.get_prefix(&a, 3).await.expect("prefix")[..], b"hel");
+    assert_eq!(&s.get_prefix(&a, 64).await.expect("whole")[..], b"hello");
     assert_eq!(s.head(&a).await.expect("head"), Some(meta));
     assert_eq!(s.list("orgs/default/").await.expect("list"), vec![a.clone(), b.clone()]);
     assert_eq!(s.list("").await.expect("list all"), vec![a.clone(), b.clone(), other.clone()]);

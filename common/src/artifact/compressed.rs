@@ -9,8 +9,9 @@
 //! compressed, so reading it back gives exactly what was written.
 //!
 //! Content hashes stay over the uncompressed bytes: `put` and `put_file` return the size and
-//! SHA-256 of what the caller gave, and input keys are addressed by that hash. `head`
-//! describes the object as stored (an existence check), not the bytes `get` returns.
+//! SHA-256 of what the caller gave, and input keys are addressed by that hash. `head` gives
+//! the size of the content `get` returns (from the frame header, which records it), and the
+//! SHA-256 of the object as stored.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -160,8 +161,12 @@ fn io(p: &Path, e: std::io::Error) -> DockyardError {
 /// compressed size, and whether the raw bytes began with the zstd magic.
 fn compress_file(path: &Path, into: &Path) -> Result<(ObjectMeta, u64, bool), DockyardError> {
     let mut src = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let len = src.metadata().map_err(|e| io(path, e))?.len();
     let out = std::fs::File::create(into).map_err(|e| io(into, e))?;
     let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(out), LEVEL).map_err(|e| codec_error("zstd", e))?;
+    // The size goes in the frame header, where `head` reads it.
+    enc.set_pledged_src_size(Some(len)).map_err(|e| codec_error("zstd", e))?;
+    enc.include_contentsize(true).map_err(|e| codec_error("zstd", e))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut first = Vec::with_capacity(4);
@@ -299,7 +304,21 @@ impl ArtifactStore for CompressedStore {
     }
 
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError> {
-        self.inner.head(key).await
+        let Some(meta) = self.inner.head(key).await? else { return Ok(None) };
+        if meta.size < ZSTD_MAGIC.len() as u64 {
+            return Ok(Some(meta));
+        }
+        // A frame header is at most 18 bytes; ours always carry the content size.
+        let header = self.inner.get_prefix(key, 18).await?;
+        if !is_compressed(&header) {
+            return Ok(Some(meta));
+        }
+        let size = match zstd::zstd_safe::get_frame_content_size(&header) {
+            Ok(Some(n)) => n,
+            // A frame written without its size (not by this decorator): count it.
+            _ => self.get(key).await?.len() as u64,
+        };
+        Ok(Some(ObjectMeta { size, ..meta }))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError> {
@@ -356,6 +375,7 @@ mod tests {
         // Decoded by zstd itself, not by the code under test.
         assert_eq!(zstd::stream::decode_all(&stored[..]).expect("zstd"), data.to_vec());
         assert_eq!(c.get(&k).await.expect("get"), data);
+        assert_eq!(c.head(&k).await.expect("head").expect("there").size, data.len() as u64);
         let stats = c.stats();
         assert_eq!(stats.written_bytes.load(Ordering::Relaxed), data.len() as u64);
         assert_eq!(stats.stored_bytes.load(Ordering::Relaxed), stored.len() as u64);
@@ -418,6 +438,11 @@ mod tests {
         assert_eq!(meta.sha256, super::super::sha256_hex(&data));
         let stored = raw.get(&k).await.expect("raw");
         assert!(is_compressed(&stored) && stored.len() * 3 < data.len());
+        assert_eq!(
+            c.head(&k).await.expect("head").expect("there").size,
+            data.len() as u64,
+            "from the header"
+        );
         let dst = d.path().join("back.pdbqt");
         assert_eq!(c.get_to_file(&k, &dst).await.expect("get"), data.len() as u64);
         assert_eq!(std::fs::read(&dst).expect("read"), data);

@@ -165,6 +165,18 @@ impl ArtifactStore for LocalStore {
         }
     }
 
+    async fn get_prefix(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        let p = self.path(key);
+        let f = match tokio::fs::File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DockyardError::not_found(format!("artifact {key}"))),
+            Err(e) => return Err(storage(&p, e)),
+        };
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf).await.map_err(|e| storage(&p, e))?;
+        Ok(Bytes::from(buf))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError> {
         let root = self.root.clone();
         let prefix = prefix.to_string();

@@ -46,6 +46,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// Streams an object into a local file (written atomically).
     async fn get_to_file(&self, key: &ArtifactKey, path: &Path) -> Result<u64, DockyardError>;
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError>;
+    /// The object's first `len` bytes (fewer if it is shorter), for a format's header. The
+    /// default reads the whole object; adapters that can read a range do.
+    async fn get_prefix(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        let b = self.get(key).await?;
+        Ok(b.slice(..len.min(b.len())))
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError>;
     async fn delete(&self, key: &ArtifactKey) -> Result<(), DockyardError>;
     /// The URI this store was opened from, for logs.

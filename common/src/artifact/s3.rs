@@ -288,6 +288,13 @@ impl ArtifactStore for S3Store {
         .await
     }
 
+    async fn get_prefix(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        self.retrying("get prefix", || async { self.read_range(key, len).await }).await
+    }
+
     async fn get_to_file(&self, key: &ArtifactKey, path: &Path) -> Result<u64, DockyardError> {
         self.retrying("get to file", || async {
             let tmp = tmp_beside(path);

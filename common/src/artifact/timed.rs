@@ -98,6 +98,10 @@ impl ArtifactStore for TimedStore {
         self.timed(StoreOp::Head, self.inner.head(key)).await
     }
 
+    async fn get_prefix(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        self.timed(StoreOp::Get, self.inner.get_prefix(key, len)).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError> {
         self.timed(StoreOp::List, self.inner.list(prefix)).await
     }

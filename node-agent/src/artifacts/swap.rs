@@ -51,6 +51,9 @@ impl ArtifactStore for SwapStore {
     async fn head(&self, key: &ArtifactKey) -> Result<Option<ObjectMeta>, DockyardError> {
         self.current().head(key).await
     }
+    async fn get_prefix(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        self.current().get_prefix(key, len).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactKey>, DockyardError> {
         self.current().list(prefix).await
     }

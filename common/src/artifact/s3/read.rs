@@ -90,6 +90,26 @@ impl S3Store {
         Ok((size, hex::encode(hasher.finalize()), expect))
     }
 
+    /// The first `len` bytes (a ranged GET; no checksum, which covers the whole object).
+    pub(super) async fn read_range(&self, key: &ArtifactKey, len: usize) -> Result<Bytes, DockyardError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.opts.bucket)
+            .key(self.s3_key(key))
+            .range(format!("bytes=0-{}", len.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("GetObject", Some(key), e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| DockyardError::Unavailable(format!("connection to S3 at {} lost while reading {key}: {e}", self.target)))?;
+        let b = body.into_bytes();
+        Ok(b.slice(..len.min(b.len())))
+    }
+
     pub(super) fn verify(&self, key: &ArtifactKey, got: &str, expect: Option<&str>) -> Result<(), DockyardError> {
         match expect {
             Some(e) if e != got => Err(self.mismatch(key, e, got)),
