@@ -161,7 +161,13 @@ impl Core {
                 });
             }
             Command::GetJob { job, reply } => {
-                let _ = reply.send(self.view(&job));
+                // Answered once this batch is durable: the view may include results applied
+                // earlier in the batch, and a client must never see a job done (say) in a
+                // state a crash before the write would take back.
+                let view = self.view(&job);
+                tx.after(move || {
+                    let _ = reply.send(view);
+                });
             }
             Command::Watch { job, reply } => {
                 let r = match self.jobs.get(&job) {
