@@ -116,6 +116,22 @@ impl Client {
         }
         r
     }
+
+    /// The whole artifact `key` (a pose file, an SDF, a log) through GetArtifact.
+    pub async fn artifact(&self, key: &str) -> Result<Vec<u8>> {
+        let mut s = self
+            .jobs
+            .clone()
+            .get_artifact(self.req(pb::GetArtifactRequest { key: key.to_string() }))
+            .await
+            .map_err(explain)?
+            .into_inner();
+        let mut data = Vec::new();
+        while let Some(ch) = s.message().await.map_err(explain)? {
+            data.extend_from_slice(&ch.data);
+        }
+        Ok(data)
+    }
 }
 
 /// The host a bearer token would cross the network to in clear text: an `http://`

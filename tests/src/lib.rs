@@ -20,6 +20,7 @@ pub mod faults;
 mod fixtures;
 pub mod ha;
 pub mod ha_secure;
+pub mod metrics_scrape;
 mod paths;
 pub mod pki;
 mod process;

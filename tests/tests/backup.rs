@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use dockyard_tests::metrics_scrape::{free_addr, scrape, value};
 use dockyard_tests::{files_under, AgentOptions, TestCluster};
 
 /// Snapshot folders under `dir` that have their manifest.
@@ -94,10 +95,7 @@ async fn scheduled_backups_keep_the_newest_few() {
 
 #[tokio::test]
 async fn a_failing_backup_is_counted_logged_with_its_reason_and_retried() {
-    let metrics = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
-    };
+    let metrics = free_addr();
     // No folder can be made under /proc, root or not.
     let c = TestCluster::builder()
         .coordinator_arg("--backup-every")
@@ -110,14 +108,14 @@ async fn a_failing_backup_is_counted_logged_with_its_reason_and_retried() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let failures = scrape_value(&metrics, "dockyard_backup_failures_total").await.unwrap_or(0.0);
+        let failures = value(&scrape(&metrics).await, "dockyard_backup_failures_total").unwrap_or(0.0);
         let logged = c.log_tails(200).matches("scheduled backup failed").count();
         // Two failures: the first, and a retry after it.
         if failures >= 2.0 && logged >= 2 {
             let log = c.log_tails(200);
             assert!(log.contains("/proc/dockyard-backups"), "the reason names the location:\n{log}");
             assert_eq!(
-                scrape_value(&metrics, "dockyard_backup_last_success_timestamp_seconds").await,
+                value(&scrape(&metrics).await, "dockyard_backup_last_success_timestamp_seconds"),
                 Some(0.0)
             );
             break;
@@ -129,20 +127,6 @@ async fn a_failing_backup_is_counted_logged_with_its_reason_and_retried() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// One series' value from `GET /metrics`.
-async fn scrape_value(addr: &str, series: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics listener");
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).await.expect("reply");
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
 }
 
 /// Starts a coordinator restoring `from` with `artifacts` as its store, waits until it

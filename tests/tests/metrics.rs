@@ -3,43 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use dockyard_tests::metrics_scrape::{free_addr, scrape, value};
 use dockyard_tests::{describe_job, pb, state, AgentOptions, TestCluster, WAIT};
-
-/// A loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").to_string()
-}
-
-/// `GET /metrics` over plain HTTP/1.1; the body of a 200 reply.
-async fn scrape(addr: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the metrics listener at {addr}: {e}"));
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("send the request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).await.expect("read the reply");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"),
-        "{head}"
-    );
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{body}");
-    body.to_string()
-}
-
-/// The value of the series named exactly `series` (name and labels), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
 
 fn must(text: &str, series: &str) -> f64 {
     value(text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))

@@ -204,17 +204,7 @@ async fn sdf(c: &Client, pages: &mut Pages<'_>, first: Page, mut f: Box<dyn Writ
 
 /// One ligand's poses, each followed by the dockyard and engine fields; returns how many.
 async fn sdf_records(c: &Client, r: &pb::LigandResult, rank: usize, f: &mut impl Write) -> Result<usize> {
-    let mut s = c
-        .jobs
-        .clone()
-        .get_artifact(c.req(pb::GetArtifactRequest { key: r.sdf_key.clone() }))
-        .await
-        .map_err(explain)?
-        .into_inner();
-    let mut data = Vec::new();
-    while let Some(ch) = s.message().await.map_err(explain)? {
-        data.extend_from_slice(&ch.data);
-    }
+    let data = c.artifact(&r.sdf_key).await?;
     let text = String::from_utf8_lossy(&data);
     let mut written = 0;
     for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {

@@ -43,6 +43,16 @@ fn snapshot_results(snapshot: &Path, job: &str) -> Result<Vec<(u32, f64, String)
     Ok(out)
 }
 
+/// `AdminService/Backup` to `to`.
+async fn backup(c: &TestCluster, to: &str) -> Result<pb::BackupResponse> {
+    Ok(c.admin()
+        .await
+        .backup(c.req(pb::BackupRequest { to: to.to_string() }))
+        .await
+        .context("Backup")?
+        .into_inner())
+}
+
 fn succeeded(j: &pb::Job) -> u32 {
     j.tasks.as_ref().map_or(0, |t| t.succeeded)
 }
@@ -88,13 +98,7 @@ pub async fn restore_after_data_loss(size: Size) -> Result<Report> {
         async move { (succeeded(&c.get_job(job).await) >= third).then_some(()) }
     })
     .await?;
-    let b = c
-        .admin()
-        .await
-        .backup(c.req(pb::BackupRequest { to: backups_uri.clone() }))
-        .await
-        .context("Backup")?
-        .into_inner();
+    let b = backup(&c, &backups_uri).await?;
     let before = snapshot_results(&backups.join(&b.id), &job)?;
     ensure!(
         !before.is_empty() && (before.len() as u32) < total,
@@ -175,13 +179,7 @@ pub async fn corrupted_snapshot(_size: Size) -> Result<Report> {
     let c = TestCluster::builder().agent(AgentOptions::sleep(2)).start().await;
     let job = c.submit_sleep(6, 10, 0).await;
     c.wait_job_final(&job, Duration::from_secs(60)).await;
-    let b = c
-        .admin()
-        .await
-        .backup(c.req(pb::BackupRequest { to: backups_uri.clone() }))
-        .await
-        .context("Backup")?
-        .into_inner();
+    let b = backup(&c, &backups_uri).await?;
     let snap = backups.join(&b.id);
 
     let part = snap.join("scheduler.kv.zst");

@@ -260,16 +260,5 @@ async fn download(client: &Client, key: &str) -> Result<Vec<u8>> {
     if key.is_empty() {
         bail!("the result has no pose file");
     }
-    let mut s = client
-        .jobs
-        .clone()
-        .get_artifact(client.req(pb::GetArtifactRequest { key: key.to_string() }))
-        .await
-        .map_err(explain)?
-        .into_inner();
-    let mut data = Vec::new();
-    while let Some(ch) = s.message().await.map_err(explain)? {
-        data.extend_from_slice(&ch.data);
-    }
-    Ok(data)
+    client.artifact(key).await
 }
