@@ -210,7 +210,8 @@ pub async fn clock_skew(size: Size) -> Result<Report> {
 }
 
 /// Scenario 21: One agent stops reading its stream (its link holds back everything the coordinator
-/// sends): the other agent keeps the work flowing and the coordinator's memory stays flat.
+/// sends): the other agent keeps the work flowing, and the coordinator buffers no more for the
+/// stalled agent than its slot credit, however much is queued for it.
 pub async fn stops_reading(size: Size) -> Result<Report> {
     let mut r = Report::new("agent_stops_reading");
     let (c, proxy, l) = proxied(60_000).await;
@@ -221,20 +222,136 @@ pub async fn stops_reading(size: Size) -> Result<Report> {
         job(&c, &id).await.filter(|j| succeeded(j) >= 20)
     })
     .await?;
-    let before = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS (pid {pid})"))?;
     proxy.set(Mode::BlackholeDown);
     let t = Instant::now();
     settle(&c, &id, total, Duration::from_secs(180), &mut r).await?;
     r.recover_s = t.elapsed().as_secs_f64();
-    let after = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS after the stall (pid {pid})"))?;
-    let nodes = c.admin(l).await.list_nodes(pb::ListNodesRequest {}).await?.into_inner().nodes;
-    let a0 = nodes.iter().find(|n| n.node_id == "a0").map(|n| n.state);
-    r.detect_s = 0.0;
-    r.note = format!("coordinator RSS {before} KiB → {after} KiB; stalled agent state {a0:?}");
-    ensure!(
-        after < before + 64 * 1024,
-        "coordinator memory grew by {} KiB",
-        after.saturating_sub(before)
+
+    // Then the bound, with far more queued than the limit: a screen whose assignments are
+    // megabytes each (10,000 ligands per task, 200-character names).
+    proxy.set(Mode::Pass);
+    wait_for("a0 back after the stall", Duration::from_secs(60), || async {
+        node(&c, l, "a0")
+            .await
+            .filter(|n| n.state == pb::NodeState::Ready as i32 && n.running.is_empty())
+    })
+    .await?;
+    // a0 is drained while the screen is taken in (keepalive would cut a stalled stream before
+    // a large submission is split), then stalled and undrained: its credit goes at once.
+    let drain = pb::DrainNodeRequest { node_id: "a0".into() };
+    c.admin(l).await.drain_node(drain.clone()).await?;
+    let submitted = Instant::now();
+    let big = big_assignments_job(&c, l).await?;
+    let submit_s = submitted.elapsed().as_secs_f64();
+    wait_for("the screen queued", Duration::from_secs(120), || async {
+        big.queued_tasks(&c, l).await.ok().filter(|q| *q > 0)
+    })
+    .await?;
+    proxy.set(Mode::BlackholeDown);
+    c.admin(l).await.undrain_node(drain).await?;
+    // The stalled agent's credit (2 slots) is spent, so its two assignments are in flight.
+    wait_for("two assignments sent to the stalled agent", Duration::from_secs(120), || async {
+        node(&c, l, "a0").await.filter(|n| n.running.len() == 2)
+    })
+    .await?;
+    let before = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS (pid {pid})"))?;
+    let queued_name_bytes = u64::from(big.queued_tasks(&c, l).await?) * BIG_BATCH * BIG_NAME_CHARS;
+    // Sample through the stall until keepalive cuts the stalled stream (about 10 s).
+    let mut peak = before;
+    let stall = Instant::now();
+    loop {
+        let now = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the coordinator's RSS during the stall (pid {pid})"))?;
+        peak = peak.max(now);
+        let a0 = node(&c, l, "a0").await;
+        if a0
+            .as_ref()
+            .is_some_and(|n| n.state == pb::NodeState::Lost as i32 || n.running.is_empty())
+        {
+            break;
+        }
+        ensure!(
+            stall.elapsed() < Duration::from_secs(60),
+            "the stalled agent was never cut off: {a0:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.detect_s = stall.elapsed().as_secs_f64();
+    big.cancel(&c, l).await?;
+    proxy.set(Mode::Pass);
+    let grew = peak.saturating_sub(before);
+    r.note = format!(
+        "{} MB of ligand names queued (submitted in {submit_s:.1} s); coordinator RSS {before} KiB → peak {peak} KiB \
+         (+{grew} KiB) until the stalled stream was cut",
+        queued_name_bytes / 1_000_000
     );
+    // An unbounded buffer would hold everything queued: at least the names alone.
+    ensure!(
+        queued_name_bytes > 2 * RSS_LIMIT_KIB * 1024,
+        "the test queued only {queued_name_bytes} bytes: too little to show a bound of {RSS_LIMIT_KIB} KiB"
+    );
+    ensure!(grew < RSS_LIMIT_KIB, "coordinator memory grew by {grew} KiB while an agent stalled");
     Ok(r)
+}
+
+const RSS_LIMIT_KIB: u64 = 32 * 1024;
+const BIG_BATCH: u64 = 10_000;
+const BIG_NAME_CHARS: u64 = 200;
+const BIG_LIGANDS: u64 = 400_000;
+
+async fn node(c: &HaCluster, l: usize, id: &str) -> Option<pb::Node> {
+    let nodes = c.admin(l).await.list_nodes(pb::ListNodesRequest {}).await.ok()?.into_inner().nodes;
+    nodes.into_iter().find(|n| n.node_id == id)
+}
+
+struct BigJob(String);
+
+impl BigJob {
+    async fn queued_tasks(&self, c: &HaCluster, l: usize) -> Result<u32> {
+        let j = c
+            .jobs(l)
+            .await
+            .get_job(pb::GetJobRequest { job_id: self.0.clone() })
+            .await?
+            .into_inner();
+        Ok(j.tasks.as_ref().map_or(0, |t| t.queued))
+    }
+
+    async fn cancel(&self, c: &HaCluster, l: usize) -> Result<()> {
+        c.jobs(l)
+            .await
+            .cancel_job(pb::CancelJobRequest {
+                job_id: self.0.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// A sleep-engine screen of `BIG_LIGANDS` one-atom SMILES with 200-character names, streamed
+/// in as an upload; its tasks sleep ten minutes, so none finishes while the test looks.
+async fn big_assignments_job(c: &HaCluster, l: usize) -> Result<BigJob> {
+    let mut library = Vec::with_capacity((BIG_LIGANDS * (BIG_NAME_CHARS + 3)) as usize);
+    for i in 0..BIG_LIGANDS {
+        library.extend_from_slice(format!("C L{i:0>width$}\n", width = BIG_NAME_CHARS as usize - 1).as_bytes());
+    }
+    let mut msgs = vec![pb::UploadInputChunk {
+        part: Some(pb::upload_input_chunk::Part::Name("big.smi".into())),
+    }];
+    msgs.extend(library.chunks(1 << 20).map(|c| pb::UploadInputChunk {
+        part: Some(pb::upload_input_chunk::Part::Data(c.to_vec())),
+    }));
+    let upload = c.jobs(l).await.upload_input(tokio_stream::iter(msgs)).await?.into_inner();
+    let mut req = crate::sleep_funnel_request(
+        0,
+        BIG_BATCH as u32,
+        600_000,
+        vec![crate::stage("dock", |_| {}), crate::stage("keep", |s| s.keep_top = 1)],
+    );
+    req.name = "big-assignments".into();
+    req.ligands = vec![pb::InputFile {
+        name: "big.smi".into(),
+        source: Some(pb::input_file::Source::UploadId(upload.upload_id)),
+    }];
+    Ok(BigJob(c.jobs(l).await.submit_job(req).await?.into_inner().job_id))
 }
