@@ -53,6 +53,19 @@ impl Keys {
             root: format!("/dockyard/{cluster}/"),
         }
     }
+    /// Every key of this cluster starts with it.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+    /// Added to the election's create revision to make the epoch: zero until a restore
+    /// sets it above every epoch the restored records (and the agents) have seen.
+    pub fn epoch_base(&self) -> String {
+        format!("{}epoch_base", self.root)
+    }
+    /// The snapshot a restore wrote here (`partial:<id>` while it writes).
+    pub fn restored_from(&self) -> String {
+        format!("{}restored_from", self.root)
+    }
     pub fn election(&self) -> String {
         format!("{}leader", self.root)
     }

@@ -249,18 +249,6 @@ impl CoordinatorSettings {
             }
         }
         let backup = self.backup_schedule()?;
-        if backup.is_some() && cluster.is_some() {
-            return Err(DockyardError::invalid(
-                "backup_every",
-                "scheduled backups of a cluster (etcd) coordinator are not supported yet",
-            ));
-        }
-        if self.restore_from.is_some() && cluster.is_some() {
-            return Err(DockyardError::invalid(
-                "restore_from",
-                "restoring a cluster (etcd) coordinator is not supported yet; restore into a single coordinator (no --etcd)",
-            ));
-        }
         Ok(CoordinatorConfig {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
@@ -433,11 +421,6 @@ pub(crate) mod tests {
                 "{args:?}: {e}"
             );
         }
-        let e = settings_from(&["--etcd", "http://127.0.0.1:2379", "--restore-from", "file:///b"])
-            .expect("parses")
-            .resolve()
-            .expect_err("cluster restore");
-        assert!(e.to_string().contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
     let artifacts = metrics.artifacts.compressed(Arc::clone(&raw_artifacts), cfg.artifact_compression);
     // Before anything reads the state (tokens included).
     if let Some(from) = &cfg.restore_from {
-        match backup::restore::restore(from, &store, &artifacts).await? {
+        let outcome = match &cfg.cluster {
+            Some(c) => backup::restore::restore_cluster(from, &c.etcd, &artifacts).await?,
+            None => backup::restore::restore(from, &store, &artifacts).await?,
+        };
+        match outcome {
             backup::restore::Outcome::Restored(r) => info!(
                 snapshot = %r.id,
                 records = r.records,
@@ -120,7 +124,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
                 "state restored from a snapshot"
             ),
             backup::restore::Outcome::AlreadyRestored(id) => {
-                info!(snapshot = %id, "this data folder already holds the snapshot --restore-from names; starting from it as it is now")
+                info!(snapshot = %id, "the snapshot --restore-from names was restored by an earlier start; going on from the state as it is now")
             }
         }
     }
@@ -216,7 +220,8 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         scheduler: handle.clone(),
         store: store.clone(),
         coordinator_id: cfg.scheduler.coordinator_id.clone(),
-        cluster_mode: cfg.cluster.is_some(),
+        etcd: cfg.cluster.as_ref().map(|c| c.etcd.clone()),
+        leader: view_rx.clone(),
         metrics: Arc::clone(&sched_metrics),
     });
     if let Some(s) = cfg.backup.clone() {
@@ -389,7 +394,14 @@ impl Leading {
         cfg.reconcile_grace = c.takeover_grace;
         let mut revoker = client.clone();
         let lease = leadership.lease;
-        let journal = Journal::new(client, keys, Arc::clone(&self.artifacts), leadership);
+        // The point a backup taken before this leader's first commit stands at.
+        let revision = client
+            .get(keys.epoch_base(), None)
+            .await
+            .map_err(|e| deposed(dockyard_common::cluster::etcd_err("read etcd's revision", e)))?
+            .header()
+            .map_or(0, |h| h.revision() as u64);
+        let journal = Journal::new(client, keys, Arc::clone(&self.artifacts), leadership, revision);
         let replication = Arc::new(EtcdReplication::new(journal));
         let join = scheduler::start(rx, self.store, cfg, replication, stop.clone())
             .await

@@ -185,7 +185,30 @@ impl HaCluster {
     /// Starts one more coordinator (a standby if a leader exists); returns its index.
     pub fn add_coordinator(&mut self) -> usize {
         let i = self.coordinators.len();
-        let port = free_port();
+        let child = self.spawn_coordinator(i, free_port(), &[]);
+        self.coordinators.push(child);
+        i
+    }
+
+    /// Starts coordinator `i` again (after a kill) on its address and data folder, with
+    /// `extra` flags after the usual ones; its log goes on where it ended.
+    pub fn start_coordinator_again(&mut self, i: usize, extra: &[String]) {
+        let port = self.coordinators[i]
+            .0
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a coordinator's port");
+        self.coordinators[i].1.kill();
+        self.coordinators[i] = self.spawn_coordinator(i, port, extra);
+    }
+
+    /// The data folder of coordinator `i`.
+    pub fn coordinator_data_dir(&self, i: usize) -> PathBuf {
+        self.dir().join(format!("coordinator-{i}"))
+    }
+
+    fn spawn_coordinator(&self, i: usize, port: u16, extra: &[String]) -> (String, Child2) {
         let endpoint = format!("http://127.0.0.1:{port}");
         let name = format!("coordinator-{i}");
         let log = self.dir().join("logs").join(format!("{name}.log"));
@@ -212,6 +235,7 @@ impl HaCluster {
             args.extend(s.flags(Some(COORDINATOR_USER)));
         }
         args.extend(self.opts.coordinator_args.iter().cloned());
+        args.extend(extra.iter().cloned());
         let supervised = self.opts.supervised;
         let mut cmd = if supervised {
             // What systemd's Restart= does for a deposed leader (exit 75); any other exit,
@@ -227,11 +251,12 @@ impl HaCluster {
             c.args(&args);
             c
         };
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        cmd.stdout(Stdio::null()).stderr(out);
         self.env(&mut cmd);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("start coordinator");
-        self.coordinators.push((
+        (
             endpoint,
             Child2 {
                 name,
@@ -239,8 +264,20 @@ impl HaCluster {
                 log,
                 supervised,
             },
-        ));
-        i
+        )
+    }
+
+    /// Deletes every key of the test cluster in etcd (an operator's mistaken
+    /// `etcdctl del --prefix`).
+    pub async fn wipe_etcd(&self) -> anyhow::Result<i64> {
+        let mut client = match &self.secure {
+            Some(s) => s.client("root").await?,
+            None => etcd_client::Client::connect([self.etcd[0].client_url.as_str()], None).await?,
+        };
+        let r = client
+            .delete(format!("/dockyard/{CLUSTER}/"), Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await?;
+        Ok(r.deleted())
     }
 
     /// Starts an agent that knows only etcd; returns its index.
@@ -481,6 +518,12 @@ impl HaCluster {
                 (epoch, tasks)
             })
             .collect()
+    }
+
+    /// Every key and value under `prefix`.
+    pub async fn etcd_prefix_kv(&self, prefix: String) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let r = self.etcd_prefix(prefix).await;
+        r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect()
     }
 
     /// Whether `job` is in the cluster's job index in etcd (the leader replicated its creation).

@@ -195,3 +195,57 @@ async fn a_restore_counts_the_artifacts_its_state_refers_to_that_are_gone() {
     let n = missing(&gone);
     assert!(n > 3 && n <= objects, "{n} missing of {objects} objects:\n{gone}");
 }
+
+/// The manifest of snapshot `id` under `dir`.
+fn manifest(dir: &std::path::Path, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(id).join("manifest.json")).expect("manifest")).expect("JSON")
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_leader_takes_the_scheduled_backups_and_a_new_leader_goes_on() {
+    use dockyard_tests::ha::{HaCluster, HaOptions, CLUSTER};
+    let keep_dir = tempfile::tempdir().expect("tmp");
+    let to = format!("file://{}", keep_dir.path().display());
+    let mut c = HaCluster::start(HaOptions {
+        coordinators: 2,
+        s3: false,
+        coordinator_args: ["--backup-every", "300ms", "--backup-to", &to, "--backup-keep", "50"]
+            .map(String::from)
+            .to_vec(),
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let leader = format!("coordinator@{}", c.coordinator_endpoint(l).trim_start_matches("http://"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let now = complete_snapshots(keep_dir.path());
+        if now.len() >= 3 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "scheduled cluster backups: {now:?}\n{}", c.log_tails(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for id in &first {
+        let m = manifest(keep_dir.path(), id);
+        assert_eq!(m["coordinator_id"].as_str(), Some(leader.as_str()), "taken by a standby: {m}");
+        assert_eq!(m["cluster"].as_str(), Some(CLUSTER), "{m}");
+        assert!(m["etcd_revision"].as_u64().is_some(), "{m}");
+        assert!(m["parts"].as_array().expect("parts").iter().any(|p| p["name"] == "etcd.kv.zst"), "{m}");
+    }
+    c.kill_coordinator(l);
+    let n = c.wait_new_leader(l, Duration::from_secs(30)).await;
+    let next = format!("coordinator@{}", c.coordinator_endpoint(n).trim_start_matches("http://"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let by_next = complete_snapshots(keep_dir.path())
+            .into_iter()
+            .filter(|id| manifest(keep_dir.path(), id)["coordinator_id"].as_str() == Some(next.as_str()))
+            .count();
+        if by_next >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no backups from the new leader\n{}", c.log_tails(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

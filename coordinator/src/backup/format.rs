@@ -19,6 +19,9 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SCHEDULER_PART: &str = "scheduler.kv.zst";
 pub const TENANTS_PART: &str = "tenants.kv.zst";
 pub const ARTIFACTS_PART: &str = "artifact-keys.zst";
+/// Cluster mode only: the cluster's etcd keys (relative to `/dockyard/<cluster>/`) as of
+/// `etcd_revision`.
+pub const ETCD_PART: &str = "etcd.kv.zst";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -37,6 +40,12 @@ pub struct Manifest {
     /// Artifact keys the state refers to (inputs, poses, SDF, logs), listed in
     /// `ARTIFACTS_PART`.
     pub artifact_keys: u64,
+    /// The cluster (`--cluster`) of a snapshot taken in cluster mode; absent in embedded mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The etcd revision `ETCD_PART` was read at: the one right after the same group commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_revision: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -3,9 +3,11 @@
 //! between two group commits, plus the tenants (tokens by hash, quotas), written to a
 //! `file://` or `s3://` location with a manifest (`format.rs`). `take.rs` writes one,
 //! `catalog.rs` finds and prunes them, `restore.rs` brings one back into an empty data
-//! folder, `schedule.rs` runs them on the leader.
+//! folder (and, in cluster mode, an empty etcd prefix, `etcd_part.rs`), `schedule.rs` runs
+//! them on the leader.
 
 pub mod catalog;
+pub mod etcd_part;
 pub mod format;
 pub mod restore;
 pub mod schedule;
@@ -13,9 +15,13 @@ pub mod take;
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use dockyard_common::artifact;
+use dockyard_common::cluster::EtcdSettings;
 use dockyard_common::error::DockyardError;
 
+use crate::cluster::election::LeaderView;
 use crate::metrics::CoordinatorMetrics;
 use crate::scheduler::SchedulerHandle;
 use crate::store::Store;
@@ -28,8 +34,10 @@ pub struct Backups {
     pub scheduler: SchedulerHandle,
     pub store: Store,
     pub coordinator_id: String,
-    /// Cluster mode keeps state in etcd too, which snapshots do not carry yet.
-    pub cluster_mode: bool,
+    /// Cluster mode: the etcd keys the coordinators own go in the snapshot too.
+    pub etcd: Option<EtcdSettings>,
+    /// Who leads: only the leader's scheduler can be asked for its records.
+    pub leader: watch::Receiver<LeaderView>,
     pub metrics: Arc<CoordinatorMetrics>,
 }
 
@@ -37,9 +45,9 @@ impl Backups {
     /// Writes one snapshot under `to`; returns its manifest, its folder's URI and the
     /// seconds it took.
     pub async fn backup(&self, to: &str) -> Result<(Manifest, String, f64), DockyardError> {
-        if self.cluster_mode {
+        if !self.is_leader() {
             return Err(DockyardError::FailedPrecondition(
-                "backups of a cluster (etcd) coordinator are not supported yet: its state is rebuilt from etcd and the artifact store, back those up".into(),
+                "this coordinator is a standby: ask the leader for a backup".into(),
             ));
         }
         match self.write(to).await {
@@ -56,6 +64,10 @@ impl Backups {
         }
     }
 
+    pub fn is_leader(&self) -> bool {
+        self.leader.borrow().this_is_leader
+    }
+
     async fn write(&self, to: &str) -> Result<(Manifest, f64), DockyardError> {
         let target = artifact::open(to).await?;
         take::take(
@@ -63,6 +75,7 @@ impl Backups {
                 scheduler: &self.scheduler,
                 store: &self.store,
                 coordinator_id: &self.coordinator_id,
+                etcd: self.etcd.as_ref(),
             },
             &target,
         )

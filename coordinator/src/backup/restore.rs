@@ -17,11 +17,13 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use dockyard_common::artifact::{self, sha256_hex, ArtifactKey, ArtifactStore};
+use dockyard_common::cluster::{etcd_err, EtcdSettings};
 use dockyard_common::error::DockyardError;
 use dockyard_common::time::now_ms;
 
 use super::catalog::Listing;
-use super::format::{decode_part, Manifest, ARTIFACTS_PART, MANIFEST, SCHEDULER_PART, TENANTS_PART};
+use super::etcd_part;
+use super::format::{decode_part, Manifest, ARTIFACTS_PART, ETCD_PART, MANIFEST, SCHEDULER_PART, TENANTS_PART};
 use crate::store::{SnapshotTree, Store};
 
 #[derive(Debug)]
@@ -123,6 +125,12 @@ pub async fn restore(from: &str, store: &Store, artifacts: &Arc<dyn ArtifactStor
     let started = Instant::now();
     let src = artifact::open(from).await?;
     let (m, prefix) = locate(&src, from).await?;
+    if let Some(cluster) = &m.cluster {
+        return Err(refuse(format!(
+            "snapshot {} was taken from cluster {cluster} (etcd): restore it with --etcd and --cluster {cluster}",
+            m.id
+        )));
+    }
     match store.restore_marker()? {
         Some(done) if done == m.id => return Ok(Outcome::AlreadyRestored(m.id)),
         Some(partial) if partial == format!("partial:{}", m.id) => {
@@ -172,6 +180,104 @@ pub async fn restore(from: &str, store: &Store, artifacts: &Arc<dyn ArtifactStor
         epoch,
         seconds,
     }))
+}
+
+/// `--restore-from` in cluster mode: the snapshot's etcd keys into the cluster's prefix,
+/// which must hold none (agents' membership and an election may be there), and an epoch
+/// base above every epoch the old cluster can have handed out. The data folder is not
+/// touched: a leader rebuilds its own from etcd and the artifact store.
+///
+/// Run it on one coordinator; the others start without the flag and stand by. The keys
+/// are written only where absent, so a coordinator of the same cluster that wrote in the
+/// meantime makes the restore fail rather than be overwritten.
+pub async fn restore_cluster(from: &str, etcd: &EtcdSettings, artifacts: &Arc<dyn ArtifactStore>) -> Result<Outcome, DockyardError> {
+    let started = Instant::now();
+    let src = artifact::open(from).await?;
+    let (m, prefix) = locate(&src, from).await?;
+    let keys = etcd.keys();
+    match (&m.cluster, m.etcd_revision) {
+        (Some(c), Some(_)) if *c == etcd.cluster => {}
+        (Some(c), Some(_)) => {
+            return Err(refuse(format!(
+                "snapshot {} is of cluster {c}, not {} (--cluster)",
+                m.id, etcd.cluster
+            )))
+        }
+        _ => {
+            return Err(refuse(format!(
+                "snapshot {} was taken from a single coordinator (no etcd): restore it without --etcd",
+                m.id
+            )))
+        }
+    }
+    let mut client = etcd.connect().await?;
+    let marker = client
+        .get(keys.restored_from(), None)
+        .await
+        .map_err(|e| etcd_err("read the restore marker", e))?
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+    match marker {
+        Some(done) if done == m.id => return Ok(Outcome::AlreadyRestored(m.id)),
+        Some(partial) if partial == format!("partial:{}", m.id) => {
+            warn!(snapshot = %m.id, "an earlier restore of this snapshot was cut short; starting it again");
+            etcd_part::clear(&mut client, &keys).await?;
+        }
+        _ => {
+            let present = etcd_part::present(&mut client, &keys).await?;
+            if let Some(k) = present.first() {
+                return Err(refuse(format!(
+                    "--restore-from needs an empty etcd prefix, and {} holds {} keys (the first: {}); restore into a new --cluster name, or delete them",
+                    keys.root(),
+                    present.len(),
+                    String::from_utf8_lossy(k)
+                )));
+            }
+        }
+    }
+    // Every part is read and checked before the first key is written.
+    let kv = pairs(part(&src, &m, &prefix, ETCD_PART, 2).await?);
+    let wanted: Vec<String> = part(&src, &m, &prefix, ARTIFACTS_PART, 1)
+        .await?
+        .into_iter()
+        .filter_map(|mut r| r.pop())
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect();
+    put(&mut client, keys.restored_from(), format!("partial:{}", m.id)).await?;
+    etcd_part::write(&mut client, &keys, &kv).await?;
+    // Epochs of the old cluster are etcd revisions: far below the wall clock in seconds,
+    // which keeps growing across restores.
+    let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
+    let base = wall.max(m.epoch + 1).max(etcd_part::max_epoch(&kv) + 1);
+    put(&mut client, keys.epoch_base(), base.to_string()).await?;
+    put(&mut client, keys.restored_from(), m.id.clone()).await?;
+    let missing = missing_artifacts(artifacts, wanted).await?;
+    if !missing.is_empty() {
+        warn!(
+            snapshot = %m.id,
+            missing = missing.len(),
+            first = ?missing.iter().take(5).collect::<Vec<_>>(),
+            "the artifact store lacks objects the restored state refers to (restore them from the bucket's versions or the folder's snapshot)"
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    info!(snapshot = %m.id, from, keys = kv.len(), epoch_base = base, etcd_revision = ?m.etcd_revision, seconds, "cluster state restored into etcd");
+    Ok(Outcome::Restored(Restored {
+        id: m.id,
+        records: kv.len() as u64,
+        missing_artifacts: missing,
+        epoch: base,
+        seconds,
+    }))
+}
+
+async fn put(client: &mut etcd_client::Client, key: String, value: String) -> Result<(), DockyardError> {
+    client
+        .put(key.clone(), value, None)
+        .await
+        .map_err(|e| etcd_err(&format!("write {key}"), e))?;
+    Ok(())
 }
 
 /// One listing of the store against the snapshot's keys (not a HEAD per key: a million

@@ -28,6 +28,12 @@ pub async fn run(backups: Arc<Backups>, s: Schedule, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        // Every coordinator runs the timer; only the leader's fires, so a failover moves
+        // the schedule with the leadership.
+        if !backups.is_leader() {
+            wait = s.every;
+            continue;
+        }
         let outcome = async {
             let (m, uri, secs) = backups.backup(&s.to).await?;
             let target = artifact::open(&s.to).await?;

@@ -9,10 +9,12 @@ use bytes::Bytes;
 use tracing::info;
 
 use dockyard_common::artifact::{sha256_hex, ArtifactKey, ArtifactStore};
+use dockyard_common::cluster::EtcdSettings;
 use dockyard_common::error::DockyardError;
 use dockyard_common::time::now_ms;
 
-use super::format::{encode_part, Manifest, Part, ARTIFACTS_PART, FORMAT, MANIFEST, SCHEDULER_PART, TENANTS_PART};
+use super::etcd_part;
+use super::format::{encode_part, Manifest, Part, ARTIFACTS_PART, ETCD_PART, FORMAT, MANIFEST, SCHEDULER_PART, TENANTS_PART};
 use crate::scheduler::{Command, SchedulerHandle, SchedulerSnapshot};
 use crate::store::{referenced_artifacts, Store};
 
@@ -20,6 +22,8 @@ pub struct Source<'a> {
     pub scheduler: &'a SchedulerHandle,
     pub store: &'a Store,
     pub coordinator_id: &'a str,
+    /// Cluster mode: where the rest of the state is.
+    pub etcd: Option<&'a EtcdSettings>,
 }
 
 /// A snapshot id sorts by time: `snap-<unix ms>-c<commit position>`.
@@ -41,15 +45,40 @@ pub async fn take(src: Source<'_>, target: &Arc<dyn ArtifactStore>) -> Result<(M
     let SchedulerSnapshot {
         records,
         commit_position,
+        etcd_revision,
         epoch,
         paused,
     } = snap;
+    // etcd as of the revision right after the same commit: later writes (of this leader or
+    // an operator's token) are not in it.
+    let etcd = match (src.etcd, etcd_revision) {
+        (Some(settings), Some(rev)) => {
+            let mut client = settings.connect().await?;
+            Some((settings.cluster.clone(), rev, etcd_part::read(&mut client, &settings.keys(), rev).await?))
+        }
+        (Some(_), None) => {
+            return Err(DockyardError::Internal(
+                "cluster mode, but the scheduler reported no etcd revision".into(),
+            ))
+        }
+        _ => None,
+    };
+    let (cluster, etcd_revision) = match &etcd {
+        Some((c, rev, _)) => (Some(c.clone()), Some(*rev)),
+        None => (None, None),
+    };
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, DockyardError> {
-        let keys = referenced_artifacts(&records)?;
-        let sched = encode_part(2, records.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?;
-        let ten = encode_part(2, tenants.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?;
-        let arts = encode_part(1, keys.iter().map(|k| vec![k.as_bytes()]))?;
-        Ok([(SCHEDULER_PART, sched), (TENANTS_PART, ten), (ARTIFACTS_PART, arts)])
+        let mut keys = referenced_artifacts(&records)?;
+        let mut parts = vec![
+            (SCHEDULER_PART, encode_part(2, records.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?),
+            (TENANTS_PART, encode_part(2, tenants.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?),
+        ];
+        if let Some((_, _, kv)) = &etcd {
+            keys.extend(etcd_part::referenced(kv));
+            parts.push((ETCD_PART, encode_part(2, kv.iter().map(|(k, v)| vec![k.as_slice(), v.as_slice()]))?));
+        }
+        parts.push((ARTIFACTS_PART, encode_part(1, keys.iter().map(|k| vec![k.as_bytes()]))?));
+        Ok(parts)
     })
     .await
     .map_err(|e| DockyardError::Internal(format!("snapshot encoding task: {e}")))??;
@@ -79,6 +108,8 @@ pub async fn take(src: Source<'_>, target: &Arc<dyn ArtifactStore>) -> Result<(M
         pause_ms: paused.as_secs_f64() * 1000.0,
         parts,
         artifact_keys,
+        cluster,
+        etcd_revision,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| DockyardError::Internal(e.to_string()))?;
     // Last: until this object exists the snapshot does not (a restore and the pruning

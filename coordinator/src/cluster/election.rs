@@ -1,5 +1,6 @@
 //! Leadership through an etcd election. The winner's epoch is its election key's create
-//! revision: it grows with every new leader, and fenced writes compare against it.
+//! revision plus the cluster's epoch base (zero until a restore sets it): it grows with
+//! every new leader. Fenced writes compare against the revision itself.
 //!
 //! Losing the lease (keep-alive refused, or not renewed within its TTL) cancels
 //! `Leadership::lost`, which ends the process (exit code 75, `fatal::EXIT_DEPOSED`): a
@@ -18,7 +19,10 @@ use dockyard_common::error::DockyardError;
 
 #[derive(Clone, Debug)]
 pub struct Leadership {
+    /// What assignments and commit records carry: `base + revision`.
     pub epoch: u64,
+    /// The election key's create revision, which fenced writes compare.
+    pub revision: u64,
     pub key: Vec<u8>,
     pub lease: i64,
     /// Cancelled once the lease is gone: from then on this process must not act.
@@ -72,7 +76,13 @@ pub async fn campaign(
     };
     let lost = CancellationToken::new();
     tokio::spawn(keep_alive(client.clone(), lease, ttl, lost.clone(), shutdown.clone()));
-    tokio::spawn(observe(client.clone(), keys.election(), view.clone(), shutdown.clone()));
+    tokio::spawn(observe(
+        client.clone(),
+        keys.election(),
+        keys.epoch_base(),
+        view.clone(),
+        shutdown.clone(),
+    ));
     info!(lease, "standing by: campaigning for leadership");
     let resp = loop {
         // A campaign blocks until elected: it needs a client without a request timeout.
@@ -104,8 +114,11 @@ pub async fn campaign(
     let leader = resp
         .leader()
         .ok_or_else(|| DockyardError::Internal("etcd campaign answered without a leader key".into()))?;
+    let revision = leader.rev() as u64;
+    let base = epoch_base(&mut client, &keys.epoch_base()).await?;
     let l = Leadership {
-        epoch: leader.rev() as u64,
+        epoch: base + revision,
+        revision,
         key: leader.key().to_vec(),
         lease,
         lost,
@@ -167,15 +180,16 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: Cancell
 }
 
 /// Polls who leads, for standbys' `GetLeader` answers and redirects.
-async fn observe(mut client: Client, name: String, view: watch::Sender<LeaderView>, shutdown: CancellationToken) {
+async fn observe(mut client: Client, name: String, base_key: String, view: watch::Sender<LeaderView>, shutdown: CancellationToken) {
     loop {
         if view.borrow().this_is_leader {
             return;
         }
+        let base = epoch_base(&mut client, &base_key).await.unwrap_or(0);
         let next = match client.leader(name.clone()).await {
             Ok(r) => r.kv().map(|kv| LeaderView {
                 endpoint: String::from_utf8_lossy(kv.value()).into_owned(),
-                epoch: kv.create_revision() as u64,
+                epoch: base + kv.create_revision() as u64,
                 this_is_leader: false,
             }),
             Err(_) => None,
@@ -193,5 +207,17 @@ async fn observe(mut client: Client, name: String, view: watch::Sender<LeaderVie
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// The cluster's epoch base (absent: zero).
+pub async fn epoch_base(client: &mut Client, key: &str) -> Result<u64, DockyardError> {
+    let r = client.get(key, None).await.map_err(|e| etcd_err("read the epoch base", e))?;
+    match r.kvs().first() {
+        None => Ok(0),
+        Some(kv) => std::str::from_utf8(kv.value())
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| DockyardError::Internal(format!("{key} holds {:?}, not a number", kv.value()))),
     }
 }

@@ -37,17 +37,26 @@ pub struct Journal {
     store: Arc<dyn ArtifactStore>,
     leadership: Leadership,
     seq: AtomicU64,
+    /// etcd's revision after this leader's last commit: a backup reads etcd as of it.
+    revision: Arc<AtomicU64>,
 }
 
 impl Journal {
-    pub fn new(client: Client, keys: Keys, store: Arc<dyn ArtifactStore>, leadership: Leadership) -> Self {
+    /// `revision`: etcd's revision when this leader starts writing (after its rebuild).
+    pub fn new(client: Client, keys: Keys, store: Arc<dyn ArtifactStore>, leadership: Leadership, revision: u64) -> Self {
         Journal {
             client,
             keys,
             store,
             leadership,
             seq: AtomicU64::new(0),
+            revision: Arc::new(AtomicU64::new(revision)),
         }
+    }
+
+    /// etcd's revision after the last commit, shared with the scheduler for backups.
+    pub fn revision(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.revision)
     }
 
     pub fn epoch(&self) -> u64 {
@@ -140,12 +149,17 @@ impl Journal {
             .when(vec![Compare::create_revision(
                 self.leadership.key.clone(),
                 CompareOp::Equal,
-                self.leadership.epoch as i64,
+                self.leadership.revision as i64,
             )])
             .and_then(ops);
         let mut client = self.client.clone();
         match client.txn(txn).await {
-            Ok(r) if r.succeeded() => Ok(()),
+            Ok(r) if r.succeeded() => {
+                if let Some(h) = r.header() {
+                    self.revision.fetch_max(h.revision() as u64, Ordering::AcqRel);
+                }
+                Ok(())
+            }
             Ok(_) => Err(JournalError::Fenced(self.leadership.epoch)),
             Err(e) if is_transient(&e) => Err(JournalError::Failed(DockyardError::Unavailable(format!("etcd: {e}")))),
             Err(e) => Err(JournalError::Failed(DockyardError::Unavailable(format!("etcd txn: {e}")))),

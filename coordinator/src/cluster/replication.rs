@@ -1,6 +1,9 @@
 //! The replication port's etcd adapter: every batch's shared writes go through the fenced
 //! journal, and the election's epoch stamps assignments.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use dockyard_common::error::DockyardError;
@@ -36,5 +39,9 @@ impl Replication for EtcdReplication {
             JournalError::Fenced(_) => DockyardError::Unavailable(e.to_string()),
             JournalError::Failed(e) => e,
         })
+    }
+
+    fn position(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.journal.revision())
     }
 }

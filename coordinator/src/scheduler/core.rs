@@ -118,6 +118,8 @@ pub struct Core {
     /// connected, no task can still be claimed and the grace period ends early.
     pub(super) members: HashMap<NodeId, NodeRecord>,
     pub(super) members_known: bool,
+    /// From the replication port: etcd's revision after the last batch (cluster mode).
+    pub(super) replicated_at: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// From the replication port: may submissions be served from the local result cache?
     pub(super) serves_cache: bool,
     /// Funnels whose current stage ended in this batch: their boundary is crossed in the next.
@@ -227,11 +229,13 @@ impl Core {
                 // exactly the commits up to this one, and nothing writes it until we return.
                 let store = self.store.clone();
                 let epoch = self.epoch;
+                let replicated_at = self.replicated_at.clone();
                 tx.after(move || {
                     let started = std::time::Instant::now();
                     let snap = store.export_scheduler().and_then(|records| {
                         Ok(super::SchedulerSnapshot {
                             commit_position: store.commit_position()?,
+                            etcd_revision: replicated_at.map(|r| r.load(std::sync::atomic::Ordering::Acquire)),
                             records,
                             epoch,
                             paused: started.elapsed(),

@@ -39,6 +39,7 @@ impl Core {
             members: Default::default(),
             members_known: false,
             serves_cache: replication.serves_local_cache(),
+            replicated_at: replication.position(),
             funnels_due: Default::default(),
             funnels_retry: Default::default(),
             funnel_feed: Default::default(),

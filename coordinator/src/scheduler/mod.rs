@@ -161,6 +161,9 @@ pub enum Command {
 pub struct SchedulerSnapshot {
     pub records: Vec<(sled::IVec, sled::IVec)>,
     pub commit_position: u64,
+    /// In cluster mode, etcd's revision after the same commit: the snapshot reads etcd as
+    /// of it.
+    pub etcd_revision: Option<u64>,
     pub epoch: u64,
     /// How long dispatch stood still while the records were copied.
     pub paused: std::time::Duration,

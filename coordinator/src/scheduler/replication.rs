@@ -3,6 +3,9 @@
 //! embedded adapter here (one coordinator: nothing to replicate), or the etcd journal
 //! (`cluster::replication`) — so the scheduler's rules never ask which mode they run in.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use dockyard_common::error::DockyardError;
@@ -24,6 +27,12 @@ pub trait Replication: Send + Sync {
     /// Makes one batch's shared writes durable beyond this process; an error means this
     /// scheduler may no longer act (the caller stops it).
     async fn replicate(&self, writes: SharedWrites) -> Result<(), DockyardError>;
+
+    /// Where the replicated state stands after the last batch (etcd's revision), for a
+    /// backup to read it as of the same commit; `None` when nothing is replicated.
+    fn position(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
 }
 
 /// A single coordinator: its sled is the whole truth.

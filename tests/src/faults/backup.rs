@@ -212,3 +212,168 @@ pub async fn corrupted_snapshot(_size: Size) -> Result<Report> {
     r.note = "a flipped byte (checksum) and a newer format, both refused by name".into();
     Ok(r)
 }
+
+/// The records of a snapshot's part `name` (key, value), decoded here (zstd, then
+/// length-prefixed fields) rather than by the restore code.
+fn snapshot_part(snapshot: &Path, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let raw = zstd::stream::decode_all(&std::fs::read(snapshot.join(name))?[..])?;
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let len = u32::from_be_bytes(raw.get(at..at + 4).context("a cut length")?.try_into()?) as usize;
+        fields.push(raw.get(at + 4..at + 4 + len).context("a cut field")?.to_vec());
+        at += 4 + len;
+    }
+    ensure!(fields.len() % 2 == 0, "odd number of fields in {name}");
+    Ok(fields.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect())
+}
+
+/// Scenario: a screen on a cluster (etcd, two agents) is backed up mid-run through the
+/// leader; more of it commits; the coordinator is killed, its data folder deleted and every
+/// key of the cluster in etcd deleted; a coordinator restores the snapshot into the empty
+/// prefix and the screen finishes. Every task is committed exactly once (counted from the
+/// commit records in etcd), every commit record of the snapshot is back unchanged, and the
+/// new leader's epoch is above every epoch the old cluster used.
+pub async fn cluster_restore_after_etcd_loss(size: Size) -> Result<Report> {
+    use crate::faults::{job, submit_sleep};
+    use crate::ha::{audit, HaCluster, HaOptions, CLUSTER};
+    let mut r = Report::new("cluster_backup_then_etcd_lost");
+    let keep = tempfile::tempdir()?;
+    let backups = keep.path().join("backups");
+    let backups_uri = format!("file://{}", backups.display());
+    let mut c = HaCluster::start(HaOptions {
+        coordinators: 1,
+        s3: false,
+        coordinator_args: vec!["--reconcile-grace-ms".into(), "1500".into()],
+        ..HaOptions::default()
+    })
+    .await;
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let endpoint = c.coordinator_endpoint(l).to_string();
+    // Agents that dial the coordinator's address, not etcd: their membership is not in the
+    // keys the disaster deletes.
+    c.add_static_agent("a0", 2, &endpoint, &[]);
+    c.add_static_agent("a1", 2, &endpoint, &[]);
+    c.wait_nodes(l, 2).await;
+    let total = size.tasks() * 2;
+    let id = submit_sleep(&c, total, size.task_ms()).await?;
+    let old_epoch = c.leader_info(l).await.context("leader info")?.epoch;
+    wait_for("a third of the screen committed", Duration::from_secs(120), || async {
+        job(&c, &id).await.filter(|j| super::succeeded(j) >= total / 3)
+    })
+    .await?;
+    let b = c
+        .admin(l)
+        .await
+        .backup(pb::BackupRequest { to: backups_uri.clone() })
+        .await
+        .context("Backup")?
+        .into_inner();
+    let snap = backups.join(&b.id);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(snap.join("manifest.json"))?)?;
+    ensure!(
+        manifest["cluster"] == CLUSTER && manifest["etcd_revision"].as_u64().is_some(),
+        "not a cluster snapshot: {manifest}"
+    );
+    let prefix = format!("commits/{id}/");
+    let snapped: Vec<(Vec<u8>, Vec<u8>)> = snapshot_part(&snap, "etcd.kv.zst")?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+        .collect();
+    let mut in_snapshot = std::collections::BTreeSet::new();
+    for (_, v) in &snapped {
+        let rec: serde_json::Value = serde_json::from_slice(v)?;
+        for t in rec["tasks"].as_array().context("tasks")? {
+            in_snapshot.insert(t.as_u64().context("index")?);
+        }
+    }
+    ensure!(
+        !in_snapshot.is_empty() && (in_snapshot.len() as u32) < total,
+        "the snapshot should fall mid-screen: {} of {total} tasks committed in it",
+        in_snapshot.len()
+    );
+    // Work committed after the snapshot, which the restore loses and must redo.
+    let after = in_snapshot.len() as u32 + 4;
+    wait_for("results committed after the snapshot", Duration::from_secs(60), || async {
+        job(&c, &id).await.filter(|j| super::succeeded(j) >= after || crate::is_final(j))
+    })
+    .await?;
+    let lost_at = Instant::now();
+    c.kill_coordinator(l);
+    std::fs::remove_dir_all(c.coordinator_data_dir(l)).context("delete the data folder")?;
+    let deleted = c.wipe_etcd().await?;
+    ensure!(c.commits(&id).await.is_empty() && deleted > 0, "etcd still holds the screen");
+    c.start_coordinator_again(l, &["--restore-from".to_string(), backups_uri.clone()]);
+    let l = c.wait_leader(Duration::from_secs(60)).await;
+    r.detect_s = lost_at.elapsed().as_secs_f64();
+    let new_epoch = c.leader_info(l).await.context("leader info after the restore")?.epoch;
+    ensure!(
+        new_epoch > old_epoch,
+        "the restored leader's epoch {new_epoch} is not above the old one's {old_epoch}"
+    );
+    let j = wait_for("the screen to finish after the restore", Duration::from_secs(180), || async {
+        job(&c, &id).await.filter(crate::is_final)
+    })
+    .await?;
+    ensure!(crate::state(&j) == pb::JobState::Succeeded, "{}", crate::describe_job(&j));
+    r.recover_s = lost_at.elapsed().as_secs_f64();
+    // The flag left in place: the next start finds the snapshot restored and keeps what
+    // happened since.
+    c.start_coordinator_again(l, &["--restore-from".to_string(), backups_uri.clone()]);
+    let l = c.wait_leader(Duration::from_secs(60)).await;
+    let again = wait_for("the finished screen after a restart", Duration::from_secs(60), || async {
+        job(&c, &id).await
+    })
+    .await?;
+    ensure!(
+        crate::state(&again) == pb::JobState::Succeeded,
+        "a restart with --restore-from still set lost the finished screen: {}",
+        crate::describe_job(&again)
+    );
+    // A second snapshot cannot be restored over the live cluster: the prefix holds keys.
+    let b2 = c
+        .admin(l)
+        .await
+        .backup(pb::BackupRequest { to: backups_uri.clone() })
+        .await
+        .context("a second Backup")?
+        .into_inner();
+    let fresh = keep.path().join("fresh");
+    let out = tokio::process::Command::from(crate::clean_command(&crate::binary("dockyard-coordinator")))
+        .args(["--listen", "127.0.0.1:0", "--etcd", &c.etcd_urls(), "--cluster", CLUSTER])
+        .arg("--restore-from")
+        .arg(format!("file://{}", backups.join(&b2.id).display()))
+        .arg("--data-dir")
+        .arg(&fresh)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .context("a restore over a live cluster kept running")??;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && log.contains("needs an empty etcd prefix"),
+        "a restore over a live cluster was not refused as such:\n{log}"
+    );
+
+    let commits = c.commits(&id).await;
+    let (doubles, lost) = audit(&commits, total);
+    r.lost = Some(lost);
+    r.double_commits = Some(doubles);
+    let now = c.etcd_prefix_kv(format!("/dockyard/{CLUSTER}/{prefix}")).await;
+    for (k, v) in &snapped {
+        let full = format!("/dockyard/{CLUSTER}/{}", String::from_utf8_lossy(k));
+        match now.iter().find(|(nk, _)| *nk == full.as_bytes()) {
+            Some((_, nv)) if nv == v => {}
+            Some(_) => bail!("{full} changed after the restore"),
+            None => bail!("{full} is missing after the restore"),
+        }
+    }
+    r.note = format!(
+        "snapshot at etcd revision {} held {} of {total} tasks' commits, dispatch held {:.1} ms; epoch {old_epoch} -> {new_epoch}",
+        manifest["etcd_revision"],
+        in_snapshot.len(),
+        b.pause_ms
+    );
+    Ok(r)
+}
