@@ -275,7 +275,10 @@ impl HaCluster {
             None => etcd_client::Client::connect([self.etcd[0].client_url.as_str()], None).await?,
         };
         let r = client
-            .delete(format!("/dockyard/{CLUSTER}/"), Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .delete(
+                format!("/dockyard/{CLUSTER}/"),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
             .await?;
         Ok(r.deleted())
     }

@@ -231,7 +231,10 @@ async fn in_a_cluster_the_leader_takes_the_scheduled_backups_and_a_new_leader_go
         assert_eq!(m["coordinator_id"].as_str(), Some(leader.as_str()), "taken by a standby: {m}");
         assert_eq!(m["cluster"].as_str(), Some(CLUSTER), "{m}");
         assert!(m["etcd_revision"].as_u64().is_some(), "{m}");
-        assert!(m["parts"].as_array().expect("parts").iter().any(|p| p["name"] == "etcd.kv.zst"), "{m}");
+        assert!(
+            m["parts"].as_array().expect("parts").iter().any(|p| p["name"] == "etcd.kv.zst"),
+            "{m}"
+        );
     }
     c.kill_coordinator(l);
     let n = c.wait_new_leader(l, Duration::from_secs(30)).await;

@@ -113,7 +113,10 @@ pub async fn clear(client: &mut Client, keys: &Keys) -> Result<(), DockyardError
     for k in present(client, keys).await? {
         let mut full = root.clone();
         full.extend_from_slice(&k);
-        client.delete(full, None).await.map_err(|e| etcd_err("clear a cut-short restore", e))?;
+        client
+            .delete(full, None)
+            .await
+            .map_err(|e| etcd_err("clear a cut-short restore", e))?;
     }
     Ok(())
 }
@@ -155,7 +158,14 @@ mod tests {
         for k in ["leader/694d9", "nodes/a0", "epoch_base", "restored_from"] {
             assert!(!carried(k.as_bytes()), "{k}");
         }
-        for k in ["jobs/j1", "commits/j1/00000000000000000007-000000000003", "tokens/t", "quotas/o", "usage/o", "drained/n"] {
+        for k in [
+            "jobs/j1",
+            "commits/j1/00000000000000000007-000000000003",
+            "tokens/t",
+            "quotas/o",
+            "usage/o",
+            "drained/n",
+        ] {
             assert!(carried(k.as_bytes()), "{k}");
         }
     }

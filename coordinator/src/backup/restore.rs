@@ -110,6 +110,16 @@ async fn part(
     .map_err(|e| DockyardError::Internal(e.to_string()))?
 }
 
+/// The snapshot's list of the artifact keys its state refers to.
+async fn artifact_keys(src: &Arc<dyn ArtifactStore>, m: &Manifest, prefix: &str) -> Result<Vec<String>, DockyardError> {
+    Ok(part(src, m, prefix, ARTIFACTS_PART, 1)
+        .await?
+        .into_iter()
+        .filter_map(|mut r| r.pop())
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect())
+}
+
 fn pairs(records: Vec<Vec<Vec<u8>>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     records
         .into_iter()
@@ -149,28 +159,14 @@ pub async fn restore(from: &str, store: &Store, artifacts: &Arc<dyn ArtifactStor
     // Every part is read and checked before the first record is written.
     let sched = pairs(part(&src, &m, &prefix, SCHEDULER_PART, 2).await?);
     let tenants = pairs(part(&src, &m, &prefix, TENANTS_PART, 2).await?);
-    let keys: Vec<String> = part(&src, &m, &prefix, ARTIFACTS_PART, 1)
-        .await?
-        .into_iter()
-        .filter_map(|mut r| r.pop())
-        .map(|k| String::from_utf8_lossy(&k).into_owned())
-        .collect();
+    let keys = artifact_keys(&src, &m, &prefix).await?;
     let records = (sched.len() + tenants.len()) as u64;
     store.set_restore_marker(&format!("partial:{}", m.id)).await?;
     store.import(SnapshotTree::Scheduler, sched).await?;
     store.import(SnapshotTree::Tenants, tenants).await?;
-    let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
-    let epoch = store.raise_epoch(wall.max(m.epoch + 1)).await?;
+    let epoch = store.raise_epoch(epoch_floor(&m)).await?;
     store.set_restore_marker(&m.id).await?;
-    let missing = missing_artifacts(artifacts, keys).await?;
-    if !missing.is_empty() {
-        warn!(
-            snapshot = %m.id,
-            missing = missing.len(),
-            first = ?missing.iter().take(5).collect::<Vec<_>>(),
-            "the artifact store lacks objects the restored state refers to (restore them from the bucket's versions or the folder's snapshot); tasks that need a missing input fail"
-        );
-    }
+    let missing = missing_artifacts(artifacts, &m.id, keys).await?;
     let seconds = started.elapsed().as_secs_f64();
     info!(snapshot = %m.id, from, records, epoch, commit_position = m.commit_position, seconds, "restored");
     Ok(Outcome::Restored(Restored {
@@ -238,29 +234,14 @@ pub async fn restore_cluster(from: &str, etcd: &EtcdSettings, artifacts: &Arc<dy
     }
     // Every part is read and checked before the first key is written.
     let kv = pairs(part(&src, &m, &prefix, ETCD_PART, 2).await?);
-    let wanted: Vec<String> = part(&src, &m, &prefix, ARTIFACTS_PART, 1)
-        .await?
-        .into_iter()
-        .filter_map(|mut r| r.pop())
-        .map(|k| String::from_utf8_lossy(&k).into_owned())
-        .collect();
+    let wanted = artifact_keys(&src, &m, &prefix).await?;
     put(&mut client, keys.restored_from(), format!("partial:{}", m.id)).await?;
     etcd_part::write(&mut client, &keys, &kv).await?;
-    // Epochs of the old cluster are etcd revisions: far below the wall clock in seconds,
-    // which keeps growing across restores.
-    let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
-    let base = wall.max(m.epoch + 1).max(etcd_part::max_epoch(&kv) + 1);
+    // Epochs of the old cluster are etcd revisions: far below the wall clock in seconds.
+    let base = epoch_floor(&m).max(etcd_part::max_epoch(&kv) + 1);
     put(&mut client, keys.epoch_base(), base.to_string()).await?;
     put(&mut client, keys.restored_from(), m.id.clone()).await?;
-    let missing = missing_artifacts(artifacts, wanted).await?;
-    if !missing.is_empty() {
-        warn!(
-            snapshot = %m.id,
-            missing = missing.len(),
-            first = ?missing.iter().take(5).collect::<Vec<_>>(),
-            "the artifact store lacks objects the restored state refers to (restore them from the bucket's versions or the folder's snapshot)"
-        );
-    }
+    let missing = missing_artifacts(artifacts, &m.id, wanted).await?;
     let seconds = started.elapsed().as_secs_f64();
     info!(snapshot = %m.id, from, keys = kv.len(), epoch_base = base, etcd_revision = ?m.etcd_revision, seconds, "cluster state restored into etcd");
     Ok(Outcome::Restored(Restored {
@@ -280,9 +261,16 @@ async fn put(client: &mut etcd_client::Client, key: String, value: String) -> Re
     Ok(())
 }
 
-/// One listing of the store against the snapshot's keys (not a HEAD per key: a million
-/// results would be a million requests).
-async fn missing_artifacts(artifacts: &Arc<dyn ArtifactStore>, keys: Vec<String>) -> Result<Vec<String>, DockyardError> {
+/// The lowest epoch a restored state may start at: the wall clock in seconds (which keeps
+/// growing across restores), or one past the snapshot's if that is later.
+fn epoch_floor(m: &Manifest) -> u64 {
+    let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
+    wall.max(m.epoch + 1)
+}
+
+/// The snapshot's artifact keys the store lacks, logged: one listing of the store (not a
+/// HEAD per key: a million results would be a million requests).
+async fn missing_artifacts(artifacts: &Arc<dyn ArtifactStore>, snapshot: &str, keys: Vec<String>) -> Result<Vec<String>, DockyardError> {
     let mut wanted: BTreeSet<String> = keys.into_iter().collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -290,5 +278,14 @@ async fn missing_artifacts(artifacts: &Arc<dyn ArtifactStore>, keys: Vec<String>
     for k in artifacts.list("orgs/").await? {
         wanted.remove(k.as_str());
     }
-    Ok(wanted.into_iter().collect())
+    let missing: Vec<String> = wanted.into_iter().collect();
+    if !missing.is_empty() {
+        warn!(
+            snapshot,
+            missing = missing.len(),
+            first = ?missing.iter().take(5).collect::<Vec<_>>(),
+            "the artifact store lacks objects the restored state refers to (restore them from the bucket's versions or the folder's snapshot); tasks that need a missing input fail"
+        );
+    }
+    Ok(missing)
 }

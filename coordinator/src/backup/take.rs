@@ -54,7 +54,11 @@ pub async fn take(src: Source<'_>, target: &Arc<dyn ArtifactStore>) -> Result<(M
     let etcd = match (src.etcd, etcd_revision) {
         (Some(settings), Some(rev)) => {
             let mut client = settings.connect().await?;
-            Some((settings.cluster.clone(), rev, etcd_part::read(&mut client, &settings.keys(), rev).await?))
+            Some((
+                settings.cluster.clone(),
+                rev,
+                etcd_part::read(&mut client, &settings.keys(), rev).await?,
+            ))
         }
         (Some(_), None) => {
             return Err(DockyardError::Internal(
@@ -70,8 +74,14 @@ pub async fn take(src: Source<'_>, target: &Arc<dyn ArtifactStore>) -> Result<(M
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, DockyardError> {
         let mut keys = referenced_artifacts(&records)?;
         let mut parts = vec![
-            (SCHEDULER_PART, encode_part(2, records.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?),
-            (TENANTS_PART, encode_part(2, tenants.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?),
+            (
+                SCHEDULER_PART,
+                encode_part(2, records.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?,
+            ),
+            (
+                TENANTS_PART,
+                encode_part(2, tenants.iter().map(|(k, v)| vec![k.as_ref(), v.as_ref()]))?,
+            ),
         ];
         if let Some((_, _, kv)) = &etcd {
             keys.extend(etcd_part::referenced(kv));

@@ -228,6 +228,16 @@ fn snapshot_part(snapshot: &Path, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>
     Ok(fields.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect())
 }
 
+/// `AdminService/Backup` to `to`, asked of coordinator `l` of a cluster.
+async fn leader_backup(c: &crate::ha::HaCluster, l: usize, to: &str) -> Result<pb::BackupResponse> {
+    Ok(c.admin(l)
+        .await
+        .backup(pb::BackupRequest { to: to.to_string() })
+        .await
+        .context("Backup")?
+        .into_inner())
+}
+
 /// Scenario: a screen on a cluster (etcd, two agents) is backed up mid-run through the
 /// leader; more of it commits; the coordinator is killed, its data folder deleted and every
 /// key of the cluster in etcd deleted; a coordinator restores the snapshot into the empty
@@ -262,13 +272,7 @@ pub async fn cluster_restore_after_etcd_loss(size: Size) -> Result<Report> {
         job(&c, &id).await.filter(|j| super::succeeded(j) >= total / 3)
     })
     .await?;
-    let b = c
-        .admin(l)
-        .await
-        .backup(pb::BackupRequest { to: backups_uri.clone() })
-        .await
-        .context("Backup")?
-        .into_inner();
+    let b = leader_backup(&c, l, &backups_uri).await?;
     let snap = backups.join(&b.id);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(snap.join("manifest.json"))?)?;
     ensure!(
@@ -331,13 +335,7 @@ pub async fn cluster_restore_after_etcd_loss(size: Size) -> Result<Report> {
         crate::describe_job(&again)
     );
     // A second snapshot cannot be restored over the live cluster: the prefix holds keys.
-    let b2 = c
-        .admin(l)
-        .await
-        .backup(pb::BackupRequest { to: backups_uri.clone() })
-        .await
-        .context("a second Backup")?
-        .into_inner();
+    let b2 = leader_backup(&c, l, &backups_uri).await?;
     let fresh = keep.path().join("fresh");
     let out = tokio::process::Command::from(crate::clean_command(&crate::binary("dockyard-coordinator")))
         .args(["--listen", "127.0.0.1:0", "--etcd", &c.etcd_urls(), "--cluster", CLUSTER])

@@ -142,7 +142,9 @@ pub fn all() -> Vec<(&'static str, ScenarioFn)> {
         ("leader_kill_while_stage_fed", |s| Box::pin(funnel::leader_kill_while_stage_fed(s))),
         ("backup_then_data_folder_lost", |s| Box::pin(backup::restore_after_data_loss(s))),
         ("corrupted_snapshot_refused", |s| Box::pin(backup::corrupted_snapshot(s))),
-        ("cluster_backup_then_etcd_lost", |s| Box::pin(backup::cluster_restore_after_etcd_loss(s))),
+        ("cluster_backup_then_etcd_lost", |s| {
+            Box::pin(backup::cluster_restore_after_etcd_loss(s))
+        }),
     ]
 }
 
