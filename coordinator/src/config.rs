@@ -107,8 +107,9 @@ pub struct CoordinatorSettings {
     #[arg(long, env = "DOCKYARD_BACKUP_KEEP", default_value_t = 24)]
     pub backup_keep: usize,
     /// Before serving, restore this snapshot (its folder, or a backup location: the newest
-    /// there) into the data folder, which must be empty. A later start with the same flag
-    /// finds it restored and goes on.
+    /// there) into the data folder, which must be empty; with --etcd, into the cluster's
+    /// etcd prefix, which must be empty (start one coordinator with it). A later start with
+    /// the same flag finds it restored and goes on.
     #[arg(long, env = "DOCKYARD_RESTORE_FROM", value_name = "URI")]
     pub restore_from: Option<String>,
     /// How often agents heartbeat, in milliseconds.
