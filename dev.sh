@@ -147,6 +147,27 @@ fuzz_short() {
     echo "fuzz: $((SECONDS - start)) s in all"
 }
 
+# The Python client (clients/python): its checked-in stubs must match proto/, it must build
+# as a wheel, and its tests run against the release binaries (with the example script,
+# executed). In a venv of its own, kept between runs, so the pinned stub generator and the
+# client's grpcio/protobuf do not disturb the system's Python packages.
+python_client() {
+    local venv=${DOCKYARD_PY_VENV:-$HOME/.cache/dockyard/py-client-venv} start=$SECONDS
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+    fi
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r clients/python/requirements-dev.txt "./clients/python[test]" matplotlib
+    "$venv/bin/python" clients/python/gen_stubs.py --check
+    local wheels; wheels=$(mktemp -d)
+    "$venv/bin/pip" wheel -q --no-deps -w "$wheels" ./clients/python
+    ls "$wheels"/dockyard_client-*.whl >/dev/null
+    rm -rf "$wheels" clients/python/build clients/python/*.egg-info
+    DOCKYARD_BIN_DIR="${CARGO_TARGET_DIR:-target}/release" "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
+    echo "python client: $((SECONDS - start)) s"
+}
+
 case "${1:-}" in
     demo)
         setup
@@ -170,6 +191,7 @@ case "${1:-}" in
         # Run as built with the workspace: `cargo run -p` would resolve other features and
         # rebuild the dependencies for nothing.
         cargo build --release --workspace --bins
+        python_client
         "${CARGO_TARGET_DIR:-target}/release/faults" --short
         ;;
     bench)

@@ -179,4 +179,13 @@ async fn sdf_and_smiles_ligands_are_prepared_docked_and_exported() {
         sdf.contains(">  <dockyard_affinity>") && sdf.contains(">  <dockyard_ligand>"),
         "{sdf}"
     );
+    // The SD format: a data header follows the molecule's `M  END` or the blank line that
+    // ends the item before it; otherwise readers take it as part of that item's value.
+    let lines: Vec<&str> = sdf.lines().collect();
+    for (i, l) in lines.iter().enumerate().skip(1) {
+        if l.starts_with(">  <") {
+            let prev = lines[i - 1];
+            assert!(prev.is_empty() || prev == "M  END", "line {}: {l:?} follows {prev:?}", i + 1);
+        }
+    }
 }

@@ -208,7 +208,13 @@ async fn sdf_records(c: &Client, r: &pb::LigandResult, rank: usize, f: &mut impl
     let text = String::from_utf8_lossy(&data);
     let mut written = 0;
     for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {
-        writeln!(f, "{}", rec.trim_start_matches(['\r', '\n']))?;
+        let rec = rec.trim_start_matches(['\r', '\n']);
+        writeln!(f, "{rec}")?;
+        // A data item the engine's SDF ends with (obabel's TORSDO) needs its closing blank
+        // line back, or the next field would read as part of its value.
+        if !rec.ends_with("M  END") {
+            writeln!(f)?;
+        }
         let mut field = |k: &str, v: String| writeln!(f, ">  <{k}>\n{v}\n");
         field("dockyard_ligand", r.ligand.clone())?;
         field("dockyard_rank", rank.to_string())?;
