@@ -50,28 +50,29 @@ class _Inputs:
         self.budget = INLINE_TOTAL_MAX
         self.uploads: List[Upload] = []
 
-    def file(self, path: PathLike, what: str) -> job_pb2.InputFile:
+    def file(self, path: PathLike, what: str, into: job_pb2.InputFile) -> None:
+        """Fills `into` (a message inside the request: protobuf copies on assignment, so the
+        upload id must be set there) from the file at `path`."""
         p = os.fspath(path)
         try:
             size = os.path.getsize(p)
         except OSError as e:
             raise DockyardError(f"{what} {p}: cannot read it ({e.strerror})") from None
-        name = os.path.basename(p) or "input"
+        into.name = os.path.basename(p) or "input"
         if size <= INLINE_MAX and size <= self.budget:
             self.budget -= size
             with open(p, "rb") as f:
-                return job_pb2.InputFile(name=name, content=f.read())
-        msg = job_pb2.InputFile(name=name)
-        self.uploads.append(Upload(msg, name, path=p))
-        return msg
+                into.content = f.read()
+            return
+        self.uploads.append(Upload(into, into.name, path=p))
 
-    def data(self, name: str, data: bytes) -> job_pb2.InputFile:
+    def data(self, name: str, data: bytes, into: job_pb2.InputFile) -> None:
+        into.name = name
         if len(data) <= INLINE_MAX and len(data) <= self.budget:
             self.budget -= len(data)
-            return job_pb2.InputFile(name=name, content=data)
-        msg = job_pb2.InputFile(name=name)
-        self.uploads.append(Upload(msg, name, data=data))
-        return msg
+            into.content = data
+            return
+        self.uploads.append(Upload(into, name, data=data))
 
 
 def _is_library_file(name: str) -> bool:
@@ -159,13 +160,14 @@ def _box(center: Optional[Vec3], size: Optional[Vec3], box: Any) -> Optional[com
     return common_pb2.DockingBox(center=_vec3("center", center), size=_vec3("size", size))
 
 
-def _stage(i: int, s: Union[Stage, Mapping[str, Any]], inputs: _Inputs) -> job_pb2.Stage:
+def _stage(i: int, s: Union[Stage, Mapping[str, Any]], inputs: _Inputs, st: job_pb2.Stage) -> None:
+    """Fills `st`, a stage inside the request."""
     if isinstance(s, Mapping):
         unknown = set(s) - set(Stage.__dataclass_fields__)
         if unknown:
             raise InvalidArgument(f"stage {i + 1}: unknown key(s) {sorted(unknown)}; the keys are {sorted(Stage.__dataclass_fields__)}")
         s = Stage(**s)
-    st = job_pb2.Stage(
+    st.CopyFrom(job_pb2.Stage(
         name=s.name or "",
         engine=s.engine or "",
         params=common_pb2.EngineParams(
@@ -182,7 +184,7 @@ def _stage(i: int, s: Union[Stage, Mapping[str, Any]], inputs: _Inputs) -> job_p
         batch_size=s.batch_size or 0,
         timeout_s=s.timeout_s or 0,
         rank_by=s.rank_by or "",
-    )
+    ))
     if s.gpus is not None:
         st.gpus_per_task = s.gpus
     if s.cpus_per_task is not None:
@@ -204,11 +206,10 @@ def _stage(i: int, s: Union[Stage, Mapping[str, Any]], inputs: _Inputs) -> job_p
     if s.max_score is not None:
         st.max_score = float(s.max_score)
     if s.receptor is not None:
-        st.receptor.CopyFrom(inputs.file(s.receptor, f"stage {i + 1} receptor"))
+        inputs.file(s.receptor, f"stage {i + 1} receptor", st.receptor)
     b = _box(s.center, s.size, None)
     if b is not None:
         st.box.CopyFrom(b)
-    return st
 
 
 def build(
@@ -278,7 +279,7 @@ def build(
         req.cpus_per_task = cpus_per_task
     inputs = _Inputs()
     for i, s in enumerate(stages or []):
-        req.stages.append(_stage(i, s, inputs))
+        _stage(i, s, inputs, req.stages.add())
     has_library = ligands is not None or smiles is not None
     if engine == "sleep" and not stages:
         if receptor is not None or has_library:
@@ -296,7 +297,7 @@ def build(
     if autobox_ligand is not None:
         if _box(center, size, box) is not None:
             raise InvalidArgument("give either autobox_ligand= or a box (center=/size= or box=), not both")
-        req.autobox_ligand.CopyFrom(inputs.file(autobox_ligand, "autobox_ligand"))
+        inputs.file(autobox_ligand, "autobox_ligand", req.autobox_ligand)
         req.autobox_add = autobox_add or 0.0
     else:
         b = _box(center, size, box)
@@ -304,14 +305,14 @@ def build(
             raise InvalidArgument("the box is missing: give center=(x, y, z) and size=(x, y, z), box=, or autobox_ligand=")
         req.box.CopyFrom(b)
     req.skip_invalid = skip_invalid
-    req.receptor.CopyFrom(inputs.file(receptor, "receptor"))
+    inputs.file(receptor, "receptor", req.receptor)
     if ligands is not None and hasattr(ligands, "columns"):
         smiles, ligands = ligands, None
     if ligands is not None:
         paths = [ligands] if isinstance(ligands, (str, os.PathLike)) else list(ligands)
         for f in ligand_files(paths):
-            req.ligands.append(inputs.file(f, "ligands"))
+            inputs.file(f, "ligands", req.ligands.add())
     if smiles is not None:
-        req.ligands.append(inputs.data("smiles.smi", smiles_library(_smiles_rows(smiles, smiles_column, name_column))))
+        inputs.data("smiles.smi", smiles_library(_smiles_rows(smiles, smiles_column, name_column)), req.ligands.add())
     return req, inputs.uploads
 

@@ -196,3 +196,31 @@ def test_the_python_example_runs(cluster, tmp_path):
     assert sorted(hits["ligand"]) == ["genistein", "pd173955", "pd180970", "pp1", "pp2"]
     assert (hits["score"] < 0).all() and hits["score"].is_monotonic_increasing
     assert hits["ligand"][0] in r.stdout
+
+
+def test_a_folder_of_libraries_and_a_streamed_upload(client, tmp_path, monkeypatch, capsys):
+    # Files over the inline limit go through UploadInput; lowered here so small files do.
+    from dockyard import _submit
+
+    monkeypatch.setattr(_submit, "INLINE_MAX", 64)
+    lib = tmp_path / "libs"
+    lib.mkdir()
+    (lib / "a.smi").write_text("".join(f"{'C' * (i % 4 + 1)} a{i}\n" for i in range(30)))
+    (lib / "b.smi").write_text("CCO b0\nCCN b1\n")
+    (lib / "notes.txt").write_text("not a library")
+    job = client.submit(
+        receptor=str(RECEPTOR),
+        ligands=str(lib),
+        **BOX,
+        engine="sleep",
+        batch_size=8,
+        stages=[{"name": "dock"}, {"name": "keep", "keep": "10%"}],
+    )
+    j = client.wait(job, timeout=120, progress=True)
+    assert j.state == "succeeded" and j.ligands_total == 32, j
+    assert j.stages[1].ligands_in == 4, j.stages
+    # tqdm drew its bar on stderr, ending at the ligands docked.
+    assert job in capsys.readouterr().err
+    with pytest.raises(dockyard.DockyardError) as e:
+        client.submit(receptor=str(RECEPTOR), ligands=str(tmp_path / "missing"), **BOX)
+    assert "no such file" in str(e.value)
