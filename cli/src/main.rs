@@ -3,7 +3,6 @@
 mod client;
 mod commands;
 mod output;
-mod output_results;
 mod output_stages;
 
 use std::path::PathBuf;

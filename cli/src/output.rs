@@ -145,27 +145,22 @@ fn csv(s: &str) -> String {
     }
 }
 
-/// How the coordinator ranked a list of results.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ranking {
-    /// The key (empty from an older coordinator).
-    pub key: String,
-    /// A funnel's: the fields holding each earlier stage's score, in stage order.
-    pub stage_columns: Vec<String>,
-}
+pub use dockyard_common::results_export::Ranking;
 
-impl From<&str> for Ranking {
-    fn from(key: &str) -> Self {
-        Ranking {
-            key: key.to_string(),
-            stage_columns: Vec::new(),
+impl From<Format> for dockyard_common::results_export::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => Self::Table,
+            Format::Json => Self::Json,
+            Format::Csv => Self::Csv,
         }
     }
 }
 
-/// A whole list at once; long exports stream through [`crate::output_results::ResultsWriter`].
+/// A whole list at once; long exports stream through
+/// [`dockyard_common::results_export::ResultsWriter`].
 pub fn render_results(rows: &[pb::LigandResult], ranking: &Ranking, f: Format) -> String {
-    crate::output_results::render(rows, ranking, f)
+    dockyard_common::results_export::render(rows, ranking, f.into())
 }
 
 fn ranking(r: &pb::JobReport) -> Ranking {

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod metrics_http;
 pub mod molecule;
 pub mod queue_key;
+pub mod results_export;
 #[cfg(feature = "settings")]
 pub mod settings;
 pub mod spec;

@@ -8,12 +8,10 @@ use anyhow::{bail, Context, Result};
 
 use dockyard_proto::v1 as pb;
 
+use dockyard_common::results_export::{ResultsWriter, EXPORT_PAGE as PAGE};
+
 use crate::client::{explain, Client};
 use crate::output::{Format, Ranking};
-use crate::output_results::ResultsWriter;
-
-/// Results asked of the coordinator at a time (its own cap).
-const PAGE: usize = 1000;
 
 /// Ligands named when some have no SDF poses; the count covers the rest.
 const MISSING_NAMED: usize = 20;
@@ -159,14 +157,20 @@ pub async fn export(c: &Client, job: &str, rank_by: &str, stage: u32, e: &Export
 type Page = (Vec<pb::LigandResult>, Ranking);
 
 async fn listing(pages: &mut Pages<'_>, first: Page, sink: Box<dyn Write>, f: Format) -> Result<usize> {
-    let mut w = ResultsWriter::new(sink, f);
+    let mut w = ResultsWriter::new(sink, f.into());
     let (rows, ranking) = first;
     w.page(&rows, &ranking)?;
     while let Some((rows, ranking)) = pages.next().await? {
         w.page(&rows, &ranking)?;
     }
     let n = w.written();
-    w.finish()?;
+    let (_, late) = w.finish()?;
+    if !late.is_empty() {
+        eprintln!(
+            "note: engine field(s) {} first appear after the first page and have no CSV column; --format json carries them",
+            late.join(", ")
+        );
+    }
     Ok(n)
 }
 

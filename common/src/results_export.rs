@@ -1,13 +1,43 @@
 //! A job's hit list as a table, CSV or JSON, written one page at a time as the pages arrive,
-//! so exporting a million results never holds more than a page of them.
+//! so exporting a million results never holds more than a page of them. One writer for the
+//! CLI (`dockyard results`) and the coordinator's web console, so their files are the same
+//! byte for byte when read with the same page size.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 
-use dockyard_common::spec::RankKey;
 use dockyard_proto::v1 as pb;
 
-use crate::output::{Format, Ranking};
+use crate::spec::RankKey;
+
+/// Results per ListResults page when exporting. The CSV's engine-field columns come from
+/// the first page, so exports that should match read pages of the same size.
+pub const EXPORT_PAGE: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// How the coordinator ranked a list of results.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranking {
+    /// The key (empty from an older coordinator).
+    pub key: String,
+    /// A funnel's: the fields holding each earlier stage's score, in stage order.
+    pub stage_columns: Vec<String>,
+}
+
+impl From<&str> for Ranking {
+    fn from(key: &str) -> Self {
+        Ranking {
+            key: key.to_string(),
+            stage_columns: Vec::new(),
+        }
+    }
+}
 
 /// The CSV's fixed columns. The first seven are the file's original ones, and a funnel's
 /// stage columns follow them, so scripts reading by position read files with and without
@@ -66,28 +96,23 @@ impl<W: Write> ResultsWriter<W> {
         Ok(())
     }
 
-    /// Ends the stream (the table's legend, JSON's closing bracket) and hands back the sink.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Ends the stream (the table's legend, JSON's closing bracket) and hands back the sink
+    /// with the CSV's late fields: engine fields first seen after the first page, which have
+    /// no column (JSON carries them).
+    pub fn finish(mut self) -> io::Result<(W, Vec<String>)> {
         if self.layout.is_none() {
             // No page at all: still a header, so the output parses.
             self.page(&[], &Ranking::default())?;
         }
         let layout = self.layout.take().unwrap_or_else(|| Layout::of(&[], &Ranking::default()));
+        let mut late = Vec::new();
         match self.format {
             Format::Json => writeln!(self.out, "]")?,
-            Format::Csv => {
-                if !layout.late.is_empty() {
-                    let late: Vec<&str> = layout.late.iter().map(String::as_str).collect();
-                    eprintln!(
-                        "note: engine field(s) {} first appear after the first page and have no CSV column; --format json carries them",
-                        late.join(", ")
-                    );
-                }
-            }
+            Format::Csv => late = layout.late.iter().cloned().collect(),
             Format::Table => table_legend(&mut self.out, &layout)?,
         }
         self.out.flush()?;
-        Ok(self.out)
+        Ok((self.out, late))
     }
 
     fn header(&mut self, l: &Layout) -> io::Result<()> {
@@ -257,7 +282,11 @@ fn cnn_cell(r: &pb::LigandResult, key: RankKey) -> String {
 pub fn render(rows: &[pb::LigandResult], ranking: &Ranking, f: Format) -> String {
     let mut w = ResultsWriter::new(Vec::new(), f);
     // Writing to memory cannot fail.
-    let out = w.page(rows, ranking).and_then(|()| w.finish()).unwrap_or_default();
+    let out = w
+        .page(rows, ranking)
+        .and_then(|()| w.finish())
+        .map(|(out, _)| out)
+        .unwrap_or_default();
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -301,7 +330,7 @@ mod tests {
         let mut w = ResultsWriter::new(Vec::new(), Format::Csv);
         w.page(&page1, &ranking).expect("page 1");
         w.page(&page2, &ranking).expect("page 2");
-        let text = String::from_utf8(w.finish().expect("finish")).expect("utf-8");
+        let text = String::from_utf8(w.finish().expect("finish").0).expect("utf-8");
         let (header, rows) = parse(&text);
         assert_eq!(
             header,
@@ -347,7 +376,7 @@ mod tests {
         w.page(&[], &Ranking::default()).expect("empty page");
         w.page(&[hit("b", "CC", &[]), hit("c", "CCC", &[])], &Ranking::default())
             .expect("page 3");
-        let v: serde_json::Value = serde_json::from_slice(&w.finish().expect("finish")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&w.finish().expect("finish").0).expect("json");
         let ranks: Vec<i64> = v.as_array().expect("array").iter().filter_map(|r| r["rank"].as_i64()).collect();
         assert_eq!(ranks, [1, 2, 3]);
         assert_eq!(render(&[], &Ranking::default(), Format::Json), "[]\n");
