@@ -157,8 +157,14 @@ python_client() {
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
     fi
+    # The web console's browser tests drive Debian's chromium with Playwright (no browser
+    # download: Playwright is given chromium's path).
+    if ! command -v chromium >/dev/null; then
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+    fi
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -r clients/python/requirements-dev.txt "./clients/python[test]" matplotlib
+    "$venv/bin/pip" install -q -r clients/python/requirements-dev.txt "./clients/python[test]" matplotlib playwright
     "$venv/bin/python" clients/python/gen_stubs.py --check
     local wheels; wheels=$(mktemp -d)
     "$venv/bin/pip" wheel -q --no-deps -w "$wheels" ./clients/python
@@ -166,6 +172,16 @@ python_client() {
     rm -rf "$wheels" clients/python/build clients/python/*.egg-info
     DOCKYARD_BIN_DIR="${CARGO_TARGET_DIR:-target}/release" "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
     echo "python client: $((SECONDS - start)) s"
+}
+
+# The console's vendored depiction library must be the npm release it names, byte for byte
+# (coordinator/console/vendor/README.md).
+check_console_vendor() {
+    local d; d=$(mktemp -d)
+    curl -sSfL https://registry.npmjs.org/smiles-drawer/-/smiles-drawer-2.4.1.tgz | tar xz -C "$d"
+    cmp "$d/package/dist/smiles-drawer.min.js" coordinator/console/vendor/smiles-drawer.min.js
+    rm -rf "$d"
+    echo "console: vendored smiles-drawer 2.4.1 matches npm"
 }
 
 case "${1:-}" in
@@ -191,6 +207,7 @@ case "${1:-}" in
         # Run as built with the workspace: `cargo run -p` would resolve other features and
         # rebuild the dependencies for nothing.
         cargo build --release --workspace --bins
+        check_console_vendor
         python_client
         "${CARGO_TARGET_DIR:-target}/release/faults" --short
         ;;

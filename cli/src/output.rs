@@ -9,30 +9,7 @@ pub enum Format {
     Csv,
 }
 
-pub fn job_state(s: i32) -> &'static str {
-    match pb::JobState::try_from(s) {
-        Ok(pb::JobState::Queued) => "queued",
-        Ok(pb::JobState::Running) => "running",
-        Ok(pb::JobState::Succeeded) => "succeeded",
-        Ok(pb::JobState::Partial) => "partial",
-        Ok(pb::JobState::Failed) => "failed",
-        Ok(pb::JobState::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
-}
-
-pub fn is_final(s: i32) -> bool {
-    matches!(job_state(s), "succeeded" | "partial" | "failed" | "cancelled")
-}
-
-pub fn node_state(s: i32) -> &'static str {
-    match pb::NodeState::try_from(s) {
-        Ok(pb::NodeState::Ready) => "ready",
-        Ok(pb::NodeState::Draining) => "draining",
-        Ok(pb::NodeState::Lost) => "lost",
-        _ => "unknown",
-    }
-}
+pub use dockyard_common::state_names::{is_final, job_state, node_state};
 
 pub fn job_json(j: &pb::Job) -> serde_json::Value {
     let t = j.tasks.unwrap_or_default();

@@ -21,6 +21,7 @@ pub mod results_export;
 #[cfg(feature = "settings")]
 pub mod settings;
 pub mod spec;
+pub mod state_names;
 pub mod telemetry;
 pub mod time;
 

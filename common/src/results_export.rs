@@ -83,6 +83,11 @@ impl<W: Write> ResultsWriter<W> {
         self.written
     }
 
+    /// The sink, to drain what was written so far (a streamed HTTP body).
+    pub fn sink_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes the next page, best first; the first page also writes the header.
     pub fn page(&mut self, rows: &[pb::LigandResult], ranking: &Ranking) -> io::Result<()> {
         if self.layout.is_none() {
@@ -276,6 +281,40 @@ fn stage_cell(r: &pb::LigandResult, column: &str) -> String {
 fn cnn_cell(r: &pb::LigandResult, key: RankKey) -> String {
     key.value(r.score, &r.fields)
         .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
+}
+
+/// One ligand's poses from its SDF object, each record followed by the dockyard fields
+/// (ligand, rank, pose, affinity, best score, SMILES) and every engine field; returns how
+/// many records were written.
+pub fn write_sdf_records<W: Write>(f: &mut W, r: &pb::LigandResult, rank: usize, sdf: &[u8]) -> io::Result<usize> {
+    let text = String::from_utf8_lossy(sdf);
+    let mut written = 0;
+    for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {
+        let rec = rec.trim_start_matches(['\r', '\n']);
+        writeln!(f, "{rec}")?;
+        // A data item the engine's SDF ends with (obabel's TORSDO) needs its closing blank
+        // line back, or the next field would read as part of its value.
+        if !rec.ends_with("M  END") {
+            writeln!(f)?;
+        }
+        let mut field = |k: &str, v: String| writeln!(f, ">  <{k}>\n{v}\n");
+        field("dockyard_ligand", r.ligand.clone())?;
+        field("dockyard_rank", rank.to_string())?;
+        field("dockyard_pose", (pose_i + 1).to_string())?;
+        if let Some(p) = r.poses.get(pose_i) {
+            field("dockyard_affinity", format!("{:.3}", p.affinity))?;
+        }
+        field("dockyard_best_score", format!("{:.3}", r.score))?;
+        if !r.smiles.is_empty() {
+            field("dockyard_smiles", r.smiles.clone())?;
+        }
+        for (k, v) in &r.fields {
+            field(k, format!("{v}"))?;
+        }
+        writeln!(f, "$$$$")?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// A whole list at once (a report's top hits, tests).

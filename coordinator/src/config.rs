@@ -41,6 +41,7 @@ pub struct CoordinatorConfig {
     pub limits: SubmitLimits,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no listener.
     pub metrics_listen: Option<String>,
+    pub http_listen: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -130,6 +131,10 @@ pub struct CoordinatorSettings {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464) [default: off].
     #[arg(long, env = "DOCKYARD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Serve the web console at http://ADDR/ (e.g. 0.0.0.0:8080) [default: off]. It uses
+    /// the same tokens as gRPC; put it behind TLS (a reverse proxy) off the loopback.
+    #[arg(long, env = "DOCKYARD_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
     /// etcd endpoints, comma-separated: turns on cluster mode (election, failover, etcd membership).
     #[arg(long, env = "DOCKYARD_ETCD")]
     pub etcd: Option<String>,
@@ -277,6 +282,7 @@ impl CoordinatorSettings {
             },
             limits: self.limits(),
             metrics_listen: self.metrics_listen.clone(),
+            http_listen: self.http_listen.clone(),
         })
     }
 

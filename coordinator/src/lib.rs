@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod fatal;
 pub mod metrics;
 pub mod model;

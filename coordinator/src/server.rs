@@ -47,6 +47,8 @@ pub struct RunningCoordinator {
     pub tls: bool,
     /// Where `/metrics` is served (`--metrics-listen`), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the web console serves (`--http-listen`).
+    pub console_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     /// `None` once `wait` has seen it end.
     server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -236,6 +238,18 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         auth: Arc::clone(&auth),
     });
 
+    let console_addr = match &cfg.http_listen {
+        Some(listen) => {
+            let services = crate::console::Services::new(
+                jobs.clone(),
+                admin.clone(),
+                LeaderGateLayer::new(view_rx.clone()),
+                AuthLayer::new(Arc::clone(&auth)),
+            );
+            Some(crate::console::serve(listen, services, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let token = shutdown.clone();
     let serves_tls = tls.is_some();
     let mut builder = tonic::transport::Server::builder();
@@ -268,6 +282,7 @@ pub async fn start(cfg: CoordinatorConfig) -> Result<RunningCoordinator, Dockyar
         artifacts_uri,
         tls: serves_tls,
         metrics_addr,
+        console_addr,
         shutdown,
         server: Some(server),
         scheduler,

@@ -209,32 +209,5 @@ async fn sdf(c: &Client, pages: &mut Pages<'_>, first: Page, mut f: Box<dyn Writ
 /// One ligand's poses, each followed by the dockyard and engine fields; returns how many.
 async fn sdf_records(c: &Client, r: &pb::LigandResult, rank: usize, f: &mut impl Write) -> Result<usize> {
     let data = c.artifact(&r.sdf_key).await?;
-    let text = String::from_utf8_lossy(&data);
-    let mut written = 0;
-    for (pose_i, rec) in text.split("$$$$").map(str::trim_end).filter(|r| !r.trim().is_empty()).enumerate() {
-        let rec = rec.trim_start_matches(['\r', '\n']);
-        writeln!(f, "{rec}")?;
-        // A data item the engine's SDF ends with (obabel's TORSDO) needs its closing blank
-        // line back, or the next field would read as part of its value.
-        if !rec.ends_with("M  END") {
-            writeln!(f)?;
-        }
-        let mut field = |k: &str, v: String| writeln!(f, ">  <{k}>\n{v}\n");
-        field("dockyard_ligand", r.ligand.clone())?;
-        field("dockyard_rank", rank.to_string())?;
-        field("dockyard_pose", (pose_i + 1).to_string())?;
-        if let Some(p) = r.poses.get(pose_i) {
-            field("dockyard_affinity", format!("{:.3}", p.affinity))?;
-        }
-        field("dockyard_best_score", format!("{:.3}", r.score))?;
-        if !r.smiles.is_empty() {
-            field("dockyard_smiles", r.smiles.clone())?;
-        }
-        for (k, v) in &r.fields {
-            field(k, format!("{v}"))?;
-        }
-        writeln!(f, "$$$$")?;
-        written += 1;
-    }
-    Ok(written)
+    Ok(dockyard_common::results_export::write_sdf_records(f, r, rank, &data)?)
 }
