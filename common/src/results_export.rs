@@ -308,7 +308,10 @@ pub fn write_sdf_records<W: Write>(f: &mut W, r: &pb::LigandResult, rank: usize,
         if !r.smiles.is_empty() {
             field("dockyard_smiles", r.smiles.clone())?;
         }
-        for (k, v) in &r.fields {
+        // In name order: the map's own order changes from run to run.
+        let mut fields: Vec<(&String, &f64)> = r.fields.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in fields {
             field(k, format!("{v}"))?;
         }
         writeln!(f, "$$$$")?;

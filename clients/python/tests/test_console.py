@@ -183,6 +183,23 @@ def test_the_console_as_an_admin_and_an_organisation_see_it(console, browser, tm
     ]:
         assert http_status(console.web + path, tok) == status, (path, status)
 
+    # The jobs list: filtered by state; a running job cancelled from its row.
+    page3.goto(console.web + "/#/jobs?state=succeeded")
+    page3.wait_for_selector(f'#jobs tr[data-job="{job}"]')
+    slow = user.submit(engine="sleep", count=20, sleep_ms=5000)
+    page3.goto(console.web + "/#/jobs?state=")
+    page3.click(f'#jobs tr[data-job="{slow}"] button')
+    assert user.wait(slow, timeout=60).state == "cancelled"
+    page3.wait_for_selector(f'#jobs tr[data-job="{slow}"] .state.cancelled')
+
+    # Drain and undrain from the cluster page, as the node's state shows.
+    page.goto(console.web + "/#/cluster")
+    page.click('#nodes tr[data-node="py-agent"] button')
+    page.wait_for_selector('#nodes tr[data-node="py-agent"] .state.draining')
+    assert [n.state for n in admin.nodes() if n.node_id == "py-agent"] == ["draining"]
+    page.click('#nodes tr[data-node="py-agent"] button')
+    page.wait_for_selector('#nodes tr[data-node="py-agent"] .state.ready')
+
     # Back on the admin's cluster page while a screen runs: the queue and the rate chart.
     admin.submit(engine="sleep", count=60, sleep_ms=300)
     page.goto(console.web + "/#/cluster")
@@ -194,3 +211,26 @@ def test_the_console_as_an_admin_and_an_organisation_see_it(console, browser, tm
     shot(page, "console-cluster.png")
     for p in (page, page2, page3):
         p.context.close()
+
+
+@pytest.mark.skipif(shutil.which("vina") is None, reason="needs the real vina (Debian autodock-vina)")
+def test_the_sdf_download_holds_the_poses_vina_wrote(console, browser, tmp_path):
+    secret = (console.dir / "admin.secret").read_text().strip()
+    admin = dockyard.Client(console.endpoint, token=secret)
+    console.wait_node(admin)
+    job = admin.submit(receptor=str(RECEPTOR), smiles=LIGANDS[3:], **BOX, exhaustiveness=1, num_modes=2, seed=3)
+    assert admin.wait(job, timeout=300).state == "succeeded"
+    page = sign_in(browser, f"{console.web}/#/job/{job}", secret)
+    page.wait_for_selector("#job-state.succeeded")
+    with page.expect_download() as dl:
+        page.click("#download-sdf")
+    sdf = Path(dl.value.path()).read_text()
+    # The same records the Python client assembles from the same artifacts.
+    assert sdf == admin.poses(job, top=None), sdf[:500]
+    from rdkit import Chem
+
+    mols = [m for m in Chem.SDMolSupplier(str(Path(dl.value.path()))) if m is not None]
+    res = admin.results(job)
+    assert sorted({m.GetProp("dockyard_ligand") for m in mols}) == sorted(res["ligand"])
+    assert len(mols) == int(res["poses"].sum())
+    page.context.close()
