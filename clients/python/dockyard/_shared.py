@@ -106,9 +106,23 @@ def sdf_records(r: job_pb2.LigandResult, rank: int, sdf: bytes) -> Tuple[str, in
         if r.smiles:
             field("dockyard_smiles", r.smiles)
         for k in sorted(r.fields):
-            field(k, f"{r.fields[k]}")
+            field(k, _rust_float(r.fields[k]))
         out.append("\n".join(lines) + "\n$$$$\n")
     return "".join(out), len(records)
+
+
+def _rust_float(v: float) -> str:
+    """A number as the CLI and the console write it (Rust's `{}`: no exponent, no `.0`), so
+    the three SDF exports agree."""
+    import math
+
+    import numpy as np
+
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return np.format_float_positional(v, trim="-")
 
 
 def rdkit_mols(sdf_text: str) -> list:
