@@ -4,8 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").to_string()
+    format!("127.0.0.1:{}", crate::servers::free_port())
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the body of a 200 reply.

@@ -13,7 +13,32 @@ pub const S3_SECRET_KEY: &str = "dockyard-test-secret";
 pub const S3_REGION: &str = "us-east-1";
 
 /// A loopback port that was free a moment ago (the child binds it right after).
+///
+/// Picked below the kernel's ephemeral range: a port from `bind(:0)` comes from that range,
+/// where any outgoing connection (thousands, in a submit storm) may take it before the
+/// child binds it, and etcd then exits with "address already in use". Ports are also never
+/// handed out twice by one process.
 pub fn free_port() -> u16 {
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(std::collections::HashSet::new()));
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let hi = first_ephemeral.max(2048);
+    let lo = hi.saturating_sub(12_000).max(1024);
+    for _ in 0..1000 {
+        let port = rand::random_range(lo..hi);
+        let Ok(mut g) = given.lock() else { break };
+        if g.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            g.insert(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

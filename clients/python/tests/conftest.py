@@ -21,7 +21,31 @@ RECEPTOR = SHARED / "data" / "vina-examples" / "1iep" / "1iep_receptor.pdbqt"
 BOX = dict(center=(15.190, 53.903, 16.917), size=(20.0, 20.0, 20.0))
 
 
+_GIVEN = set()
+
+
 def free_port() -> int:
+    """A loopback port free a moment ago, below the kernel's ephemeral range (where outgoing
+    connections could take it before the server binds it), never handed out twice."""
+    import random
+
+    try:
+        first = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    hi = max(first, 2048)
+    lo = max(1024, hi - 12000)
+    for _ in range(1000):
+        port = random.randrange(lo, hi)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
