@@ -9,7 +9,9 @@ import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from .errors import DockyardError
+import grpc
+
+from .errors import DeadlineExceeded, DockyardError, from_rpc_error
 from .types import result_row
 from .v1 import job_pb2
 
@@ -69,6 +71,31 @@ def warn_plain_token(endpoint: str, token: Optional[str]) -> None:
 
 def metadata(token: Optional[str]) -> Sequence[Tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def watch_failed(err: grpc.RpcError, job_id: str, timeout: Optional[float]) -> None:
+    """Raises what a broken WatchJob stream means; returns when it is worth watching again
+    (the coordinator restarted, or a failover)."""
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise DeadlineExceeded(f"job {job_id} is not final after {timeout} s") from None
+    if err.code() != grpc.StatusCode.UNAVAILABLE:
+        raise from_rpc_error(err) from None
+
+
+def results_request(job_id: str, size: int, token: str, rank_by: Optional[str], stage: Optional[int]) -> job_pb2.ListResultsRequest:
+    return job_pb2.ListResultsRequest(job_id=job_id, page_size=size, page_token=token, rank_by=rank_by or "", stage=stage or 0)
+
+
+def quota_request(org: str, max_queued_tasks: int, max_running_tasks: int, max_bytes_stored: int, max_running_share_pct: int):
+    from .v1 import admin_pb2
+
+    return admin_pb2.SetQuotaRequest(
+        org=org,
+        max_queued_tasks=max_queued_tasks,
+        max_running_tasks=max_running_tasks,
+        max_bytes_stored=max_bytes_stored,
+        max_running_share_pct=max_running_share_pct,
+    )
 
 
 def results_frame(rows: List[Dict[str, Any]]):

@@ -17,10 +17,23 @@ import grpc
 import grpc.aio
 
 from . import _submit
-from ._shared import CHANNEL_OPTIONS, PAGE, metadata, rdkit_mols, read_ca, results_frame, sdf_records, target, warn_plain_token
+from ._shared import (
+    CHANNEL_OPTIONS,
+    PAGE,
+    metadata,
+    quota_request,
+    rdkit_mols,
+    read_ca,
+    results_frame,
+    results_request,
+    sdf_records,
+    target,
+    warn_plain_token,
+    watch_failed,
+)
 from .client import leader_endpoint
 from .config import resolve
-from .errors import DeadlineExceeded, from_rpc_error
+from .errors import from_rpc_error
 from .types import Job, JobEvent, NewToken, Node, Quota, Report, Stage, TokenInfo, result_row
 from .v1 import admin_pb2, admin_pb2_grpc, job_pb2, job_pb2_grpc
 
@@ -157,10 +170,7 @@ class Client:
                     if ev.final:
                         return
             except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise DeadlineExceeded(f"job {job_id} is not final after {timeout} s") from None
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise from_rpc_error(err) from None
+                watch_failed(err, job_id, timeout)
             await asyncio.sleep(0.5)
             j = await self.job(job_id)
             if j.done:
@@ -181,7 +191,7 @@ class Client:
         token = ""
         while True:
             size = PAGE if top is None else min(PAGE, top - len(out))
-            req = job_pb2.ListResultsRequest(job_id=job_id, page_size=size, page_token=token, rank_by=rank_by or "", stage=stage or 0)
+            req = results_request(job_id, size, token, rank_by, stage)
             r = await self._call("ListResults", req)
             out.extend(r.results)
             token = r.next_page_token
@@ -245,13 +255,7 @@ class Client:
         max_bytes_stored: int = 0,
         max_running_share_pct: int = 0,
     ) -> Quota:
-        req = admin_pb2.SetQuotaRequest(
-            org=org,
-            max_queued_tasks=max_queued_tasks,
-            max_running_tasks=max_running_tasks,
-            max_bytes_stored=max_bytes_stored,
-            max_running_share_pct=max_running_share_pct,
-        )
+        req = quota_request(org, max_queued_tasks, max_running_tasks, max_bytes_stored, max_running_share_pct)
         return Quota.from_proto(await self._call("SetQuota", req, admin=True))
 
     async def quota(self, org: str) -> Quota:

@@ -15,16 +15,19 @@ from ._shared import (
     LEADER_WAIT_S,
     PAGE,
     metadata,
+    quota_request,
     rdkit_mols,
     read_ca,
     results_frame,
+    results_request,
     row_list,
     sdf_records,
     target,
     warn_plain_token,
+    watch_failed,
 )
 from .config import resolve
-from .errors import DeadlineExceeded, DockyardError, Unavailable, from_rpc_error
+from .errors import DockyardError, Unavailable, from_rpc_error
 from .types import Job, JobEvent, NewToken, Node, Quota, Report, Stage, TokenInfo, result_row
 from .v1 import admin_pb2, admin_pb2_grpc, job_pb2, job_pb2_grpc
 
@@ -172,10 +175,7 @@ class Client:
                         if ev.final:
                             return
                 except grpc.RpcError as err:
-                    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        raise DeadlineExceeded(f"job {job_id} is not final after {timeout} s") from None
-                    if err.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise from_rpc_error(err) from None
+                    watch_failed(err, job_id, timeout)
                 # The stream ended before the final event (a coordinator restart or a
                 # failover): look again.
                 time.sleep(0.5)
@@ -203,7 +203,7 @@ class Client:
         seen = 0
         while True:
             size = PAGE if top is None else min(PAGE, top - seen)
-            req = job_pb2.ListResultsRequest(job_id=job_id, page_size=size, page_token=token, rank_by=rank_by or "", stage=stage or 0)
+            req = results_request(job_id, size, token, rank_by, stage)
             r = self._call(self._jobs.ListResults, req)
             yield from r.results
             seen += len(r.results)
@@ -281,13 +281,7 @@ class Client:
         max_running_share_pct: int = 0,
     ) -> Quota:
         """Sets an organisation's limits (0: none)."""
-        req = admin_pb2.SetQuotaRequest(
-            org=org,
-            max_queued_tasks=max_queued_tasks,
-            max_running_tasks=max_running_tasks,
-            max_bytes_stored=max_bytes_stored,
-            max_running_share_pct=max_running_share_pct,
-        )
+        req = quota_request(org, max_queued_tasks, max_running_tasks, max_bytes_stored, max_running_share_pct)
         return Quota.from_proto(self._call(self._admin.SetQuota, req))
 
     def quota(self, org: str) -> Quota:

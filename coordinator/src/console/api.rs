@@ -182,20 +182,9 @@ pub struct HistogramQuery {
 /// The distribution of every result's score, read page by page.
 pub async fn histogram(State(s): State<Services>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<HistogramQuery>) -> ApiResult {
     let mut scores = Vec::new();
-    let mut token = String::new();
-    loop {
-        let req = pb::ListResultsRequest {
-            job_id: id.clone(),
-            page_size: 1000,
-            page_token: token,
-            ..Default::default()
-        };
-        let r = s.jobs.clone().list_results(request(&h, req)).await?.into_inner();
-        scores.extend(r.results.iter().map(|x| x.score));
-        if r.next_page_token.is_empty() || r.results.is_empty() {
-            break;
-        }
-        token = r.next_page_token;
+    let mut pages = super::export::Pages::new(s, h, id);
+    while let Some((rows, _)) = pages.next().await? {
+        scores.extend(rows.iter().map(|x| x.score));
     }
     Ok(Json(json::histogram(&scores, q.bins.unwrap_or(30))))
 }

@@ -17,7 +17,8 @@ use super::inproc::{request, Services};
 /// Pages in flight between the reader and the HTTP body: a slow download holds the reader.
 const BUFFERED_PAGES: usize = 4;
 
-struct Pages {
+/// A job's results, best first, one ListResults page of `EXPORT_PAGE` at a time.
+pub(super) struct Pages {
     s: Services,
     h: HeaderMap,
     req: pb::ListResultsRequest,
@@ -25,7 +26,7 @@ struct Pages {
 }
 
 impl Pages {
-    fn new(s: Services, h: HeaderMap, job: String) -> Self {
+    pub(super) fn new(s: Services, h: HeaderMap, job: String) -> Self {
         Pages {
             s,
             h,
@@ -38,7 +39,7 @@ impl Pages {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<(Vec<pb::LigandResult>, Ranking)>, tonic::Status> {
+    pub(super) async fn next(&mut self) -> Result<Option<(Vec<pb::LigandResult>, Ranking)>, tonic::Status> {
         if self.done {
             return Ok(None);
         }
