@@ -53,6 +53,9 @@ setup_test_tools() {
     command -v etcdctl >/dev/null || pkgs+=(etcd-client)
     # The fault suite runs one agent on a clock minutes ahead.
     command -v faketime >/dev/null || pkgs+=(faketime)
+    # tests/tests/slurm.rs runs agents as jobs of a one-node Slurm it starts itself.
+    command -v slurmctld >/dev/null || pkgs+=(slurm-wlm)
+    command -v munged >/dev/null || pkgs+=(munge)
     if [ ${#pkgs[@]} -gt 0 ]; then
         echo "dev.sh: installing ${pkgs[*]}" >&2
         as_root apt-get update -qq

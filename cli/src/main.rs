@@ -181,6 +181,13 @@ enum Cmd {
 Nodes, queue depth and cluster throughput need the admin token; an organisation token sees
 its own jobs and hits.")]
     Top(commands::top::TopArgs),
+    /// Start and stop agents from the queue: Slurm agent jobs per pool, within bounds.
+    #[command(after_help = "Examples:
+  dockyard autoscale --pools deploy/slurm/autoscale.toml --dry-run --once
+  dockyard autoscale --pools deploy/slurm/autoscale.toml --interval-s 10 --cooldown-s 120 --metrics-listen 0.0.0.0:9102
+Needs the admin token when authentication is on (it reads the queue and drains nodes).
+Run one autoscaler per cluster; see deploy/slurm/README.md.")]
+    Autoscale(commands::autoscale::AutoscaleArgs),
     /// Tokens and quotas (needs the admin token when authentication is on).
     #[command(
         subcommand,
@@ -308,6 +315,7 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
         Cmd::Drain { node, format } => commands::query::drain(&connect().await?, &node, true, format).await.map(|_| true),
         Cmd::Undrain { node, format } => commands::query::drain(&connect().await?, &node, false, format).await.map(|_| true),
         Cmd::Top(args) => commands::top::run(connect, &endpoint, &args).await.map(|_| true),
+        Cmd::Autoscale(args) => commands::autoscale::run(connect, &endpoint, &args).await.map(|_| true),
         Cmd::Stats => {
             let s = commands::query::stats(&connect().await?).await?;
             println!(
@@ -350,7 +358,9 @@ fn main() -> ExitCode {
     // the exporter needs the runtime, hence the set-up after it.
     let hosts_services = matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. });
     if !hosts_services {
-        dockyard_common::telemetry::init("text", "warn");
+        // The autoscaler's log is its record of decisions.
+        let level = if matches!(cli.cmd, Cmd::Autoscale(_)) { "info" } else { "warn" };
+        dockyard_common::telemetry::init("text", level);
     }
     let rt = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
         Ok(rt) => rt,

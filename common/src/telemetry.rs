@@ -7,12 +7,19 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: &str, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter(default_level))
+        .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Colours only for a person at a terminal: a log file (a Slurm job's output, a systemd
+/// journal, a test's log) gets plain text that grep and log shippers read as written.
+fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 fn env_filter(default_level: &str) -> EnvFilter {
@@ -177,7 +184,9 @@ mod otel {
     }
 
     fn fmt_layer(format: &str) -> Box<dyn Layer<Registry> + Send + Sync> {
-        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(super::stderr_is_terminal())
+            .with_writer(std::io::stderr);
         if format == "json" {
             layer.json().boxed()
         } else {

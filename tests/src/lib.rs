@@ -23,11 +23,12 @@ pub mod ha_secure;
 pub mod metrics_scrape;
 mod paths;
 pub mod pki;
-mod process;
+pub(crate) mod process;
 pub mod proxy;
 mod requests;
 pub mod servers;
 pub mod sled_audit;
+pub mod slurm;
 
 pub use dockyard_proto::v1 as pb;
 

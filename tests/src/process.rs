@@ -48,12 +48,8 @@ pub fn clean_command(program: &Path) -> Command {
 pub fn processes_mentioning(name: &str, dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+    for (pid, proc_dir) in live_pids() {
+        let Ok(raw) = std::fs::read(proc_dir.join("cmdline")) else {
             continue;
         };
         let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
@@ -64,4 +60,25 @@ pub fn processes_mentioning(name: &str, dir: &Path) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Pids of live processes (other than this one) whose environment holds `entry` exactly
+/// (`KEY=VALUE`). Linux only (reads /proc).
+pub fn pids_with_env(entry: &str) -> Vec<u32> {
+    let me = std::process::id();
+    live_pids()
+        .filter(|(pid, dir)| {
+            *pid != me && std::fs::read(dir.join("environ")).is_ok_and(|raw| raw.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// (pid, /proc/PID) of every process now.
+fn live_pids() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
 }

@@ -824,3 +824,69 @@ async fn local_cluster_script_starts_and_stops() {
     assert!(o.status.success(), "a second stop failed: {}", text(&o.stderr));
     drop(guard);
 }
+
+/// The KEDA ScaledObject (deploy/k8s/keda) scales the agent Deployment of the manifests,
+/// in their namespace, on series a real coordinator exports.
+#[tokio::test]
+async fn keda_scales_the_agent_deployment_on_series_the_coordinator_exports() {
+    let path = deploy("k8s/keda/scaledobject.yaml");
+    let docs = crate::support::yaml_docs(&path);
+    assert_eq!(docs.len(), 1, "{}: one ScaledObject", path.display());
+    let so = &docs[0];
+    assert_eq!(str_at(so, &["kind"]), Some("ScaledObject"));
+    let k8s = K8s::load();
+    let target = str_at(so, &["spec", "scaleTargetRef", "name"]).expect("scaleTargetRef.name");
+    let deployment = k8s
+        .objects
+        .get(&("Deployment".to_string(), target.to_string()))
+        .unwrap_or_else(|| panic!("no Deployment {target} in deploy/k8s"));
+    assert_eq!(
+        str_at(so, &["metadata", "namespace"]),
+        str_at(deployment, &["metadata", "namespace"])
+    );
+    let min = at(so, &["spec", "minReplicaCount"])
+        .and_then(Value::as_u64)
+        .expect("minReplicaCount");
+    let max = at(so, &["spec", "maxReplicaCount"])
+        .and_then(Value::as_u64)
+        .expect("maxReplicaCount");
+    assert!(min <= max && max > 0, "replica bounds {min}..{max}");
+
+    let triggers = seq_at(so, &["spec", "triggers"]);
+    assert!(!triggers.is_empty(), "no trigger");
+    let addr = dockyard_tests::metrics_scrape::free_addr();
+    let c = dockyard_tests::TestCluster::builder()
+        .coordinator_arg("--metrics-listen")
+        .coordinator_arg(&addr)
+        .agent(dockyard_tests::AgentOptions::sleep(1))
+        .start()
+        .await;
+    // The queue's series exist from the first job queued (the query copes without them).
+    let job = c.submit_sleep(2, 2000, 0).await;
+    c.wait_job(&job, |j| dockyard_tests::counts(j).running == 1, dockyard_tests::WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = dockyard_tests::metrics_scrape::scrape(&addr).await;
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for t in triggers {
+        assert_eq!(str_at(t, &["type"]), Some("prometheus"));
+        let query = str_at(t, &["metadata", "query"]).expect("query");
+        let series: Vec<&str> = query
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .filter(|w| w.starts_with("dockyard_"))
+            .collect();
+        assert!(!series.is_empty(), "the query names no Dockyard series: {query}");
+        for s in series {
+            assert!(exported.contains(s), "the query's {s} is not exported by the coordinator:\n{text}");
+        }
+        let threshold: f64 = str_at(t, &["metadata", "threshold"])
+            .and_then(|v| v.parse().ok())
+            .expect("threshold");
+        assert!(threshold > 0.0);
+    }
+    drop(c);
+}

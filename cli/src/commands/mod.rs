@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub mod admin;
+pub mod autoscale;
 pub mod bench;
 pub mod query;
 pub mod results;

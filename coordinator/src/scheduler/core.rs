@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{Attempt, Epoch, JobId, NodeId, OrgId, TaskId};
 use dockyard_common::queue_key::QueueKey;
-use dockyard_common::spec::JobSpec;
+use dockyard_common::spec::{EngineKind, JobSpec};
 use dockyard_proto::v1 as pb;
 
 use super::latency::LatencyRing;
@@ -362,6 +362,7 @@ impl Core {
     fn queue_stats(&self) -> pb::QueueStatsResponse {
         let mut by_priority: BTreeMap<i32, u64> = BTreeMap::new();
         let mut by_org: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_class: BTreeMap<ClassKey, pb::ClassDepth> = BTreeMap::new();
         let mut queued = 0u64;
         for job in self.jobs.values() {
             let q = u64::from(job.status.tasks.queued);
@@ -371,12 +372,18 @@ impl Core {
             queued += q;
             *by_priority.entry(job.spec.priority).or_default() += q;
             *by_org.entry(job.spec.org.to_string()).or_default() += q;
+            class_depth(&mut by_class, &job.class).queued += q;
         }
-        let running = self
-            .tasks
-            .values()
-            .filter(|t| matches!(t.live, Live::Running { .. } | Live::Orphan { .. }))
-            .count() as u64;
+        let mut running = 0u64;
+        for (tid, t) in &self.tasks {
+            if !matches!(t.live, Live::Running { .. } | Live::Orphan { .. }) {
+                continue;
+            }
+            running += 1;
+            if let Some(job) = self.jobs.get(&tid.job) {
+                class_depth(&mut by_class, &job.class).running += 1;
+            }
+        }
         pb::QueueStatsResponse {
             queued,
             delayed: self.delayed.len() as u64,
@@ -395,8 +402,26 @@ impl Core {
             dispatch_latency_p50_ms: self.stats.latency.percentile(50.0),
             dispatch_latency_p99_ms: self.stats.latency.percentile(99.0),
             state_bytes_on_disk: self.store.size_on_disk(),
+            by_class: by_class.into_values().collect(),
         }
     }
+}
+
+/// What a task needs from an agent, less the preparation tools (a pool's agents all have
+/// the same): engine, GPUs, cores, memory.
+type ClassKey = (EngineKind, u32, u32, u64);
+
+fn class_depth<'a>(by_class: &'a mut BTreeMap<ClassKey, pb::ClassDepth>, c: &TaskClass) -> &'a mut pb::ClassDepth {
+    by_class
+        .entry((c.engine, c.gpus, c.cpus, c.memory_bytes))
+        .or_insert_with(|| pb::ClassDepth {
+            engine: c.engine.name().to_string(),
+            gpus_per_task: c.gpus,
+            cpus_per_task: c.cpus,
+            memory_bytes_per_task: c.memory_bytes,
+            queued: 0,
+            running: 0,
+        })
 }
 
 fn member_view(id: &NodeId, r: &NodeRecord) -> pb::Node {

@@ -235,6 +235,7 @@ impl NodeRt {
             agent_version: self.reg.agent_version.clone(),
             last_seen_ms: self.last_seen_ms,
             connected_at_ms: self.connected_at_ms,
+            going_away: self.going_away,
         }
     }
 }

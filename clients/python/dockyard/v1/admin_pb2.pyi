@@ -162,7 +162,7 @@ class LeaderInfo(_message.Message):
     def __init__(self, leader_endpoint: _Optional[str] = ..., this_is_leader: bool = ..., epoch: _Optional[int] = ..., coordinator_id: _Optional[str] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "state", "capacity", "free_slots", "free_memory_bytes", "engines", "running", "labels", "hostname", "agent_version", "last_seen_ms", "connected_at_ms", "tools")
+    __slots__ = ("node_id", "state", "capacity", "free_slots", "free_memory_bytes", "engines", "running", "labels", "hostname", "agent_version", "last_seen_ms", "connected_at_ms", "tools", "going_away")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class Node(_message.Message):
     LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
+    GOING_AWAY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     state: NodeState
     capacity: _common_pb2.Capacity
@@ -196,7 +197,8 @@ class Node(_message.Message):
     last_seen_ms: int
     connected_at_ms: int
     tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.EngineInfo]
-    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., free_slots: _Optional[int] = ..., free_memory_bytes: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[_common_pb2.EngineInfo, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.RunningTask, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., last_seen_ms: _Optional[int] = ..., connected_at_ms: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.EngineInfo, _Mapping]]] = ...) -> None: ...
+    going_away: bool
+    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., free_slots: _Optional[int] = ..., free_memory_bytes: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[_common_pb2.EngineInfo, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.RunningTask, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., last_seen_ms: _Optional[int] = ..., connected_at_ms: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.EngineInfo, _Mapping]]] = ..., going_away: bool = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -235,7 +237,7 @@ class OrgDepth(_message.Message):
     def __init__(self, org: _Optional[str] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class QueueStatsResponse(_message.Message):
-    __slots__ = ("queued", "delayed", "running", "by_priority", "by_org", "dispatched_total", "results_committed_total", "duplicate_results_dropped", "requeued_total", "epoch", "dispatch_latency_p50_ms", "dispatch_latency_p99_ms", "state_bytes_on_disk")
+    __slots__ = ("queued", "delayed", "running", "by_priority", "by_org", "dispatched_total", "results_committed_total", "duplicate_results_dropped", "requeued_total", "epoch", "dispatch_latency_p50_ms", "dispatch_latency_p99_ms", "state_bytes_on_disk", "by_class")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +251,7 @@ class QueueStatsResponse(_message.Message):
     DISPATCH_LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_BYTES_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    BY_CLASS_FIELD_NUMBER: _ClassVar[int]
     queued: int
     delayed: int
     running: int
@@ -262,4 +265,21 @@ class QueueStatsResponse(_message.Message):
     dispatch_latency_p50_ms: float
     dispatch_latency_p99_ms: float
     state_bytes_on_disk: int
-    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., running: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., by_org: _Optional[_Iterable[_Union[OrgDepth, _Mapping]]] = ..., dispatched_total: _Optional[int] = ..., results_committed_total: _Optional[int] = ..., duplicate_results_dropped: _Optional[int] = ..., requeued_total: _Optional[int] = ..., epoch: _Optional[int] = ..., dispatch_latency_p50_ms: _Optional[float] = ..., dispatch_latency_p99_ms: _Optional[float] = ..., state_bytes_on_disk: _Optional[int] = ...) -> None: ...
+    by_class: _containers.RepeatedCompositeFieldContainer[ClassDepth]
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., running: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., by_org: _Optional[_Iterable[_Union[OrgDepth, _Mapping]]] = ..., dispatched_total: _Optional[int] = ..., results_committed_total: _Optional[int] = ..., duplicate_results_dropped: _Optional[int] = ..., requeued_total: _Optional[int] = ..., epoch: _Optional[int] = ..., dispatch_latency_p50_ms: _Optional[float] = ..., dispatch_latency_p99_ms: _Optional[float] = ..., state_bytes_on_disk: _Optional[int] = ..., by_class: _Optional[_Iterable[_Union[ClassDepth, _Mapping]]] = ...) -> None: ...
+
+class ClassDepth(_message.Message):
+    __slots__ = ("engine", "gpus_per_task", "cpus_per_task", "memory_bytes_per_task", "queued", "running")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_TASK_FIELD_NUMBER: _ClassVar[int]
+    CPUS_PER_TASK_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_PER_TASK_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    gpus_per_task: int
+    cpus_per_task: int
+    memory_bytes_per_task: int
+    queued: int
+    running: int
+    def __init__(self, engine: _Optional[str] = ..., gpus_per_task: _Optional[int] = ..., cpus_per_task: _Optional[int] = ..., memory_bytes_per_task: _Optional[int] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
