@@ -194,6 +194,20 @@ async fn slurm_agents_scale_with_the_queue_and_leave_without_losing_work() {
     })
     .await;
 
+    // Each agent offers what Slurm allocated it (--cpus-per-task=2, --mem=2000M, no GPU).
+    for n in c.nodes().await.iter().filter(|n| n.labels.contains_key("slurm_job_id")) {
+        let cap = n.capacity.clone().unwrap_or_default();
+        assert_eq!(
+            (cap.cpu_slots, cap.memory_bytes, cap.gpus.len()),
+            // 2000 MiB, offered in whole MB (10^6 bytes) so never above the allocation.
+            (2, 2097 * 1_000_000, 0),
+            "{} offers other than its allocation",
+            n.node_id
+        );
+        assert_eq!(n.node_id, format!("slurm-{}", n.labels["slurm_job_id"]));
+        assert_eq!(n.labels.get("pool").map(String::as_str), Some("cpu"));
+    }
+
     // The autoscaler dies and another takes over: it counts the jobs in Slurm and asks for
     // none (the leader's view of the queue is the same).
     first.kill();

@@ -19,6 +19,12 @@ struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ClassLabels {
+    engine: &'static str,
+    gpus: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct NodeLabel {
     node: String,
 }
@@ -33,6 +39,8 @@ struct StateLabel {
 pub struct GaugeSnapshot<'a> {
     /// (priority, organisation, tasks waiting) per active job; summed here.
     pub queued: Vec<(i32, &'a OrgId, u64)>,
+    /// (engine, GPUs per task, tasks waiting) per active job; summed here.
+    pub classes: Vec<(&'static str, u32, u64)>,
     /// (node, slots offered, slots busy); a lost node offers none.
     pub nodes: Vec<(&'a NodeId, u32, u32)>,
     pub jobs_queued: u64,
@@ -43,6 +51,8 @@ pub struct GaugeSnapshot<'a> {
 struct Handles {
     /// Per organisation, per priority: the gauge and this refresh's sum.
     queue: HashMap<OrgId, HashMap<i32, (Gauge, i64)>>,
+    /// Per (engine, GPUs per task): the gauge and this refresh's sum.
+    classes: HashMap<(&'static str, u32), (Gauge, i64)>,
     /// Per node: slots total, slots busy, and whether this refresh saw it.
     nodes: HashMap<NodeId, (Gauge, Gauge, bool)>,
 }
@@ -50,6 +60,7 @@ struct Handles {
 #[derive(Debug)]
 pub struct Gauges {
     queue: Family<QueueLabels, Gauge>,
+    classes: Family<ClassLabels, Gauge>,
     slots: Family<NodeLabel, Gauge>,
     busy: Family<NodeLabel, Gauge>,
     jobs_queued: Gauge,
@@ -63,6 +74,7 @@ impl Gauges {
         let jobs = Family::<StateLabel, Gauge>::default();
         let g = Gauges {
             queue: Family::default(),
+            classes: Family::default(),
             slots: Family::default(),
             busy: Family::default(),
             jobs_queued: jobs.get_or_create_owned(&StateLabel { state: "queued" }),
@@ -73,6 +85,11 @@ impl Gauges {
             "queue_depth",
             "Tasks waiting to run (queued or in retry backoff), by priority and organisation",
             g.queue.clone(),
+        );
+        r.register(
+            "queue_class_depth",
+            "Tasks waiting to run, by engine and GPUs per task: what a pool of agents scales on (KEDA)",
+            g.classes.clone(),
         );
         r.register(
             "node_slots",
@@ -112,6 +129,19 @@ impl Gauges {
             for (gauge, sum) in by_priority.values() {
                 gauge.set(*sum);
             }
+        }
+        for (_, sum) in h.classes.values_mut() {
+            *sum = 0;
+        }
+        for &(engine, gpus, n) in &s.classes {
+            let (_, sum) = h
+                .classes
+                .entry((engine, gpus))
+                .or_insert_with(|| (self.classes.get_or_create_owned(&ClassLabels { engine, gpus }), 0));
+            *sum = sum.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for (gauge, sum) in h.classes.values() {
+            gauge.set(*sum);
         }
         for (_, _, seen) in h.nodes.values_mut() {
             *seen = false;
@@ -159,6 +189,7 @@ mod tests {
         let n = NodeId::parse("n1").expect("node");
         g.publish(&GaugeSnapshot {
             queued: vec![(5, &a, 3), (5, &a, 4), (0, &b, 2)],
+            classes: vec![("vina", 0, 7), ("gnina", 1, 2), ("vina", 0, 1)],
             nodes: vec![(&n, 8, 3)],
             jobs_queued: 1,
             jobs_running: 2,
@@ -166,6 +197,8 @@ mod tests {
         let text = render(&r);
         assert!(text.contains(r#"queue_depth{priority="5",org="chem"} 7"#), "{text}");
         assert!(text.contains(r#"queue_depth{priority="0",org="bio"} 2"#), "{text}");
+        assert!(text.contains(r#"queue_class_depth{engine="vina",gpus="0"} 8"#), "{text}");
+        assert!(text.contains(r#"queue_class_depth{engine="gnina",gpus="1"} 2"#), "{text}");
         assert!(text.contains(r#"node_slots{node="n1"} 8"#), "{text}");
         assert!(text.contains(r#"node_slots_busy{node="n1"} 3"#), "{text}");
         assert!(text.contains(r#"jobs_active{state="running"} 2"#), "{text}");
@@ -173,6 +206,7 @@ mod tests {
         g.publish(&GaugeSnapshot::default());
         let text = render(&r);
         assert!(text.contains(r#"queue_depth{priority="5",org="chem"} 0"#), "{text}");
+        assert!(text.contains(r#"queue_class_depth{engine="vina",gpus="0"} 0"#), "{text}");
         assert!(text.contains(r#"node_slots{node="n1"} 0"#), "{text}");
     }
 }

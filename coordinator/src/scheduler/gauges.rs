@@ -17,6 +17,7 @@ impl Core {
             let q = u64::from(job.status.tasks.queued);
             if q > 0 {
                 s.queued.push((job.spec.priority, &job.spec.org, q));
+                s.classes.push((job.class.engine.name(), job.class.gpus, q));
             }
         }
         for n in self.nodes.nodes.values() {
