@@ -221,6 +221,24 @@ async fn slurm_agents_scale_with_the_queue_and_leave_without_losing_work() {
         second.log()
     );
 
+    // The coordinator is killed and started again on its state (what the autoscaler sees of
+    // a failover): its ticks fail while the coordinator is away, and afterwards it counts
+    // the jobs Slurm already runs, whose agents come back, instead of asking for more. The
+    // maximum check at the end covers this stretch too.
+    c.restart_coordinator().await;
+    wait_until(
+        "a Slurm agent busy again after the coordinator restart",
+        Duration::from_secs(60),
+        &slurm,
+        || async {
+            c.nodes()
+                .await
+                .iter()
+                .any(|n| !n.running.is_empty() && n.labels.contains_key("slurm_job_id"))
+        },
+    )
+    .await;
+
     // scancel one busy agent mid-task. Slurm signals every process of the job, so its
     // engine runs end at once and their tasks go back to the queue as retryable.
     let nodes = c.nodes().await;
