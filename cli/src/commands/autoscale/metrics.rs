@@ -32,24 +32,23 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let (agents, desired) = (Family::default(), Family::default());
-        let (requested, cancelled, errors) = (Family::default(), Family::default(), Counter::default());
+        let agents: Family<AgentLabels, Gauge> = Family::default();
+        let desired: Family<PoolLabel, Gauge> = Family::default();
+        let requested: Family<PoolLabel, Counter> = Family::default();
+        let cancelled: Family<PoolLabel, Counter> = Family::default();
+        let errors = Counter::default();
         let mut r = Registry::with_prefix("dockyard_autoscale");
         r.register(
             "agents",
             "Agent jobs by state: pending (queued in the provisioner), up (running, not draining), draining, leaving (GoingAway)",
-            Family::<AgentLabels, Gauge>::clone(&agents),
+            agents.clone(),
         );
-        r.register(
-            "desired_agents",
-            "Agents the last decision aimed at",
-            Family::<PoolLabel, Gauge>::clone(&desired),
-        );
-        r.register("requested", "Agent jobs submitted", Family::<PoolLabel, Counter>::clone(&requested));
+        r.register("desired_agents", "Agents the last decision aimed at", desired.clone());
+        r.register("requested", "Agent jobs submitted", requested.clone());
         r.register(
             "cancelled",
             "Agent jobs cancelled (pending ones, and drained agents retired)",
-            Family::<PoolLabel, Counter>::clone(&cancelled),
+            cancelled.clone(),
         );
         r.register(
             "errors",

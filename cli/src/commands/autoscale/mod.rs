@@ -225,11 +225,7 @@ impl Scaler {
                     info!(pool = %pool.name, job = %job, "submitted an agent job");
                 }
             }
-            Action::Cancel { job } => {
-                self.slurm.cancel(job).await?;
-                self.metrics.cancelled(&pool.name);
-                info!(pool = %pool.name, job = %job, "cancelled a pending agent job");
-            }
+            Action::Cancel { job } => self.cancel(pool, job, "cancelled a pending agent job").await?,
             Action::Drain { job, node } => {
                 let n = c
                     .admin
@@ -241,9 +237,7 @@ impl Scaler {
                 info!(pool = %pool.name, job = %job, node = %node, "drained an idle agent");
                 // Drained with nothing running: nothing can reach it any more.
                 if n.running.is_empty() {
-                    self.slurm.cancel(job).await?;
-                    self.metrics.cancelled(&pool.name);
-                    info!(pool = %pool.name, job = %job, node = %node, "retired the agent (job cancelled)");
+                    self.cancel(pool, job, "retired the drained agent (job cancelled)").await?;
                 }
             }
             Action::Undrain { job, node } => {
@@ -254,12 +248,16 @@ impl Scaler {
                     .context("UndrainNode")?;
                 info!(pool = %pool.name, job = %job, node = %node, "took a draining agent back");
             }
-            Action::Retire { job, node } => {
-                self.slurm.cancel(job).await?;
-                self.metrics.cancelled(&pool.name);
-                info!(pool = %pool.name, job = %job, node = %node, "retired a drained idle agent (job cancelled)");
-            }
+            Action::Retire { job, .. } => self.cancel(pool, job, "retired a drained idle agent (job cancelled)").await?,
         }
+        Ok(())
+    }
+
+    /// Cancels one of the pool's jobs and counts it.
+    async fn cancel(&self, pool: &Pool, job: &str, what: &str) -> Result<()> {
+        self.slurm.cancel(job).await?;
+        self.metrics.cancelled(&pool.name);
+        info!(pool = %pool.name, job = %job, "{what}");
         Ok(())
     }
 }
