@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use commands::bench::{DispatchArgs, DockingArgs, FunnelArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
+use commands::bench::{CompressionArgs, DispatchArgs, DockingArgs, FunnelArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
 use commands::results::{Export, ResultsFormat};
 use commands::run::EmbeddedArgs;
 use commands::submit::SubmitArgs;
@@ -256,6 +256,14 @@ Examples:
   target/release/dockyard bench scale --ligands 1000000 --receptor ../shared/data/vina-examples/1iep/1iep_receptor.pdbqt \\
       --center 15.190,53.903,16.917 --size 20,20,20")]
     Scale(ScaleArgs),
+    /// Compressed artifacts: the same screen with --artifact-compression off and zstd, each
+    /// on a fresh coordinator and agent, with the bytes each stored (counted on disk) and the
+    /// CPU each spent.
+    #[command(after_help = "Example (a generated fragment library; see examples/fragments):
+  python3 examples/fragments/make_fragments.py --count 1000 --out /tmp/frag1k
+  target/release/dockyard bench compression --receptor examples/receptor.pdbqt --ligands /tmp/frag1k \\
+      --center 15.851,14.647,3.904 --size 30,30,30")]
+    Compression(CompressionArgs),
     /// Redocking: engines side by side on complexes with crystal poses (top-pose RMSD by obrms, CPU-s).
     #[command(after_help = REDOCK_HELP)]
     Redock(RedockArgs),
@@ -336,6 +344,7 @@ async fn main_inner(cli: Cli, settings: ClientSettings) -> Result<bool> {
         Cmd::Bench(BenchCmd::Dispatch(a)) => commands::bench::dispatch(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Docking(a)) => commands::bench::docking(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Funnel(a)) => commands::bench::funnel(&a).await.map(|_| true),
+        Cmd::Bench(BenchCmd::Compression(a)) => commands::bench::compression(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Scale(a)) => commands::bench::scale(&a).await.map(|_| true),
         Cmd::Bench(BenchCmd::Redock(a)) => commands::bench::redock(&a).await.map(|_| true),
     }

@@ -69,3 +69,10 @@ fn find_smina() -> Result<PathBuf, String> {
     }
     Ok(PathBuf::from(path))
 }
+
+/// The value of `key=` in a benchmark's output line (`key=value` fields, values without spaces).
+pub fn bench_field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}

@@ -33,7 +33,7 @@ pub mod slurm;
 pub use dockyard_proto::v1 as pb;
 
 pub use cluster::{AgentOptions, ClusterBuilder, TestCluster, WAIT};
-pub use fixtures::{ligand_1iep, read_shared, receptor_1iep, require_smina, require_vina, shared_data};
+pub use fixtures::{bench_field, ligand_1iep, read_shared, receptor_1iep, require_smina, require_vina, shared_data};
 pub use paths::{bin_dir, binary, files_under};
 pub use process::clean_command;
 pub use process::processes_mentioning;

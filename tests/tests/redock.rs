@@ -4,17 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use dockyard_tests::{binary, require_vina, shared_data};
+use dockyard_tests::{bench_field as field, binary, require_vina, shared_data};
 
 fn link(from: &Path, to: &Path) {
     std::os::unix::fs::symlink(from, to).unwrap_or_else(|e| panic!("symlink {}: {e}", to.display()));
-}
-
-/// `key=value` fields of a bench line (values without spaces, as the numeric ones are).
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Benchmarks (not tests): each starts the real binaries and prints one line of figures.
 
+mod compression;
 mod disk;
 mod dispatch;
 mod docking;
@@ -13,6 +14,7 @@ mod redock_set;
 mod redock_summary;
 mod scale;
 
+pub use compression::{compression, CompressionArgs};
 pub use dispatch::{dispatch, DispatchArgs};
 pub use docking::{docking, DockingArgs};
 pub use funnel::{funnel, FunnelArgs};
