@@ -12,6 +12,11 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+// `dockyard run` embeds the coordinator (sled copies B-tree nodes on every write), and as a
+// client it allocates per request: the same allocator as dockyard-coordinator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use commands::bench::{CompressionArgs, DispatchArgs, DockingArgs, FunnelArgs, RedockArgs, ScaleArgs, REDOCK_HELP};
 use commands::results::{Export, ResultsFormat};
 use commands::run::EmbeddedArgs;

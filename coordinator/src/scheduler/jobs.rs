@@ -80,7 +80,7 @@ impl Core {
             tx.batch.put_skipped(&id, &skipped);
         }
         info!(job = %id, org = %spec.org, engine = spec.engine.name(), tasks = n, ligands = spec.ligands.len(), priority = spec.priority, "job accepted");
-        let job = ActiveJob::new(&id, spec, status);
+        let job = ActiveJob::new(spec, status);
         if job.has_fresh() {
             self.queue.push(class, job.fresh_key(0), Entry::Job(id.clone()));
         }

@@ -62,7 +62,7 @@ impl Core {
             let total = u64::from(status.tasks.total);
             core.seq = core.seq.max(status.seq0 + total.max(u64::from(spec.reserved_tasks())));
             core.queue.observe_loaded(spec.priority, status.vtime0 + total, &spec.org);
-            let job = ActiveJob::new(&id, spec, status);
+            let job = ActiveJob::new(spec, status);
             if job.has_fresh() {
                 core.queue.push(job.class, job.fresh_key(job.status.cursor), Entry::Job(id.clone()));
             }

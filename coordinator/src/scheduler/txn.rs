@@ -18,6 +18,8 @@ pub struct Txn {
     pub messages: Vec<(NodeId, pb::CoordinatorMessage)>,
     /// Filled only with a cluster journal (etcd): replicated, fenced, before the sled write.
     pub shared: SharedWrites,
+    /// WatchJob subscriptions, answered once the batch is durable (see `Core::effects`).
+    pub watchers: Vec<(JobId, super::Reply<tokio::sync::watch::Receiver<pb::Job>>)>,
 }
 
 impl Txn {
