@@ -22,7 +22,8 @@ import sys
 from rdkit import Chem, RDLogger
 from rdkit.Chem import AllChem, Descriptors
 
-# Cores with two open positions each, written as [*:1] and [*:2].
+# Cores with two open positions each, written as [*:1] and [*:2]. Substituents use ring
+# digit 9 (cyclopropyl), which no core uses: a shared digit would close the wrong ring.
 CORES = [
     "c1cc([*:1])ccc1[*:2]",
     "c1cc([*:1])cc([*:2])c1",
@@ -49,7 +50,7 @@ CORES = [
 ]
 SUBSTITUENTS = [
     "[H]", "F", "Cl", "Br", "C", "CC", "O", "N", "OC", "C#N", "C(=O)O", "C(N)=O",
-    "[N+](=O)[O-]", "C(F)(F)F", "S(N)(=O)=O", "C(C)=O", "NC(C)=O", "CO", "CN", "C1CC1",
+    "[N+](=O)[O-]", "C(F)(F)F", "S(N)(=O)=O", "C(C)=O", "NC(C)=O", "CO", "CN", "C9CC9",
     "I", "SC", "C=C", "C#C", "OC(F)(F)F", "C(C)C", "N(C)C", "S(C)(=O)=O",
 ]
 
@@ -77,6 +78,10 @@ def library(count, seed):
         heavy = mol.GetNumHeavyAtoms()
         if not 7 <= heavy <= 16 or Descriptors.NumRotatableBonds(mol) > 3:
             continue
+        # Rings of 3 to 6 atoms only: Meeko opens larger rings into glue atoms (G0, CG0),
+        # which plain Vina scores as no real molecule.
+        if any(not 3 <= len(r) <= 6 for r in mol.GetRingInfo().AtomRings()):
+            continue
         seen.add(smi)
         yield smi
     return
@@ -91,7 +96,7 @@ def pdbqt(smi, seed):
     AllChem.MMFFOptimizeMolecule(mol)
     setups = MoleculePreparation().prepare(mol)
     text, ok, _ = PDBQTWriterLegacy.write_string(setups[0])
-    return text if ok else None
+    return text if ok and " G0" not in text else None
 
 
 def main():
