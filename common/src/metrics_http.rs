@@ -33,6 +33,15 @@ const MAX_CONNECTIONS: usize = 32;
 /// A connection that has not sent its request head by then is dropped (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The value of the series named exactly `series` (name and labels) in exposition text, if
+/// present: what a benchmark or a test reads back from a scrape.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Binds `addr` (port 0 picks a free one); the error names the setting.
 pub async fn bind(addr: &str) -> Result<TcpListener, DockyardError> {
     TcpListener::bind(addr)

@@ -19,6 +19,7 @@ import os
 import random
 import sys
 
+from meeko import MoleculePreparation, PDBQTWriterLegacy
 from rdkit import Chem, RDLogger
 from rdkit.Chem import AllChem, Descriptors
 
@@ -66,7 +67,7 @@ def assemble(core, a, b):
     return Chem.MolToSmiles(mol) if mol is not None else None
 
 
-def library(count, seed):
+def library(seed):
     seen = set()
     combos = [(c, a, b) for c in CORES for a in SUBSTITUENTS for b in SUBSTITUENTS]
     random.Random(seed).shuffle(combos)
@@ -84,12 +85,9 @@ def library(count, seed):
             continue
         seen.add(smi)
         yield smi
-    return
 
 
 def pdbqt(smi, seed):
-    from meeko import MoleculePreparation, PDBQTWriterLegacy
-
     mol = Chem.AddHs(Chem.MolFromSmiles(smi))
     if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
         return None
@@ -109,7 +107,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     written = 0
     with open(a.out.rstrip("/") + ".smi", "w") as smi_file:
-        for smi in library(10 * a.count, a.seed):
+        for smi in library(a.seed):
             if written == a.count:
                 break
             text = pdbqt(smi, a.seed)

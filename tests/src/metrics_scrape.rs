@@ -28,9 +28,4 @@ pub async fn scrape(addr: &str) -> String {
 }
 
 /// The value of the series named exactly `series` (name and labels), if present.
-pub fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
+pub use dockyard_common::metrics_http::series_value as value;

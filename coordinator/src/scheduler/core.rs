@@ -58,6 +58,12 @@ impl ActiveJob {
         }
     }
 
+    /// Sends the job's current view to its WatchJob subscribers.
+    fn publish_view(&mut self, store: &Store, id: &JobId) {
+        self.watch.send_replace(funnel_view::view(store, id, &self.spec, &self.status));
+        self.view_stale = false;
+    }
+
     /// Queue key of the job's task `index` while it has never been dispatched.
     pub fn fresh_key(&self, index: u32) -> QueueKey {
         QueueKey::new(
@@ -332,7 +338,7 @@ impl Core {
         for id in dirty_jobs.into_iter().chain(roots) {
             if let Some(job) = self.jobs.get_mut(&id) {
                 if job.watch.receiver_count() > 0 {
-                    job.watch.send_replace(funnel_view::view(&self.store, &id, &job.spec, &job.status));
+                    job.publish_view(&self.store, &id);
                 } else {
                     job.view_stale = true;
                 }
@@ -341,8 +347,8 @@ impl Core {
         for (id, reply) in watchers {
             let r = match self.jobs.get_mut(&id) {
                 Some(job) => {
-                    if std::mem::take(&mut job.view_stale) {
-                        job.watch.send_replace(funnel_view::view(&self.store, &id, &job.spec, &job.status));
+                    if job.view_stale {
+                        job.publish_view(&self.store, &id);
                     }
                     Ok(job.watch.subscribe())
                 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Child;
 
+use dockyard_common::metrics_http::series_value as value;
 use dockyard_proto::v1 as pb;
 
 use super::procs;
@@ -125,7 +125,7 @@ async fn screen(a: &CompressionArgs, mode: &str, slots: u32, tmp: &Path) -> Resu
         &["--artifact-compression", mode, "--metrics-listen", &coord_metrics],
     )
     .await?;
-    let agent: Child = procs::agent(
+    let agent = procs::agent(
         &endpoint,
         "compression-0",
         slots,
@@ -169,14 +169,14 @@ async fn screen(a: &CompressionArgs, mode: &str, slots: u32, tmp: &Path) -> Resu
     let (c, g) = (scrape(&coord_metrics).await?, scrape(&agent_metrics).await?);
     // The coordinator's series are `dockyard_artifact_*`, the agent's `dockyard_agent_artifact_*`.
     let sum = |name: &str| Some(value(&c, &format!("dockyard_artifact_{name}"))? + value(&g, &format!("dockyard_agent_artifact_{name}"))?);
-    let store = data.join("artifacts");
+    let (stored_bytes, objects) = procs::du_files(&data.join("artifacts"));
     Ok(Figures {
         mode: mode.to_string(),
         wall_s,
         ligands_docked: job.ligands_docked,
         best_score: (job.ligands_docked > 0).then_some(job.best_score),
-        stored_bytes: procs::du(&store),
-        objects: count_files(&store),
+        stored_bytes,
+        objects,
         codec_written: sum("written_bytes_total"),
         codec_stored: sum("stored_bytes_total"),
         compress_cpu_s: sum("compress_cpu_seconds_total"),
@@ -185,16 +185,6 @@ async fn screen(a: &CompressionArgs, mode: &str, slots: u32, tmp: &Path) -> Resu
         agent_cpu_s: after.1 - before.1,
         engine_cpu_s: report.cpu_seconds,
     })
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => count_files(&e.path()),
-            _ => 1,
-        })
-        .sum()
 }
 
 /// A loopback address whose port was free a moment ago.
@@ -216,12 +206,4 @@ async fn scrape(addr: &str) -> Result<String> {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
         _ => bail!("{addr}/metrics did not answer 200"),
     }
-}
-
-/// The value of the series named exactly `series`, if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }

@@ -67,13 +67,18 @@ pub(super) fn rss_bytes(pid: Option<u32>) -> u64 {
 
 /// Bytes of every file under `dir`.
 pub(super) fn du(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    du_files(dir).0
+}
+
+/// Bytes and number of the files under `dir`.
+pub(super) fn du_files(dir: &Path) -> (u64, u64) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return (0, 0) };
     rd.flatten()
         .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => du(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
+            Ok(t) if t.is_dir() => du_files(&e.path()),
+            _ => (e.metadata().map_or(0, |m| m.len()), 1),
         })
-        .sum()
+        .fold((0, 0), |(b, n), (eb, en)| (b + eb, n + en))
 }
 
 /// Starts `dockyard-coordinator` on `listen` (`127.0.0.1:0`: any free port); returns it and its endpoint.
