@@ -308,8 +308,11 @@ pub fn write_sdf_records<W: Write>(f: &mut W, r: &pb::LigandResult, rank: usize,
         if !r.smiles.is_empty() {
             field("dockyard_smiles", r.smiles.clone())?;
         }
-        // In name order: the map's own order changes from run to run.
-        let mut fields: Vec<(&String, &f64)> = r.fields.iter().collect();
+        // In name order: the map's own order changes from run to run. The ligand's fields
+        // are its best pose's: a pose record that carries a field of its own (rustina's
+        // cnn_score, Vina's energy terms) keeps its value, not a second one of that name.
+        let own = sd_item_names(rec);
+        let mut fields: Vec<(&String, &f64)> = r.fields.iter().filter(|(k, _)| !own.contains(k.as_str())).collect();
         fields.sort_by(|a, b| a.0.cmp(b.0));
         for (k, v) in fields {
             field(k, format!("{v}"))?;
@@ -318,6 +321,14 @@ pub fn write_sdf_records<W: Write>(f: &mut W, r: &pb::LigandResult, rank: usize,
         written += 1;
     }
     Ok(written)
+}
+
+/// The names of an SD record's data items (`>  <name>` header lines).
+fn sd_item_names(rec: &str) -> std::collections::HashSet<&str> {
+    rec.lines()
+        .filter(|l| l.starts_with('>'))
+        .filter_map(|l| l.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(name, _)| name))
+        .collect()
 }
 
 /// A whole list at once (a report's top hits, tests).
@@ -422,5 +433,25 @@ mod tests {
         let ranks: Vec<i64> = v.as_array().expect("array").iter().filter_map(|r| r["rank"].as_i64()).collect();
         assert_eq!(ranks, [1, 2, 3]);
         assert_eq!(render(&[], &Ranking::default(), Format::Json), "[]\n");
+    }
+
+    /// A pose record's own data item keeps its value; the ligand's (best pose's) fields
+    /// fill in only the names the record lacks, so no record has a name twice.
+    #[test]
+    fn sdf_pose_records_keep_their_own_fields() {
+        let r = hit("lig", "", &[("vina_unbound", -0.1), ("vina_affinity", -7.0)]);
+        let rec =
+            |unbound: &str| format!("lig\n\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n>  <vina_unbound>\n{unbound}\n\n$$$$\n");
+        let sdf = format!("{}{}", rec("-0.1"), rec("4.923"));
+        let mut out = Vec::new();
+        assert_eq!(write_sdf_records(&mut out, &r, 1, sdf.as_bytes()).expect("written"), 2);
+        let text = String::from_utf8(out).expect("utf8");
+        let records: Vec<&str> = text.split("$$$$").filter(|r| !r.trim().is_empty()).collect();
+        assert_eq!(records.len(), 2);
+        for (rec, unbound) in records.iter().zip(["-0.1", "4.923"]) {
+            assert_eq!(rec.matches("<vina_unbound>").count(), 1, "{rec}");
+            assert!(rec.contains(&format!("<vina_unbound>\n{unbound}\n")), "{rec}");
+            assert_eq!(rec.matches("<vina_affinity>").count(), 1, "{rec}");
+        }
     }
 }

@@ -4,6 +4,7 @@ lookup's rules, and turning pages of results into a DataFrame or an SDF."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -132,7 +133,10 @@ def sdf_records(r: job_pb2.LigandResult, rank: int, sdf: bytes) -> Tuple[str, in
         field("dockyard_best_score", f"{r.score:.3f}")
         if r.smiles:
             field("dockyard_smiles", r.smiles)
-        for k in sorted(r.fields):
+        # The ligand's fields are its best pose's: a pose record with a field of its own
+        # keeps that value, not a second one of the same name (as the CLI does).
+        own = {m.group(1) for m in (re.search(r"<([^>]*)>", l) for l in rec.splitlines() if l.startswith(">")) if m}
+        for k in sorted(set(r.fields) - own):
             field(k, _rust_float(r.fields[k]))
         out.append("\n".join(lines) + "\n$$$$\n")
     return "".join(out), len(records)

@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use dockyard_common::molecule::{parse_vina_poses, text_from_bytes, validate_ligand, validate_receptor};
 use dockyard_common::spec::EngineKind;
 
+mod energy;
+
 use super::log::{probe_version, read_log_from, tail};
 use super::process::{run_process, ProcessOutcome, ProcessSpec, DEFAULT_GRACE};
 use super::{in_input_order, DockedLigand, DockingEngine, EngineDescriptor, EngineError, EngineOutput, EngineRun};
@@ -313,12 +315,18 @@ async fn collect_output(path: &Path) -> Result<DockedLigand, String> {
         .map_err(|e| format!("read vina output {}: {e}", path.display()))?;
     let poses = parse_vina_poses(&text).map_err(|e| format!("unreadable vina output: {e}"))?;
     let best_score = poses.iter().map(|p| p.affinity).fold(f64::INFINITY, f64::min);
+    // The terms are extras beside the poses: a file whose terms do not pair up with its
+    // poses keeps its poses and loses only the terms.
+    let pose_fields = Some(energy::energy_terms(&text))
+        .filter(|t| t.len() == poses.len())
+        .unwrap_or_default();
+    let fields = pose_fields.first().map(|t| t.iter().cloned().collect()).unwrap_or_default();
     Ok(DockedLigand {
         poses,
         best_score,
         pose_file: path.to_path_buf(),
-        fields: Default::default(),
-        pose_fields: Vec::new(),
+        fields,
+        pose_fields,
     })
 }
 

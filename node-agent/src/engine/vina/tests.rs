@@ -432,12 +432,10 @@ async fn real_vina_docks_1iep() {
     let vina = vina_on_path();
     let engine = probe(&vina).await.expect("vina probes");
     let dir = tempfile::tempdir().expect("tempdir");
+    let r_ligands = [data("vina-examples/1iep/1iep_ligand.pdbqt"), meeko("MOSES_TEST_170272")];
     let r = engine_run(
         dir.path(),
-        vec![
-            lig(0, data("vina-examples/1iep/1iep_ligand.pdbqt")),
-            lig(1, meeko("MOSES_TEST_170272")),
-        ],
+        r_ligands.iter().enumerate().map(|(i, p)| lig(i as u32, p.clone())).collect(),
     );
     let out = engine.run(r).await.expect("vina runs");
     assert_eq!(out.ligands.len(), 2);
@@ -456,6 +454,18 @@ async fn real_vina_docks_1iep() {
             docked.best_score
         );
         assert_eq!(docked.best_score, docked.poses[0].affinity);
+        // Vina's energy terms, per pose and for the best pose, give back its affinity by
+        // Vina's own formula (weight 0.05846 per torsion of the input ligand).
+        assert_eq!(docked.pose_fields.len(), docked.poses.len());
+        let input = std::fs::read_to_string(&r_ligands[d.index as usize]).expect("ligand");
+        let torsdof: f64 = input
+            .lines()
+            .find_map(|l| l.strip_prefix("TORSDOF"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("TORSDOF");
+        let f = |name: &str| *docked.fields.get(name).unwrap_or_else(|| panic!("no {name}: {:?}", docked.fields));
+        let affinity = (f("vina_inter_intra") - f("vina_unbound")) / (1.0 + 0.05846 * torsdof);
+        assert!((affinity - docked.best_score).abs() < 0.002, "{affinity} vs {}", docked.best_score);
     }
     // Imatinib redocked into its own pocket scores far better than a small fragment.
     assert!(ok_score(&out.ligands[0]) < -8.0, "{:?}", out.ligands[0]);
