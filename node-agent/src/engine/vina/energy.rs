@@ -3,8 +3,10 @@
 //! so the terms let a chemist see why a pose scores as it does. Vina 1.2.3 sometimes takes
 //! an unbound energy far above the pose's own intramolecular energy, which inflates the
 //! affinity by several kcal/mol (a 15-atom fragment at -11.6 in one of our screens, -7.4
-//! when docked again with another seed at exhaustiveness 4); with `vina_unbound` beside `vina_intra` such a
-//! hit can be found and filtered.
+//! when docked again with another seed at exhaustiveness 4); with `vina_unbound` beside
+//! `vina_intra` such a hit can be found and filtered. The MODEL blocks are walked again
+//! here rather than in `parse_vina_poses`, which every engine's poses go through and which
+//! has no terms to carry for the others.
 
 /// Per MODEL, in file order: the terms it carries, by result field name. Empty for Vina
 /// 1.1.2 output (no terms) and for a file whose MODEL blocks do not pair up.
