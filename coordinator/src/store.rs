@@ -7,7 +7,8 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `m/` | name | meta (epoch, sequence) |
-//! | `s/` | job id | JobSpec |
+//! | `s/` | job id | JobSpec, or for a large spec a header naming how many parts follow |
+//! | `p/` | job id + `/` + part index | a slice of a large spec's encoding |
 //! | `j/` | job id | JobStatus: the cursor that stands for every never-dispatched task, and the first attempts in flight |
 //! | `t/` | task key | TaskRecord, only for tasks retrying (or running a retry), unclaimed, failed or cancelled |
 //! | `r/` | job id + score key + ligand index | LigandResultRecord |
@@ -31,6 +32,7 @@ use crate::model::{JobStatus, LigandResultRecord, SkippedRecord, TaskRecord};
 
 const P_META: &[u8] = b"m/";
 const P_SPEC: &[u8] = b"s/";
+const P_SPEC_PART: &[u8] = b"p/";
 const P_JOB: &[u8] = b"j/";
 const P_TASK: &[u8] = b"t/";
 const P_RESULT: &[u8] = b"r/";
@@ -38,6 +40,15 @@ const P_LIGERR: &[u8] = b"e/";
 const P_DRAINED: &[u8] = b"n/";
 const P_SKIPPED: &[u8] = b"k/";
 const P_CACHE: &[u8] = b"c/";
+
+/// A spec's encoding above this is written in parts of this size. sled rewrites a whole
+/// leaf (every value in it) when it consolidates the leaf after a few inserts, so one
+/// record the size of a screen's ligand table (90 MB for 400,000 long names) next to the
+/// hot status and task keys made every few commits copy and write it again: the
+/// coordinator's memory jumped by that much whenever a task was requeued.
+const SPEC_PART_BYTES: usize = 64 * 1024;
+/// First byte of a parted spec's header; an encoded spec starts with `{`.
+const PARTED: u8 = 0;
 
 #[derive(Clone)]
 pub struct Store {
@@ -109,7 +120,16 @@ impl Store {
         self.tree.clear().map_err(err)
     }
 
-    pub fn apply(&self, batch: StoreBatch) -> Result<(), DockyardError> {
+    pub fn apply(&self, mut batch: StoreBatch) -> Result<(), DockyardError> {
+        // A parted spec written again with fewer parts leaves none of the old ones behind.
+        for (job, parts) in std::mem::take(&mut batch.parted_specs) {
+            for kv in self.tree.scan_prefix(spec_part_prefix(&job)) {
+                let (k, _) = kv.map_err(err)?;
+                if part_index(&k).is_none_or(|i| i >= parts) {
+                    batch.batch.remove(k);
+                }
+            }
+        }
         self.tree.apply_batch(batch.batch).map_err(err)
     }
 
@@ -225,7 +245,11 @@ impl Store {
     }
 
     pub fn spec(&self, job: &JobId) -> Result<Option<JobSpec>, DockyardError> {
-        self.get(&key(P_SPEC, job.as_str().as_bytes()))
+        let Some(head) = self.tree.get(job_key(P_SPEC, job)).map_err(err)? else {
+            return Ok(None);
+        };
+        let bytes = join_spec(job, &head, |k| self.tree.get(k).ok().flatten())?;
+        decode(&bytes).map(Some)
     }
 
     pub fn status(&self, job: &JobId) -> Result<Option<JobStatus>, DockyardError> {
@@ -335,8 +359,15 @@ impl Store {
 pub fn referenced_artifacts(records: &[(sled::IVec, sled::IVec)]) -> Result<std::collections::BTreeSet<String>, DockyardError> {
     let mut keys = std::collections::BTreeSet::new();
     for (k, v) in records {
-        if k.starts_with(P_SPEC) {
-            let spec: JobSpec = decode(v)?;
+        if let Some(job) = k.strip_prefix(P_SPEC) {
+            let job = JobId::parse(&String::from_utf8_lossy(job)).map_err(|e| err(format!("spec key: {e}")))?;
+            let bytes = join_spec(&job, v, |pk| {
+                records
+                    .binary_search_by(|(rk, _)| rk.as_ref().cmp(pk))
+                    .ok()
+                    .map(|i| records[i].1.clone())
+            })?;
+            let spec: JobSpec = decode(&bytes)?;
             for input in spec.receptor.iter().chain(spec.ligands.iter()) {
                 if !keys.contains(&*input.key) {
                     keys.insert(input.key.to_string());
@@ -354,6 +385,39 @@ pub fn referenced_artifacts(records: &[(sled::IVec, sled::IVec)]) -> Result<std:
     Ok(keys)
 }
 
+/// A spec's encoding from its `s/` value: the value itself, or its parts joined.
+fn join_spec(job: &JobId, head: &[u8], get: impl Fn(&[u8]) -> Option<sled::IVec>) -> Result<Vec<u8>, DockyardError> {
+    let parts = match head {
+        [PARTED, n @ ..] => <[u8; 4]>::try_from(n)
+            .map(u32::from_be_bytes)
+            .map_err(|_| err(format!("spec of job {job}: corrupt parts header")))?,
+        _ => return Ok(head.to_vec()),
+    };
+    let mut out = Vec::with_capacity(parts as usize * SPEC_PART_BYTES);
+    for i in 0..parts {
+        let part = get(&spec_part_key(job, i)).ok_or_else(|| err(format!("spec of job {job}: part {i} of {parts} is missing")))?;
+        out.extend_from_slice(&part);
+    }
+    Ok(out)
+}
+
+fn spec_part_prefix(job: &JobId) -> Vec<u8> {
+    let mut k = job_key(P_SPEC_PART, job);
+    k.push(b'/');
+    k
+}
+
+fn spec_part_key(job: &JobId, index: u32) -> Vec<u8> {
+    let mut k = spec_part_prefix(job);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn part_index(k: &[u8]) -> Option<u32> {
+    let tail = k.len().checked_sub(4).map(|at| &k[at..])?;
+    <[u8; 4]>::try_from(tail).ok().map(u32::from_be_bytes)
+}
+
 fn job_key(prefix: &[u8], job: &JobId) -> Vec<u8> {
     key(prefix, job.as_str().as_bytes())
 }
@@ -368,6 +432,8 @@ fn cache_key(digest: &[u8; 32]) -> Vec<u8> {
 pub struct StoreBatch {
     batch: sled::Batch,
     writes: usize,
+    /// Specs written in parts, with their part count, for `Store::apply` to drop stale parts.
+    parted_specs: Vec<(JobId, u32)>,
 }
 
 /// The trees a snapshot carries.
@@ -397,8 +463,23 @@ impl StoreBatch {
         self.writes += 1;
     }
 
+    /// A large spec goes in parts (see `SPEC_PART_BYTES`). Specs only grow (a funnel stage's
+    /// ligands are appended), so one written in parts is never written whole again.
     pub fn put_spec(&mut self, job: &JobId, spec: &JobSpec) {
-        self.put(job_key(P_SPEC, job), encode(spec));
+        let bytes = encode(spec);
+        if bytes.len() <= SPEC_PART_BYTES {
+            self.put(job_key(P_SPEC, job), bytes);
+            return;
+        }
+        let mut parts = 0u32;
+        for (i, part) in bytes.chunks(SPEC_PART_BYTES).enumerate() {
+            self.put(spec_part_key(job, i as u32), part.to_vec());
+            parts += 1;
+        }
+        let mut head = vec![PARTED];
+        head.extend_from_slice(&parts.to_be_bytes());
+        self.put(job_key(P_SPEC, job), head);
+        self.parted_specs.push((job.clone(), parts));
     }
 
     pub fn put_status(&mut self, job: &JobId, status: &JobStatus) {
@@ -452,5 +533,78 @@ mod tests {
         for w in xs.windows(2) {
             assert!(score_key(w[0]) <= score_key(w[1]), "{} {}", w[0], w[1]);
         }
+    }
+
+    /// A Vina screen's spec: the scheduler tests' job with a ligand table of long names.
+    fn screen_spec(ligands: usize) -> JobSpec {
+        use dockyard_common::spec::{EngineKind, InputRef};
+        let mut spec = crate::scheduler::tests::sleep_job("default", 0, 0);
+        spec.engine = EngineKind::Vina;
+        spec.ligands = (0..ligands)
+            .map(|i| InputRef {
+                name: format!("ligand-with-a-long-name-{i:0>40}"),
+                key: format!("orgs/default/inputs/pack-{}", i / 1000).into(),
+                size: 1,
+                format: "".into(),
+                offset: Some(i as u64),
+                record_sha: None,
+            })
+            .collect();
+        spec
+    }
+
+    fn part_keys(store: &Store) -> usize {
+        store.tree.scan_prefix(P_SPEC_PART).count()
+    }
+
+    #[test]
+    fn large_specs_are_stored_in_parts_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let (small_id, big_id) = (
+            JobId::parse(&format!("{:020x}", 1)).expect("id"),
+            JobId::parse(&format!("{:020x}", 2)).expect("id"),
+        );
+        let small = screen_spec(10);
+        let big = screen_spec(20_000);
+        let big_len = serde_json::to_vec(&big).expect("json").len();
+        let mut b = StoreBatch::default();
+        b.put_spec(&small_id, &small);
+        b.put_spec(&big_id, &big);
+        store.apply(b).expect("apply");
+        // Counted from the encoding's length, not from the code that splits it.
+        assert_eq!(part_keys(&store), big_len.div_ceil(64 * 1024));
+        assert!(big_len > 10 * 64 * 1024, "the test spec is too small to need parts: {big_len}");
+        let largest = store.tree.iter().map(|kv| kv.expect("kv").1.len()).max().unwrap_or(0);
+        assert!(largest <= 64 * 1024, "a record of {largest} bytes");
+        assert_eq!(store.spec(&small_id).expect("read"), Some(small));
+        assert_eq!(store.spec(&big_id).expect("read").as_ref(), Some(&big));
+
+        // The artifacts a snapshot lists come from the joined spec too.
+        let keys = referenced_artifacts(&store.export_scheduler().expect("export")).expect("artifacts");
+        assert_eq!(keys.len(), 20, "{keys:?}");
+        assert!(keys.contains("orgs/default/inputs/pack-19"));
+
+        // Written again smaller, no stale part is left behind.
+        let smaller = screen_spec(5_000);
+        let smaller_len = serde_json::to_vec(&smaller).expect("json").len();
+        let mut b = StoreBatch::default();
+        b.put_spec(&big_id, &smaller);
+        store.apply(b).expect("apply");
+        assert_eq!(part_keys(&store), smaller_len.div_ceil(64 * 1024));
+        assert_eq!(store.spec(&big_id).expect("read"), Some(smaller));
+    }
+
+    #[test]
+    fn a_missing_part_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = JobId::parse(&format!("{:020x}", 7)).expect("id");
+        let mut b = StoreBatch::default();
+        b.put_spec(&id, &screen_spec(20_000));
+        store.apply(b).expect("apply");
+        store.tree.remove(spec_part_key(&id, 3)).expect("remove");
+        let e = store.spec(&id).expect_err("a part is gone").to_string();
+        assert!(e.contains("part 3 of"), "{e}");
     }
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use dockyard_common::error::DockyardError;
 
 /// Bumped when a part's layout or a tree's records change incompatibly; a restore refuses a
-/// snapshot from a newer format.
-pub const FORMAT: u32 = 1;
+/// snapshot from a newer format. 2: large job specs are stored in parts (`p/` records).
+pub const FORMAT: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 pub const SCHEDULER_PART: &str = "scheduler.kv.zst";
 pub const TENANTS_PART: &str = "tenants.kv.zst";

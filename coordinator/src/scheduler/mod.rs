@@ -295,7 +295,7 @@ async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use dockyard_common::ids::{OrgId, TaskId};
@@ -303,7 +303,7 @@ mod tests {
 
     use super::*;
 
-    pub(super) fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
+    pub(crate) fn sleep_job(org: &str, tasks: u32, priority: i32) -> JobSpec {
         JobSpec {
             name: format!("{org}-{priority}"),
             org: OrgId::parse(org).expect("org"),

@@ -17,7 +17,7 @@ use crate::{input, ligand_1iep, pb, read_shared, vina_1iep_request, AgentOptions
 /// decoded here (zstd, then length-prefixed key and value) rather than by the restore code.
 fn snapshot_results(snapshot: &Path, job: &str) -> Result<Vec<(u32, f64, String)>> {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(snapshot.join("manifest.json"))?)?;
-    ensure!(manifest["format"] == 1, "unexpected manifest: {manifest}");
+    ensure!(manifest["format"] == 2, "unexpected manifest: {manifest}");
     let raw = zstd::stream::decode_all(&std::fs::read(snapshot.join("scheduler.kv.zst"))?[..])?;
     let mut fields = Vec::new();
     let mut at = 0;
@@ -202,7 +202,7 @@ pub async fn corrupted_snapshot(_size: Size) -> Result<Report> {
 
     let manifest = snap.join("manifest.json");
     let text = std::fs::read_to_string(&manifest)?;
-    std::fs::write(&manifest, text.replacen("\"format\": 1", "\"format\": 99", 1))?;
+    std::fs::write(&manifest, text.replacen("\"format\": 2", "\"format\": 99", 1))?;
     let (st, log) = restore_exit(&fresh, &format!("file://{}", snap.display())).await?;
     ensure!(
         !st.success() && log.contains("format 99 is newer"),
