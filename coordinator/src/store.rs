@@ -248,7 +248,7 @@ impl Store {
         let Some(head) = self.tree.get(job_key(P_SPEC, job)).map_err(err)? else {
             return Ok(None);
         };
-        let bytes = join_spec(job, &head, |k| self.tree.get(k).ok().flatten())?;
+        let bytes = join_spec(job, &head, |k| self.tree.get(k).map_err(err))?;
         decode(&bytes).map(Some)
     }
 
@@ -355,17 +355,18 @@ impl Store {
 }
 
 /// The artifact keys exported scheduler records refer to: every spec's inputs, every
-/// result's (and cached result's) poses, SDF and log.
+/// result's (and cached result's) poses, SDF and log. `records` are in key order, as
+/// `Store::export_scheduler` gives them (a large spec's parts are found by search).
 pub fn referenced_artifacts(records: &[(sled::IVec, sled::IVec)]) -> Result<std::collections::BTreeSet<String>, DockyardError> {
     let mut keys = std::collections::BTreeSet::new();
     for (k, v) in records {
         if let Some(job) = k.strip_prefix(P_SPEC) {
             let job = JobId::parse(&String::from_utf8_lossy(job)).map_err(|e| err(format!("spec key: {e}")))?;
             let bytes = join_spec(&job, v, |pk| {
-                records
+                Ok(records
                     .binary_search_by(|(rk, _)| rk.as_ref().cmp(pk))
                     .ok()
-                    .map(|i| records[i].1.clone())
+                    .map(|i| records[i].1.clone()))
             })?;
             let spec: JobSpec = decode(&bytes)?;
             for input in spec.receptor.iter().chain(spec.ligands.iter()) {
@@ -386,16 +387,17 @@ pub fn referenced_artifacts(records: &[(sled::IVec, sled::IVec)]) -> Result<std:
 }
 
 /// A spec's encoding from its `s/` value: the value itself, or its parts joined.
-fn join_spec(job: &JobId, head: &[u8], get: impl Fn(&[u8]) -> Option<sled::IVec>) -> Result<Vec<u8>, DockyardError> {
+fn join_spec(job: &JobId, head: &[u8], get: impl Fn(&[u8]) -> Result<Option<sled::IVec>, DockyardError>) -> Result<Vec<u8>, DockyardError> {
     let parts = match head {
         [PARTED, n @ ..] => <[u8; 4]>::try_from(n)
             .map(u32::from_be_bytes)
             .map_err(|_| err(format!("spec of job {job}: corrupt parts header")))?,
         _ => return Ok(head.to_vec()),
     };
-    let mut out = Vec::with_capacity(parts as usize * SPEC_PART_BYTES);
+    // Grown as parts arrive: a corrupt header's count must not size an allocation.
+    let mut out = Vec::new();
     for i in 0..parts {
-        let part = get(&spec_part_key(job, i)).ok_or_else(|| err(format!("spec of job {job}: part {i} of {parts} is missing")))?;
+        let part = get(&spec_part_key(job, i))?.ok_or_else(|| err(format!("spec of job {job}: part {i} of {parts} is missing")))?;
         out.extend_from_slice(&part);
     }
     Ok(out)
@@ -635,5 +637,12 @@ mod tests {
         store.tree.remove(spec_part_key(&id, 3)).expect("remove");
         let e = store.spec(&id).expect_err("a part is gone").to_string();
         assert!(e.contains("part 3 of"), "{e}");
+        // A header claiming every part there could be is an error, not a 256 TiB allocation.
+        let mut head = vec![PARTED];
+        head.extend_from_slice(&u32::MAX.to_be_bytes());
+        store.tree.insert(job_key(P_SPEC, &id), head).expect("insert");
+        store.tree.remove(spec_part_key(&id, 0)).expect("remove");
+        let e = store.spec(&id).expect_err("a corrupt header").to_string();
+        assert!(e.contains("part 0 of 4294967295 is missing"), "{e}");
     }
 }
