@@ -24,7 +24,10 @@ impl Drop for Proc {
 
 /// Last `n` lines of a file (empty string if it cannot be read).
 pub(crate) fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Lossy: one byte that is not UTF-8 (a line cut by a kill) must not blank the whole dump.
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
