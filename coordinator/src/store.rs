@@ -428,34 +428,6 @@ fn cache_key(digest: &[u8; 32]) -> Vec<u8> {
     key(P_CACHE, hex::encode(digest).as_bytes())
 }
 
-/// Cuts an encoding into `SPEC_PART_BYTES` parts as it is written: a screen's spec never
-/// sits in one buffer, nor in the copies a growing buffer makes (a third of the
-/// coordinator's page faults while a 400,000-ligand screen was taken in).
-#[derive(Default)]
-struct PartWriter {
-    parts: Vec<Vec<u8>>,
-}
-
-impl std::io::Write for PartWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut rest = buf;
-        while !rest.is_empty() {
-            if self.parts.last().is_none_or(|p| p.len() >= SPEC_PART_BYTES) {
-                self.parts.push(Vec::new());
-            }
-            let Some(part) = self.parts.last_mut() else { break };
-            let take = (SPEC_PART_BYTES - part.len()).min(rest.len());
-            part.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The writes of one group commit (or one rebuilt job), applied atomically by
 /// [`Store::apply`]. The only place outside the reads above that knows keys and encodings.
 #[derive(Default)]
@@ -496,16 +468,15 @@ impl StoreBatch {
     /// A large spec goes in parts (see `SPEC_PART_BYTES`). Specs only grow (a funnel stage's
     /// ligands are appended), so one written in parts is never written whole again.
     pub fn put_spec(&mut self, job: &JobId, spec: &JobSpec) {
-        let mut w = PartWriter::default();
-        // Writing into our own buffers cannot fail.
-        let _ = serde_json::to_writer(&mut w, spec);
-        if w.parts.len() <= 1 {
-            self.put(job_key(P_SPEC, job), w.parts.pop().unwrap_or_default());
+        let bytes = encode(spec);
+        if bytes.len() <= SPEC_PART_BYTES {
+            self.put(job_key(P_SPEC, job), bytes);
             return;
         }
-        let parts = w.parts.len() as u32;
-        for (i, part) in w.parts.into_iter().enumerate() {
-            self.put(spec_part_key(job, i as u32), part);
+        let mut parts = 0u32;
+        for (i, part) in bytes.chunks(SPEC_PART_BYTES).enumerate() {
+            self.put(spec_part_key(job, i as u32), part.to_vec());
+            parts += 1;
         }
         let mut head = vec![PARTED];
         head.extend_from_slice(&parts.to_be_bytes());
