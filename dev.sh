@@ -227,9 +227,11 @@ case "${1:-}" in
         reps=${2:-3} tasks=${3:-100000} peer_n=${4:-20000} jobs=${5:-20000}
         out=$(mktemp -d)
         for rep in $(seq "$reps"); do
-            # Both Dockyard modes: one job of N tasks, and N single-task jobs (per request).
+            # Dockyard: one job of N tasks, and N single-task jobs (per request), each its own
+            # SubmitJob call or its own message on a SubmitJobs stream.
             echo "rep=$rep $(target/release/dockyard bench dispatch --tasks "$tasks" --agents 2 2>/dev/null | tail -1)" | tee -a "$out/raw"
             echo "rep=$rep $(target/release/dockyard bench dispatch --jobs "$jobs" --agents 2 2>/dev/null | tail -1)" | tee -a "$out/raw"
+            echo "rep=$rep $(target/release/dockyard bench dispatch --jobs "$jobs" --agents 2 --submit stream 2>/dev/null | tail -1)" | tee -a "$out/raw"
             echo "rep=$rep $("$peers/celery_bench.sh" reliable "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
             echo "rep=$rep $(timeout 300 python3 "$peers/ray_bench.py" --n "$peer_n" 2>/dev/null | tail -1)" | tee -a "$out/raw"
         done
@@ -249,7 +251,7 @@ print("| system | runs | tasks/s (median) | CPU us/task (median) |")
 print("|---|---|---|---|")
 for n, (r, c) in med.items():
     print(f"| {n} | {len(runs[n])} | {r:,.0f} | {c:,.1f} |")
-for d in ("dockyard_bulk", "dockyard_per_request"):
+for d in ("dockyard_bulk", "dockyard_per_request", "dockyard_per_request_stream"):
     for peer in ("celery_reliable", "ray"):
         if d in med and peer in med:
             print(f"{d}/{peer}: {med[d][0] / med[peer][0]:.1f}x tasks/s, {med[peer][1] / med[d][1]:.1f}x less CPU per task")

@@ -525,3 +525,34 @@ async fn tokens_and_quotas_survive_a_failover() {
     let (code, m) = code_of(jobs.submit_job(with_token(sleep_request(8, 10, 0), &keep.token)).await);
     assert_eq!(code, Code::ResourceExhausted, "{m}");
 }
+
+#[tokio::test]
+async fn a_submission_stream_needs_a_token_and_files_jobs_under_its_organisation() {
+    let secrets = tempfile::tempdir().expect("tmp");
+    let (b, join) = auth_on(secrets.path());
+    let c = b.agent(sleep_agent(1, &join)).start().await;
+    let stream = || tokio_stream::iter(vec![sleep_request(1, 10, 0), sleep_request(1, 10, 0)]);
+    let (code, msg) = code_of(c.jobs().await.submit_jobs(stream()).await);
+    assert_eq!(code, Code::Unauthenticated, "{msg}");
+    assert!(c.list_jobs().await.is_empty(), "a refused stream queued jobs");
+
+    let chem = create_token(&c, "chem").await;
+    let mut answers = c
+        .jobs()
+        .await
+        .submit_jobs(with_token(stream(), &chem))
+        .await
+        .expect("chem opens a stream")
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(a) = answers.message().await.expect("answers") {
+        match a.outcome {
+            Some(pb::submit_jobs_response::Outcome::Submitted(s)) => ids.push(s.job_id),
+            other => panic!("refused: {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert_eq!(get_as(&c, &chem, id).await.expect("chem sees its job").org, "chem");
+    }
+}

@@ -69,4 +69,22 @@ async fn grpcurl_reflection_and_health() {
     ])
     .await;
     assert!(out.contains("SERVING"), "{out}");
+
+    // Two submissions on one SubmitJobs stream, as the README shows.
+    let two = r#"{"engine":"sleep","sleep_task_count":1} {"engine":"sleep","sleep_task_count":2}"#;
+    let out = grpcurl_ok(&["-plaintext", "-d", two, &addr, "dockyard.v1.JobService/SubmitJobs"]).await;
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("SubmitJobs output is not JSON ({e}):\n{out}"));
+    assert_eq!(answers.len(), 2, "{out}");
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|a| a["submitted"]["jobId"].as_str().unwrap_or_else(|| panic!("not submitted:\n{out}")))
+        .collect();
+    let listed = c.list_jobs().await;
+    for id in ids {
+        assert!(listed.iter().any(|j| j.job_id == id), "{id} not listed");
+    }
+    assert_eq!(listed.len(), 3);
 }

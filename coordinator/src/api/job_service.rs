@@ -10,13 +10,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info_span, Instrument};
 
 use dockyard_common::artifact::{ArtifactKey, ArtifactStore, ParsedKey};
 use dockyard_common::error::DockyardError;
 use dockyard_common::ids::{JobId, OrgId};
 use dockyard_common::spec::RankKey;
-use dockyard_common::time::now_ms;
 use dockyard_proto::v1 as pb;
 use dockyard_proto::v1::job_service_server::JobService;
 
@@ -27,8 +25,9 @@ use crate::auth::guard::until_revoked;
 use crate::auth::{Auth, Caller};
 use crate::scheduler::{Command, SchedulerHandle};
 use crate::store::Store;
-use crate::submit::{build_spec, SubmitLimits};
+use crate::submit::SubmitLimits;
 
+#[derive(Clone)]
 pub struct JobApi {
     pub scheduler: SchedulerHandle,
     pub store: Store,
@@ -58,19 +57,6 @@ fn artifact_visible(caller: &Caller, key: &ArtifactKey) -> bool {
     matches!(ParsedKey::of(key), Ok(ParsedKey::Job { org, .. }) if caller.sees(org.as_str()))
 }
 
-/// Bytes a submission brings inline (uploads were counted when they were uploaded).
-fn inline_bytes(req: &pb::SubmitJobRequest) -> u64 {
-    req.receptor
-        .iter()
-        .chain(req.ligands.iter())
-        .chain(req.autobox_ligand.iter())
-        .map(|f| match &f.source {
-            Some(pb::input_file::Source::Content(b)) => b.len() as u64,
-            _ => 0,
-        })
-        .sum()
-}
-
 impl JobApi {
     /// The job's current view, if `caller` may see it.
     async fn visible_job(&self, caller: &Caller, job: &JobId) -> Result<pb::Job, DockyardError> {
@@ -95,37 +81,15 @@ fn final_state(s: i32) -> bool {
 impl JobService for JobApi {
     async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let org = Caller::of(&request)?.org();
-        let req = request.into_inner();
-        let now = now_ms();
-        let job_id = JobId::generate(now);
-        let span = info_span!("submit_job", job = %job_id, org = %org, engine = %req.engine, ligands = req.ligands.len());
-        // The first span of the job's trace, under the job span recorded when it finishes.
-        dockyard_common::telemetry::trace::set_job_parent(&span, job_id.as_str());
-        // Counted (and refused when over the limit) before anything is stored.
-        let bytes = inline_bytes(&req);
-        self.auth.charge_bytes(&org, bytes).await?;
-        let result = async {
-            let sub = build_spec(&req, org.clone(), self.artifacts.clone(), &self.upload_dir, now, &self.limits).await?;
-            let job = self
-                .scheduler
-                .ask(|reply| Command::Submit {
-                    job: job_id.clone(),
-                    spec: Box::new(sub.spec),
-                    skipped: sub.skipped.into_iter().map(Into::into).collect(),
-                    reply,
-                })
-                .await?;
-            Ok(Response::new(pb::SubmitJobResponse {
-                job_id: job_id.to_string(),
-                job: Some(job),
-            }))
-        }
-        .instrument(span)
-        .await;
-        if result.is_err() {
-            self.auth.refund_bytes(&org, bytes).await;
-        }
-        result.map_err(|e: DockyardError| e.into())
+        Ok(Response::new(self.submit_one(org, request.into_inner()).await?))
+    }
+
+    type SubmitJobsStream = Pin<Box<dyn Stream<Item = Result<pb::SubmitJobsResponse, Status>> + Send>>;
+
+    async fn submit_jobs(&self, request: Request<Streaming<pb::SubmitJobRequest>>) -> Result<Response<Self::SubmitJobsStream>, Status> {
+        let caller = Caller::of(&request)?;
+        let answers = self.submit_stream(caller.org(), request.into_inner());
+        Ok(Response::new(until_revoked(Box::pin(answers), &self.auth, &caller)))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
@@ -419,27 +383,5 @@ mod tests {
         assert!(!artifact_visible(&chem, &key("orgs/chem/jobs/not-a-job/x")));
         assert!(artifact_visible(&Caller::local_admin(), &key("orgs/bio/jobs/JOB/x")));
         assert!(!artifact_visible(&Caller::agent(), &key("orgs/bio/jobs/JOB/x")));
-    }
-
-    #[test]
-    fn inline_inputs_are_counted_uploads_are_not() {
-        let req = pb::SubmitJobRequest {
-            receptor: Some(pb::InputFile {
-                name: "r.pdbqt".into(),
-                source: Some(pb::input_file::Source::Content(vec![0; 10])),
-            }),
-            ligands: vec![
-                pb::InputFile {
-                    name: "l.pdbqt".into(),
-                    source: Some(pb::input_file::Source::Content(vec![0; 5])),
-                },
-                pb::InputFile {
-                    name: "u.pdbqt".into(),
-                    source: Some(pb::input_file::Source::UploadId("sha256:00".into())),
-                },
-            ],
-            ..Default::default()
-        };
-        assert_eq!(inline_bytes(&req), 15);
     }
 }

@@ -6,3 +6,4 @@ pub mod convert;
 pub mod funnel_view;
 pub mod job_service;
 mod results_page;
+mod submit_jobs;

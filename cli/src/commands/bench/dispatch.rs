@@ -1,7 +1,8 @@
 //! `dockyard bench dispatch`: a real coordinator and K real agent processes on loopback,
 //! sleep-engine tasks (0 ms) through the public API, every state change durable. Two modes:
 //! one `SubmitJob` of N tasks (bulk), or `--jobs N` single-task jobs from several concurrent
-//! clients (per request: how an internal service submits one docking at a time). Either way
+//! clients (per request: how an internal service submits one docking at a time), each its
+//! own `SubmitJob` call or its own message on a `SubmitJobs` stream. Either way
 //! the clock stops at the last completion and the CPU counted is every process's: the
 //! coordinator, the agents and this client.
 
@@ -33,6 +34,10 @@ pub struct DispatchArgs {
     /// of --tasks tasks.
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// Per-request mode: each job its own SubmitJob call, or its own message on one
+    /// SubmitJobs stream per client.
+    #[arg(long, value_enum, default_value_t = per_request::Submit::Unary)]
+    pub submit: per_request::Submit,
     /// Per-request mode: concurrent clients, each on its own connection.
     #[arg(long, default_value_t = 8)]
     pub clients: u32,
@@ -78,7 +83,7 @@ pub async fn dispatch(a: &DispatchArgs) -> Result<()> {
     let before = cpu(&coord, &agents);
     let run = match a.jobs {
         None => bulk(&client, a).await,
-        Some(n) => per_request::run(&endpoint, &client, n, a.clients, a.in_flight, a.sleep_ms).await,
+        Some(n) => per_request::run(&endpoint, &client, n, a.clients, a.in_flight, a.sleep_ms, a.submit).await,
     };
     let after = cpu(&coord, &agents);
     let stats = query::stats(&client).await?;

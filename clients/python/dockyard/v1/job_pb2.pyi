@@ -162,6 +162,24 @@ class SubmitJobResponse(_message.Message):
     job: Job
     def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
+class SubmitJobsResponse(_message.Message):
+    __slots__ = ("index", "submitted", "refused")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    submitted: SubmitJobResponse
+    refused: SubmitRefusal
+    def __init__(self, index: _Optional[int] = ..., submitted: _Optional[_Union[SubmitJobResponse, _Mapping]] = ..., refused: _Optional[_Union[SubmitRefusal, _Mapping]] = ...) -> None: ...
+
+class SubmitRefusal(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class TaskCounts(_message.Message):
     __slots__ = ("total", "queued", "running", "succeeded", "failed", "cancelled")
     TOTAL_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class JobServiceStub(object):
                 request_serializer=dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_job__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.stream_stream(
+                '/dockyard.v1.JobService/SubmitJobs',
+                request_serializer=dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_job__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/dockyard.v1.JobService/GetJob',
                 request_serializer=dockyard_dot_v1_dot_job__pb2.GetJobRequest.SerializeToString,
@@ -86,6 +91,16 @@ class JobServiceServicer(object):
 
     def SubmitJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request_iterator, context):
+        """Many submissions on one stream, for a service that submits one docking at a time at a
+        high rate: each request is one job, checked and stored exactly as SubmitJob would, and
+        answered in request order once it is as durable as SubmitJob's reply. A refused request
+        gets its refusal in its answer (nothing of it is queued) and the stream goes on.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -150,6 +165,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_job__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_job__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -219,6 +239,33 @@ class JobService(object):
             '/dockyard.v1.JobService/SubmitJob',
             dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.SerializeToString,
             dockyard_dot_v1_dot_job__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dockyard.v1.JobService/SubmitJobs',
+            dockyard_dot_v1_dot_job__pb2.SubmitJobRequest.SerializeToString,
+            dockyard_dot_v1_dot_job__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
