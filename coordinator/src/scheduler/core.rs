@@ -16,7 +16,7 @@ use dockyard_proto::v1 as pb;
 use super::latency::LatencyRing;
 use super::nodes::{NodeRt, NodeTable};
 use super::queue::{ReadyQueue, TaskClass};
-use super::txn::Txn;
+use super::txn::{Staged, Subscription, Txn};
 use super::{Command, SchedulerConfig};
 use crate::api::funnel_view;
 use crate::cluster::outcome::JobChange;
@@ -56,12 +56,6 @@ impl ActiveJob {
             accepted_at: Instant::now(),
             stage: 0,
         }
-    }
-
-    /// Sends the job's current view to its WatchJob subscribers.
-    fn publish_view(&mut self, store: &Store, id: &JobId) {
-        self.watch.send_replace(funnel_view::view(store, id, &self.spec, &self.status));
-        self.view_stale = false;
     }
 
     /// Queue key of the job's task `index` while it has never been dispatched.
@@ -238,6 +232,7 @@ impl Core {
                 let store = self.store.clone();
                 let epoch = self.epoch;
                 let replicated_at = self.replicated_at.clone();
+                tx.barrier = true;
                 tx.after(move || {
                     let started = std::time::Instant::now();
                     let snap = store.export_scheduler().and_then(|records| {
@@ -298,68 +293,127 @@ impl Core {
         }
     }
 
-    /// Side effects, once the batch is durable.
+    /// Fixes what the batch's effects will show, as of the end of the batch: job views,
+    /// watch subscriptions, the streams of jobs that finished, the connections sent to.
+    /// Jobs that finished leave memory here, before the next batch, as they always did.
+    pub fn stage(&mut self, tx: &mut Txn) {
+        // A stage's change is its funnel's too.
+        let roots: Vec<JobId> = tx
+            .dirty_jobs
+            .iter()
+            .filter_map(|id| self.jobs.get(id).and_then(|j| j.spec.funnel_root().cloned()))
+            .collect();
+        let watched: BTreeSet<JobId> = tx.watchers.iter().map(|(id, _)| id.clone()).collect();
+        let mut views = BTreeSet::new();
+        for id in tx.dirty_jobs.iter().chain(roots.iter()) {
+            if let Some(job) = self.jobs.get_mut(id) {
+                if job.watch.receiver_count() > 0 || watched.contains(id) {
+                    views.insert(id.clone());
+                } else {
+                    job.view_stale = true;
+                }
+            }
+        }
+        for id in &watched {
+            if self.jobs.get(id).is_some_and(|j| j.view_stale) {
+                views.insert(id.clone());
+            }
+        }
+        for id in views {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                let v = funnel_view::view(&self.store, &id, &job.spec, &job.status);
+                job.view_stale = false;
+                tx.staged.views.push((id, v));
+            }
+        }
+        for (id, reply) in std::mem::take(&mut tx.watchers) {
+            let sub = match self.jobs.get(&id) {
+                Some(job) => Subscription::Live(job.watch.subscribe()),
+                None => Subscription::Done(Box::new(self.view(&id))),
+            };
+            tx.staged.subscriptions.push((reply, sub));
+        }
+        for id in std::mem::take(&mut self.finished_jobs) {
+            if let Some(job) = self.jobs.remove(&id) {
+                tx.staged.closing.push((id, job.watch));
+            }
+        }
+        for nid in tx.messages.iter().map(|(n, _)| n).chain(tx.assigns.keys()) {
+            if let Some(n) = self.nodes.nodes.get(nid) {
+                tx.staged.conns.insert(nid.clone(), n.conn);
+            }
+        }
+    }
+
+    /// Side effects, once the batch is durable. They come from the batch (see `stage`):
+    /// later batches may already be applied in memory.
     pub fn effects(&mut self, tx: Txn) {
         let Txn {
             after,
             messages,
             assigns,
-            dirty_jobs,
-            watchers,
+            staged,
             ..
         } = tx;
         for f in after {
             f();
         }
+        // The node as it was at the end of the batch, still on the same connection.
+        let same_conn = |nodes: &super::nodes::NodeTable, nid: &NodeId| {
+            nodes
+                .nodes
+                .get(nid)
+                .filter(|n| staged.conns.get(nid) == Some(&n.conn))
+                .map(|n| n.conn)
+        };
         for (nid, msg) in messages {
+            let Some(conn) = same_conn(&self.nodes, &nid) else { continue };
             if let Some(n) = self.nodes.nodes.get(&nid) {
                 if n.is_connected() && !n.send(msg) {
                     self.pending_evictions
-                        .push((nid.clone(), n.conn, "outbound stream full or closed".into()));
+                        .push((nid.clone(), conn, "outbound stream full or closed".into()));
                 }
             }
         }
         for (nid, tasks) in assigns {
+            let Some(conn) = same_conn(&self.nodes, &nid) else { continue };
             if let Some(n) = self.nodes.nodes.get(&nid) {
                 let msg = pb::CoordinatorMessage {
                     kind: Some(pb::coordinator_message::Kind::Assign(pb::Assign { tasks })),
                 };
                 if !n.send(msg) {
                     self.pending_evictions
-                        .push((nid.clone(), n.conn, "outbound stream full or closed".into()));
+                        .push((nid.clone(), conn, "outbound stream full or closed".into()));
                 }
             }
         }
-        // A stage's change is its funnel's too.
-        let roots: Vec<JobId> = dirty_jobs
-            .iter()
-            .filter_map(|id| self.jobs.get(id).and_then(|j| j.spec.funnel_root().cloned()))
-            .collect();
-        for id in dirty_jobs.into_iter().chain(roots) {
-            if let Some(job) = self.jobs.get_mut(&id) {
-                if job.watch.receiver_count() > 0 {
-                    job.publish_view(&self.store, &id);
-                } else {
-                    job.view_stale = true;
-                }
-            }
-        }
-        for (id, reply) in watchers {
-            let r = match self.jobs.get_mut(&id) {
+        let Staged {
+            views,
+            subscriptions,
+            closing,
+            ..
+        } = staged;
+        for (id, v) in views {
+            match self.jobs.get(&id) {
                 Some(job) => {
-                    if job.view_stale {
-                        job.publish_view(&self.store, &id);
-                    }
-                    Ok(job.watch.subscribe())
+                    job.watch.send_replace(v);
                 }
-                None => self.view(&id).map(|v| watch::channel(v).1),
+                None => {
+                    if let Some((_, w)) = closing.iter().find(|(c, _)| *c == id) {
+                        w.send_replace(v);
+                    }
+                }
+            }
+        }
+        for (reply, sub) in subscriptions {
+            let r = match sub {
+                Subscription::Live(rx) => Ok(rx),
+                Subscription::Done(v) => v.map(|v| watch::channel(v).1),
             };
             let _ = reply.send(r);
         }
-        for id in std::mem::take(&mut self.finished_jobs) {
-            // Dropping the sender ends every WatchJob stream after its final snapshot.
-            self.jobs.remove(&id);
-        }
+        // Dropping the senders ends every WatchJob stream after its final snapshot.
+        drop(closing);
     }
 
     /// Tasks of `org` waiting to run (queued or waiting out a retry backoff).

@@ -20,6 +20,7 @@ mod replication;
 mod results;
 mod txn;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,6 +225,37 @@ pub async fn start(
     Ok(tokio::spawn(run(core, store, rx, replication, shutdown)))
 }
 
+/// Batches applied to sled whose flush may still be running. While one is flushed the next
+/// is gathered and applied, so the actor does not sit idle through every disk sync; the
+/// effects of each wait for its own flush, in batch order.
+const MAX_UNFLUSHED: usize = 4;
+
+/// A batch applied to sled, waiting for its flush before its effects.
+struct Unflushed {
+    flush: Flush,
+    tx: Txn,
+    started: Instant,
+}
+
+enum Flush {
+    /// The batch wrote nothing.
+    Nothing,
+    Running(tokio::task::JoinHandle<Result<usize, DockyardError>>),
+    Done(Result<(), DockyardError>),
+}
+
+impl Flush {
+    async fn wait(&mut self) {
+        if let Flush::Running(h) = self {
+            let r = match h.await {
+                Ok(r) => r.map(|_| ()),
+                Err(e) => Err(DockyardError::Storage(format!("the flush task failed: {e}"))),
+            };
+            *self = Flush::Done(r);
+        }
+    }
+}
+
 async fn run(
     mut core: Core,
     store: Store,
@@ -236,16 +268,21 @@ async fn run(
         Ok(n) => n,
         Err(e) => return Err(Fatal::WriteFailed(e)),
     };
+    let mut unflushed: VecDeque<Unflushed> = VecDeque::new();
     loop {
+        release_flushed(&mut core, &mut unflushed, false).await?;
+        let full = unflushed.len() >= MAX_UNFLUSHED;
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            c = rx.recv() => match c { Some(c) => Some(c), None => break },
-            _ = tokio::time::sleep(TICK) => None,
+            // The oldest flush finished: its effects go out before anything else happens.
+            _ = oldest_flushed(&mut unflushed) => continue,
+            c = rx.recv(), if !full => match c { Some(c) => Some(c), None => break },
+            _ = tokio::time::sleep(TICK), if !full => None,
         };
         let mut tx = Txn::default();
         core.apply_pending_evictions(&mut tx);
-        // Stages that ended in an earlier batch, whose results are all on disk now.
+        // Stages that ended in an earlier batch, whose results are all in sled now.
         core.advance_funnels(&mut tx);
         if let Some(c) = first {
             core.apply(c, &mut tx);
@@ -266,31 +303,69 @@ async fn run(
         }
         core.dispatch(&mut tx);
         core.finalize(&mut tx);
+        core.stage(&mut tx);
         if !tx.shared.is_empty() {
             if let Err(e) = replication.replicate(std::mem::take(&mut tx.shared)).await {
                 error!(error = %e, "cannot replicate scheduler state; stopping the coordinator");
                 return Err(Fatal::Deposed(format!("cannot replicate scheduler state: {e}")));
             }
         }
-        if !tx.batch.is_empty() {
+        let started = Instant::now();
+        let flush = if tx.batch.is_empty() {
+            Flush::Nothing
+        } else {
             commit_position += 1;
             tx.batch.set_commit_position(commit_position);
-            let batch = std::mem::take(&mut tx.batch);
-            let started = Instant::now();
-            let durable = match store.apply(batch) {
-                Ok(()) => store.flush().await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            core.cfg.metrics.sled_write(started.elapsed());
+            if let Err(e) = store.apply(std::mem::take(&mut tx.batch)) {
+                // Nothing of this batch (replies, assignments) may leave the process.
+                error!(error = %e, "cannot persist scheduler state; stopping the coordinator");
+                return Err(Fatal::WriteFailed(e));
+            }
+            // sled's log is written in order, so this flush also covers every batch before.
+            let store = store.clone();
+            Flush::Running(tokio::spawn(async move { store.flush().await }))
+        };
+        let barrier = tx.barrier;
+        unflushed.push_back(Unflushed { flush, tx, started });
+        if barrier {
+            release_flushed(&mut core, &mut unflushed, true).await?;
+        }
+    }
+    // What was applied is flushed and answered before the actor ends.
+    release_flushed(&mut core, &mut unflushed, true).await?;
+    info!("scheduler stopped");
+    Ok(())
+}
+
+/// Waits until the oldest unflushed batch's flush is done (forever when there is none).
+async fn oldest_flushed(unflushed: &mut VecDeque<Unflushed>) {
+    match unflushed.front_mut() {
+        Some(u) if matches!(u.flush, Flush::Running(_)) => u.flush.wait().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Runs the effects of the batches at the front whose flush is done (all of them, waiting
+/// for each, with `wait`), oldest first.
+async fn release_flushed(core: &mut Core, unflushed: &mut VecDeque<Unflushed>, wait: bool) -> Result<(), Fatal> {
+    while let Some(front) = unflushed.front_mut() {
+        if let Flush::Running(h) = &front.flush {
+            if !wait && !h.is_finished() {
+                break;
+            }
+            front.flush.wait().await;
+        }
+        let Some(u) = unflushed.pop_front() else { break };
+        if let Flush::Done(durable) = u.flush {
+            core.cfg.metrics.sled_write(u.started.elapsed());
             if let Err(e) = durable {
                 // Nothing of this batch (replies, assignments) may leave the process.
                 error!(error = %e, "cannot persist scheduler state; stopping the coordinator");
                 return Err(Fatal::WriteFailed(e));
             }
         }
-        core.effects(tx);
+        core.effects(u.tx);
     }
-    info!("scheduler stopped");
     Ok(())
 }
 
