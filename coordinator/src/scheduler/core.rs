@@ -32,7 +32,9 @@ pub(super) struct ActiveJob {
     /// subscribed a change just marks it stale (building it for every job in every batch was
     /// about 4% of the coordinator's CPU per single-task job), and a new subscriber gets it
     /// rebuilt first.
-    pub watch: watch::Sender<pb::Job>,
+    /// Shared with the effects of batches not yet durable, which publish on it; the streams
+    /// end when the last holder lets go (the batch the job finished in).
+    pub watch: Arc<watch::Sender<pb::Job>>,
     pub view_stale: bool,
     /// Indices of this job's tasks that have a `LiveTask` (running, retrying, orphaned).
     pub live: BTreeSet<u32>,
@@ -44,7 +46,7 @@ pub(super) struct ActiveJob {
 
 impl ActiveJob {
     pub fn new(spec: JobSpec, status: JobStatus) -> Self {
-        let (watch, _) = watch::channel(pb::Job::default());
+        let watch = Arc::new(watch::channel(pb::Job::default()).0);
         let class = class_of(&spec);
         ActiveJob {
             spec: Arc::new(spec),
@@ -323,7 +325,7 @@ impl Core {
             if let Some(job) = self.jobs.get_mut(&id) {
                 let v = funnel_view::view(&self.store, &id, &job.spec, &job.status);
                 job.view_stale = false;
-                tx.staged.views.push((id, v));
+                tx.staged.views.push((Arc::clone(&job.watch), v));
             }
         }
         for (id, reply) in std::mem::take(&mut tx.watchers) {
@@ -335,7 +337,7 @@ impl Core {
         }
         for id in std::mem::take(&mut self.finished_jobs) {
             if let Some(job) = self.jobs.remove(&id) {
-                tx.staged.closing.push((id, job.watch));
+                tx.staged.closing.push(job.watch);
             }
         }
         for nid in tx.messages.iter().map(|(n, _)| n).chain(tx.assigns.keys()) {
@@ -393,17 +395,8 @@ impl Core {
             closing,
             ..
         } = staged;
-        for (id, v) in views {
-            match self.jobs.get(&id) {
-                Some(job) => {
-                    job.watch.send_replace(v);
-                }
-                None => {
-                    if let Some((_, w)) = closing.iter().find(|(c, _)| *c == id) {
-                        w.send_replace(v);
-                    }
-                }
-            }
+        for (w, v) in views {
+            w.send_replace(v);
         }
         for (reply, sub) in subscriptions {
             let r = match sub {

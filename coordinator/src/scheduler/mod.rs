@@ -18,6 +18,8 @@ mod reconcile;
 mod record;
 mod replication;
 mod results;
+#[cfg(test)]
+mod stage_tests;
 mod txn;
 
 use std::collections::VecDeque;

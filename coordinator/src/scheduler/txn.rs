@@ -2,6 +2,7 @@
 //! assignments) that may only happen once those writes are on disk.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use dockyard_common::ids::{JobId, NodeId};
 use dockyard_proto::v1 as pb;
@@ -33,11 +34,11 @@ pub struct Txn {
 #[derive(Default)]
 pub struct Staged {
     /// Job views to publish to WatchJob streams.
-    pub views: Vec<(JobId, pb::Job)>,
+    pub views: Vec<(Arc<tokio::sync::watch::Sender<pb::Job>>, pb::Job)>,
     /// Subscriptions: a receiver on a live job's stream, or the view of a job not in memory.
     pub subscriptions: Vec<(super::Reply<tokio::sync::watch::Receiver<pb::Job>>, Subscription)>,
     /// Jobs that finished in the batch: their streams end once their final view is out.
-    pub closing: Vec<(JobId, tokio::sync::watch::Sender<pb::Job>)>,
+    pub closing: Vec<Arc<tokio::sync::watch::Sender<pb::Job>>>,
     /// Each node sent to, with the connection it had: a node that reconnected since gets
     /// nothing (its earlier connection's tasks were requeued when it dropped).
     pub conns: HashMap<NodeId, u64>,
